@@ -1,0 +1,44 @@
+"""The `dctq` command: joins the command groups; every command calls one library function."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from .common import CliState
+
+app = typer.Typer(
+    name="dctq",
+    help="PyTorch to INT8 inference engines that read JPEG DCT coefficients directly.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dctq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the dctq version and exit."),
+    ] = False,
+) -> None:
+    """dctq: read JPEG DCT coefficients, train, quantize and deploy models on them."""
+    ctx.obj = CliState(debug=debug)
+
+
+# Each command module adds its commands or group to `app` (one line per module, keep sorted).
+from . import inspect_cmd  # noqa: E402
+
+for _module in (inspect_cmd,):
+    _module.register(app)

@@ -1,0 +1,1 @@
+"""Bottom layer shared by every part: the error family and atomic file writes."""

@@ -1,0 +1,1 @@
+/* libjpeg-turbo coefficient reader: written by the reader work. */
