@@ -1,0 +1,448 @@
+"""QSAM's quantization-aware batch norm (QABN): one BatchNorm branch per anchor JPEG quality.
+
+Ma et al., "Picking Up Quantization Steps for Compressed Image Classification" (METHODS.md section 1).
+Every BatchNorm2d of a model becomes K independent branches (own gamma/beta/running statistics), one
+per base quality `QSAM_BASE_QUALITIES` (branch k <-> QSAM_BASE_QUALITIES[k]). Two ways to use them:
+
+- base stage, hard routing: `with qabn_routing(model, branch_index): model(...)`, sample i is
+  normalised by branch `branch_index[i]` (train mode: batch statistics of its group);
+- meta stage and inference, mixing: `model(..., qt)`; a forward pre-hook maps the file's quant
+  tables to weights `w = QuantTableMixer(qt)` [N, K] and every layer returns
+  `sum_k w[:, k] * BN_k(x)` with each branch's running statistics.
+
+`meta_step` runs QSAM's MAML-style episode that trains the mixer alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import inspect
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..common.errors import ModelError
+
+QSAM_BASE_QUALITIES: tuple[int, ...] = (90, 60, 30, 10)
+"""QSAM's base JPEG qualities; branch k of every QABN layer belongs to QSAM_BASE_QUALITIES[k]."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutingPlan:
+    """A branch index vector grouped once per batch: sorting by branch makes each group a slice."""
+
+    size: int
+    slices: tuple[tuple[int, int, int], ...]  # (branch, start, stop) in the sorted batch
+    order: Tensor | None  # [N] long, sorted position -> sample; None when already sorted
+    inverse: Tensor | None  # [N] long, sample -> sorted position
+
+
+def plan_routing(branch_index: Tensor, num_branches: int) -> RoutingPlan:
+    """Group `branch_index` [N] (integers in 0..num_branches-1) for hard routing.
+
+    Raises:
+        ModelError: empty vector, or an index outside 0..num_branches-1.
+    """
+    idx = torch.as_tensor(branch_index).reshape(-1).long()
+    if idx.numel() == 0:
+        raise ModelError("QABN routing got an empty branch_index; give one branch per sample")
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= num_branches:
+        raise ModelError(
+            f"QABN branch_index holds {lo}..{hi} but the model has {num_branches} branches (0..{num_branches - 1})"
+        )
+    order = inverse = None
+    if bool((idx[1:] < idx[:-1]).any()):
+        order = torch.argsort(idx, stable=True)
+        inverse = torch.argsort(order)
+        idx = idx[order]
+    counts = torch.bincount(idx.cpu(), minlength=num_branches).tolist()
+    slices, start = [], 0
+    for k, c in enumerate(counts):
+        if c:
+            slices.append((k, start, start + c))
+            start += c
+    return RoutingPlan(idx.numel(), tuple(slices), order, inverse)
+
+
+def chunk_branch_index(chunk_size: int, num_branches: int = len(QSAM_BASE_QUALITIES)) -> Tensor:
+    """[num_branches * chunk_size] long: QSAM's base-stage layout, chunk k of the batch -> branch k."""
+    return torch.arange(num_branches).repeat_interleave(chunk_size)
+
+
+class QABNState:
+    """Switchboard shared by a model's mixer hook and all its QABN layers (one per model, no globals).
+
+    `routing` (hard routing) wins over `weights` (mixing); `pinned` stops the hook from replacing
+    weights that a caller set with `qabn_mixing`.
+    """
+
+    def __init__(self) -> None:
+        self.weights: Tensor | None = None  # [N, K]
+        self.routing: RoutingPlan | None = None
+        self.pinned = False
+
+
+class QABatchNorm2d(nn.Module):
+    """K independent BatchNorm2d branches over `num_features` channels, routed or mixed per sample.
+
+    forward(x: [N, C, H, W]) -> [N, C, H, W] follows the shared `QABNState`: hard routing when a
+    routing plan is set, otherwise mixing with its weights; `route` and `mix` can be called directly.
+
+    Mixing always uses each branch's *running* statistics and never updates them, also when the
+    layer is in train mode: with batch statistics all K branches would see the same mean/variance
+    (one batch), so they would differ only by their affine part, and every branch's running
+    statistics would absorb the mixed-quality batch, erasing what the base stage learned per quality.
+    gamma/beta still receive gradients in mixing (freeze them yourself when they must not move).
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        num_branches: int = len(QSAM_BASE_QUALITIES),
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        state: QABNState | None = None,
+    ) -> None:
+        super().__init__()
+        if num_branches < 1:
+            raise ModelError(f"QABatchNorm2d needs at least one branch, got num_branches={num_branches}")
+        self.num_features = num_features
+        self.num_branches = num_branches
+        self.branches = nn.ModuleList(
+            nn.BatchNorm2d(num_features, eps=eps, momentum=momentum, affine=affine)
+            for _ in range(num_branches)
+        )
+        self.qabn_name = ""  # module path, filled by apply_qabn for error messages
+        self._state = state if state is not None else QABNState()
+
+    @classmethod
+    def from_batchnorm(
+        cls, bn: nn.BatchNorm2d, num_branches: int, state: QABNState | None = None, name: str = ""
+    ) -> QABatchNorm2d:
+        """A QABN layer whose every branch is a copy of `bn` (parameters, running stats, eps, momentum).
+
+        Raises:
+            ModelError: `bn` does not track running statistics (mixing needs them).
+        """
+        if not bn.track_running_stats:
+            raise ModelError(
+                f"BatchNorm layer {name or bn!r} has track_running_stats=False; QABN mixes the branches' "
+                "running statistics, so build the model with tracked statistics"
+            )
+        layer = cls(bn.num_features, num_branches, bn.eps, bn.momentum, bn.affine, state)
+        layer.qabn_name = name
+        ref = bn.weight if bn.affine else bn.running_mean
+        layer.to(device=ref.device, dtype=ref.dtype)
+        for branch in layer.branches:
+            branch.load_state_dict(bn.state_dict())
+        return layer
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, num_branches={self.num_branches}"
+
+    def _where(self) -> str:
+        return f"QABN layer {self.qabn_name!r}" if self.qabn_name else "QABN layer"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._state.routing is not None:
+            return self.route(x, self._state.routing)
+        if self._state.weights is not None:
+            return self.mix(x, self._state.weights)
+        raise ModelError(
+            f"{self._where()} has neither mixing weights nor a routing: call the model with its quant "
+            "tables (qt=...), or inside qabn_routing(model, branch_index) / qabn_mixing(model, weights)"
+        )
+
+    def branch_affine(self) -> tuple[Tensor, Tensor]:
+        """(scale, shift), each [K, C]: branch k in eval mode is `x * scale[k] + shift[k]` per channel."""
+        mean = torch.stack([b.running_mean for b in self.branches])
+        var = torch.stack([b.running_var for b in self.branches])
+        scale = torch.rsqrt(var + self.branches[0].eps)
+        if self.branches[0].affine:
+            scale = scale * torch.stack([b.weight for b in self.branches])
+            shift = torch.stack([b.bias for b in self.branches]) - mean * scale
+        else:
+            shift = -mean * scale
+        return scale, shift
+
+    def mix(self, x: Tensor, weights: Tensor) -> Tensor:
+        """sum_k weights[:, k] * BN_k(x) with running statistics; x [N, C, H, W], weights [N, K].
+
+        Computed as one per-sample affine map (weights @ scale, weights @ shift), which is the same
+        function and exports as a MatMul and a multiply-add.
+        """
+        if (
+            x.dim() != 4
+            or weights.dim() != 2
+            or weights.shape[1] != self.num_branches
+            or weights.shape[0] != x.shape[0]
+        ):
+            raise ModelError(
+                f"{self._where()} mixes x [N, C, H, W] with weights [N, {self.num_branches}], got x "
+                f"{tuple(x.shape)} and weights {tuple(weights.shape)}"
+            )
+        scale, shift = self.branch_affine()
+        w = weights.to(scale.dtype)
+        s = (w @ scale).to(x.dtype)[:, :, None, None]
+        b = (w @ shift).to(x.dtype)[:, :, None, None]
+        return x * s + b
+
+    def route(self, x: Tensor, routing: RoutingPlan | Tensor) -> Tensor:
+        """Sample i normalised by branch routing[i] alone (train mode: its group's batch statistics).
+
+        routing: a branch index vector [N] (long) or a plan from `plan_routing`.
+        """
+        plan = routing if isinstance(routing, RoutingPlan) else plan_routing(routing, self.num_branches)
+        if plan.size != x.shape[0]:
+            raise ModelError(
+                f"{self._where()} got a batch of {x.shape[0]} samples but a branch_index of {plan.size}"
+            )
+        if plan.order is not None:
+            x = x.index_select(0, plan.order.to(x.device))
+        if len(plan.slices) == 1:
+            out = self.branches[plan.slices[0][0]](x)
+        else:
+            out = torch.cat([self.branches[k](x[start:stop]) for k, start, stop in plan.slices])
+        if plan.inverse is not None:
+            out = out.index_select(0, plan.inverse.to(x.device))
+        return out
+
+
+class QuantTableMixer(nn.Module):
+    """QSAM's mixing MLP: the raw Y and Cb quant tables -> K branch weights summing to one.
+
+    Linear(128, 128)-ReLU-Linear(128, 256)-ReLU-Linear(256, K); the raw output r is normalised
+    linearly, w = r / sum(r), no softmax, so weights may be negative. A sum within `eps` of zero is
+    replaced by +-eps (its sign kept) so that w stays finite.
+    """
+
+    def __init__(self, num_branches: int = len(QSAM_BASE_QUALITIES), eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_branches = num_branches
+        self.eps = eps
+        self.net = nn.Sequential(
+            nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, num_branches)
+        )
+
+    def features(self, qt: Tensor) -> Tensor:
+        """qt [N, 3, 64] (or [N, 2, 64]) step values 1..255, natural order -> [N, 128] (Y then Cb).
+
+        Raises:
+            ModelError: qt has another shape.
+        """
+        if qt.dim() != 3 or qt.shape[1] < 2 or qt.shape[2] != 64:
+            raise ModelError(
+                f"QABN needs quant tables qt [N, 3, 64] (Y, Cb, Cr; natural order), got {tuple(qt.shape)}"
+            )
+        return qt[:, :2].reshape(qt.shape[0], 128).to(self.net[0].weight.dtype)
+
+    def forward(self, qt: Tensor) -> Tensor:
+        """qt [N, 3, 64] -> weights [N, K] (the mixer's dtype), each row summing to one."""
+        raw = self.net(self.features(qt))
+        total = raw.sum(dim=1, keepdim=True)
+        eps = torch.full_like(total, self.eps)
+        total = torch.where(total.abs() < self.eps, torch.where(total < 0, -eps, eps), total)
+        return raw / total
+
+
+def is_qabn(model: nn.Module) -> bool:
+    """True when `apply_qabn` has converted `model`."""
+    return isinstance(getattr(model, "_qabn_state", None), QABNState)
+
+
+def _qt_position(model: nn.Module) -> int:
+    params = list(inspect.signature(model.forward).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for i, p in enumerate(positional):
+        if p.name == "qt":
+            return i
+    raise ModelError(
+        f"{type(model).__name__}.forward has no `qt` argument; QABN reads the quant tables from "
+        "forward(y, cbcr, qt) (DCT models) or forward(x, qt=None) (RGB models)"
+    )
+
+
+def _qabn_pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    state: QABNState = module._qabn_state
+    if state.routing is not None or state.pinned:
+        return None
+    pos = module._qabn_qt_index
+    qt = kwargs.get("qt") if "qt" in kwargs else (args[pos] if len(args) > pos else None)
+    if qt is None:
+        raise ModelError(
+            f"{type(module).__name__} has QABN layers and needs the quant tables: call it with qt "
+            "[N, 3, 64], or inside qabn_routing(model, branch_index) for hard routing"
+        )
+    state.weights = module.qabn_mixer(qt)
+    return None
+
+
+def _qabn_post_hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+    state: QABNState = module._qabn_state
+    if not state.pinned:
+        state.weights = None  # drop the batch's graph; the next call computes its own weights
+    return None
+
+
+def apply_qabn(
+    model: nn.Module, num_branches: int = len(QSAM_BASE_QUALITIES), *, exclude: tuple[str, ...] = ()
+) -> nn.Module:
+    """Convert `model` in place to QSAM's QABN and return it.
+
+    Every nn.BatchNorm2d (except module names matching a wildcard in `exclude`, e.g. "stem.*")
+    becomes a QABatchNorm2d whose branches all copy it, so a plainly trained model keeps its
+    function for any weights summing to one. Adds `model.qabn_mixer` (QuantTableMixer),
+    `model.qabn_num_branches`, and a forward pre-hook that computes the weights from `qt` once per
+    call (DCT models: forward(y, cbcr, qt); RGB models: forward(x, qt); positional or keyword).
+
+    Raises:
+        ModelError: already converted, no `qt` argument in forward, or no BatchNorm2d to convert.
+    """
+    if is_qabn(model):
+        raise ModelError(
+            f"{type(model).__name__} already has QABN layers ({model.qabn_num_branches} branches)"
+        )
+    qt_index = _qt_position(model)
+    state = QABNState()
+    targets = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.BatchNorm2d) and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+    ]
+    if not targets:
+        raise ModelError(f"{type(model).__name__} has no BatchNorm2d layer to turn into QABN")
+    for name, bn in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, QABatchNorm2d.from_batchnorm(bn, num_branches, state, name))
+    ref = next(model.parameters(), None)
+    model.qabn_mixer = QuantTableMixer(num_branches).to(device=ref.device if ref is not None else None)
+    model.qabn_num_branches = num_branches
+    model._qabn_state = state
+    model._qabn_qt_index = qt_index
+    model.register_forward_pre_hook(_qabn_pre_hook, with_kwargs=True)
+    model.register_forward_hook(_qabn_post_hook, with_kwargs=True)
+    return model
+
+
+def _state_of(model: nn.Module) -> QABNState:
+    if not is_qabn(model):
+        raise ModelError(f"{type(model).__name__} has no QABN layers; convert it with apply_qabn first")
+    return model._qabn_state
+
+
+@contextlib.contextmanager
+def _override(model: nn.Module, routing: RoutingPlan | None, weights: Tensor | None) -> Iterator[None]:
+    state = _state_of(model)
+    saved = (state.routing, state.weights, state.pinned)
+    state.routing, state.weights, state.pinned = routing, weights, weights is not None
+    try:
+        yield
+    finally:
+        state.routing, state.weights, state.pinned = saved
+
+
+def qabn_routing(model: nn.Module, branch_index: Tensor) -> contextlib.AbstractContextManager[None]:
+    """Hard routing (QSAM base stage) for calls inside the `with` block; the mixer is not used.
+
+    branch_index: [N] long in 0..K-1, sample i -> branch branch_index[i]; QSAM's layout (chunk k of
+    the batch -> branch k) is `chunk_branch_index(N // K, K)`.
+
+    Raises:
+        ModelError: `model` has no QABN, or an index is outside 0..K-1.
+    """
+    _state_of(model)
+    return _override(model, plan_routing(branch_index, model.qabn_num_branches), None)
+
+
+def qabn_mixing(model: nn.Module, weights: Tensor) -> contextlib.AbstractContextManager[None]:
+    """Mix with the given weights [N, K] for calls inside the `with` block instead of the mixer's."""
+    return _override(model, None, weights)
+
+
+def _as_args(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+
+
+def _plain_ce(logits: Tensor, labels: Tensor, qt: Tensor) -> Tensor:
+    return F.cross_entropy(logits, labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaStepLosses:
+    """Loss terms of one meta step (before the update): L_tr, L_te, L_base and the weighted total."""
+
+    train: float
+    test: float
+    base: float
+    total: float
+
+
+def meta_step(
+    model: nn.Module,
+    batch_train: tuple[Tensor | tuple[Tensor, ...], Tensor, Tensor, Tensor | int | None],
+    batch_test: tuple[Tensor | tuple[Tensor, ...], Tensor, Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor] = _plain_ce,
+    inner_lr: float = 1e-3,
+    test_weight: float = 1.0,
+    base_weight: float = 1.0,
+) -> MetaStepLosses:
+    """One QSAM meta-stage episode: a second-order MAML step on `model.qabn_mixer` alone.
+
+    With theta the mixer's parameters: w = mixer_theta(qt_tr); L_tr = loss_fn(f(x_tr; w), y_tr, qt_tr);
+    L_base = mean |w - onehot(branch_index)|; theta' = theta - inner_lr * grad L_tr (graph kept);
+    L_te = loss_fn(f(x_te; mixer_theta'(qt_te)), y_te, qt_te); the optimizer then steps the mixer on
+    L_tr + test_weight * L_te + base_weight * L_base. The model runs in eval mode (frozen backbone and
+    BN statistics; its train/eval mode is restored afterwards) and only mixer parameters receive
+    gradients, so the optimizer may be built over `model.qabn_mixer.parameters()` only.
+
+    Args:
+        batch_train: (inputs, labels [N] long, qt [N, 3, 64], branch_index) at a base quality;
+            inputs = the forward arguments before qt ((y, cbcr) or x); branch_index = that quality's
+            branch (int or [N] long), or None to drop L_base (meta-train batch not at a base quality).
+        batch_test: (inputs, labels, qt) at a held-out quality.
+        loss_fn: (logits, labels, qt) -> scalar; QSAM uses `dctq.calibration.qac.qac_weighted_loss`
+            (the per-sample form; the reference code's meta stage weights L_tr/L_te B times larger).
+    Raises:
+        ModelError: `model` was not converted with apply_qabn.
+    """
+    _state_of(model)
+    mixer: QuantTableMixer = model.qabn_mixer
+    names = [n for n, _ in mixer.named_parameters()]
+    params = [p for _, p in mixer.named_parameters()]
+    inputs_tr, labels_tr, qt_tr, branch_index = batch_train
+    inputs_te, labels_te, qt_te = batch_test
+    was_training = model.training
+    model.eval()
+    try:
+        w_tr = mixer(qt_tr)
+        with qabn_mixing(model, w_tr):
+            l_tr = loss_fn(model(*_as_args(inputs_tr), qt=qt_tr), labels_tr, qt_tr)
+        if branch_index is None:
+            l_base = w_tr.new_zeros(())
+        else:
+            target_index = torch.as_tensor(branch_index, device=w_tr.device).long().expand(w_tr.shape[0])
+            target = F.one_hot(target_index, mixer.num_branches).to(w_tr.dtype)
+            l_base = F.l1_loss(w_tr, target)
+        grads = torch.autograd.grad(l_tr, params, create_graph=True)
+        adapted = {n: p - inner_lr * g for n, p, g in zip(names, params, grads, strict=True)}
+        w_te = torch.func.functional_call(mixer, adapted, (qt_te,))
+        with qabn_mixing(model, w_te):
+            l_te = loss_fn(model(*_as_args(inputs_te), qt=qt_te), labels_te, qt_te)
+        total = l_tr + test_weight * l_te + base_weight * l_base
+        optimizer.zero_grad(set_to_none=True)
+        # Gradients w.r.t. the mixer only, so frozen backbone parameters never get a .grad.
+        for p, g in zip(params, torch.autograd.grad(total, params), strict=True):
+            p.grad = g
+        optimizer.step()
+    finally:
+        model.train(was_training)
+    return MetaStepLosses(*(float(t.detach()) for t in (l_tr, l_te, l_base, total)))

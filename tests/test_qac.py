@@ -1,0 +1,102 @@
+"""QAC confidence, its weighted loss, and IJG tables checked against what Pillow/libjpeg write."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import jpeglib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dctq.calibration.qac import ijg_qt, ijg_quant_table, qac_confidence, qac_weighted_loss
+from dctq.common.errors import DataError
+
+
+def _pillow_jpeg(quality: int) -> bytes:
+    rgb = np.random.default_rng(quality).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _pillow_tables(quality: int) -> np.ndarray:
+    """[2, 64] as Pillow reports them (current Pillow: natural order)."""
+    q = Image.open(io.BytesIO(_pillow_jpeg(quality))).quantization
+    return np.array([q[0], q[1]], dtype=np.int64)
+
+
+def _qt(tables: np.ndarray) -> torch.Tensor:
+    """[2, 64] -> qt [1, 3, 64] with Cr = Cb, as the reader returns for IJG files."""
+    return torch.tensor(np.stack([tables[0], tables[1], tables[1]])[None], dtype=torch.float32)
+
+
+def test_pillow_quantization_is_natural_order(tmp_path: Path) -> None:
+    path = tmp_path / "q50.jpg"
+    path.write_bytes(_pillow_jpeg(50))
+    ref = jpeglib.read_dct(str(path)).qt.reshape(-1, 64)
+    np.testing.assert_array_equal(_pillow_tables(50), ref[:2])
+
+
+@pytest.mark.parametrize(
+    ("quality", "expected"), [(95, 0.234), (90, 0.115), (75, 0.045), (50, 0.023), (10, 0.0057)]
+)
+def test_confidence_of_pillow_tables_matches_methods(quality: int, expected: float) -> None:
+    c = qac_confidence(_qt(_pillow_tables(quality)))
+    assert c.shape == (1,)
+    assert abs(float(c[0]) - expected) < 1e-3
+
+
+def test_confidence_is_one_for_unit_tables_and_per_sample() -> None:
+    qt = torch.ones(3, 3, 64, dtype=torch.uint8)
+    qt[1, :2] = 2  # every step 2 -> 1/2
+    qt[2, 2] = 50  # Cr is not part of c(Q)
+    np.testing.assert_allclose(qac_confidence(qt).numpy(), [1.0, 0.5, 1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("quality", [1, 10, 24, 25, 50, 75, 90, 95, 100])
+def test_ijg_tables_equal_pillow(quality: int) -> None:
+    table = ijg_quant_table(quality)
+    assert table.shape == (2, 64) and table.dtype == np.uint16
+    np.testing.assert_array_equal(table, _pillow_tables(quality))
+
+
+def test_ijg_qt_layout() -> None:
+    qt = ijg_qt([90, 10])
+    assert qt.shape == (2, 3, 64) and qt.dtype == torch.float32
+    np.testing.assert_array_equal(qt[1, 0].numpy(), ijg_quant_table(10)[0])
+    torch.testing.assert_close(qt[:, 1], qt[:, 2])
+    assert float(qac_confidence(qt)[0]) > float(qac_confidence(qt)[1])
+
+
+def test_weighted_loss_is_confidence_times_ce() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 5, generator=g, requires_grad=True)
+    targets = torch.tensor([0, 4, 2, 1])
+    qt = ijg_qt([95, 90, 50, 10])
+    c = qac_confidence(qt)
+    for ls in (0.0, 0.1):
+        ce = F.cross_entropy(logits, targets, reduction="none", label_smoothing=ls)
+        torch.testing.assert_close(
+            qac_weighted_loss(logits, targets, qt, label_smoothing=ls), (c * ce).mean()
+        )
+    # The low-quality sample's gradient is scaled down by its confidence: no renormalisation.
+    qac_weighted_loss(logits, targets, qt).backward()
+    ce_grad = torch.autograd.functional.jacobian(
+        lambda z: F.cross_entropy(z, targets, reduction="none").mean(), logits.detach()
+    )
+    torch.testing.assert_close(logits.grad, ce_grad * c[:, None])
+
+
+def test_bad_tables_raise() -> None:
+    with pytest.raises(DataError, match=r"\[N, 3, 64\]"):
+        qac_confidence(torch.ones(2, 64))
+    qt = torch.ones(1, 3, 64)
+    qt[0, 0, 5] = 0.0
+    with pytest.raises(DataError, match="step of 0"):
+        qac_confidence(qt)
+    with pytest.raises(DataError):
+        ijg_qt([])
