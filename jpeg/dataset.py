@@ -1,0 +1,427 @@
+"""JPEG folders as PyTorch datasets of DCT coefficients, and their loaders.
+
+Layout: `root/<class>/<file>.jpg` as torchvision's ImageFolder (classes = sorted sub-folder names,
+files found recursively, non-JPEG extensions and hidden entries ignored). `FolderDataset` holds what
+the coefficient path (`JpegFolder`, here) and the pixel path for baselines (`rgb.RgbJpegFolder`)
+share: sample listing, the quality policy (QSAM re-compression) and the per-worker random Generator.
+
+Randomness: each dataset owns one numpy Generator per process. In a DataLoader worker it is seeded
+from the worker's torch seed (`base_seed + worker_id`, drawn from the loader's generator each epoch),
+so a loader made by `make_loader(seed=s)` yields the same batches on every run, for any number of
+workers; in the main process it is seeded from `reseed(seed)` or else `torch.initial_seed()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
+
+from ..common.errors import DataError, JpegError
+from .quality import estimate_ijg_quality
+from .reader import read_jpeg
+from .recompress import QualityPolicy, recompress
+from .transforms import CenterCropPad, CoefTransform, default_train_transforms
+
+logger = logging.getLogger(__name__)
+
+JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
+EXPECTED_LAYOUT = "root/<class>/<file>.jpg (one sub-folder per class, as torchvision's ImageFolder)"
+
+
+class Sample(NamedTuple):
+    """One file of a data set: its path and class index."""
+
+    path: Path
+    label: int
+
+
+# ---------------------------------------------------------------------------------------- listing
+
+
+def list_classes(root: Path | str) -> list[str]:
+    """Sorted class names: the non-hidden sub-folders of `root`.
+
+    Raises:
+        DataError: `root` is missing, not a folder, or has no class sub-folders.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist or is not a folder; expected {EXPECTED_LAYOUT}")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"data folder {root} has no class sub-folders; expected {EXPECTED_LAYOUT}")
+    return classes
+
+
+def list_samples(root: Path | str) -> tuple[list[Sample], list[str]]:
+    """All JPEG files under `root/<class>/`, in sorted order, with their class index.
+
+    A class folder without any JPEG keeps its index (labels stay stable) and is logged as a warning.
+
+    Returns:
+        (samples, class_names).
+
+    Raises:
+        DataError: missing root, no class folders, or no JPEG file at all.
+    """
+    root = Path(root)
+    classes = list_classes(root)
+    samples: list[Sample] = []
+    for label, name in enumerate(classes):
+        found = 0
+        for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fname in sorted(filenames):
+                if not fname.startswith(".") and fname.lower().endswith(JPEG_EXTENSIONS):
+                    samples.append(Sample(Path(dirpath) / fname, label))
+                    found += 1
+        if not found:
+            logger.warning("class folder %s holds no JPEG file (%s)", root / name, ", ".join(JPEG_EXTENSIONS))
+    if not samples:
+        raise DataError(
+            f"no JPEG files ({', '.join(JPEG_EXTENSIONS)}) under the class folders of {root}; "
+            f"expected {EXPECTED_LAYOUT}"
+        )
+    return samples, classes
+
+
+def split_samples(
+    samples: Sequence[Sample], val_fraction: float, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """Split `samples` into (train, val), stratified: `round(n_c * val_fraction)` of each class c
+    go to val, picked by a Generator seeded with `seed`. Both lists keep the input order.
+
+    Raises:
+        DataError: val_fraction outside [0, 1).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    labels = np.array([s[1] for s in samples], dtype=np.int64)
+    is_val = np.zeros(len(samples), dtype=bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n_val = round(len(members) * val_fraction)
+        is_val[rng.permutation(members)[:n_val]] = True
+    train = [Sample(Path(p), int(c)) for (p, c), v in zip(samples, is_val, strict=True) if not v]
+    val = [Sample(Path(p), int(c)) for (p, c), v in zip(samples, is_val, strict=True) if v]
+    return train, val
+
+
+def scan_samples(samples: Sequence[Sample]) -> list[tuple[Path, str]]:
+    """Read every file with the coefficient reader; return (path, error message) of those that fail.
+
+    Datasets never skip a bad file silently; use this to find them before training.
+    """
+    bad = []
+    for path, _ in samples:
+        try:
+            read_jpeg(path)
+        except JpegError as exc:
+            bad.append((Path(path), str(exc)))
+    return bad
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """The bytes of a sample file; DataError naming it when it vanished or cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read sample file {path}: {exc.strerror or exc}") from exc
+
+
+def error_with_path(exc: JpegError, path: Path) -> JpegError:
+    """The same error class, with the file name in the message when it is not there yet."""
+    return exc if str(path) in str(exc) else type(exc)(f"{path}: {exc}")
+
+
+# ---------------------------------------------------------------------------- shared dataset base
+
+
+class FolderDataset(Dataset):
+    """What the coefficient and pixel datasets share: samples, quality policy, per-worker Generator.
+
+    Args:
+        root: folder in the ImageFolder layout; class names come from its sub-folders.
+        qualities: re-compression policy (QSAM); None keeps every file as it is.
+        train: training mode (random qualities, augmentation) or evaluation mode.
+        samples: use these (path, label) pairs instead of listing `root` (e.g. from split_samples).
+        seed: seed of the main-process Generator (workers ignore it, see the module docstring).
+
+    Raises:
+        DataError: bad layout, or a sample label outside the class list.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        qualities: QualityPolicy | None = None,
+        train: bool,
+        samples: Sequence[Sample] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if samples is None:
+            listed, self.class_names = list_samples(self.root)
+        else:
+            self.class_names = list_classes(self.root)
+            listed = [Sample(Path(p), int(c)) for p, c in samples]
+            bad = [s for s in listed if not 0 <= s.label < len(self.class_names)]
+            if bad:
+                raise DataError(
+                    f"sample {bad[0].path} has label {bad[0].label}, but {self.root} has "
+                    f"{len(self.class_names)} classes; samples must come from the same folder"
+                )
+        self.samples: list[Sample] = listed
+        self.qualities = qualities if qualities is not None else QualityPolicy()
+        self.train = train
+        self._seed = seed
+        self._rng: np.random.Generator | None = None
+        self._rng_key: tuple | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> list[int]:
+        return [s.label for s in self.samples]
+
+    def reseed(self, seed: int | None) -> None:
+        """Seed the main-process Generator (used when the loader has no workers)."""
+        self._seed = seed
+        self._rng = None
+
+    def rng(self) -> np.random.Generator:
+        """This process's Generator: per DataLoader worker from its torch seed, else from `seed`."""
+        info = get_worker_info()
+        key = ("worker", info.seed) if info is not None else ("main", self._seed)
+        if self._rng is None or self._rng_key != key:
+            if info is not None:
+                seed = info.seed
+            else:
+                seed = self._seed if self._seed is not None else torch.initial_seed()
+            self._rng = np.random.default_rng(seed)
+            self._rng_key = key
+        return self._rng
+
+    def load(self, index: int) -> tuple[Path, bytes | None, int | None]:
+        """(path, bytes, quality) of sample `index` after the quality policy.
+
+        bytes is None when the file is kept as it is (read it from the path); quality is the
+        re-compression quality used, or None.
+
+        Raises:
+            JpegError (subclass): the file cannot be re-compressed; the message names it.
+        """
+        path = self.samples[index].path
+        quality = self.qualities.pick(self.train, self.rng())
+        if quality is None:
+            return path, None, None
+        try:
+            return path, recompress(read_file_bytes(path), quality), quality
+        except JpegError as exc:
+            raise error_with_path(exc, path) from exc
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={self.root}, samples={len(self)}, classes={len(self.class_names)}, "
+            f"train={self.train}, qualities={self.qualities})"
+        )
+
+
+# ------------------------------------------------------------------------ coefficient dataset
+
+
+@dataclass(frozen=True)
+class DctSample:
+    """One sample of a JpegFolder.
+
+    Attributes:
+        y: [64, Hb, Wb] int16 luma coefficients; cbcr: [128, Hb/2, Wb/2] int16 chroma.
+        qt: [3, 64] float32 quant tables (Y, Cb, Cr), natural order.
+        label: class index; quality: re-compression quality, else the file's estimated IJG quality,
+            else -1 (custom tables).
+    """
+
+    y: torch.Tensor
+    cbcr: torch.Tensor
+    qt: torch.Tensor
+    label: int
+    quality: int
+
+    @staticmethod
+    def collate(batch: Sequence[DctSample]) -> dict[str, torch.Tensor]:
+        return collate_dct(batch)
+
+
+class JpegFolder(FolderDataset):
+    """An ImageFolder of JPEG files read as DCT coefficients (see FolderDataset for shared args).
+
+    Args:
+        input_size: square model input in pixels (multiple of 16); every sample is centre-cropped
+            or zero-padded to its block grid after augmentation. None keeps each file's own grid
+            (batches then need equal-size files).
+        transforms: coefficient transform `t(y, cbcr, rng)` applied before the crop to input_size;
+            "default" = random flip + one-MCU pad/random crop when training, nothing otherwise;
+            None = nothing.
+        allow_gray: grayscale files get all-zero chroma, exactly what a JPEG encoder writes for a
+            colourless image (Cb = Cr = 128), and rows 1-2 of qt repeat the luma table. False raises
+            DataError on them instead.
+
+    `__getitem__` returns a DctSample; it raises the reader's JpegError naming the file on a bad
+    file (use `scan()` to list them beforehand).
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        input_size: int | None = None,
+        qualities: QualityPolicy | None = None,
+        train: bool,
+        transforms: CoefTransform | Literal["default"] | None = "default",
+        samples: Sequence[Sample] | None = None,
+        allow_gray: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(root, qualities=qualities, train=train, samples=samples, seed=seed)
+        if isinstance(transforms, str):
+            if transforms != "default":
+                raise DataError(f'transforms must be a callable, None or "default", got {transforms!r}')
+            transforms = default_train_transforms() if train else None
+        self.transforms: CoefTransform | None = transforms
+        self.input_size = input_size
+        self._crop = CenterCropPad.for_input_size(input_size) if input_size is not None else None
+        self.allow_gray = allow_gray
+
+    def __getitem__(self, index: int) -> DctSample:
+        path, data, quality = self.load(index)
+        try:
+            coefs = read_jpeg(path if data is None else data)
+        except JpegError as exc:
+            raise error_with_path(exc, path) from exc
+        y, cbcr = coefs.y, coefs.cbcr
+        if cbcr is None:
+            if not self.allow_gray:
+                raise DataError(f"{path} is a grayscale JPEG; convert it to colour or set allow_gray=True")
+            cbcr = np.zeros((128, y.shape[1] // 2, y.shape[2] // 2), dtype=np.int16)
+        if quality is None:
+            quality, _ = estimate_ijg_quality(coefs.qt[0], None if coefs.is_gray else coefs.qt[1])
+        rng = self.rng()
+        if self.transforms is not None:
+            y, cbcr = self.transforms(y, cbcr, rng)
+        if self._crop is not None:
+            y, cbcr = self._crop(y, cbcr, rng)
+        return DctSample(
+            y=_int16_tensor(y),
+            cbcr=_int16_tensor(cbcr),
+            qt=torch.from_numpy(coefs.qt.astype(np.float32)),
+            label=self.samples[index].label,
+            quality=-1 if quality is None else int(quality),
+        )
+
+    def scan(self) -> list[tuple[Path, str]]:
+        """(path, error) of every file that the coefficient reader rejects."""
+        return scan_samples(self.samples)
+
+
+def _int16_tensor(a: Any) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.to(torch.int16).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int16))
+
+
+# --------------------------------------------------------------------------- batching, loaders
+
+
+def stack_equal(tensors: Sequence[torch.Tensor], what: str) -> torch.Tensor:
+    """torch.stack, with a DataError telling the user to set input_size when shapes differ."""
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise DataError(
+            f"cannot batch samples whose {what} shapes differ ({sorted(shapes)}); set input_size on "
+            "the dataset so every sample is cropped/padded to the model's input"
+        )
+    return torch.stack(list(tensors))
+
+
+def collate_dct(batch: Sequence[DctSample]) -> dict[str, torch.Tensor]:
+    """Stack DctSamples: y [N, 64, Hb, Wb] int16, cbcr [N, 128, Hb/2, Wb/2] int16,
+    qt [N, 3, 64] float32, label [N] int64, quality [N] int64.
+
+    Raises:
+        DataError: the samples' block grids differ (set input_size).
+    """
+    return {
+        "y": stack_equal([s.y for s in batch], "block grid (y)"),
+        "cbcr": stack_equal([s.cbcr for s in batch], "block grid (cbcr)"),
+        "qt": torch.stack([s.qt for s in batch]),
+        "label": torch.tensor([s.label for s in batch], dtype=torch.int64),
+        "quality": torch.tensor([s.quality for s in batch], dtype=torch.int64),
+    }
+
+
+def collate_samples(batch: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """Collate a batch of any dctq sample type with its own `collate` (DctSample, RgbSample)."""
+    return type(batch[0]).collate(batch)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    distributed: bool = False,
+    *,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    collate_fn: Callable[[Sequence[Any]], Any] = collate_samples,
+) -> DataLoader:
+    """A DataLoader over a dctq dataset whose batches are the same on every run with the same seed.
+
+    Shuffling and the workers' seeds come from a torch Generator seeded with `seed` (+ rank when
+    distributed, so ranks augment differently); without workers, a dataset with a `reseed(seed)`
+    method (FolderDataset and its wrappers) is reseeded with it, which mutates that dataset.
+    Distributed: a DistributedSampler (seeded, sharded by rank) replaces
+    shuffling; call `loader.sampler.set_epoch(epoch)` each epoch to reshuffle.
+
+    Raises:
+        DataError: bad batch size / worker count, or distributed=True without an initialised
+            torch.distributed process group.
+    """
+    if batch_size < 1 or num_workers < 0:
+        raise DataError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+    rank, sampler = 0, None
+    if distributed:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise DataError(
+                "make_loader(distributed=True) needs an initialised process group: run under torchrun "
+                "and call torch.distributed.init_process_group first"
+            )
+        rank = torch.distributed.get_rank()
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if num_workers == 0 and callable(getattr(dataset, "reseed", None)):  # FolderDataset and wrappers
+        dataset.reseed(seed + rank)
+    generator = torch.Generator().manual_seed(seed + rank)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        generator=generator,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )

@@ -1,0 +1,114 @@
+"""JPEG re-compression (Pillow, IJG quality) and QSAM's quality policy."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dctq.common.errors import CorruptJpegError, DctqError, NotAJpegError
+from dctq.jpeg.reader import read_jpeg
+from dctq.jpeg.recompress import QualityPolicy, ijg_quant_tables, recompress
+
+
+def _rgb(h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, size=(h // 8, w // 8, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
+
+
+def _encode(rgb: np.ndarray, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", **kwargs)
+    return buf.getvalue()
+
+
+def _pillow_tables(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        q = img.quantization
+        return np.array([q[0], q[1], q[1]]) if len(q) > 1 else np.array([q[0]] * 3)
+
+
+@pytest.mark.parametrize("quality", [1, 10, 30, 50, 75, 90, 100])
+def test_recompress_writes_pillows_tables_at_quality(quality: int) -> None:
+    src = _encode(_rgb(), quality=95)
+    out = recompress(src, quality)
+    # the table Pillow itself writes when encoding a fresh image at that quality
+    reference = _pillow_tables(_encode(_rgb(seed=3), quality=quality))
+    np.testing.assert_array_equal(_pillow_tables(out), reference)
+    np.testing.assert_array_equal(ijg_quant_tables(quality), reference)
+    # and the coefficient reader sees the same tables
+    np.testing.assert_array_equal(read_jpeg(out).qt, reference)
+
+
+def test_recompress_keeps_size_and_uses_420_by_default() -> None:
+    src = _encode(_rgb(48, 64), quality=90, subsampling=0)
+    out = recompress(src, 50)
+    with Image.open(io.BytesIO(out)) as img:
+        assert img.size == (64, 48)
+        assert [c[1:3] for c in img.layer] == [(2, 2), (1, 1), (1, 1)]
+    with Image.open(io.BytesIO(recompress(src, 50, subsampling="4:4:4"))) as img:
+        assert [c[1:3] for c in img.layer] == [(1, 1), (1, 1), (1, 1)]
+
+
+def test_recompress_lower_quality_loses_more() -> None:
+    rgb = _rgb(seed=5)
+    src = _encode(rgb, quality=100)
+    errors = []
+    for q in (90, 50, 10):
+        with Image.open(io.BytesIO(recompress(src, q))) as img:
+            errors.append(np.abs(np.asarray(img, dtype=np.float64) - rgb).mean())
+    assert errors[0] < errors[1] < errors[2]
+
+
+def test_recompress_gray_stays_gray() -> None:
+    buf = io.BytesIO()
+    Image.fromarray(_rgb()).convert("L").save(buf, format="JPEG", quality=90)
+    with Image.open(io.BytesIO(recompress(buf.getvalue(), 40))) as img:
+        assert img.mode == "L"
+        assert img.quantization[0] == list(ijg_quant_tables(40)[0])
+
+
+@pytest.mark.parametrize("quality", [0, 101, -5, 50.5, True, "75"])
+def test_recompress_rejects_bad_quality(quality) -> None:
+    with pytest.raises(DctqError, match=r"1\.\.100"):
+        recompress(_encode(_rgb(), quality=75), quality)
+
+
+def test_recompress_rejects_bad_inputs() -> None:
+    src = _encode(_rgb(), quality=75)
+    with pytest.raises(DctqError, match="subsampling"):
+        recompress(src, 50, subsampling="4:1:1")
+    png = io.BytesIO()
+    Image.fromarray(_rgb()).save(png, format="PNG")
+    with pytest.raises(NotAJpegError):
+        recompress(png.getvalue(), 50)
+    with pytest.raises(CorruptJpegError):
+        recompress(src[: len(src) // 2], 50)
+
+
+def test_quality_policy_validates_and_freezes() -> None:
+    policy = QualityPolicy([90, 60, 30, 10], 50)
+    assert policy.train_qualities == (90, 60, 30, 10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.test_quality = 20  # type: ignore[misc]
+    for bad in ({"train_qualities": ()}, {"train_qualities": (90, 0)}, {"test_quality": 101}):
+        with pytest.raises(DctqError):
+            QualityPolicy(**bad)
+    with pytest.raises(DctqError, match="sequence"):
+        QualityPolicy(train_qualities=90)  # type: ignore[arg-type]
+
+
+def test_quality_policy_picks() -> None:
+    rng = np.random.default_rng(0)
+    policy = QualityPolicy((90, 60, 30, 10), 70)
+    counts = Counter(policy.pick(True, rng) for _ in range(4000))
+    assert set(counts) == {90, 60, 30, 10}
+    assert all(900 < c < 1100 for c in counts.values())
+    assert {policy.pick(False, rng) for _ in range(10)} == {70}
+    keep = QualityPolicy()
+    assert keep.pick(True, rng) is None and keep.pick(False, rng) is None
