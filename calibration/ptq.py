@@ -1,0 +1,95 @@
+"""Post-training quantization: quantize_model + calibrate over an iterable of batches.
+
+Batches are what dctq's loaders yield (jpeg/dataset.py `collate_dct`, jpeg/rgb.py `collate_rgb`):
+- DCT: {"y": [N, 64, Hb, Wb] int16, "cbcr": [N, 128, Hb/2, Wb/2] int16 | None, "qt": [N, 3, 64], ...}
+  -> model(y.float(), cbcr.float(), qt.float());
+- RGB: {"x": [N, 3, H, W] float32, "qt": [N, 3, 64] (optional), ...} -> model(x, qt);
+- a bare tensor -> model(x); a tuple/list -> model(*items).
+Other keys ("label", "quality") are ignored. Tensors go to the model's device.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..common.errors import QuantizationError
+from .quantize_model import calibrate, quantize_model
+from .recipe import QuantRecipe
+
+logger = logging.getLogger(__name__)
+
+
+def _as_float(t: Any, device: torch.device) -> Any:
+    if t is None:
+        return None
+    if not isinstance(t, torch.Tensor):
+        raise QuantizationError(f"calibration batch holds a {type(t).__name__} where a tensor was expected")
+    t = t.to(device)
+    return t if t.is_floating_point() else t.float()
+
+
+def model_args(batch: Any, device: torch.device | str = "cpu") -> tuple[Any, ...]:
+    """Positional arguments for the model from one loader batch (see module docstring).
+
+    Raises QuantizationError for a mapping with neither "y" nor "x", or a non-tensor value.
+    """
+    device = torch.device(device)
+    if isinstance(batch, torch.Tensor):
+        return (_as_float(batch, device),)
+    if isinstance(batch, Mapping):
+        if "y" in batch:
+            if "qt" not in batch:
+                raise QuantizationError("a DCT calibration batch needs 'qt' [N, 3, 64] next to 'y'")
+            return (
+                _as_float(batch["y"], device),
+                _as_float(batch.get("cbcr"), device),
+                _as_float(batch["qt"], device),
+            )
+        if "x" in batch:
+            x = _as_float(batch["x"], device)
+            return (x, _as_float(batch["qt"], device)) if batch.get("qt") is not None else (x,)
+        raise QuantizationError(
+            f"calibration batch has keys {sorted(map(str, batch))}; expected 'y'/'cbcr'/'qt' (DCT) or 'x' (RGB)"
+        )
+    if isinstance(batch, tuple | list):
+        return tuple(_as_float(t, device) for t in batch)
+    raise QuantizationError(
+        f"cannot feed a {type(batch).__name__} to the model; give dicts, tensors or tuples"
+    )
+
+
+def ptq(
+    model: nn.Module,
+    recipe: QuantRecipe | None = None,
+    batches: Iterable[Any] = (),
+    *,
+    max_batches: int | None = None,
+) -> nn.Module:
+    """A quantized, calibrated copy of `model`: quantize_model(model, recipe) then calibrate on `batches`.
+
+    max_batches: stop after this many batches (None = all). Raises QuantizationError when `batches`
+    yields nothing, or the errors of quantize_model/calibrate.
+    """
+    if max_batches is not None and max_batches < 1:
+        raise QuantizationError(f"max_batches must be >= 1, got {max_batches}")
+    qmodel = quantize_model(model, recipe)
+    device = next((p.device for p in qmodel.parameters()), torch.device("cpu"))
+    seen = 0
+
+    def forward_loop(m: nn.Module) -> None:
+        nonlocal seen
+        for batch in itertools.islice(batches, max_batches):
+            m(*model_args(batch, device))
+            seen += 1
+        if seen == 0:
+            raise QuantizationError("ptq got no calibration batches; the data set or loader is empty")
+
+    calibrate(qmodel, forward_loop)
+    logger.info("PTQ calibrated on %d batches", seen)
+    return qmodel
