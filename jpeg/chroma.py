@@ -141,6 +141,15 @@ def assemble_420(
         return y, None
     sampling = [(int(h), int(v)) for h, v in sampling]
     layout = _check_layout(sampling)
+    if layout == "4:2:0":
+        # Native layout (the common case, on the hot path of every data loader): no mapping, no
+        # clipping; one crop/pad per plane straight into the output.
+        cbcr = np.zeros((128, hb // 2, wb // 2), dtype=np.int16)
+        for i, comp in enumerate(components[1:]):
+            comp = np.asarray(comp)
+            r, c = min(comp.shape[-2], hb // 2), min(comp.shape[-1], wb // 2)
+            cbcr[64 * i : 64 * (i + 1), :r, :c] = comp[:, :r, :c]
+        return y, cbcr
     planes = []
     for comp, table in zip(components[1:], qt[1:], strict=True):
         comp = np.asarray(comp)

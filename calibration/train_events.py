@@ -1,0 +1,80 @@
+"""What a training run reports while it goes (events for progress bars) and what it returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochStart:
+    """An epoch begins (epoch counts from 1)."""
+
+    epoch: int
+    epochs: int
+    steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StepEnd:
+    """Every `log_every` steps: means over the steps since the last event (rank 0's shard)."""
+
+    epoch: int
+    step: int
+    steps: int
+    loss: float
+    top1: float
+    images_per_second: float
+    lr: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ValMetrics:
+    """Validation over all processes: plain cross-entropy, top-1/top-5 in [0, 1]."""
+
+    loss: float
+    top1: float
+    top5: float
+    images: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochEnd:
+    """An epoch ended and its checkpoints are written; train_* are means over all processes."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_top1: float
+    val: ValMetrics | None
+    is_best: bool
+    seconds: float
+    lr: float
+
+
+TrainEvent = EpochStart | StepEnd | EpochEnd
+ProgressCallback = Callable[[TrainEvent], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a run produced. `model` is the trained model (last epoch, eval mode, unwrapped)."""
+
+    out_dir: Path
+    best_path: Path
+    last_path: Path
+    best_epoch: int
+    best_top1: float | None
+    start_epoch: int
+    history: tuple[EpochEnd, ...]
+    model: nn.Module = dataclasses.field(repr=False, compare=False)
+
+
+def epoch_end_from_dict(d: dict[str, Any]) -> EpochEnd:
+    """Inverse of dataclasses.asdict for an EpochEnd (as kept in last.state.pt)."""
+    val = ValMetrics(**d["val"]) if d.get("val") is not None else None
+    return EpochEnd(**{**d, "val": val})

@@ -1,0 +1,153 @@
+"""`dctq evaluate CKPT --data DIR|cifar10 [--qualities ...]`: top-1/top-5 per JPEG quality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from ..calibration.train_config import ConfigError
+from .common import err_console, out_console, print_json, user_errors
+from .train_cmd import parse_int_list
+
+if TYPE_CHECKING:
+    from ..deploy.evaluate import EvalReport
+
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def parse_qualities(value: str | None) -> tuple[int, ...] | None:
+    """None or 'stored' -> None (files as stored); 'qsam' -> QSAM's 18 anchors 95..10; else '10,20,30'."""
+    if value is None or value == "stored":
+        return None
+    if value == "qsam":
+        from ..jpeg.recompress import QSAM_EVAL_QUALITIES
+
+        return tuple(QSAM_EVAL_QUALITIES)
+    qualities = parse_int_list(value, "--qualities")
+    bad = [q for q in qualities or () if not 1 <= q <= 100]
+    if bad:
+        raise ConfigError(f"--qualities must be JPEG qualities in 1..100, got {bad}")
+    return qualities
+
+
+def _table(report: EvalReport, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("quality", justify="right")
+    for name in ("images", "top-1 %", "top-5 %", "loss"):
+        table.add_column(name, justify="right")
+    for r in report.rows:
+        quality = "stored" if r.quality is None else str(r.quality)
+        table.add_row(quality, str(r.images), f"{100 * r.top1:.2f}", f"{100 * r.top5:.2f}", f"{r.loss:.4f}")
+    if len(report.rows) > 1:
+        table.add_row("mean", "", f"{100 * report.mean_top1:.2f}", "", "", style="bold")
+    return table
+
+
+def evaluate_command(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A dctq checkpoint (.pt), e.g. best.pt of `dctq train`.")
+    ],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data", help="An ImageFolder of JPEGs, or 'cifar10' for the shared archive.", show_default=False
+        ),
+    ],
+    qualities: Annotated[
+        str | None,
+        typer.Option(
+            help="JPEG qualities to re-compress the images at, e.g. 10,20,30,40,50,60,70,80,90,100; 'qsam' for "
+            "QSAM's 18 anchors 95..10; default: the files as stored."
+        ),
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="'val' (the validation split of training: same --val-fraction, same fixed seed), 'train', or "
+            "'all' (every image, e.g. for a separate test folder)."
+        ),
+    ] = "val",
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(help="Validation share for --split val/train (default: the checkpoint's, else 0.1)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 256,
+    workers: Annotated[int, typer.Option(help="Data-loader worker processes.")] = 0,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
+    routing: Annotated[
+        str,
+        typer.Option(
+            help="QSAM QABN models: 'oracle' (branch of the nearest base quality), 'mixer' (the quant-table MLP), "
+            "or 'auto' (oracle after the base stage, mixer after the meta stage)."
+        ),
+    ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Top-1 / top-5 accuracy of a checkpoint on JPEG images, at each requested JPEG quality."""
+    from ..calibration.train_data import make_dataset, split_data
+    from ..deploy.evaluate import evaluate
+    from ..jpeg.recompress import QualityPolicy
+    from ..models.checkpoint import load_checkpoint
+
+    with user_errors(ctx):
+        quality_list = parse_qualities(qualities)
+        if batch_size < 1 or workers < 0:
+            raise ConfigError(f"--batch-size must be >= 1 and --workers >= 0, got {batch_size}, {workers}")
+        loaded = load_checkpoint(checkpoint)
+        if val_fraction is None:
+            saved = (loaded.extra.get("train_config") or {}).get("fields", {})
+            val_fraction = float(saved.get("val_fraction", DEFAULT_VAL_FRACTION))
+        splits = split_data(data, val_fraction)
+        samples = splits.samples(split)
+        if loaded.class_names and loaded.class_names != splits.class_names:
+            raise ConfigError(
+                f"{data} has classes {splits.class_names[:5]}... but {checkpoint} was trained on "
+                f"{loaded.class_names[:5]}...; evaluate on data with the same class folders"
+            )
+
+        def factory(quality: int | None):
+            policy = QualityPolicy(test_quality=quality)
+            return make_dataset(loaded.arch, splits.root, samples, train=False, policy=policy)
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err_console,
+            transient=True,
+            disable=as_json or not err_console.is_terminal,
+        ) as progress:
+            tasks: dict = {}
+
+            def on_progress(event) -> None:
+                if event.quality not in tasks:
+                    label = "stored" if event.quality is None else f"quality {event.quality}"
+                    tasks[event.quality] = progress.add_task(label, total=event.batches)
+                progress.update(tasks[event.quality], completed=event.batch)
+
+            report = evaluate(
+                loaded,
+                factory,
+                quality_list,
+                batch_size=batch_size,
+                device=device,
+                num_workers=workers,
+                qabn_routing=routing,
+                progress=on_progress,
+            )
+    if as_json:
+        print_json({**report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split})
+    else:
+        title = f"{escape(str(checkpoint))} ({report.arch}) on {escape(data)}, split {split}"
+        out_console.print(_table(report, title))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `evaluate` command to `app`."""
+    app.command(name="evaluate")(evaluate_command)

@@ -1,0 +1,306 @@
+"""`dctq train ARCH --data DIR|cifar10 --out DIR`: train a registered model, with rich progress bars.
+
+Options left out keep TrainConfig's defaults (shown in --help), so the defaults live in one place.
+Several processes: `torchrun --nproc-per-node N $(which dctq) train ...`; only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ..calibration.train_config import ConfigError, TrainConfig
+from .common import err_console, out_console, print_json, user_errors
+
+if TYPE_CHECKING:
+    from ..calibration.train import TrainEvent, TrainResult
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _default(name: str) -> str:
+    # Escaped: typer renders help as Rich markup, where a bare [...] is a tag.
+    return escape(f" [default: {_DEFAULTS[name]}]")
+
+
+def parse_int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
+    """'90,60,30,10' -> (90, 60, 30, 10); None stays None. Raises ConfigError naming `flag`."""
+    if value is None:
+        return None
+    try:
+        items = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated integers like 90,60,30,10, got {value!r}") from None
+    if not items:
+        raise ConfigError(f"{flag} is empty; give comma-separated integers like 90,60,30,10")
+    return items
+
+
+def _parse_kwargs(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"--arch-kwargs must be a JSON object like '{{\"widths\": [16, 32]}}': {exc}"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"--arch-kwargs must be a JSON object, got {value!r}")
+    return parsed
+
+
+class ProgressView:
+    """Renders training events: an epochs bar, a steps bar with loss/accuracy/img/s, one line per epoch."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.epochs_task: Any = None
+        self.steps_task: Any = None
+
+    def __call__(self, event: TrainEvent) -> None:
+        from ..calibration.train import EpochEnd, EpochStart, StepEnd
+
+        p = self.progress
+        if isinstance(event, EpochStart):
+            if self.epochs_task is None:
+                self.epochs_task = p.add_task(
+                    "epochs", total=event.epochs, completed=event.epoch - 1, stats=""
+                )
+            if self.steps_task is not None:
+                p.remove_task(self.steps_task)
+            self.steps_task = p.add_task(f"epoch {event.epoch}", total=event.steps, stats="")
+        elif isinstance(event, StepEnd):
+            stats = (
+                f"loss {event.loss:.4f}  acc {100 * event.top1:5.1f}%  "
+                f"{event.images_per_second:,.0f} img/s  lr {event.lr:.3g}"
+            )
+            p.update(self.steps_task, completed=event.step, stats=stats)
+        elif isinstance(event, EpochEnd):
+            p.update(self.epochs_task, completed=event.epoch)
+            line = (
+                f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
+                f"acc {100 * event.train_top1:.1f}%"
+            )
+            if event.val is not None:
+                line += f"  val loss {event.val.loss:.4f} top-1 {100 * event.val.top1:.2f}% top-5 {100 * event.val.top5:.2f}%"
+            line += f"  {event.seconds:.1f}s" + ("  [green]best[/]" if event.is_best else "")
+            p.console.print(line, highlight=False, soft_wrap=True)
+
+
+def make_progress(enabled: bool = True) -> Progress:
+    """Bars on stderr; without a terminal (logs, CI) only the per-epoch lines are printed."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=err_console,
+        transient=False,
+        disable=not (enabled and err_console.is_terminal),
+    )
+
+
+def result_dict(result: TrainResult) -> dict[str, Any]:
+    """The JSON form of a TrainResult (without the model)."""
+    return {
+        "out_dir": str(result.out_dir),
+        "best_path": str(result.best_path),
+        "last_path": str(result.last_path),
+        "best_epoch": result.best_epoch,
+        "best_top1": result.best_top1,
+        "start_epoch": result.start_epoch,
+        "history": [dataclasses.asdict(h) for h in result.history],
+    }
+
+
+def _summary(result: TrainResult) -> Table:
+    table = Table(title="training done", show_header=False, title_justify="left")
+    table.add_column("what", style="dim")
+    table.add_column("value")
+    last = result.history[-1] if result.history else None
+    table.add_row("best epoch", str(result.best_epoch))
+    if result.best_top1 is not None:
+        table.add_row("best val top-1", f"{100 * result.best_top1:.2f}%")
+    if last is not None and last.val is not None:
+        table.add_row("last val top-1 / top-5", f"{100 * last.val.top1:.2f}% / {100 * last.val.top5:.2f}%")
+    if last is not None:
+        table.add_row("last train loss", f"{last.train_loss:.4f}")
+    table.add_row("best checkpoint", escape(str(result.best_path)))
+    table.add_row("last checkpoint", escape(str(result.last_path)))
+    return table
+
+
+def train_command(
+    ctx: typer.Context,
+    arch: Annotated[
+        str, typer.Argument(help="Registered architecture (see `dctq models`).", show_default=False)
+    ],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="An ImageFolder of JPEGs (root/<class>/*.jpg), or 'cifar10' for the shared CIFAR-10 archive. "
+            "The validation set is split off it (stratified, fixed seed).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for best.pt, last.pt and last.state.pt.", show_default=False)
+    ],
+    epochs: Annotated[
+        int | None, typer.Option(help="Passes over the training set." + _default("epochs"))
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Images per step per process (per quality with --qabn)." + _default("batch_size")),
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak SGD learning rate." + _default("lr"))] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum." + _default("momentum"))] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="L2 weight decay." + _default("weight_decay"))
+    ] = None,
+    nesterov: Annotated[
+        bool | None,
+        typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum." + _default("nesterov")),
+    ] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="'cosine' or 'multistep' (with --milestones)." + _default("schedule"))
+    ] = None,
+    milestones: Annotated[
+        str | None,
+        typer.Option(help="Epochs where multistep multiplies the rate by --gamma, e.g. 60,120,160."),
+    ] = None,
+    gamma: Annotated[float | None, typer.Option(help="Multistep factor." + _default("gamma"))] = None,
+    warmup_epochs: Annotated[
+        float | None, typer.Option(help="Linear warm-up length in epochs." + _default("warmup_epochs"))
+    ] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing." + _default("label_smoothing"))
+    ] = None,
+    qualities: Annotated[
+        str | None,
+        typer.Option(
+            help="Re-compress each training image at one of these JPEG qualities, e.g. 90,60,30,10."
+        ),
+    ] = None,
+    eval_quality: Annotated[
+        int | None,
+        typer.Option(help="Re-compress validation images at this JPEG quality (default: as stored)."),
+    ] = None,
+    qac: Annotated[
+        bool | None, typer.Option("--qac/--no-qac", help="QSAM's QAC: weight each image's loss by c(Q).")
+    ] = None,
+    qabn: Annotated[
+        bool | None,
+        typer.Option(
+            "--qabn/--no-qabn", help="QSAM base stage: one BN branch per quality 90/60/30/10, hard routing."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of weights, data order, augmentation." + _default("seed"))
+    ] = None,
+    amp: Annotated[
+        bool | None, typer.Option("--amp/--no-amp", help="float16 mixed precision (CUDA only).")
+    ] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            help="'default' (flip + pad/crop; on 32x32 DCT inputs the crop moves 16 px), 'flip' or 'none'."
+            + _default("augment")
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Data-loader worker processes per process." + _default("num_workers"))
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(help="Share of the data held out for validation." + _default("val_fraction")),
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Cut each epoch after this many steps (quick runs).")
+    ] = None,
+    log_every: Annotated[
+        int | None, typer.Option(help="Steps between progress updates." + _default("log_every"))
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda'." + _default("device"))] = None,
+    arch_kwargs: Annotated[
+        str | None, typer.Option(help="Extra architecture arguments as JSON, e.g. '{\"widths\": [16, 32]}'.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out after its last epoch.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch."""
+    from ..calibration.distributed import detect_env
+    from ..calibration.train import train
+    from ..calibration.train_data import build_train_data
+
+    with user_errors(ctx):
+        options = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "schedule": schedule,
+            "milestones": parse_int_list(milestones, "--milestones"),
+            "gamma": gamma,
+            "warmup_epochs": warmup_epochs,
+            "label_smoothing": label_smoothing,
+            "train_qualities": parse_int_list(qualities, "--qualities"),
+            "eval_quality": eval_quality,
+            "qac": qac,
+            "qabn": qabn,
+            "seed": seed,
+            "amp": amp,
+            "augment": augment,
+            "num_workers": workers,
+            "val_fraction": val_fraction,
+            "max_steps_per_epoch": max_steps,
+            "log_every": log_every,
+            "device": device,
+            "arch_kwargs": _parse_kwargs(arch_kwargs),
+        }
+        config = TrainConfig(arch=arch, **{k: v for k, v in options.items() if v is not None})
+        main = detect_env().is_main
+        data_sets = build_train_data(data, config)
+        if main and not as_json:
+            err_console.print(
+                f"training [bold]{escape(arch)}[/] on {len(data_sets.train)} images "
+                f"({len(data_sets.split.class_names)} classes), validating on {len(data_sets.val)}",
+                highlight=False,
+            )
+        with make_progress(main) as progress:
+            result = train(
+                config, data_sets.train, data_sets.val, out, resume=resume, progress=ProgressView(progress)
+            )
+    if not main:
+        return
+    if as_json:
+        print_json(result_dict(result))
+    else:
+        out_console.print(_summary(result))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `train` command to `app`."""
+    app.command(name="train")(train_command)

@@ -1,0 +1,167 @@
+"""Accuracy per JPEG quality: exact counts with scripted predictors, models and checkpoints, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from dctq.calibration.qac import ijg_qt
+from dctq.calibration.qsam_train import oracle_branch_index
+from dctq.cli import evaluate_cmd
+from dctq.common.errors import DctqError
+from dctq.deploy.evaluate import EvalReport, QualityRow, as_predictor, evaluate
+from dctq.jpeg.dataset import JpegFolder
+from dctq.jpeg.recompress import QualityPolicy
+from dctq.jpeg.rgb import RgbJpegFolder
+from dctq.models.checkpoint import save_checkpoint
+from dctq.models.qabn import apply_qabn
+from dctq.models.registry import create_model
+
+CLASSES = 7
+TINY_DCT = {"widths": [8, 8], "depths": [1, 1]}
+
+
+@pytest.fixture
+def seven_classes(make_jpeg, tmp_path):
+    """root/c0..c6/0.jpg: one 32x32 JPEG per class (quality 95)."""
+    for c in range(CLASSES):
+        make_jpeg(f"seven/c{c}/0.jpg", seed=c, quality=95)
+    return tmp_path / "seven"
+
+
+def dct_factory(root):
+    return lambda q: JpegFolder(root, input_size=32, train=False, qualities=QualityPolicy(test_quality=q))
+
+
+def ranked(rank: int):
+    """A predictor that puts the true label at position `rank` (0 = top) of its logits."""
+
+    def predict(batch):
+        labels = batch["label"]
+        logits = torch.zeros(len(labels), CLASSES)
+        for i, label in enumerate(labels.tolist()):
+            others = [c for c in range(CLASSES) if c != label]
+            order = [*others[:rank], label, *others[rank:]]
+            logits[i, order] = torch.arange(CLASSES, 0, -1, dtype=torch.float32)
+        return logits
+
+    return predict
+
+
+@pytest.mark.parametrize("rank, top1, top5", [(0, 1.0, 1.0), (3, 0.0, 1.0), (5, 0.0, 0.0)])
+def test_topk_counts_are_exact(seven_classes, rank, top1, top5):
+    report = evaluate(ranked(rank), dct_factory(seven_classes), None, batch_size=3)
+    (row,) = report.rows
+    assert (row.quality, row.images, row.top1, row.top5) == (None, CLASSES, top1, top5)
+    expected_loss = float(torch.log(torch.exp(torch.arange(CLASSES, 0, -1.0)).sum()) - (CLASSES - rank))
+    assert row.loss == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_each_row_sees_images_at_its_quality(seven_classes):
+    seen = {}
+
+    def predict(batch):
+        q = int(batch["quality"][0])
+        seen[q] = batch["qt"][0]
+        assert (batch["quality"] == q).all()
+        return torch.nn.functional.one_hot(batch["label"], CLASSES).float()
+
+    report = evaluate(predict, dct_factory(seven_classes), [10, 50, 90], batch_size=4)
+    assert [r.quality for r in report.rows] == [10, 50, 90]
+    assert all(r.top1 == 1.0 and r.images == CLASSES for r in report.rows)
+    for q in (10, 50, 90):
+        assert torch.equal(seen[q], ijg_qt([q])[0])  # re-compressed with the IJG tables of q
+    assert report.mean_top1 == 1.0 and json.loads(json.dumps(report.to_dict()))["rows"][0]["quality"] == 10
+
+
+def test_bad_predictor_and_empty_data_raise(seven_classes, tmp_path):
+    with pytest.raises(DctqError, match="shape"):
+        evaluate(lambda b: torch.zeros(1, CLASSES), dct_factory(seven_classes), None, batch_size=4)
+    with pytest.raises(DctqError, match="give a model"):
+        as_predictor(42)
+
+
+def test_model_checkpoint_and_predictor_agree(seven_classes, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("dct_cifar_upsampling", num_classes=CLASSES, **TINY_DCT).eval()
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, arch="dct_cifar_upsampling",
+        arch_kwargs={"num_classes": CLASSES, **TINY_DCT}, class_names=[f"c{c}" for c in range(CLASSES)],
+    )  # fmt: skip
+    from_model = evaluate(model, dct_factory(seven_classes), [30, 70], batch_size=4, device="cpu")
+    from_file = evaluate(path, dct_factory(seven_classes), [30, 70], batch_size=4, device="cpu")
+    assert from_model.rows == from_file.rows and from_file.arch == "dct_cifar_upsampling"
+    predict, _, _ = as_predictor(model, "cpu")
+    from_predictor = evaluate(predict, dct_factory(seven_classes), [30, 70], batch_size=4)
+    assert from_predictor.rows == from_model.rows
+
+
+def test_rgb_model(seven_classes):
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=CLASSES)
+
+    def factory(q):
+        return RgbJpegFolder(
+            seven_classes, input_size=32, train=False, qualities=QualityPolicy(test_quality=q)
+        )
+
+    report = evaluate(model, factory, [50], batch_size=8, device="cpu")
+    assert report.rows[0].images == CLASSES and 0 <= report.rows[0].top1 <= 1
+
+
+def test_oracle_routing_picks_nearest_base_quality(seven_classes):
+    qualities = [95, 90, 70, 60, 35, 30, 10, 5]
+    assert oracle_branch_index(ijg_qt(qualities)).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    torch.manual_seed(0)
+    model = apply_qabn(create_model("dct_cifar_upsampling", num_classes=CLASSES, **TINY_DCT))
+    # Make branch 3 (quality 10) useless: a model routed to it for q10 images must change its answer.
+    for m in model.modules():
+        if hasattr(m, "branches"):
+            m.branches[3].weight.data.zero_()
+            m.branches[3].bias.data.zero_()
+    model.fc.bias.data.zero_()
+    oracle = evaluate(model, dct_factory(seven_classes), [10, 90], batch_size=8, qabn_routing="oracle")
+    mixer = evaluate(model, dct_factory(seven_classes), [10, 90], batch_size=8, qabn_routing="mixer")
+    assert oracle.rows[0].loss == pytest.approx(float(np.log(CLASSES)), rel=1e-4)  # all-zero features
+    assert mixer.rows[0].loss != pytest.approx(float(np.log(CLASSES)), rel=1e-4)
+
+
+def test_cli_evaluate(seven_classes, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("dct_cifar_upsampling", num_classes=CLASSES, **TINY_DCT)
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, arch="dct_cifar_upsampling",
+        arch_kwargs={"num_classes": CLASSES, **TINY_DCT}, class_names=[f"c{c}" for c in range(CLASSES)],
+    )  # fmt: skip
+    app = typer.Typer()
+    evaluate_cmd.register(app)
+    app.command("noop")(lambda: None)  # two commands: `evaluate` stays a sub-command name
+    runner = CliRunner()
+    args = ["evaluate", str(path), "--data", str(seven_classes), "--split", "all"]
+    result = runner.invoke(app, [*args, "--qualities", "20,80", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [r["quality"] for r in report["rows"]] == [20, 80] and report["rows"][0]["images"] == CLASSES
+    expected = evaluate(path, dct_factory(seven_classes), [20, 80], device="cpu")
+    assert (
+        EvalReport(report["model"], report["arch"], tuple(QualityRow(**r) for r in report["rows"])).rows
+        == expected.rows
+    )
+
+    table = runner.invoke(app, [*args, "--qualities", "95,15"])
+    assert table.exit_code == 0 and "mean" in table.stdout and "95" in table.stdout
+    assert evaluate_cmd.parse_qualities("qsam") == tuple(range(95, 5, -5))
+    assert evaluate_cmd.parse_qualities("stored") is None
+    for bad, message in [
+        (["--qualities", "0,50"], "--qualities"),
+        (["--routing", "nope"], "qabn_routing"),
+    ]:
+        failed = runner.invoke(app, [*args, *bad])
+        assert failed.exit_code == 1 and message in failed.output
+    missing = runner.invoke(app, ["evaluate", str(tmp_path / "nope.pt"), "--data", str(seven_classes)])
+    assert missing.exit_code == 1 and "not found" in missing.output
