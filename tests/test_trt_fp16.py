@@ -1,0 +1,193 @@
+"""The FP16 pass for TensorRT's strongly typed networks (deploy/trt_fp16.py), checked without TensorRT:
+onnx's checker and strict type inference, ONNX Runtime CPU (which runs the FP16 graph), exact
+agreement where FP16 is exact, and closeness to the FP32 graph where it is not."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from dctq.calibration.ptq import ptq
+from dctq.calibration.recipe import QuantRecipe
+from dctq.common.errors import ExportError
+from dctq.deploy.export_onnx import export_onnx
+from dctq.deploy.onnx_typing import float_types_by_op, typing_problems
+from dctq.deploy.qdq_lint import lint_qdq
+from dctq.deploy.trt_fp16 import convert_file, to_fp16
+from dctq.models import create_model, example_inputs
+
+# FP16 rounding ahead of a QuantizeLinear moves a few activations to the neighbouring int8 level;
+# measured 40 dB on this model (44 dB with FP32 scales). 30 dB leaves room without hiding a wrong graph.
+MIN_SQNR_DB = 30.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: one intra-op thread (two spin-waiting OpenMP threads on a shared 2-core machine
+    measured ~100x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    ref, got = ref.astype(np.float64), got.astype(np.float64)
+    return float(10 * np.log10((ref**2).sum() / max(((ref - got) ** 2).sum(), 1e-30)))
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    declared = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    cast = {
+        k: v.astype(np.float16 if declared[k] == TensorProto.FLOAT16 else np.float32)
+        for k, v in feeds.items()
+    }
+    return session.run(None, cast)[0]
+
+
+@pytest.fixture(scope="module")
+def qdq(tmp_path_factory: pytest.TempPathFactory) -> onnx.ModelProto:
+    """A tiny calibrated DCT net (Resize, residual adds, Gemm) exported as Q/DQ ONNX.
+
+    The TorchScript exporter is used for speed (~1 s against ~10 s for dynamo on this machine); the
+    dynamo graph's op set is a subset of this one (no Constant/Identity/Shape nodes).
+    """
+    torch.manual_seed(0)
+    model = create_model("dct_cifar_upsampling", widths=(8, 8), depths=(1, 1)).eval()
+    qmodel = ptq(model, QuantRecipe(calibrator="max"), [example_inputs(model, 8, seed=s) for s in range(2)])
+    path = export_onnx(qmodel, tmp_path_factory.mktemp("fp16") / "tiny.onnx", dynamo=False)
+    return onnx.load(str(path))
+
+
+@pytest.fixture(scope="module")
+def feeds(qdq: onnx.ModelProto) -> dict[str, np.ndarray]:
+    model = create_model("dct_cifar_upsampling", widths=(8, 8), depths=(1, 1))
+    y, cbcr, qt = example_inputs(model, 16, seed=5)
+    return {"y": y.numpy(), "cbcr": cbcr.numpy(), "qt": qt.numpy()}
+
+
+def test_fp16_graph_is_valid_and_typed_explicitly(qdq: onnx.ModelProto) -> None:
+    converted, report = to_fp16(qdq)
+    onnx.checker.check_model(converted, full_check=True)
+    assert typing_problems(converted) == []
+    assert report.scales == "fp16" and report.opset == 19
+    n_weights = sum(1 for n in qdq.graph.node if n.op_type == "Conv") + 1  # + the Gemm
+    assert report.weights_folded == n_weights
+    # no weight QuantizeLinear left: every weight is an int8 constant behind its DequantizeLinear
+    q_inputs = {n.input[0] for n in converted.graph.node if n.op_type == "QuantizeLinear"}
+    assert not q_inputs & {i.name for i in converted.graph.initializer}
+    types = float_types_by_op(converted)
+    for op in ("Conv", "Gemm", "QuantizeLinear", "DequantizeLinear", "Add", "Mul", "Div", "Sub"):
+        assert types[op] == {"float16"}, (op, types[op])
+    assert types["Resize"] == {"float16", "float32"}  # data FP16, its `scales` input FP32 by definition
+    assert report.kept_fp32 and report.casts_inserted == 4  # 3 inputs in, 1 output out
+    scale_types = {
+        numpy_helper.to_array(i).dtype
+        for i in converted.graph.initializer
+        if i.name
+        in {n.input[1] for n in converted.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    }
+    assert scale_types <= {np.dtype(np.float16)}
+    assert [i.type.tensor_type.elem_type for i in converted.graph.input] == [TensorProto.FLOAT] * 3
+
+
+def test_fp16_graph_runs_close_to_fp32(qdq: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
+    converted, _ = to_fp16(qdq)
+    ref, got = run(qdq, feeds), run(converted, feeds)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert sqnr_db(ref, got) > MIN_SQNR_DB
+
+
+def test_fp16_inputs_are_exact_for_coefficients(qdq: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
+    """Integer coefficients are exact in FP16, so declaring the inputs FP16 changes no output bit."""
+    cast_inside, _ = to_fp16(qdq, fp16_outputs=True)
+    fp16_io, report = to_fp16(qdq, fp16_inputs=["y", "cbcr"], fp16_outputs=True)
+    assert dict(report.inputs) == {"y": "float16", "cbcr": "float16", "qt": "float32"}
+    assert dict(report.outputs) == {"logits": "float16"}
+    assert np.array_equal(feeds["y"].astype(np.float16).astype(np.float32), feeds["y"])
+    a, b = run(cast_inside, feeds), run(fp16_io, feeds)
+    assert a.dtype == b.dtype == np.float16
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fp32_scales_are_consistent(qdq: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
+    converted, report = to_fp16(qdq, scales="fp32")
+    assert report.scales == "fp32" and report.opset == 18
+    assert typing_problems(converted) == []
+    types = float_types_by_op(converted)
+    assert types["QuantizeLinear"] == {"float32"} and types["DequantizeLinear"] == {"float32"}
+    assert types["Conv"] == {"float16"} and types["Gemm"] == {"float16"}
+    assert sqnr_db(run(qdq, feeds), run(converted, feeds)) > MIN_SQNR_DB
+
+
+def _qdq_graph(scale: float) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])
+    inits = [
+        numpy_helper.from_array(np.array(scale, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+        numpy_helper.from_array(np.ones((1, 4), np.float32), "b"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+        helper.make_node("Add", ["dq", "b"], ["out"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [out], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_tiny_scales_keep_every_scale_fp32() -> None:
+    model = _qdq_graph(1e-6)  # below FP16's smallest normal number
+    _, report = to_fp16(model)
+    assert report.scales == "fp32"
+    with pytest.raises(ExportError, match="normal range"):
+        to_fp16(model, scales="fp16")
+    converted, report = to_fp16(_qdq_graph(0.05))
+    assert report.scales == "fp16"
+    x = np.array([[0.1, -0.2, 0.33, 7.0]], np.float32)
+    np.testing.assert_allclose(run(converted, {"x": x}), run(_qdq_graph(0.05), {"x": x}), atol=2e-3)
+
+
+def test_typing_problems_finds_an_implicit_cast() -> None:
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT16, [2])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [2])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["out"])], "g", [a, b], [out])
+    problems = typing_problems(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]))
+    assert problems and ("Add" in problems[0] or "type inference" in problems[0])
+
+
+def test_control_flow_is_refused() -> None:
+    cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])
+    branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.ones(1, np.float32)))],
+        "b",
+        [],
+        [helper.make_tensor_value_info("k", TensorProto.FLOAT, [1])],
+    )
+    node = helper.make_node("If", ["c"], ["out"], then_branch=branch, else_branch=branch)
+    model = helper.make_model(
+        helper.make_graph([node], "g", [cond], [out]), opset_imports=[helper.make_opsetid("", 18)]
+    )
+    with pytest.raises(ExportError, match="subgraph"):
+        to_fp16(model)
+
+
+def test_convert_file_writes_atomically(qdq: onnx.ModelProto, tmp_path) -> None:
+    src = tmp_path / "m.onnx"
+    onnx.save(qdq, str(src))
+    report = convert_file(src, tmp_path / "m16.onnx", fp16_inputs=True)
+    assert dict(report.inputs)["y"] == "float16"
+    assert typing_problems(onnx.load(str(tmp_path / "m16.onnx"))) == []
+    assert not lint_qdq(tmp_path / "m16.onnx").violations  # TensorRT's Q/DQ rules still hold
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m16.onnx"]
+    with pytest.raises(ExportError, match="not a readable ONNX"):
+        (tmp_path / "bad.onnx").write_bytes(b"garbage")
+        convert_file(tmp_path / "bad.onnx", tmp_path / "out.onnx")
