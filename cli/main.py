@@ -38,7 +38,7 @@ def main(
 
 
 # Each command module adds its commands or group to `app` (one line per module, keep sorted).
-from . import inspect_cmd  # noqa: E402
+from . import evaluate_cmd, inspect_cmd, models_cmd, train_cmd  # noqa: E402
 
-for _module in (inspect_cmd,):
+for _module in (inspect_cmd, models_cmd, train_cmd, evaluate_cmd):
     _module.register(app)

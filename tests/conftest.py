@@ -63,3 +63,15 @@ def jpeg_folder(tmp_path: Path) -> Path:
         for i in range(4):
             (root / cls / f"{i}.jpg").write_bytes(jpeg_bytes(smooth_rgb(32, 32, seed=10 * c + i)))
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: the tiny test models are overhead-bound, and on a loaded 2-core machine
+    (CI, or other jobs) two spinning OpenMP threads made them ~100x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,177 @@
+"""Checkpoints: the state dict plus everything needed to rebuild the model by name, nothing pickled.
+
+Layout of the `.pt` file (a dict that `torch.load(weights_only=True)` reads):
+  format "dctq.checkpoint", version 1, dctq_version, arch, arch_kwargs, class_names, extra,
+  state_dict (tensors on CPU; the DCT stem's normalization statistics are buffers in it).
+`extra` carries later additions (quantization recipe, `"qabn": {"num_branches": 4}`...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..common.errors import ModelError
+from ..common.files import atomic_path
+from .registry import create_model, is_model
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "dctq.checkpoint"
+VERSION = 1
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A checkpoint read back: the rebuilt model (eval mode, CPU unless map_location says otherwise)."""
+
+    model: nn.Module
+    arch: str
+    arch_kwargs: dict[str, Any]
+    class_names: list[str]
+    extra: dict[str, Any]
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ModelError unless `value` is tensors / str / numbers / bools / None in lists, tuples, dicts."""
+    if isinstance(value, _PLAIN_SCALARS) or isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ModelError(f"{where} has a non-string key {key!r}; checkpoints keep plain data only")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise ModelError(
+        f"{where} is a {type(value).__name__}; checkpoints keep tensors and plain data only "
+        "(convert with .tolist(), str(), or dataclasses.asdict())"
+    )
+
+
+def save_checkpoint(
+    path: Path | str,
+    model: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    class_names: list[str],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `model`'s weights and its rebuild recipe to `path` atomically; returns the path.
+
+    Raises ModelError for an unregistered `arch`, non-plain `arch_kwargs`/`extra` (a class or a
+    numpy array would need unpickling), or class names that are not strings.
+    """
+    path = Path(path)
+    if not is_model(arch):
+        create_model(arch)  # raises the unknown-name error with close matches
+    _check_plain(arch_kwargs, "arch_kwargs")
+    _check_plain(extra or {}, "extra")
+    if not all(isinstance(c, str) for c in class_names):
+        raise ModelError("class_names must be a list of strings")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and class_names and len(class_names) != num_classes:
+        raise ModelError(f"{len(class_names)} class names for a model with {num_classes} outputs")
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dctq_version": __version__,
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs),
+        "class_names": list(class_names),
+        "extra": dict(extra or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    logger.info("saved %s checkpoint to %s", arch, path)
+    return path
+
+
+def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelError(
+            f"{path} is not a readable dctq checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelError(f"{path} is a torch file but not a dctq checkpoint (no format {FORMAT!r} marker)")
+    version = payload.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise ModelError(
+            f"{path} has checkpoint version {version!r}; this dctq reads up to {VERSION}, upgrade dctq"
+        )
+    for key, kind in (
+        ("arch", str),
+        ("arch_kwargs", dict),
+        ("class_names", list),
+        ("extra", dict),
+        ("state_dict", dict),
+    ):
+        if not isinstance(payload.get(key), kind):
+            raise ModelError(f"{path} is damaged: field {key!r} is missing or not a {kind.__name__}")
+    return payload
+
+
+def _apply_qabn(model: nn.Module, spec: Any, path: Path) -> nn.Module:
+    try:
+        from .qabn import apply_qabn
+    except ImportError as exc:
+        raise ModelError(
+            f"{path} holds a QABN model but dctq.models.qabn cannot be imported ({exc})"
+        ) from None
+    kwargs = spec if isinstance(spec, dict) else {}
+    return apply_qabn(model, **kwargs)
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model from the registry and load its weights; the model is returned in eval mode.
+
+    Raises ModelError for a missing, corrupt or foreign file, an unknown architecture, or weights
+    that do not fit the rebuilt model (names the first differing keys).
+    """
+    path = Path(path)
+    payload = _read(path, map_location)
+    arch, arch_kwargs, extra = payload["arch"], payload["arch_kwargs"], payload["extra"]
+    try:
+        model = create_model(arch, **arch_kwargs)
+    except ModelError as exc:
+        raise ModelError(f"{path}: cannot rebuild architecture: {exc}") from None
+    if extra.get("qabn"):
+        model = _apply_qabn(model, extra["qabn"], path)
+    try:
+        result = model.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ModelError(
+            f"{path}: weights do not fit {arch!r}: {str(exc).splitlines()[-1].strip()[:300]}"
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelError(
+            f"{path}: weights do not fit {arch!r}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    model.to(map_location)
+    model.eval()
+    return LoadedCheckpoint(
+        model=model,
+        arch=arch,
+        arch_kwargs=dict(arch_kwargs),
+        class_names=list(payload["class_names"]),
+        extra=dict(extra),
+    )

@@ -1,0 +1,126 @@
+"""Architectures by name: `@register_model` fills the registry, `create_model` builds from it.
+
+Builders are functions `(num_classes: int = ..., **kwargs) -> nn.Module`; the models they return
+carry `input_kind` ("dct" or "rgb"), `input_size` (pixels) and `num_classes`. Registration happens
+when `dctq.models` is imported (its __init__ imports the architecture modules); the functions here
+import it themselves, so `dctq.models.registry` also works on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..common.errors import ModelError
+
+INPUT_KINDS = ("dct", "rgb")
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about an architecture without building it."""
+
+    name: str
+    input_kind: str
+    input_size: int
+    description: str
+
+
+_MODELS: dict[str, tuple[ModelInfo, Builder]] = {}
+
+
+def register_model(
+    name: str, *, input_kind: str, input_size: int, description: str
+) -> Callable[[Builder], Builder]:
+    """Decorator registering a builder under `name`.
+
+    Raises ModelError for an invalid input kind/size, or a name already taken by another builder
+    (re-registering the same function, as on a module reload, replaces it).
+    """
+    if input_kind not in INPUT_KINDS:
+        raise ModelError(f"model {name!r}: input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
+    if input_size < 1 or (input_kind == "dct" and input_size % 16):
+        raise ModelError(
+            f"model {name!r}: input_size {input_size} must be positive (a multiple of 16 for DCT)"
+        )
+
+    def decorator(fn: Builder) -> Builder:
+        previous = _MODELS.get(name)
+        if previous is not None:
+            old = previous[1]
+            if (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
+                raise ModelError(
+                    f"model name {name!r} is already registered by {old.__module__}.{old.__qualname__}"
+                )
+        _MODELS[name] = (ModelInfo(name, input_kind, input_size, description), fn)
+        return fn
+
+    return decorator
+
+
+def _ensure_registered() -> None:
+    # Importing the package runs the architecture modules' decorators (no-op once imported).
+    from . import dct_cifar, dct_variants, rgb  # noqa: F401
+
+
+def _unknown(name: str) -> ModelError:
+    names = sorted(_MODELS)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ModelError(
+        f"unknown model {name!r}.{hint} Run `dctq models` to list the {len(names)} available ones."
+    )
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """The ModelInfo of `name`. Raises ModelError (listing close matches) when unknown."""
+    _ensure_registered()
+    if name not in _MODELS:
+        raise _unknown(name)
+    return _MODELS[name][0]
+
+
+def is_model(name: str) -> bool:
+    """Whether `name` is a registered architecture."""
+    _ensure_registered()
+    return name in _MODELS
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build architecture `name`; kwargs that are None are dropped so unset CLI options keep defaults.
+
+    Raises ModelError for an unknown name (with close matches) or arguments the builder rejects.
+    """
+    info = get_model_info(name)
+    builder = _MODELS[name][1]
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        inspect.signature(builder).bind(**kwargs)
+    except TypeError as exc:
+        params = ", ".join(inspect.signature(builder).parameters)
+        raise ModelError(
+            f"model {name!r} does not take these arguments ({exc}); it takes: {params}"
+        ) from None
+    model = builder(**kwargs)
+    for attr in ("input_kind", "input_size", "num_classes"):
+        if not hasattr(model, attr):
+            raise ModelError(f"builder of {name!r} returned a model without the `{attr}` attribute")
+    if model.input_kind != info.input_kind:
+        raise ModelError(
+            f"builder of {name!r} returned a {model.input_kind!r} model, registered as {info.input_kind!r}"
+        )
+    return model
+
+
+def list_models(pattern: str = "*") -> list[ModelInfo]:
+    """Registered architectures whose name matches the shell-style `pattern`, sorted by name."""
+    _ensure_registered()
+    return [info for name, (info, _) in sorted(_MODELS.items()) if fnmatch.fnmatchcase(name, pattern)]
