@@ -1,0 +1,220 @@
+"""`dctq synthesize CKPT --out synth.pt`: zero-shot calibration data (IntraQ) from a checkpoint alone.
+
+Options left out keep SynthConfig's defaults. Several processes:
+`torchrun --nproc-per-node N $(which dctq) synthesize ...`; only rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ..calibration.synthesize import SynthConfig
+from .common import err_console, out_console, print_json, user_errors
+
+if TYPE_CHECKING:
+    from ..calibration.synth_data import SyntheticData
+    from ..calibration.synthesize import SynthEvent
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SynthConfig)}
+
+
+def _default(name: str) -> str:
+    return f" [default: {_DEFAULTS[name]}]"
+
+
+def _qualities(value: str | None) -> tuple[int, int] | None:
+    from ..common.errors import QuantizationError
+
+    if value is None:
+        return None
+    try:
+        parts = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise QuantizationError(f"--qualities takes LOW,HIGH (e.g. 50,95) or one quality, got {value!r}")
+    return (parts[0], parts[-1])
+
+
+class SynthProgressView:
+    """A batches bar and a steps bar (loss parts, learning rate); one line per finished batch."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.batches_task: Any = None
+        self.steps_task: Any = None
+        self.current: int | None = None
+
+    def __call__(self, event: SynthEvent) -> None:
+        from ..calibration.synthesize import SynthBatchEnd, SynthStep
+
+        p = self.progress
+        if isinstance(event, SynthStep):
+            if self.current != event.batch:
+                if self.steps_task is not None:
+                    p.remove_task(self.steps_task)
+                self.steps_task = p.add_task(f"batch {event.batch + 1}", total=event.iterations, stats="")
+                self.current = event.batch
+            stats = (
+                f"loss {event.loss:.4g}  bns {event.bns:.4g}  label {event.label:.3f}  "
+                f"mdc {event.mdc:.3f}  lr {event.lr:.2g}"
+            )
+            p.update(self.steps_task, completed=event.iteration, stats=stats)
+        elif isinstance(event, SynthBatchEnd):
+            if self.batches_task is None:
+                self.batches_task = p.add_task("batches", total=event.batches, stats="")
+            p.update(self.batches_task, completed=event.done)
+            p.console.print(
+                f"batch {event.batch + 1}/{event.batches}  loss {event.loss:.4g}  bns {event.bns:.4g}  "
+                f"{event.seconds:.1f}s",
+                highlight=False,
+            )
+
+
+def make_progress(enabled: bool = True) -> Progress:
+    """Bars on stderr; without a terminal only the per-batch lines are printed."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=err_console,
+        transient=False,
+        disable=not (enabled and err_console.is_terminal),
+    )
+
+
+def result_dict(data: SyntheticData, out: Path) -> dict[str, Any]:
+    """The JSON form of a finished synthesis."""
+    counts = data.tensors["label"].bincount(minlength=data.num_classes).tolist()
+    return {
+        "out": str(out),
+        "kind": data.kind,
+        "images": len(data),
+        "batches": data.num_batches,
+        "per_class": dict(zip(data.class_names, counts, strict=True)),
+        "config": data.config,
+        "batch_losses": data.batch_losses,
+    }
+
+
+def _summary(data: SyntheticData, out: Path) -> Table:
+    table = Table(title="synthesis done", show_header=False, title_justify="left")
+    table.add_column("what", style="dim")
+    table.add_column("value")
+    table.add_row("file", escape(str(out)))
+    table.add_row("images", f"{len(data)} ({data.kind}, {data.num_batches} batches)")
+    table.add_row("method", str(data.config.get("method")))
+    if data.batch_losses:
+        last = data.batch_losses[-1]
+        table.add_row("last batch loss / L_BNS", f"{last['loss']:.4g} / {last['bns']:.4g}")
+    if data.kind == "dct":
+        q = data.config.get("qualities")
+        table.add_row("JPEG qualities", f"{q[0]}..{q[1]}" if q else "?")
+    return table
+
+
+def synthesize_command(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A dctq checkpoint (.pt) of the FP model.", show_default=False)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output file (written after every batch).", show_default=False)
+    ],
+    num: Annotated[int | None, typer.Option(help="Images to make." + _default("num"))] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Images optimised together." + _default("batch_size"))
+    ] = None,
+    iters: Annotated[
+        int | None, typer.Option("--iters", help="Adam steps per batch." + _default("iterations"))
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="'intraq' (BNS + SIL + MDC with LOR) or 'bnstats' (BNS + CE)." + _default("method")
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same images." + _default("seed"))] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate." + _default("lr"))] = None,
+    qualities: Annotated[
+        str | None, typer.Option(help="IJG quality range LOW,HIGH drawn per image." + _default("qualities"))
+    ] = None,
+    sil_eps: Annotated[
+        float | None, typer.Option("--sil-eps", help="SIL's lowest soft target." + _default("sil_eps"))
+    ] = None,
+    centre_every: Annotated[
+        int | None,
+        typer.Option("--centre-every", help="Batches between MDC centre updates." + _default("centre_every")),
+    ] = None,
+    space: Annotated[
+        str | None,
+        typer.Option(
+            "--space",
+            help="DCT models: optimise 'stem' (normalised coefficients) or 'pixels' (RGB)."
+            + _default("dct_space"),
+        ),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda'." + _default("device"))] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue --out from its last finished batch.")
+    ] = False,
+    grid: Annotated[
+        Path | None, typer.Option(help="Also write a PNG grid of the images (one row per class).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Make synthetic calibration images from CKPT alone (no data), for `dctq quantize --method intraq`."""
+    from ..calibration.distributed import detect_env
+    from ..calibration.synth_grid import synthetic_grid_png
+    from ..calibration.synthesize import synthesize_checkpoint
+
+    with user_errors(ctx):
+        options = {
+            "num": num,
+            "batch_size": batch_size,
+            "iterations": iters,
+            "method": method,
+            "seed": seed,
+            "lr": lr,
+            "qualities": _qualities(qualities),
+            "sil_eps": sil_eps,
+            "centre_every": centre_every,
+            "dct_space": space,
+            "device": device,
+        }
+        config = SynthConfig(**{k: v for k, v in options.items() if v is not None})
+        main = detect_env().is_main
+        with make_progress(main and not as_json) as progress:
+            data = synthesize_checkpoint(
+                checkpoint, config, out, resume=resume, progress=SynthProgressView(progress)
+            )
+        if main and grid is not None:
+            synthetic_grid_png(data, None, grid)
+    if not main:
+        return
+    if as_json:
+        print_json(result_dict(data, out))
+    else:
+        out_console.print(_summary(data, out))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `synthesize` command to `app`."""
+    app.command(name="synthesize")(synthesize_command)

@@ -1,0 +1,333 @@
+"""Zero-shot quantization: calibration + KD fine-tuning on synthetic data only; DDP under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import PIL.Image
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+import dctq.jpeg.cifar
+import dctq.jpeg.dataset
+import dctq.jpeg.reader
+from dctq.calibration.distributed import DistEnv
+from dctq.calibration.ptq import ptq
+from dctq.calibration.qac import ijg_qt
+from dctq.calibration.quant_modules import QuantConv2d, QuantLinear
+from dctq.calibration.quantize_model import iter_quantizers, recipe_of
+from dctq.calibration.quantizers import QuantState
+from dctq.calibration.recipe import QuantRecipe, get_recipe
+from dctq.calibration.synth_data import load_synthetic
+from dctq.calibration.synth_params import round_half_away
+from dctq.calibration.synthesize import SynthConfig, synthesize
+from dctq.calibration.zeroshot import (
+    ZeroShotConfig,
+    ZeroShotEpochEnd,
+    ZeroShotStep,
+    augment_dct,
+    kd_loss,
+    quantize_zero_shot,
+    step_indices,
+    zero_shot_quantize,
+)
+from dctq.common.errors import QuantizationError
+from dctq.jpeg.dct import rgb_to_coefficients
+from dctq.jpeg.geometry import hflip
+from dctq.models.registry import create_model
+from dctq.models.stem import compute_stem_stats
+
+TINY = {"widths": [8, 8], "depths": [1, 1]}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _teacher() -> nn.Module:
+    """A tiny DCT net trained for a few steps on smooth random images (label: the dominant colour)."""
+    torch.manual_seed(0)
+    model = create_model("dct_cifar_upsampling", num_classes=3, **TINY)
+    gen = torch.Generator().manual_seed(1)
+    rgb = F.interpolate(torch.rand(64, 3, 4, 4, generator=gen) * 255, size=(32, 32), mode="bicubic").clamp(
+        0, 255
+    )
+    qt = ijg_qt([75] * 64)
+    y, c = rgb_to_coefficients(rgb)
+    y = round_half_away(y / qt[:, 0, :, None, None])
+    c = round_half_away(c / qt[:, 1:].reshape(-1, 128, 1, 1))
+    model.stem.set_stats(compute_stem_stats([(y, c, qt)]))
+    labels = rgb.mean(dim=(2, 3)).argmax(dim=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for _ in range(20):
+        loss = F.cross_entropy(model(y, c, qt), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def teacher() -> nn.Module:
+    return _teacher()
+
+
+@pytest.fixture(scope="module")
+def synthetic(teacher):
+    return synthesize(teacher, SynthConfig(num=16, batch_size=8, iterations=5, device="cpu"))
+
+
+def _zs(**kw) -> ZeroShotConfig:
+    base = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 8, "device": "cpu", "log_every": 1}
+    return ZeroShotConfig(**{**base, **kw})
+
+
+def _sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
+    return float(10 * torch.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()))
+
+
+def test_zero_shot_runs_end_to_end_without_any_data(tmp_path, monkeypatch):
+    nowhere = tmp_path / "no-data"
+    monkeypatch.setenv("DCTQ_DATA", str(nowhere))
+    monkeypatch.setattr(dctq.jpeg.cifar, "SHARED_DATA", nowhere / "shared")
+    monkeypatch.chdir(tmp_path)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"zero-shot quantization read an image: {args[:1]}")
+
+    for module, name in (
+        (PIL.Image, "open"),
+        (dctq.jpeg.reader, "read_jpeg"),
+        (dctq.jpeg.reader, "read_blocks"),
+        (dctq.jpeg.dataset, "read_file_bytes"),
+    ):
+        monkeypatch.setattr(module, name, forbidden)
+    teacher = _teacher()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    path = tmp_path / "synth.pt"
+    synthesize(teacher, SynthConfig(num=16, batch_size=8, iterations=5, device="cpu"), path)
+    data = load_synthetic(path)
+    recipe = QuantRecipe(calibrator="max")
+    events = []
+    student = zero_shot_quantize(teacher, recipe, data, _zs(), progress=events.append)
+
+    assert recipe_of(student) == recipe and not student.training
+    assert all(q.state is QuantState.QUANTIZING for _, q in iter_quantizers(student))
+    assert [e.epoch for e in events if isinstance(e, ZeroShotEpochEnd)] == [1, 2]
+    assert len([e for e in events if isinstance(e, ZeroShotStep)]) == 6
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the FP teacher is untouched
+    batch = data.batch(slice(0, 16))
+    args = (batch["y"].float(), batch["cbcr"].float(), batch["qt"])
+    with torch.no_grad():
+        assert _sqnr(teacher(*args), student(*args)) > 15
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synth.pt"]
+
+
+def test_epochs_zero_is_ptq_on_the_synthetic_set(teacher, synthetic):
+    recipe = get_recipe("int8-max")
+    calibrated = zero_shot_quantize(teacher, recipe, synthetic, _zs(epochs=0, batch_size=4))
+    reference = ptq(teacher, recipe, synthetic.batches(4))
+    ref = reference.state_dict()
+    for k, v in calibrated.state_dict().items():
+        assert torch.equal(v, ref[k]), k
+
+
+def test_fine_tuning_lowers_distillation_loss_and_weight_ranges_follow_weights(teacher, synthetic):
+    events = []
+    config = _zs(epochs=1, steps_per_epoch=40, lr=0.01, augment=False, log_every=1)
+    student = zero_shot_quantize(teacher, get_recipe("w4a4"), synthetic, config, progress=events.append)
+    kd = [e.kd for e in events if isinstance(e, ZeroShotStep)]
+    assert len(kd) == 40
+    assert sum(kd[-5:]) < 0.5 * sum(kd[:5])
+    for module in student.modules():
+        if isinstance(module, QuantConv2d | QuantLinear):
+            w = module.weight.detach()
+            per_channel = w.abs().reshape(w.shape[0], -1).amax(dim=1)
+            torch.testing.assert_close(module.weight_quantizer.amax, per_channel)
+
+
+def test_kd_loss_matches_its_formula():
+    config = ZeroShotConfig()
+    s = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    t = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    labels = torch.tensor([1, 2])
+    total, kd, ce = kd_loss(s, s, labels, config)
+    assert float(kd) == pytest.approx(0.0, abs=1e-7)
+    assert float(total) == pytest.approx(float(ce), abs=1e-3)  # 8000 x float32 rounding of a zero KL
+    total, kd, ce = kd_loss(s, t, labels, config)
+    p_t, p_s = torch.softmax(t / 20, 1), torch.softmax(s / 20, 1)
+    expected_kd = float((p_t * (p_t.log() - p_s.log())).sum() / 2)
+    assert float(kd) == pytest.approx(expected_kd, rel=1e-4)
+    assert float(total) == pytest.approx(20 * 400 * expected_kd + float(F.cross_entropy(s, labels)), rel=1e-4)
+
+
+def test_dct_augmentation_flips_and_shifts_by_whole_mcus():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(-50, 50, (6, 64, 4, 4), dtype=torch.int16)
+    c = torch.randint(-50, 50, (6, 128, 2, 2), dtype=torch.int16)
+    y_f, c_f = augment_dct(y, c, gen, flip_p=1.0, pad_mcus=0)
+    ref_y, ref_c = hflip(y, c)
+    assert torch.equal(y_f, ref_y) and torch.equal(c_f, ref_c)
+    y_s, c_s = augment_dct(y, c, gen, flip_p=0.0, pad_mcus=1)
+    assert y_s.shape == y.shape and c_s.shape == c.shape and y_s.dtype == torch.int16
+    padded_y = F.pad(y, (2, 2, 2, 2))
+    padded_c = F.pad(c, (1, 1, 1, 1))
+    shifts = set()
+    for i in range(6):
+        found = [
+            (t, s)
+            for t in range(3)
+            for s in range(3)
+            if torch.equal(y_s[i], padded_y[i, :, 2 * t : 2 * t + 4, 2 * s : 2 * s + 4])
+            and torch.equal(c_s[i], padded_c[i, :, t : t + 2, s : s + 2])
+        ]
+        assert found, i
+        shifts.add(found[0])
+    assert len(shifts) > 1
+
+
+def test_step_indices_split_each_global_batch_between_ranks():
+    parts = [step_indices(10, 3, steps=4, batch=3, env=DistEnv(r, 2, r), seed=0) for r in range(2)]
+    assert parts[0].shape == (4, 3)
+    both = torch.cat(parts, dim=1)
+    stream = both.flatten()
+    # Whole passes over the 10 samples: the first 10 indices are a permutation, and so on.
+    assert sorted(stream[:10].tolist()) == list(range(10)) and sorted(stream[10:20].tolist()) == list(
+        range(10)
+    )
+    assert torch.equal(step_indices(10, 3, 4, 6, DistEnv(), 0).flatten(), stream)
+    assert not torch.equal(step_indices(10, 4, 4, 6, DistEnv(), 0), step_indices(10, 3, 4, 6, DistEnv(), 0))
+
+
+def test_config_schedule_and_validation():
+    config = ZeroShotConfig()
+    assert config.epochs == 147 and config.milestones == (16, 36, 56)
+    short = config.with_epochs(20)
+    assert short.milestones == (2, 5, 8)
+    assert [short.lr_at(e) for e in (0, 2, 5, 8)] == pytest.approx([1e-4, 1e-5, 1e-6, 1e-7])
+    with pytest.raises(QuantizationError, match="batch_size"):
+        ZeroShotConfig(batch_size=0)
+
+
+def test_synthetic_set_of_another_model_is_refused(synthetic):
+    rgb = create_model("resnet20", num_classes=3)
+    with pytest.raises(QuantizationError, match="dct samples"):
+        zero_shot_quantize(rgb, None, synthetic, _zs())
+    other = create_model("dct_cifar_upsampling", num_classes=5, **TINY)
+    with pytest.raises(QuantizationError, match="3 classes"):
+        zero_shot_quantize(other, None, synthetic, _zs())
+
+
+def test_rgb_pipeline_bnstats_baseline(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=3).eval()
+    synth = SynthConfig(num=4, batch_size=4, iterations=2, method="bnstats", device="cpu")
+    student, data = quantize_zero_shot(
+        model,
+        get_recipe("int8-max"),
+        synth,
+        _zs(epochs=1, steps_per_epoch=1, batch_size=4),
+        synthetic_out=tmp_path / "s.pt",
+    )
+    assert data.kind == "rgb" and load_synthetic(tmp_path / "s.pt").config["method"] == "bnstats"
+    with torch.no_grad():
+        out = student(data.tensors["x"], data.tensors["qt"])
+    assert out.shape == (4, 3) and torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------------------------- torchrun
+
+WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    import torch
+    from dctq.calibration import synthesize as synth_mod
+    from dctq.calibration.distributed import DistEnv
+    from dctq.calibration.recipe import get_recipe
+    from dctq.calibration.synthesize import SynthConfig, synthesize
+    from dctq.calibration.zeroshot import ZeroShotConfig, zero_shot_quantize
+
+    sys.path.insert(0, sys.argv[2])
+    from test_zeroshot import _teacher
+
+    out, rank = Path(sys.argv[1]), int(os.environ["RANK"])
+    torch.distributed.init_process_group("gloo")
+    model = _teacher()
+    made = []
+    original = synth_mod._make_batch
+
+    def recording(job, b):  # which rank makes which batch
+        made.append(b)
+        return original(job, b)
+
+    synth_mod._make_batch = recording
+    data = synthesize(model, SynthConfig(num=10, batch_size=2, iterations=3, device="cpu"), out / "dist.pt")
+    synth_mod._make_batch = original
+    torch.save(data.tensors, out / f"tensors-rank{rank}.pt")
+    if rank == 0:  # the same job in one process, with the centre rounds two processes imply
+        single = SynthConfig(num=10, batch_size=2, iterations=3, device="cpu", centre_every=2)
+        synthesize(model, single, out / "single.pt", env=DistEnv())
+    config = ZeroShotConfig(epochs=1, steps_per_epoch=2, batch_size=2, lr=0.01, device="cpu")
+    student = zero_shot_quantize(model, get_recipe("int8-max"), data, config)
+    torch.save(student.state_dict(), out / f"student-rank{rank}.pt")
+    (out / f"made-rank{rank}.json").write_text(json.dumps(made))
+    torch.distributed.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
+def test_two_cpu_processes_synthesize_disjoint_batches_and_train_one_model(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += [str(script), str(tmp_path), tests_dir]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        output, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail("torchrun job hung:\n" + output[-3000:])
+    assert proc.returncode == 0, output[-3000:]
+
+    # 5 batches over 2 ranks: rank r makes batches r, r+2, ...
+    assert json.loads((tmp_path / "made-rank0.json").read_text()) == [0, 2, 4]
+    assert json.loads((tmp_path / "made-rank1.json").read_text()) == [1, 3]
+    merged, single = load_synthetic(tmp_path / "dist.pt"), load_synthetic(tmp_path / "single.pt")
+    assert merged.config == single.config and merged.config["centre_every"] == 2
+    assert merged.batch_losses == single.batch_losses
+    rank0 = torch.load(tmp_path / "tensors-rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "tensors-rank1.pt", weights_only=True)
+    for k, v in merged.tensors.items():
+        assert torch.equal(v, single.tensors[k]) and torch.equal(v, rank0[k]) and torch.equal(v, rank1[k]), k
+    y = merged.tensors["y"].reshape(5, -1)
+    assert all(not torch.equal(y[a], y[b]) for a in range(5) for b in range(a + 1, 5))
+
+    s0 = torch.load(tmp_path / "student-rank0.pt", weights_only=True)
+    s1 = torch.load(tmp_path / "student-rank1.pt", weights_only=True)
+    calibrated = zero_shot_quantize(
+        _teacher(), get_recipe("int8-max"), merged, _zs(epochs=0, batch_size=2)
+    ).state_dict()
+    assert s0.keys() == s1.keys() == calibrated.keys()
+    for k in s0:
+        assert torch.equal(s0[k], s1[k]), k
+    assert not torch.equal(s0["fc.weight"], calibrated["fc.weight"])  # DDP steps moved the weights
