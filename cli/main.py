@@ -38,7 +38,27 @@ def main(
 
 
 # Each command module adds its commands or group to `app` (one line per module, keep sorted).
-from . import evaluate_cmd, inspect_cmd, models_cmd, train_cmd  # noqa: E402
+from . import (  # noqa: E402
+    check_cmd,
+    evaluate_cmd,
+    export_cmd,
+    inspect_cmd,
+    models_cmd,
+    predict_cmd,
+    profile_cmd,
+    synthesize_cmd,
+    train_cmd,
+)
 
-for _module in (inspect_cmd, models_cmd, train_cmd, evaluate_cmd):
+for _module in (
+    inspect_cmd,
+    models_cmd,
+    train_cmd,
+    evaluate_cmd,
+    synthesize_cmd,
+    export_cmd,
+    check_cmd,
+    predict_cmd,
+    profile_cmd,
+):
     _module.register(app)

@@ -1,0 +1,108 @@
+"""`dctq export CKPT --format onnx|torchscript|program [--out PATH]`: a checkpoint to a deployable file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from .common import err_console, out_console, print_json, user_errors
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "program": ".pt2"}
+
+
+def export_command(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A dctq checkpoint (.pt), float or quantized.", show_default=False)
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="onnx (FP32, or Q/DQ INT8 for TensorRT), torchscript (.ts, torch.jit.trace) or program "
+            "(.pt2, torch.export).",
+        ),
+    ] = "onnx",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output file (default: the checkpoint's name with the format's suffix)."),
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (17 or later).")] = 18,
+    static_batch: Annotated[
+        int | None,
+        typer.Option("--static-batch", help="Bake this batch size in instead of a dynamic batch axis."),
+    ] = None,
+    legacy: Annotated[
+        bool,
+        typer.Option(
+            "--legacy-exporter", help="ONNX: use the deprecated TorchScript exporter (dynamo=False)."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Export a checkpoint to ONNX, TorchScript or a torch.export program, with a JSON sidecar.
+
+    Quantized ONNX graphs are checked against TensorRT's Q/DQ rules (as `dctq check` does) and the
+    summary printed; the export itself succeeds either way.
+    """
+    from ..common.errors import DctqError
+
+    with user_errors(ctx):
+        if fmt not in FORMATS:
+            raise DctqError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        from ..deploy.artifact import load_model_checkpoint, sidecar_path
+
+        loaded = load_model_checkpoint(checkpoint)
+        target = out or checkpoint.with_suffix(FORMATS[fmt])
+        if target.resolve() == checkpoint.resolve():
+            raise DctqError(f"--out {target} would overwrite the checkpoint; choose another path")
+        lint = None
+        if fmt == "onnx":
+            from ..deploy.export_onnx import export_onnx
+
+            export_onnx(
+                loaded,
+                target,
+                opset=opset,
+                dynamic_batch=static_batch is None,
+                example_batch=static_batch or 1,
+                dynamo=False if legacy else None,
+            )
+            from ..deploy.qdq_lint import lint_qdq
+
+            lint = lint_qdq(target)
+        else:
+            from ..deploy.export_torchscript import export_program, export_torchscript
+
+            if fmt == "torchscript":
+                export_torchscript(loaded, target)
+            else:
+                export_program(
+                    loaded, target, dynamic_batch=static_batch is None, example_batch=static_batch or 2
+                )
+    result = {
+        "artifact": str(target),
+        "sidecar": str(sidecar_path(target)),
+        "format": fmt,
+        "quantized": bool(loaded.extra.get("quant_recipe")),
+        "lint": lint.to_dict() if lint is not None else None,
+    }
+    if as_json:
+        print_json(result)
+        return
+    kind = "Q/DQ INT8" if result["quantized"] else "FP32"
+    out_console.print(f"wrote {escape(str(target))} ({fmt}, {kind}) and {escape(sidecar_path(target).name)}")
+    if lint is not None and lint.violations:
+        err_console.print(
+            f"TensorRT Q/DQ check: {len(lint.errors)} error(s), {len(lint.warnings)} warning(s); "
+            f"run `dctq check {escape(str(target))}` for details",
+            highlight=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `export` command to `app`."""
+    app.command(name="export")(export_command)

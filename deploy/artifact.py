@@ -1,0 +1,424 @@
+"""Artifacts: checkpoints (.pt, float or quantized), ONNX (.onnx), TorchScript (.ts), torch.export
+programs (.pt2) and TensorRT plans (.engine), each described by one `ArtifactMeta`.
+
+Exported files carry a JSON sidecar `<file>.json` (model.onnx -> model.onnx.json):
+
+    {"format": "dctq.artifact", "version": 1, "kind": "onnx", "arch": ..., "arch_kwargs": {...},
+     "class_names": [...], "input_kind": "dct", "input_size": 32,
+     "inputs": [{"name": "y", "shape": ["batch", 64, 4, 4], "dtype": "float32"}, ...],
+     "outputs": [{"name": "logits", "shape": ["batch", 10], "dtype": "float32"}],
+     "recipe": QuantRecipe.to_dict() | null, "exporter": "dynamo", "opset": 18,
+     "versions": {"dctq": ..., "torch": ..., "onnx": ...}, "extra": {...}}
+
+Quantized checkpoints are ordinary dctq checkpoints of the quantized model whose `extra` holds
+`"quant_recipe": QuantRecipe.to_dict()`; loading rebuilds the float model, re-applies the recipe
+(`quantize_model`, so BN folding matches) and loads the calibrated state dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..common.errors import DctqError, ExportError, ModelError
+from ..common.files import write_text_atomic
+from ..models.checkpoint import LoadedCheckpoint, _read, save_checkpoint
+from ..models.registry import create_model
+
+logger = logging.getLogger(__name__)
+
+SIDECAR_FORMAT = "dctq.artifact"
+SIDECAR_VERSION = 1
+QUANT_RECIPE_KEY = "quant_recipe"
+KINDS = {
+    ".pt": "checkpoint",
+    ".pth": "checkpoint",
+    ".onnx": "onnx",
+    ".ts": "torchscript",
+    ".pt2": "program",
+    ".engine": "engine",
+}
+DCT_INPUTS = ("y", "cbcr", "qt")
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, shape ("batch" for the dynamic batch axis), dtype."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactMeta:
+    """What an artifact is: the model it came from, its inputs/outputs, its quantization recipe."""
+
+    arch: str | None
+    arch_kwargs: dict[str, Any]
+    class_names: tuple[str, ...]
+    input_kind: str
+    input_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    recipe: dict[str, Any] | None = None
+    exporter: str | None = None
+    opset: int | None = None
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def quantized(self) -> bool:
+        return self.recipe is not None
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size baked into the inputs, or None when the batch axis is dynamic."""
+        first = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else "batch"
+        return first if isinstance(first, int) else None
+
+    def to_dict(self, kind: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "kind": kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("inputs", "outputs"):
+                value = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in value]
+            elif f.name == "class_names":
+                value = list(value)
+            out[f.name] = _jsonable(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: Path) -> ArtifactMeta:
+        """Raises ExportError naming `source` for a foreign or newer sidecar, or missing fields."""
+        if data.get("format") != SIDECAR_FORMAT:
+            raise ExportError(f"{source} is not a dctq sidecar (no format {SIDECAR_FORMAT!r} marker)")
+        if not isinstance(data.get("version"), int) or data["version"] > SIDECAR_VERSION:
+            raise ExportError(
+                f"{source}: sidecar version {data.get('version')!r} is newer than this dctq; upgrade"
+            )
+        try:
+            return cls(
+                arch=data.get("arch"),
+                arch_kwargs=dict(data.get("arch_kwargs") or {}),
+                class_names=tuple(str(c) for c in data["class_names"]),
+                input_kind=str(data["input_kind"]),
+                input_size=int(data["input_size"]),
+                inputs=tuple(
+                    TensorSpec(t["name"], tuple(t["shape"]), t.get("dtype", "float32"))
+                    for t in data["inputs"]
+                ),
+                outputs=tuple(
+                    TensorSpec(t["name"], tuple(t["shape"]), t.get("dtype", "float32"))
+                    for t in data["outputs"]
+                ),
+                recipe=data.get("recipe"),
+                exporter=data.get("exporter"),
+                opset=data.get("opset"),
+                versions=dict(data.get("versions") or {}),
+                extra=dict(data.get("extra") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExportError(f"{source} is a damaged dctq sidecar ({type(exc).__name__}: {exc})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """A loaded artifact: its path, kind ("checkpoint", "onnx", "torchscript", "program", "engine"),
+    metadata, and for checkpoints the rebuilt model (eval mode, CPU)."""
+
+    path: Path
+    kind: str
+    meta: ArtifactMeta
+    checkpoint: LoadedCheckpoint | None = None
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.meta.class_names
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def versions() -> dict[str, str]:
+    """Versions of dctq and of the installed export/runtime packages (absent ones are left out)."""
+    out = {"dctq": __version__, "torch": torch.__version__}
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            continue
+    return out
+
+
+def sidecar_path(path: Path | str) -> Path:
+    """model.onnx -> model.onnx.json."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def write_sidecar(path: Path | str, meta: ArtifactMeta, kind: str) -> Path:
+    """Write `meta` atomically beside the artifact at `path`; returns the sidecar path."""
+    target = sidecar_path(path)
+    write_text_atomic(target, json.dumps(meta.to_dict(kind), indent=2) + "\n")
+    return target
+
+
+def read_sidecar(path: Path | str) -> tuple[ArtifactMeta, str] | None:
+    """(meta, kind) from `<path>.json`, or None when there is no sidecar. Raises ExportError if damaged."""
+    target = sidecar_path(path)
+    if not target.is_file():
+        return None
+    try:
+        data = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{target} is not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ExportError(f"{target} is not a dctq sidecar (not a JSON object)")
+    return ArtifactMeta.from_dict(data, target), str(data.get("kind", ""))
+
+
+def input_specs(
+    input_kind: str, input_size: int, *, with_qt: bool = True, batch: int | str = "batch"
+) -> tuple[TensorSpec, ...]:
+    """Inputs of a model: DCT y [B, 64, S/8, S/8], cbcr [B, 128, S/16, S/16], qt [B, 3, 64]; RGB x [B, 3, S, S]
+    (+ qt [B, 3, 64] when `with_qt`, for QSAM's QABN models)."""
+    if input_kind == "dct":
+        hb = input_size // 8
+        return (
+            TensorSpec("y", (batch, 64, hb, hb)),
+            TensorSpec("cbcr", (batch, 128, hb // 2, hb // 2)),
+            TensorSpec("qt", (batch, 3, 64)),
+        )
+    specs = (TensorSpec("x", (batch, 3, input_size, input_size)),)
+    return (*specs, TensorSpec("qt", (batch, 3, 64))) if with_qt else specs
+
+
+def needs_qt(model: nn.Module) -> bool:
+    """Whether the model reads qt: DCT models always, RGB models when QABN routes on it."""
+    if getattr(model, "input_kind", None) == "dct":
+        return True
+    from ..models.qabn import is_qabn
+
+    return is_qabn(model)
+
+
+def describe_model(
+    model: nn.Module | LoadedCheckpoint,
+    *,
+    batch: int | str = "batch",
+    exporter: str | None = None,
+    opset: int | None = None,
+) -> ArtifactMeta:
+    """ArtifactMeta of a model or loaded checkpoint (arch and class names known only for checkpoints).
+
+    Raises ModelError when the model has no `input_kind`/`input_size`/`num_classes` (not a dctq model).
+    """
+    loaded = model if isinstance(model, LoadedCheckpoint) else None
+    module = loaded.model if loaded is not None else model
+    kind, size = getattr(module, "input_kind", None), getattr(module, "input_size", None)
+    classes = getattr(module, "num_classes", None)
+    if kind not in ("dct", "rgb") or not isinstance(size, int) or not isinstance(classes, int):
+        raise ModelError(
+            f"{type(module).__name__} is not a dctq model (needs input_kind, input_size, num_classes); "
+            "build it with dctq.models.create_model"
+        )
+    names = (
+        tuple(loaded.class_names)
+        if loaded is not None and loaded.class_names
+        else tuple(map(str, range(classes)))
+    )
+    recipe = None
+    if loaded is not None and loaded.extra.get(QUANT_RECIPE_KEY):
+        recipe = dict(loaded.extra[QUANT_RECIPE_KEY])
+    else:
+        from ..calibration.quantize_model import recipe_of
+
+        found = recipe_of(module)
+        recipe = found.to_dict() if found is not None else None
+    extra = {k: v for k, v in (loaded.extra if loaded else {}).items() if k in ("qabn", "qsam", "epoch")}
+    return ArtifactMeta(
+        arch=loaded.arch if loaded else None,
+        arch_kwargs=dict(loaded.arch_kwargs) if loaded else {},
+        class_names=names,
+        input_kind=kind,
+        input_size=size,
+        inputs=input_specs(kind, size, with_qt=needs_qt(module), batch=batch),
+        outputs=(TensorSpec("logits", (batch, classes)),),
+        recipe=recipe,
+        exporter=exporter,
+        opset=opset,
+        versions=versions(),
+        extra=_jsonable(extra),
+    )
+
+
+# ------------------------------------------------------------------------------- checkpoints
+
+
+def save_quantized_checkpoint(
+    path: Path | str,
+    qmodel: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    class_names: list[str],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save a calibrated quantized model (from quantize_model/ptq) so `load_model_checkpoint` rebuilds it.
+
+    Raises QuantizationError when `qmodel` carries no recipe (not made by quantize_model).
+    """
+    from ..calibration.quantize_model import recipe_of
+    from ..common.errors import QuantizationError
+
+    recipe = recipe_of(qmodel)
+    if recipe is None:
+        raise QuantizationError(
+            "save_quantized_checkpoint needs a model made by quantize_model/ptq (it has no recipe)"
+        )
+    extra = {**(extra or {}), QUANT_RECIPE_KEY: recipe.to_dict()}
+    return save_checkpoint(
+        path, qmodel, arch=arch, arch_kwargs=arch_kwargs, class_names=class_names, extra=extra
+    )
+
+
+def load_model_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Load a float or quantized dctq checkpoint (eval mode).
+
+    Raises ModelError (missing/corrupt/foreign file, weights that do not fit) or QuantizationError
+    (a recipe this dctq cannot read).
+    """
+    path = Path(path)
+    payload = _read(path, map_location)
+    extra = payload["extra"]
+    if not extra.get(QUANT_RECIPE_KEY):
+        from ..models.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, map_location)
+    from ..calibration.quantize_model import quantize_model
+    from ..calibration.recipe import QuantRecipe
+
+    recipe = QuantRecipe.from_dict(extra[QUANT_RECIPE_KEY])
+    arch, arch_kwargs = payload["arch"], payload["arch_kwargs"]
+    try:
+        model = create_model(arch, **arch_kwargs)
+    except ModelError as exc:
+        raise ModelError(f"{path}: cannot rebuild architecture: {exc}") from None
+    if extra.get("qabn"):
+        from ..models.qabn import apply_qabn
+
+        model = apply_qabn(model, **(extra["qabn"] if isinstance(extra["qabn"], dict) else {}))
+    qmodel = quantize_model(model.eval(), recipe)
+    try:
+        result = qmodel.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"{path}: weights do not fit quantized {arch!r}: {str(exc).splitlines()[-1][:300]}"
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelError(
+            f"{path}: weights do not fit quantized {arch!r}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    qmodel.to(map_location).eval()
+    return LoadedCheckpoint(qmodel, arch, dict(arch_kwargs), list(payload["class_names"]), dict(extra))
+
+
+# ------------------------------------------------------------------------------- any artifact
+
+
+def _onnx_meta(path: Path) -> ArtifactMeta:
+    """Metadata read from an ONNX graph without a sidecar: input names and shapes; classes as numbers."""
+    from .onnx_graph import import_onnx
+
+    onnx = import_onnx()
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and others
+        raise ExportError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+
+    def spec(value: Any) -> TensorSpec:
+        dims = value.type.tensor_type.shape.dim
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "batch") for d in dims)
+        return TensorSpec(value.name, shape)
+
+    inits = {i.name for i in model.graph.initializer}
+    inputs = tuple(spec(v) for v in model.graph.input if v.name not in inits)
+    outputs = tuple(spec(v) for v in model.graph.output)
+    names = [t.name for t in inputs]
+    if names[:3] == list(DCT_INPUTS) and isinstance(inputs[0].shape[-1], int):
+        kind, size = "dct", 8 * int(inputs[0].shape[-1])
+    elif names and names[0] == "x" and isinstance(inputs[0].shape[-1], int):
+        kind, size = "rgb", int(inputs[0].shape[-1])
+    else:
+        raise ExportError(
+            f"{path} has inputs {names} and no sidecar {sidecar_path(path).name}; dctq needs inputs named "
+            "y, cbcr, qt (DCT) or x [, qt] (RGB): export it with `dctq export`"
+        )
+    classes = outputs[0].shape[-1] if outputs and isinstance(outputs[0].shape[-1], int) else 0
+    quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return ArtifactMeta(
+        arch=None,
+        arch_kwargs={},
+        class_names=tuple(map(str, range(classes))),
+        input_kind=kind,
+        input_size=size,
+        inputs=inputs,
+        outputs=outputs,
+        recipe={"type": "unknown"} if quantized else None,
+        opset=opset,
+    )
+
+
+def artifact_kind(path: Path | str) -> str:
+    """The kind of artifact by suffix. Raises DctqError for an unknown suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in KINDS:
+        raise DctqError(
+            f"{path}: unknown artifact type {suffix or '(no suffix)'!r}; expected one of {', '.join(sorted(KINDS))}"
+        )
+    return KINDS[suffix]
+
+
+def load_artifact(path: Path | str) -> Artifact:
+    """Load any artifact's metadata (and, for a checkpoint, its model) by file suffix.
+
+    Raises DctqError (unknown suffix, missing file), ModelError (bad checkpoint), ExportError
+    (bad or missing sidecar where one is needed).
+    """
+    path = Path(path)
+    kind = artifact_kind(path)
+    if not path.is_file():
+        raise DctqError(f"artifact not found: {path}")
+    if kind == "checkpoint":
+        loaded = load_model_checkpoint(path)
+        return Artifact(path, kind, describe_model(loaded), loaded)
+    found = read_sidecar(path)
+    if found is not None:
+        return Artifact(path, kind, found[0])
+    if kind == "onnx":
+        logger.warning("%s has no sidecar %s; class names are numbers", path, sidecar_path(path).name)
+        return Artifact(path, kind, _onnx_meta(path))
+    raise ExportError(
+        f"{path} has no sidecar {sidecar_path(path).name} describing its inputs; re-export it with `dctq export`"
+    )

@@ -1,0 +1,181 @@
+"""Classify JPEG files with any artifact on any backend: read, fit to the model's grid, batch, run.
+
+DCT models read the file's quantized coefficients (read_jpeg), centre-crop/pad them to the model's
+block grid on MCU boundaries and pass the file's own quant tables; grayscale files get zero chroma
+(what an encoder writes for a colourless image). RGB models get Pillow-decoded pixels normalised
+like the training data (CIFAR-10 mean/std, jpeg/rgb.py), centre-cropped/padded to the input size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..common.errors import CorruptJpegError, DctqError, JpegError, NotAJpegError
+from .artifact import Artifact, ArtifactMeta, load_artifact
+from .backends import Runner, load_runner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """Top-k classes of one image: (class name, class index, softmax probability), best first."""
+
+    path: str
+    top: tuple[tuple[str, int, float], ...]
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def index(self) -> int:
+        return self.top[0][1]
+
+    @property
+    def probability(self) -> float:
+        return self.top[0][2]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "label": self.label,
+            "probability": self.probability,
+            "top": [{"label": n, "index": i, "probability": p} for n, i, p in self.top],
+        }
+
+
+def read_dct_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
+    """One file as model inputs: y [64, S/8, S/8] int16, cbcr [128, S/16, S/16] int16, qt [3, 64] float32.
+
+    Raises JpegError (from read_jpeg) naming the file.
+    """
+    from ..jpeg.geometry import center_crop_or_pad
+    from ..jpeg.reader import read_jpeg
+
+    coefs = read_jpeg(path)
+    y, cbcr = coefs.y, coefs.cbcr
+    if cbcr is None:
+        cbcr = np.zeros((128, y.shape[1] // 2, y.shape[2] // 2), dtype=np.int16)
+    hb = input_size // 8
+    y, cbcr = center_crop_or_pad(y, cbcr, hb, hb)
+    return {"y": y, "cbcr": cbcr, "qt": coefs.qt.astype(np.float32)}
+
+
+def read_rgb_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
+    """One file as RGB model inputs: x [3, S, S] float32 normalised, qt [3, 64] float32.
+
+    Raises NotAJpegError / CorruptJpegError naming the file.
+    """
+    from PIL import Image
+
+    from ..jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD, pillow_quant_tables
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise JpegError(f"{path}: cannot read ({exc.strerror})") from None
+    if not data.startswith(b"\xff\xd8"):
+        raise NotAJpegError(f"{path} is not a JPEG file (starts with {data[:4]!r})")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            qt = pillow_quant_tables(img)
+            rgb = np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise CorruptJpegError(f"{path}: Pillow cannot decode it ({exc})") from None
+    mean = np.asarray(CIFAR10_MEAN, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(CIFAR10_STD, dtype=np.float32).reshape(3, 1, 1)
+    x = (rgb.transpose(2, 0, 1).astype(np.float32) / 255.0 - mean) / std
+    out = np.zeros((3, input_size, input_size), dtype=np.float32)
+    h, w = x.shape[1:]
+    ch, cw = min(h, input_size), min(w, input_size)
+    sy, sx, dy, dx = (h - ch) // 2, (w - cw) // 2, (input_size - ch) // 2, (input_size - cw) // 2
+    out[:, dy : dy + ch, dx : dx + cw] = x[:, sy : sy + ch, sx : sx + cw]
+    return {"x": out, "qt": qt}
+
+
+def read_input(path: Path | str, meta: ArtifactMeta) -> dict[str, np.ndarray]:
+    """One file as the inputs of the model `meta` describes (DCT or RGB)."""
+    if meta.input_kind == "dct":
+        return read_dct_input(path, meta.input_size)
+    return read_rgb_input(path, meta.input_size)
+
+
+def stack_inputs(samples: Sequence[dict[str, np.ndarray]], batch: int | None = None) -> dict[str, np.ndarray]:
+    """Stack per-file inputs into a batch; with `batch` (a fixed-batch graph) repeat the last sample to fill it."""
+    samples = list(samples)
+    if batch is not None and len(samples) < batch:
+        samples += [samples[-1]] * (batch - len(samples))
+    return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def predict(
+    artifact: Artifact | Path | str,
+    images: Sequence[Path | str],
+    *,
+    backend: str | None = None,
+    top_k: int = 5,
+    batch_size: int = 32,
+    device: str = "auto",
+    runner: Runner | None = None,
+) -> list[Prediction]:
+    """Top-k predictions for each JPEG in `images`, in order.
+
+    Args:
+        artifact: a loaded Artifact or a path (.pt/.onnx/.ts/.pt2/.engine).
+        backend: "ort", "torch", "tensorrt"...; default by artifact kind. runner: an already loaded one.
+        top_k: classes per image (at most the number of classes). batch_size: images per run.
+
+    Raises:
+        JpegError: a file that cannot be read (names it). DctqError: bad arguments or backend problems.
+    """
+    if top_k < 1 or batch_size < 1:
+        raise DctqError(f"top_k and batch_size must be >= 1, got {top_k}, {batch_size}")
+    if not images:
+        raise DctqError("no images to predict")
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    run = runner or load_runner(art, backend, device=device)
+    fixed = art.meta.fixed_batch
+    size = fixed or batch_size
+    names = art.class_names
+    out: list[Prediction] = []
+    for chunk in _chunks(list(images), size):
+        batch = stack_inputs([read_input(p, art.meta) for p in chunk], fixed)
+        logits = run.predict(batch)[: len(chunk)].float().cpu()
+        probs = torch.softmax(logits, dim=1)
+        k = min(top_k, probs.shape[1])
+        values, indices = probs.topk(k, dim=1)
+        for path, vals, idxs in zip(chunk, values.tolist(), indices.tolist(), strict=True):
+            top = tuple(
+                (names[i] if i < len(names) else str(i), int(i), float(v))
+                for v, i in zip(vals, idxs, strict=True)
+            )
+            out.append(Prediction(str(path), top))
+    return out
+
+
+def artifact_predictor(
+    path: Path | str, backend: str | None = None, *, device: str = "auto", **options: Any
+) -> tuple[Runner, Artifact]:
+    """(predictor, artifact) for `deploy.evaluate.evaluate`: any artifact, evaluated by the same loop.
+
+    runner, art = artifact_predictor("model.onnx")
+    report = evaluate(runner, factory, qualities)    # factory builds the dataset for art.meta
+    """
+    art = load_artifact(path)
+    return load_runner(art, backend, device=device, **options), art

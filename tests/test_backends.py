@@ -1,0 +1,202 @@
+"""Backends registry, the ONNX Runtime uint8 rewrite, the torch backend, predict and evaluate on artifacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dctq.calibration.ptq import ptq
+from dctq.calibration.recipe import QuantRecipe
+from dctq.common.errors import BackendUnavailable, DctqError
+from dctq.deploy.artifact import load_artifact, save_quantized_checkpoint
+from dctq.deploy.backends import get_backend, list_backends, load_runner, register_backend
+from dctq.deploy.export_onnx import export_onnx
+from dctq.deploy.predict import predict
+from dctq.models import create_model, example_inputs, save_checkpoint
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+ort = pytest.importorskip("onnxruntime")
+
+from dctq.deploy.ort_rewrite import quantize_linear, rewrite_for_ort  # noqa: E402
+
+ARCH_KWARGS = {"num_classes": 2, "widths": [8, 16], "depths": [1, 1]}
+CLASSES = ["cat", "dog"]
+
+
+def tiny_dct(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = create_model("dct_cifar_upsampling", **ARCH_KWARGS).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.3, 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """A float checkpoint, its quantized twin (checkpoint), and the Q/DQ ONNX export of the latter."""
+    out = tmp_path_factory.mktemp("backends")
+    model = tiny_dct()
+    qmodel = ptq(model, QuantRecipe(calibrator="max"), [example_inputs(model, 16, seed=s) for s in range(4)])
+    fp_pt = save_checkpoint(
+        out / "f.pt", model, arch="dct_cifar_upsampling", arch_kwargs=ARCH_KWARGS, class_names=CLASSES
+    )
+    q_pt = save_quantized_checkpoint(
+        out / "q.pt", qmodel, arch="dct_cifar_upsampling", arch_kwargs=ARCH_KWARGS, class_names=CLASSES
+    )
+    return {
+        "model": model,
+        "qmodel": qmodel,
+        "f.pt": fp_pt,
+        "q.pt": q_pt,
+        "q.onnx": export_onnx(load_artifact(q_pt).checkpoint, out / "q.onnx"),
+    }
+
+
+def _feeds(model, batch: int, seed: int) -> dict[str, torch.Tensor]:
+    return dict(zip(("y", "cbcr", "qt"), example_inputs(model, batch, seed=seed), strict=True))
+
+
+def _session(proto, level) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def test_registry_lists_and_finds_backends():
+    assert {"ort", "torch", "tensorrt"} <= set(list_backends())
+    assert get_backend("ort").accepts == ("onnx",)
+    assert "checkpoint" in get_backend("torch").accepts
+    with pytest.raises(DctqError, match="unknown backend 'onnx'"):
+        get_backend("onnx")
+
+    class Other:
+        name = "ort"
+        accepts = ("onnx",)
+
+        def load(self, artifact, *, device="auto", **options):
+            raise AssertionError
+
+    with pytest.raises(DctqError, match="already registered"):
+        register_backend(Other())
+
+
+def test_backend_refuses_foreign_kinds_and_devices(artifacts):
+    with pytest.raises(DctqError, match="cannot run a checkpoint"):
+        load_runner(load_artifact(artifacts["q.pt"]), "ort")
+    with pytest.raises(BackendUnavailable, match="CPU only"):
+        load_runner(load_artifact(artifacts["q.onnx"]), "ort", device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable, match="CUDA build of torch"):
+            load_runner(load_artifact(artifacts["f.pt"]), "torch", device="cuda")
+
+
+def test_quantize_linear_matches_onnx_runtime_on_ties():
+    scale = np.float32(0.1)
+    x = np.concatenate(
+        [(np.arange(-140, 140) + 0.5) * scale, np.random.default_rng(0).normal(size=500) * 5]
+    ).astype(np.float32)
+    ref = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])],
+            "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [x.size])],
+            [onnx.helper.make_tensor_value_info("q", onnx.TensorProto.INT8, [x.size])],
+            [onnx.numpy_helper.from_array(scale, "s"), onnx.numpy_helper.from_array(np.int8(0), "z")],
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 18)],
+    )
+    expected = _session(ref, ort.GraphOptimizationLevel.ORT_DISABLE_ALL).run(None, {"x": x})[0]
+    assert np.array_equal(quantize_linear(x, scale, np.int8(0), 1), expected)
+
+
+def test_rewrite_keeps_the_function_and_fuses_integer_convs(artifacts, tmp_path):
+    proto = onnx.load(str(artifacts["q.onnx"]))
+    rewritten, stats = rewrite_for_ort(proto)
+    assert stats.weights_folded == stats.activations_uint8 == stats.dequantize_uint8 >= 7
+    assert stats.relu_to_integer >= 3 and stats.skipped == ()
+    zero_types = {
+        onnx.numpy_helper.to_array(i).dtype.name
+        for i in rewritten.graph.initializer
+        if i.name in {n.input[2] for n in rewritten.graph.node if n.op_type == "QuantizeLinear"}
+    }
+    assert zero_types == {"uint8"}
+    feeds = {k: v.numpy() for k, v in _feeds(artifacts["model"], 64, seed=5).items()}
+    plain = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    before = _session(proto, plain).run(None, feeds)[0]
+    after = _session(rewritten, plain).run(None, feeds)[0]
+    assert np.abs(before - after).max() <= 1e-5  # measured: 0.0 (the same function, op for op)
+    optimized = tmp_path / "opt.onnx"
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(rewritten.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(optimized)).graph.node]
+    assert ops.count("QLinearConv") >= 3, ops
+    raw_options = ort.SessionOptions()
+    raw_options.optimized_model_filepath = str(tmp_path / "raw_opt.onnx")
+    ort.InferenceSession(proto.SerializeToString(), raw_options, providers=["CPUExecutionProvider"])
+    assert "QLinearConv" not in [n.op_type for n in onnx.load(str(tmp_path / "raw_opt.onnx")).graph.node]
+
+
+def test_ort_backend_agrees_with_fake_quant_torch(artifacts):
+    qmodel = artifacts["qmodel"]
+    batch = _feeds(qmodel, 200, seed=11)
+    with torch.no_grad():
+        ref = qmodel(*batch.values())
+    art = load_artifact(artifacts["q.onnx"])
+    for rewrite in (False, True):
+        out = load_runner(art, "ort", rewrite=rewrite).predict(batch)
+        assert out.shape == ref.shape and out.dtype == torch.float32
+        assert float((out.argmax(1) == ref.argmax(1)).float().mean()) >= 0.995
+        assert float((out - ref).abs().max()) <= 0.03 * float(ref.abs().max())
+
+
+def test_torch_backend_runs_checkpoints_with_int16_batches(artifacts):
+    qmodel = artifacts["qmodel"]
+    batch = _feeds(qmodel, 4, seed=2)
+    with torch.no_grad():
+        ref = qmodel(*batch.values())
+    runner = load_runner(load_artifact(artifacts["q.pt"]))
+    assert runner.backend == "torch" and runner.device in ("cpu", "cuda")
+    int16 = {**batch, "y": batch["y"].to(torch.int16), "cbcr": batch["cbcr"].to(torch.int16), "label": None}
+    assert torch.equal(runner(int16).cpu(), ref)
+
+
+def test_predict_reads_jpegs_and_backends_agree(artifacts, jpeg_folder, make_jpeg):
+    files = sorted(jpeg_folder.rglob("*.jpg"))
+    big = make_jpeg(
+        "big.jpg", height=72, width=40, seed=3
+    )  # another grid: centre-cropped/padded to 4x4 blocks
+    gray = make_jpeg("gray.jpg", mode="L", seed=4)
+    images = [*files, big, gray]
+    via_torch = predict(artifacts["q.pt"], images, top_k=2, batch_size=3)
+    via_ort = predict(artifacts["q.onnx"], images, top_k=2, batch_size=4)
+    assert [p.path for p in via_torch] == [str(p) for p in images]
+    assert {p.label for p in via_torch} <= set(CLASSES)
+    assert [p.label for p in via_ort] == [p.label for p in via_torch]
+    for a, b in zip(via_ort, via_torch, strict=True):
+        assert len(a.top) == 2 and abs(sum(v for _, _, v in a.top) - 1) < 1e-5
+        assert abs(a.probability - b.probability) < 0.05
+    assert via_ort[0].to_dict()["top"][0]["label"] == via_ort[0].label
+
+
+def test_evaluate_accepts_any_artifact(artifacts, jpeg_folder):
+    from dctq.deploy.evaluate import evaluate
+    from dctq.deploy.predict import artifact_predictor
+    from dctq.jpeg.dataset import JpegFolder
+
+    def factory(quality):
+        return JpegFolder(jpeg_folder, input_size=32, train=False)
+
+    onnx_runner, art = artifact_predictor(artifacts["q.onnx"])
+    assert art.class_names == tuple(CLASSES)
+    by_ort = evaluate(onnx_runner, factory, None, batch_size=4)
+    torch_runner, _ = artifact_predictor(artifacts["q.pt"], device="cpu")
+    by_torch = evaluate(torch_runner, factory, None, batch_size=4)
+    assert by_ort.rows[0].images == 8
+    assert by_ort.rows[0].top1 == by_torch.rows[0].top1
+    assert abs(by_ort.rows[0].loss - by_torch.rows[0].loss) < 0.05

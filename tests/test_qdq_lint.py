@@ -1,0 +1,224 @@
+"""The TensorRT Q/DQ linter: one hand-made bad graph per rule, a clean export, and `dctq check`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from dctq.cli.check_cmd import register
+from dctq.deploy.qdq_lint import SEVERITY, lint_qdq
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+C_IN, C_OUT = 4, 6
+
+
+def _const(name: str, value: np.ndarray):
+    return numpy_helper.from_array(np.asarray(value), name)
+
+
+def conv_graph(
+    *,
+    act_zero=np.int8(0),
+    act_scale=np.float32(0.1),
+    w_scale=None,
+    w_axis: int = 0,
+    quantize_data: bool = True,
+    quantize_weight: bool = True,
+    opset: int = 18,
+    extra_nodes=(),
+    extra_inits=(),
+    output: str = "y",
+    extra_outputs=(),
+):
+    """x [1, 4, 8, 8] -> Q -> DQ -> Conv(DQ(int8 weight [6, 4, 3, 3])) -> y, with knobs to break each rule."""
+    nodes, inits = [], [_const("s_x", act_scale), _const("z_x", act_zero)]
+    w = np.random.default_rng(0).integers(-127, 128, size=(C_OUT, C_IN, 3, 3)).astype(np.int8)
+    w_scale = np.full(C_OUT, 0.01, np.float32) if w_scale is None else w_scale
+    data = "x"
+    if quantize_data:
+        nodes += [
+            helper.make_node("QuantizeLinear", ["x", "s_x", "z_x"], ["xq"], name="q_x"),
+            helper.make_node("DequantizeLinear", ["xq", "s_x", "z_x"], ["xd"], name="dq_x"),
+        ]
+        data = "xd"
+    if quantize_weight:
+        inits += [_const("w_q", w), _const("s_w", w_scale), _const("z_w", np.zeros(w_scale.shape, np.int8))]
+        nodes.append(
+            helper.make_node("DequantizeLinear", ["w_q", "s_w", "z_w"], ["w"], name="dq_w", axis=w_axis)
+        )
+    else:
+        inits.append(_const("w", w.astype(np.float32) * 0.01))
+    nodes.append(helper.make_node("Conv", [data, "w"], ["conv"], name="conv", pads=[1, 1, 1, 1]))
+    nodes.append(helper.make_node("Relu", ["conv"], ["y"], name="relu"))
+    nodes += list(extra_nodes)
+    inits += list(extra_inits)
+    outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)]
+    outputs += [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in extra_outputs]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C_IN, 8, 8])], outputs, inits
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def gemm_graph(trans_b: int, axis: int):
+    """x [2, 8] -> Q/DQ -> Gemm(DQ(weight), transB) -> y [2, 5]: weight [5, 8] if transB else [8, 5]."""
+    w = np.ones((5, 8) if trans_b else (8, 5), np.int8)
+    inits = [
+        _const("s", np.float32(0.1)),
+        _const("z", np.int8(0)),
+        _const("w_q", w),
+        _const("s_w", np.full(5, 0.01, np.float32)),
+        _const("z_w", np.zeros(5, np.int8)),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+        helper.make_node("DequantizeLinear", ["w_q", "s_w", "z_w"], ["w"], name="dq_w", axis=axis),
+        helper.make_node("Gemm", ["xd", "w"], ["y"], name="gemm", transB=trans_b),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def rules_of(model) -> dict[str, str]:
+    return {v.rule: v.severity for v in lint_qdq(model).violations}
+
+
+def test_clean_graphs_pass():
+    assert lint_qdq(conv_graph()).violations == ()
+    assert lint_qdq(gemm_graph(trans_b=1, axis=0)).violations == ()
+    assert lint_qdq(gemm_graph(trans_b=0, axis=1)).violations == ()
+
+
+def _add_residual():
+    """conv output + raw graph input: the Add's residual input has no Q/DQ."""
+    return {
+        "extra_nodes": [helper.make_node("Add", ["conv", "r"], ["sum"], name="add")],
+        "extra_outputs": ["sum"],
+    }
+
+
+CASES = {
+    "zero-point": {"act_zero": np.int8(3)},
+    "dtype": {"act_zero": np.uint8(0)},
+    "scale": {"act_scale": np.float32(-0.1)},
+    "axis": {"w_axis": 1},
+    "half-quantized": {"quantize_weight": False},
+    "opset": {"opset": 13},
+    "q-without-dq": {
+        "extra_nodes": [helper.make_node("Relu", ["xq"], ["bad"], name="relu_on_int8")],
+        "extra_outputs": ["bad"],
+    },
+    "unsupported-op": {
+        "extra_nodes": [helper.make_node("Unique", ["y"], ["u"], name="unique")],
+        "extra_outputs": ["u"],
+    },
+    "unknown-op": {
+        "extra_nodes": [helper.make_node("FancyNewOp", ["y"], ["u"], name="fancy")],
+        "extra_outputs": ["u"],
+    },
+}
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_each_rule_flags_its_bad_graph(rule):
+    found = rules_of(conv_graph(**CASES[rule]))
+    assert rule in found, found
+    assert found[rule] == SEVERITY[rule]
+
+
+def test_residual_add_without_qdq_is_a_warning():
+    model = conv_graph(**_add_residual())
+    model.graph.input.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, C_OUT, 8, 8]))
+    report = lint_qdq(model)
+    assert report.rules() == {"residual-add"} and report.ok
+    assert report.warnings[0].node == "add"
+
+
+def test_float_layer_is_a_warning_and_fp32_graph_says_no_qdq():
+    mixed = conv_graph(
+        extra_nodes=[helper.make_node("Conv", ["y", "w2"], ["y2"], name="conv2")],
+        extra_inits=[_const("w2", np.ones((2, C_OUT, 1, 1), np.float32))],
+        extra_outputs=["y2"],
+    )
+    report = lint_qdq(mixed)
+    assert report.rules() == {"float-layer"} and report.ok and report.warnings[0].node == "conv2"
+    fp32 = lint_qdq(conv_graph(quantize_data=False, quantize_weight=False))
+    assert fp32.rules() == {"no-qdq"} and fp32.ok
+
+
+def test_type_details_and_scale_values():
+    float_zero = lint_qdq(conv_graph(act_zero=np.array(0, dtype=np.float32)))
+    assert [v.rule for v in float_zero.violations] == ["dtype", "dtype"]
+    assert "not a TensorRT Q/DQ type" in float_zero.violations[0].message
+    zero_fp8 = numpy_helper.from_array(np.zeros((), np.float32), "z_x")
+    zero_fp8.data_type = TensorProto.FLOAT8E4M3FN
+    zero_fp8.ClearField("float_data")
+    zero_fp8.raw_data = b"\x00"
+    model = conv_graph()
+    model.graph.initializer[1].CopyFrom(zero_fp8)
+    messages = [v.message for v in lint_qdq(model).violations if v.rule == "dtype"]
+    assert messages and "unsupported here" in messages[0]
+    assert "scale" in rules_of(conv_graph(act_scale=np.float32(np.inf)))
+    wrong_count = rules_of(conv_graph(w_scale=np.full(C_OUT, -1.0, np.float32)))
+    assert wrong_count == {"scale": "error"}
+
+
+def test_gemm_axis_follows_trans_b_and_activations_are_per_tensor():
+    assert rules_of(gemm_graph(trans_b=1, axis=1)) == {"axis": "error"}
+    assert rules_of(gemm_graph(trans_b=0, axis=0)) == {"axis": "error"}
+    per_channel_act = conv_graph(act_scale=np.full(C_IN, 0.1, np.float32), act_zero=np.zeros(C_IN, np.int8))
+    assert "axis" in rules_of(per_channel_act)
+
+
+def test_requantize_warning_for_mismatched_pair():
+    model = conv_graph(extra_inits=[_const("s_other", np.float32(0.2))])
+    for node in model.graph.node:
+        if node.name == "dq_x":
+            node.input[1] = "s_other"
+    assert rules_of(model) == {"requantize": "warning"}
+
+
+def test_legacy_exported_fake_quant_graph_is_clean(tmp_path):
+    import torch
+
+    from dctq.calibration.ptq import ptq
+    from dctq.calibration.recipe import QuantRecipe
+    from dctq.deploy.export_onnx import export_onnx
+    from dctq.models import create_model, example_inputs
+
+    torch.manual_seed(0)
+    model = create_model("dct_cifar_upsampling", widths=[8, 16], depths=[1, 1]).eval()
+    qmodel = ptq(model, QuantRecipe(calibrator="max"), [example_inputs(model, 8)])
+    report = lint_qdq(export_onnx(qmodel, tmp_path / "q.onnx", dynamo=False))
+    assert report.ok and report.violations == () and report.quantize_nodes >= 10
+
+
+def test_check_cli_exit_codes_and_json(tmp_path):
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `check` a subcommand
+    good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+    onnx.save(conv_graph(), str(good))
+    onnx.save(conv_graph(act_zero=np.int8(5)), str(bad))
+    runner = CliRunner()
+    ok = runner.invoke(app, ["check", str(good)])
+    assert ok.exit_code == 0, ok.output
+    result = runner.invoke(app, ["check", str(bad), "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and data["violations"][0]["rule"] == "zero-point"
+    missing = runner.invoke(app, ["check", str(tmp_path / "none.onnx")])
+    assert missing.exit_code == 1 and "not found" in missing.output
