@@ -51,7 +51,11 @@ def _table(report: EvalReport, title: str) -> Table:
 def evaluate_command(
     ctx: typer.Context,
     checkpoint: Annotated[
-        Path, typer.Argument(help="A dctq checkpoint (.pt), e.g. best.pt of `dctq train`.")
+        Path,
+        typer.Argument(
+            help="A dctq artifact: checkpoint (.pt, float or quantized), ONNX (.onnx), TorchScript (.ts), "
+            "torch.export program (.pt2) or TensorRT engine (.engine), with its JSON sidecar."
+        ),
     ],
     data: Annotated[
         str,
@@ -87,33 +91,45 @@ def evaluate_command(
             "or 'auto' (oracle after the base stage, mixer after the meta stage)."
         ),
     ] = "auto",
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Runtime: 'torch', 'ort' or 'tensorrt' (default: the artifact's natural one)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
-    """Top-1 / top-5 accuracy of a checkpoint on JPEG images, at each requested JPEG quality."""
+    """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
     from ..calibration.train_data import make_dataset, split_data
     from ..deploy.evaluate import evaluate
     from ..jpeg.recompress import QualityPolicy
-    from ..models.checkpoint import load_checkpoint
+    from ..deploy.predict import artifact_predictor
 
     with user_errors(ctx):
         quality_list = parse_qualities(qualities)
         if batch_size < 1 or workers < 0:
             raise ConfigError(f"--batch-size must be >= 1 and --workers >= 0, got {batch_size}, {workers}")
-        loaded = load_checkpoint(checkpoint)
+        runner, art = artifact_predictor(checkpoint, backend, device=device)
+        arch = art.meta.arch
+        if arch is None:
+            raise ConfigError(
+                f"{checkpoint}: no architecture recorded (missing JSON sidecar?); export it with `dctq export`"
+            )
+        # Checkpoints evaluate through the model itself, so QABN routing options apply.
+        target = art.checkpoint if art.kind == "checkpoint" else runner
+        extra = art.checkpoint.extra if art.checkpoint is not None else art.meta.extra
         if val_fraction is None:
-            saved = (loaded.extra.get("train_config") or {}).get("fields", {})
+            saved = ((extra or {}).get("train_config") or {}).get("fields", {})
             val_fraction = float(saved.get("val_fraction", DEFAULT_VAL_FRACTION))
         splits = split_data(data, val_fraction)
         samples = splits.samples(split)
-        if loaded.class_names and loaded.class_names != splits.class_names:
+        if art.class_names and list(art.class_names) != list(splits.class_names):
             raise ConfigError(
                 f"{data} has classes {splits.class_names[:5]}... but {checkpoint} was trained on "
-                f"{loaded.class_names[:5]}...; evaluate on data with the same class folders"
+                f"{list(art.class_names)[:5]}...; evaluate on data with the same class folders"
             )
 
         def factory(quality: int | None):
             policy = QualityPolicy(test_quality=quality)
-            return make_dataset(loaded.arch, splits.root, samples, train=False, policy=policy)
+            return make_dataset(arch, splits.root, samples, train=False, policy=policy)
 
         with Progress(
             TextColumn("{task.description}"),
@@ -132,7 +148,7 @@ def evaluate_command(
                 progress.update(tasks[event.quality], completed=event.batch)
 
             report = evaluate(
-                loaded,
+                target,
                 factory,
                 quality_list,
                 batch_size=batch_size,
