@@ -46,6 +46,7 @@ from . import (  # noqa: E402
     models_cmd,
     predict_cmd,
     profile_cmd,
+    quantize_cmd,
     synthesize_cmd,
     train_cmd,
 )
@@ -56,6 +57,7 @@ for _module in (
     train_cmd,
     evaluate_cmd,
     synthesize_cmd,
+    quantize_cmd,
     export_cmd,
     check_cmd,
     predict_cmd,

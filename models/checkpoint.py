@@ -4,14 +4,21 @@ Layout of the `.pt` file (a dict that `torch.load(weights_only=True)` reads):
   format "dctq.checkpoint", version 1, dctq_version, arch, arch_kwargs, class_names, extra,
   state_dict (tensors on CPU; the DCT stem's normalization statistics are buffers in it).
 `extra` carries later additions (quantization recipe, `"qabn": {"num_branches": 4}`...).
+
+Keys of `extra` that change the model's structure are rebuilt by *checkpoint transforms*, applied
+in registration order between `create_model` and `load_state_dict`: "qabn" (QSAM's BN branches,
+registered here) and "quant_recipe" (quantizers; registered by dctq.calibration.quant_checkpoint,
+imported on first need so that models/ never imports calibration/ at import time).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,14 @@ logger = logging.getLogger(__name__)
 FORMAT = "dctq.checkpoint"
 VERSION = 1
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+CheckpointTransform = Callable[[nn.Module, Any, Path], nn.Module]
+"""(model, extra[key], checkpoint path) -> the model to load the weights into (may be a new one)."""
+
+_TRANSFORMS: dict[str, CheckpointTransform] = {}
+# Modules that register a transform for a key when imported, relative to the dctq package: a name,
+# not an import, so the dependency direction (calibration -> models) holds.
+_PROVIDERS: dict[str, str] = {"quant_recipe": "..calibration.quant_checkpoint"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +144,33 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     return payload
 
 
+def register_checkpoint_transform(key: str, fn: CheckpointTransform) -> None:
+    """Rebuild step for checkpoints whose `extra[key]` is set: `fn(model, extra[key], path)` runs after
+    `create_model` (and after the transforms registered before it) and before the weights are loaded.
+
+    Registering a key again replaces its function (module reloads) but keeps its place in the order.
+    """
+    if not isinstance(key, str) or not key:
+        raise ModelError(f"checkpoint transform key must be a non-empty string, got {key!r}")
+    if not callable(fn):
+        raise ModelError(f"checkpoint transform for {key!r} must be callable, got {type(fn).__name__}")
+    _TRANSFORMS[key] = fn
+
+
+def _transform_keys(extra: dict[str, Any], path: Path) -> list[str]:
+    """Keys of `extra` to rebuild, in registration order (importing their providers on first need)."""
+    for key, provider in _PROVIDERS.items():
+        if not extra.get(key) or key in _TRANSFORMS:
+            continue
+        try:
+            importlib.import_module(provider, __package__)
+        except ImportError as exc:
+            raise ModelError(f"{path} needs {provider.lstrip('.')} to rebuild its {key!r}: {exc}") from None
+        if key not in _TRANSFORMS:
+            raise ModelError(f"{path}: {provider.lstrip('.')} registered no checkpoint transform for {key!r}")
+    return [key for key in _TRANSFORMS if extra.get(key)]
+
+
 def _apply_qabn(model: nn.Module, spec: Any, path: Path) -> nn.Module:
     try:
         from .qabn import apply_qabn
@@ -140,11 +182,17 @@ def _apply_qabn(model: nn.Module, spec: Any, path: Path) -> nn.Module:
     return apply_qabn(model, **kwargs)
 
 
+register_checkpoint_transform("qabn", _apply_qabn)
+
+
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model from the registry and load its weights; the model is returned in eval mode.
 
+    Checkpoint transforms (see module docstring) rebuild QABN and quantized models first: a
+    quantized checkpoint comes back as the fake-quant model, its quantizers calibrated.
     Raises ModelError for a missing, corrupt or foreign file, an unknown architecture, or weights
-    that do not fit the rebuilt model (names the first differing keys).
+    that do not fit the rebuilt model (names the first differing keys); QuantizationError for a
+    quantization recipe this dctq cannot read.
     """
     path = Path(path)
     payload = _read(path, map_location)
@@ -153,8 +201,8 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         model = create_model(arch, **arch_kwargs)
     except ModelError as exc:
         raise ModelError(f"{path}: cannot rebuild architecture: {exc}") from None
-    if extra.get("qabn"):
-        model = _apply_qabn(model, extra["qabn"], path)
+    for key in _transform_keys(extra, path):
+        model = _TRANSFORMS[key](model, extra[key], path)
     try:
         result = model.load_state_dict(payload["state_dict"], strict=False)
     except RuntimeError as exc:  # shape mismatches

@@ -1,0 +1,336 @@
+"""`dctq quantize CKPT --method ptq|intraq|bnstats --out q.pt`: a quantized checkpoint from an FP one.
+
+ptq calibrates on real images (`--calib DIR|cifar10`); intraq and bnstats are zero-shot: synthetic
+images from the model alone (or a file of `dctq synthesize`), then KD fine-tuning; they read no image.
+Options left out keep the library's defaults (SynthConfig, ZeroShotConfig), shown in --help.
+Several processes (zero-shot): `torchrun --nproc-per-node N $(which dctq) quantize ...`; rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ..calibration.synth_config import SynthConfig
+from ..calibration.zeroshot import ZeroShotConfig
+from ..common.errors import QuantizationError
+from .common import err_console, out_console, print_json, user_errors
+from .synthesize_cmd import SynthProgressView
+
+if TYPE_CHECKING:
+    from ..calibration.quant_checkpoint import QuantizeEvent, QuantizeResult
+
+_SYNTH = {f.name: f.default for f in dataclasses.fields(SynthConfig)}
+_ZS = {f.name: f.default for f in dataclasses.fields(ZeroShotConfig)}
+DEFAULT_NUM_IMAGES = 512
+DEFAULT_PTQ_BATCH = 64
+
+
+def _default(table: dict[str, Any], name: str) -> str:
+    # Escaped: typer renders help as Rich markup, where a bare [...] is a tag.
+    return escape(f" [default: {table[name]}]")
+
+
+class QuantizeProgressView:
+    """Bars for PTQ calibration batches, synthesis (as `dctq synthesize`) and fine-tuning epochs/steps."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.synth = SynthProgressView(progress)
+        self.calib_task: Any = None
+        self.epochs_task: Any = None
+        self.steps_task: Any = None
+        self.epoch: int | None = None
+
+    def __call__(self, event: QuantizeEvent) -> None:
+        from ..calibration.quant_checkpoint import CalibProgress
+        from ..calibration.zeroshot import ZeroShotEpochEnd, ZeroShotStep
+
+        p = self.progress
+        if isinstance(event, CalibProgress):
+            if self.calib_task is None:
+                self.calib_task = p.add_task("calibration", total=event.batches, stats="")
+            p.update(self.calib_task, completed=event.batch)
+        elif isinstance(event, ZeroShotStep):
+            if self.epochs_task is None:
+                self.epochs_task = p.add_task("fine-tune epochs", total=None, stats="")
+            if self.epoch != event.epoch:
+                if self.steps_task is not None:
+                    p.remove_task(self.steps_task)
+                self.steps_task = p.add_task(f"epoch {event.epoch}", total=event.steps, stats="")
+                self.epoch = event.epoch
+            stats = (
+                f"loss {event.loss:.4g}  kd {event.kd:.4g}  ce {event.ce:.3f}  "
+                f"agree {100 * event.agreement:.1f}%  lr {event.lr:.2g}"
+            )
+            p.update(self.steps_task, completed=event.step, stats=stats)
+        elif isinstance(event, ZeroShotEpochEnd):
+            if self.epochs_task is None:
+                self.epochs_task = p.add_task("fine-tune epochs", total=event.epochs, stats="")
+            p.update(self.epochs_task, total=event.epochs, completed=event.epoch)
+            p.console.print(
+                f"fine-tune epoch {event.epoch}/{event.epochs}  loss {event.loss:.4g}  kd {event.kd:.4g}  "
+                f"agreement with FP {100 * event.agreement:.1f}%  {event.seconds:.1f}s",
+                highlight=False,
+            )
+        else:
+            self.synth(event)  # type: ignore[arg-type]
+
+
+def make_progress(enabled: bool = True) -> Progress:
+    """Bars on stderr; without a terminal only the per-batch / per-epoch lines are printed."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=err_console,
+        transient=False,
+        disable=not (enabled and err_console.is_terminal),
+    )
+
+
+def _range(rows: list, weights: bool) -> str:
+    chosen = [r for r in rows if (r.axis is not None) == weights and r.amax_min is not None]
+    if not chosen:
+        return "-"
+    return f"{min(r.amax_min for r in chosen):.4g} .. {max(r.amax_max for r in chosen):.4g}"
+
+
+def _data_line(result: QuantizeResult) -> str:
+    info = result.info
+    if result.method == "ptq":
+        ptq = info["ptq"]
+        return f"{ptq['images']} real images of {ptq['data']} ({ptq['split']} split, as stored)"
+    synth = info["synthesis"]
+    line = f"{synth['images']} synthetic images ({synth['method']}, {synth['iterations']} iterations)"
+    return line + (f", {escape(synth['file'])}" if synth.get("file") else "")
+
+
+def _summary(result: QuantizeResult) -> Table:
+    recipe = result.recipe
+    table = Table(title="quantization done", show_header=False, title_justify="left")
+    table.add_column("what", style="dim")
+    table.add_column("value")
+    table.add_row("file", escape(str(result.path)) if result.path else "(not written)")
+    table.add_row("method", result.method)
+    table.add_row(
+        "recipe",
+        f"W{recipe.weight_bits}A{recipe.act_bits}, {recipe.calibrator} calibrator"
+        + (f" {dict(recipe.calibrator_args)}" if recipe.calibrator_args else "")
+        + (", BN folded" if recipe.fold_bn else ""),
+    )
+    table.add_row("calibration data", _data_line(result))
+    if result.method != "ptq":
+        zs = result.info["zero_shot"]
+        line = f"{zs['epochs']} epochs x {zs['steps_per_epoch']} steps, batch {zs['batch_size']}"
+        last = result.info.get("fine_tune")
+        if last:
+            line += f"; last epoch loss {last['loss']:.4g}, agreement with FP {100 * last['agreement']:.1f}%"
+        table.add_row("fine-tuning", line if zs["epochs"] else "none (calibration only)")
+    weights = sum(r.axis is not None for r in result.quantizers)
+    table.add_row(
+        "quantizers",
+        f"{len(result.quantizers)} ({weights} weights per channel, {len(result.quantizers) - weights} activations)",
+    )
+    table.add_row("activation amax", _range(result.quantizers, weights=False))
+    table.add_row("weight amax", _range(result.quantizers, weights=True))
+    table.add_row("ONNX Q/DQ export", "yes (INT8)" if recipe.exportable else "no (simulated bit width)")
+    return table
+
+
+def _layers(result: QuantizeResult) -> Table:
+    table = Table(title="quantizers", title_justify="left")
+    for name in ("quantizer", "bits", "grid", "axis", "amax min", "amax max"):
+        if name == "quantizer":
+            table.add_column(name, overflow="fold")
+        else:
+            table.add_column(name, justify="right")
+    for r in result.quantizers:
+        table.add_row(
+            escape(r.name),
+            str(r.bits),
+            f"[{r.qmin}, {r.qmax}]",
+            "-" if r.axis is None else str(r.axis),
+            f"{r.amax_min:.4g}" if r.amax_min is not None else "-",
+            f"{r.amax_max:.4g}" if r.amax_max is not None else "-",
+        )
+    return table
+
+
+def _reject(method: str, given: dict[str, Any], belongs_to: str) -> None:
+    flags = [flag for flag, value in given.items() if value is not None]
+    if flags:
+        verb = "applies" if len(flags) == 1 else "apply"
+        raise QuantizationError(f"{', '.join(flags)} {verb} to {belongs_to} only, not to --method {method}")
+
+
+def quantize_command(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(help="The FP checkpoint (.pt), e.g. best.pt of `dctq train`.", show_default=False),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="The quantized checkpoint to write.", show_default=False)
+    ],
+    method: Annotated[
+        str,
+        typer.Option(
+            help="'ptq' (calibrate on real images, needs --calib), 'intraq' (zero-shot, IntraQ synthetic "
+            "images + KD fine-tuning) or 'bnstats' (zero-shot, BN-statistics baseline)."
+        ),
+    ] = "ptq",
+    calib: Annotated[
+        str | None,
+        typer.Option(
+            help="ptq: an ImageFolder of JPEGs, or 'cifar10' for the shared archive.", show_default=False
+        ),
+    ] = None,
+    calib_split: Annotated[
+        str | None,
+        typer.Option(
+            help="ptq: images from the 'train' split (the FP model's validation split stays unseen; "
+            "default) or 'all' (a separate calibration folder)."
+        ),
+    ] = None,
+    num_images: Annotated[
+        int | None,
+        typer.Option(help="ptq: calibration images." + escape(f" [default: {DEFAULT_NUM_IMAGES}]")),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Recipe preset: int8 (default), int8-max, int8-percentile, int8-mse, w4a4, w3a3."),
+    ] = None,
+    bits: Annotated[
+        str | None, typer.Option(help="Bit widths wNaM: w8a8 (exportable), w5a5, w4a4, w3a3 (simulated).")
+    ] = None,
+    calibrator: Annotated[
+        str | None,
+        typer.Option(help="Activation calibrator: max, percentile, entropy or mse (default: the recipe's)."),
+    ] = None,
+    synthetic: Annotated[
+        Path | None,
+        typer.Option(
+            help="Zero-shot: a file of `dctq synthesize` to reuse; when missing, the synthetic images are "
+            "written there (and a partial file is continued)."
+        ),
+    ] = None,
+    num_synthetic: Annotated[
+        int | None, typer.Option(help="Zero-shot: synthetic images to make." + _default(_SYNTH, "num"))
+    ] = None,
+    synth_iters: Annotated[
+        int | None,
+        typer.Option(help="Zero-shot: Adam steps per synthetic batch." + _default(_SYNTH, "iterations")),
+    ] = None,
+    synth_batch_size: Annotated[
+        int | None,
+        typer.Option(help="Zero-shot: images optimised together." + _default(_SYNTH, "batch_size")),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Zero-shot: KD fine-tuning epochs (0: calibrate only); the learning-rate milestones scale "
+            "along." + _default(_ZS, "epochs")
+        ),
+    ] = None,
+    steps_per_epoch: Annotated[
+        int | None, typer.Option(help="Zero-shot: steps per epoch." + _default(_ZS, "steps_per_epoch"))
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help=escape(
+                f"Images per batch: ptq calibration [default: {DEFAULT_PTQ_BATCH}], zero-shot calibration and "
+                f"fine-tuning [default: {_ZS['batch_size']}]."
+            )
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the calibration subset / synthesis / fine-tuning.")] = 0,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
+    workers: Annotated[int, typer.Option(help="ptq: data-loader worker processes.")] = 0,
+    layers: Annotated[bool, typer.Option("--layers", help="Also print every quantizer's range.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Quantize an FP checkpoint (PTQ on real images, or zero-shot with IntraQ / BN-statistics images)."""
+    from ..calibration.distributed import detect_env
+    from ..calibration.quant_checkpoint import METHODS, build_recipe, quantize_checkpoint
+
+    with user_errors(ctx):
+        if method not in METHODS:
+            raise QuantizationError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        zero_shot_flags = {
+            "--synthetic": synthetic,
+            "--num-synthetic": num_synthetic,
+            "--synth-iters": synth_iters,
+            "--synth-batch-size": synth_batch_size,
+            "--epochs": epochs,
+            "--steps-per-epoch": steps_per_epoch,
+        }
+        synth_config = zero_shot = None
+        if method == "ptq":
+            _reject(method, zero_shot_flags, "--method intraq / bnstats")
+        else:
+            if calib is not None:
+                raise QuantizationError(
+                    f"--method {method} is zero-shot: it reads no real image, so --calib cannot be used; "
+                    "drop --calib, or use --method ptq to calibrate on those images"
+                )
+            _reject(method, {"--num-images": num_images, "--calib-split": calib_split}, "--method ptq")
+            synth_options = {"num": num_synthetic, "iterations": synth_iters, "batch_size": synth_batch_size}
+            given = {k: v for k, v in synth_options.items() if v is not None}
+            if synthetic is None or not synthetic.exists() or given:
+                synth_config = SynthConfig(method=method, seed=seed, device=device, **given)
+            base = ZeroShotConfig() if epochs is None else ZeroShotConfig().with_epochs(epochs)
+            zs_options = {"steps_per_epoch": steps_per_epoch, "batch_size": batch_size}
+            zero_shot = dataclasses.replace(
+                base, seed=seed, device=device, **{k: v for k, v in zs_options.items() if v is not None}
+            )
+        quant_recipe = build_recipe(recipe, bits, calibrator)
+        main = detect_env().is_main
+        with make_progress(main and not as_json) as progress:
+            result = quantize_checkpoint(
+                checkpoint,
+                out,
+                method=method,
+                recipe=quant_recipe,
+                calib=calib,
+                calib_split=calib_split or "train",
+                num_images=DEFAULT_NUM_IMAGES if num_images is None else num_images,
+                batch_size=DEFAULT_PTQ_BATCH if batch_size is None else batch_size,
+                workers=workers,
+                seed=seed,
+                device=device,
+                synthetic=synthetic,
+                synth_config=synth_config,
+                zero_shot=zero_shot,
+                progress=QuantizeProgressView(progress),
+            )
+    if not main:
+        return
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out_console.print(_summary(result))
+    if layers:
+        out_console.print(_layers(result))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `quantize` command to `app`."""
+    app.command(name="quantize")(quantize_command)

@@ -1,0 +1,366 @@
+"""`dctq quantize` and quantized checkpoints: PTQ per calibrator, zero-shot without any image, reload
+through load_checkpoint, clear errors for bad usage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import PIL.Image
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+import dctq.jpeg.cifar
+import dctq.jpeg.dataset
+import dctq.jpeg.reader
+from dctq.calibration.calib_registry import CALIBRATORS
+from dctq.calibration.quant_checkpoint import (
+    QUANT_RECIPE_KEY,
+    build_recipe,
+    parse_bits,
+    quantize_checkpoint,
+    save_quantized,
+)
+from dctq.calibration.quantize_model import calibrate, iter_quantizers, quantize_model, recipe_of
+from dctq.calibration.recipe import PRESETS, QuantRecipe
+from dctq.calibration.synth_config import SynthConfig
+from dctq.calibration.synthesize import synthesize_checkpoint
+from dctq.calibration.train_data import make_dataset, split_data
+from dctq.cli import quantize_cmd
+from dctq.common.errors import QuantizationError
+from dctq.deploy.evaluate import evaluate
+from dctq.jpeg.dataset import make_loader
+from dctq.jpeg.recompress import QualityPolicy
+from dctq.models.checkpoint import load_checkpoint, save_checkpoint
+from dctq.models.qabn import apply_qabn
+from dctq.models.registry import create_model
+from dctq.models.stem import compute_stem_stats
+
+ARCH = "dct_cifar_upsampling"
+KWARGS = {"num_classes": 2, "widths": [8, 8], "depths": [1, 1]}
+runner = CliRunner()
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def root() -> None:
+        """Group, so that `quantize` is a sub-command as under `dctq`."""
+
+    quantize_cmd.register(app)
+    return app
+
+
+APP = _app()
+
+
+def _batches(folder):
+    split = split_data(folder, 0.1)
+    data = make_dataset(ARCH, split.root, split.samples("all"), train=False, policy=QualityPolicy())
+    return list(make_loader(data, 4, shuffle=False))
+
+
+def _args(batch):
+    return batch["y"].float(), batch["cbcr"].float(), batch["qt"].float()
+
+
+@pytest.fixture
+def fp_ckpt(jpeg_folder, tmp_path):
+    """An untrained tiny DCT net with stem statistics and BN running statistics from the folder."""
+    torch.manual_seed(0)
+    model = create_model(ARCH, **KWARGS)
+    batches = _batches(jpeg_folder)
+    model.stem.set_stats(compute_stem_stats([_args(b) for b in batches]))
+    model.train()
+    with torch.no_grad():
+        for b in batches:
+            model(*_args(b))
+    path = tmp_path / "fp" / "best.pt"
+    save_checkpoint(
+        path,
+        model.eval(),
+        arch=ARCH,
+        arch_kwargs=KWARGS,
+        class_names=["cat", "dog"],
+        extra={"train_config": {"fields": {"val_fraction": 0.25}}, "epoch": 3},
+    )
+    return path
+
+
+def _sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
+    return float(10 * torch.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()))
+
+
+# ------------------------------------------------------------------------------------- PTQ
+
+
+@pytest.mark.parametrize("calibrator", sorted(CALIBRATORS))
+def test_ptq_checkpoint_reloads_as_the_quantized_model(fp_ckpt, jpeg_folder, tmp_path, calibrator):
+    out = tmp_path / "q" / "q.pt"
+    args = [
+        "quantize",
+        str(fp_ckpt),
+        "--out",
+        str(out),
+        "--calib",
+        str(jpeg_folder),
+        "--calibrator",
+        calibrator,
+    ]
+    result = runner.invoke(
+        APP, [*args, "--calib-split", "all", "--batch-size", "4", "--device", "cpu", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["method"] == "ptq" and report["recipe"]["calibrator"] == calibrator
+    assert report["quantization"]["ptq"]["images"] == 8
+    assert all(q["amax_min"] > 0 for q in report["quantizers"])
+    assert [p.name for p in out.parent.iterdir()] == ["q.pt"]  # written atomically, nothing left over
+
+    memory = quantize_checkpoint(
+        fp_ckpt, None, recipe=build_recipe(calibrator=calibrator), calib=jpeg_folder, calib_split="all",
+        batch_size=4, device="cpu",
+    )  # fmt: skip
+    loaded = load_checkpoint(out)
+    assert recipe_of(loaded.model) == memory.recipe and loaded.class_names == ["cat", "dog"]
+    fp = load_checkpoint(fp_ckpt).model
+    with torch.no_grad():
+        for batch in _batches(jpeg_folder):
+            q_out = loaded.model(*_args(batch))
+            torch.testing.assert_close(q_out, memory.model(*_args(batch)), rtol=0, atol=0)
+            f_out = fp(*_args(batch))
+            assert not torch.equal(q_out, f_out)
+            assert _sqnr(f_out, q_out) > 10  # near the FP model (entropy clips hard on 8 images)
+    # The evaluation path (deploy/evaluate) takes the quantized checkpoint like any other.
+    factory = lambda q: make_dataset(  # noqa: E731
+        ARCH,
+        jpeg_folder,
+        split_data(jpeg_folder, 0.1).samples("all"),
+        train=False,
+        policy=QualityPolicy(test_quality=q),
+    )
+    from_file = evaluate(out, factory, None, batch_size=4, device="cpu")
+    in_memory = evaluate(memory.model, factory, None, batch_size=4, device="cpu")
+    assert from_file.rows[0].images == 8 and from_file.rows[0].loss == in_memory.rows[0].loss
+
+
+def test_quantized_file_is_plain_data_and_records_how_it_was_made(fp_ckpt, jpeg_folder, tmp_path):
+    out = tmp_path / "q.pt"
+    result = quantize_checkpoint(
+        fp_ckpt, out, recipe=build_recipe(bits="w4a4"), calib=jpeg_folder, num_images=5, batch_size=2, seed=3
+    )
+    payload = torch.load(out, weights_only=True)
+    extra = payload["extra"]
+    assert extra[QUANT_RECIPE_KEY] == PRESETS["w4a4"].to_dict()
+    assert extra["train_config"] == {"fields": {"val_fraction": 0.25}}  # the FP validation split stays
+    info = extra["quantization"]
+    assert info["method"] == "ptq" and info["source"]["epoch"] == 3
+    # The train split of val_fraction 0.25 holds 6 of the 8 images; 5 are drawn from it.
+    assert info["ptq"] == {
+        "data": str(jpeg_folder), "split": "train", "val_fraction": 0.25, "images": 5, "batch_size": 2, "seed": 3,
+    }  # fmt: skip
+    loaded = load_checkpoint(out)
+    grids = {name: (q.qmin, q.qmax) for name, q in iter_quantizers(loaded.model)}
+    assert set(grids.values()) <= {(-7, 7), (-8, 7), (0, 15)} and (0, 15) in grids.values()
+    assert grids == {name: (q.qmin, q.qmax) for name, q in iter_quantizers(result.model)}
+
+
+def test_models_load_quantized_checkpoints_without_importing_calibration_first(
+    fp_ckpt, jpeg_folder, tmp_path
+):
+    out = tmp_path / "q.pt"
+    quantize_checkpoint(fp_ckpt, out, recipe=build_recipe("int8-max"), calib=jpeg_folder, calib_split="all")
+    code = textwrap.dedent(f"""
+        import sys
+        import dctq.models
+        assert not any(m.startswith("dctq.calibration") for m in sys.modules), "models imported calibration"
+        loaded = dctq.models.load_checkpoint({str(out)!r})
+        print(sum(type(m).__name__ == "TensorQuantizer" for m in loaded.model.modules()))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == sum(1 for _ in iter_quantizers(load_checkpoint(out).model)) > 0
+
+
+def test_qabn_and_quantizers_are_rebuilt_in_order(tmp_path):
+    torch.manual_seed(0)
+    model = apply_qabn(create_model(ARCH, **KWARGS)).eval()
+    qmodel = quantize_model(model, QuantRecipe(calibrator="max"))
+    y, c = torch.randn(4, 64, 4, 4) * 20, torch.randn(4, 128, 2, 2) * 5
+    qt = torch.randint(1, 60, (4, 3, 64)).float()
+    calibrate(qmodel, lambda m: m(y, c, qt))
+    fp_path = save_checkpoint(
+        tmp_path / "fp.pt",
+        model,
+        arch=ARCH,
+        arch_kwargs=KWARGS,
+        class_names=[],
+        extra={"qabn": {"num_branches": 4}},
+    )
+    path = save_quantized(tmp_path / "q.pt", qmodel, load_checkpoint(fp_path), extra_info={"method": "ptq"})
+    loaded = load_checkpoint(path).model
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(y, c, qt), qmodel(y, c, qt), rtol=0, atol=0)
+
+
+def test_save_quantized_refuses_float_and_uncalibrated_models(fp_ckpt, tmp_path):
+    fp = load_checkpoint(fp_ckpt)
+    with pytest.raises(QuantizationError, match="made by quantize_model"):
+        save_quantized(tmp_path / "q.pt", fp.model, fp)
+    with pytest.raises(QuantizationError, match="have no range"):
+        save_quantized(tmp_path / "q.pt", quantize_model(fp.model), fp)
+    with pytest.raises(QuantizationError, match="was quantized with"):
+        save_quantized(tmp_path / "q.pt", quantize_model(fp.model), fp, PRESETS["int8-max"])
+    assert not (tmp_path / "q.pt").exists()
+
+
+# ------------------------------------------------------------------------------- zero-shot
+
+
+def _forbid_images(monkeypatch, tmp_path) -> None:
+    nowhere = tmp_path / "no-data"
+    monkeypatch.setenv("DCTQ_DATA", str(nowhere))
+    monkeypatch.setattr(dctq.jpeg.cifar, "SHARED_DATA", nowhere / "shared")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"zero-shot quantization read an image: {args[:1]}")
+
+    for module, name in (
+        (PIL.Image, "open"),
+        (dctq.jpeg.reader, "read_jpeg"),
+        (dctq.jpeg.reader, "read_blocks"),
+        (dctq.jpeg.dataset, "read_file_bytes"),
+    ):
+        monkeypatch.setattr(module, name, forbidden)
+
+
+TINY_SYNTH = ["--num-synthetic", "8", "--synth-iters", "2", "--synth-batch-size", "8"]
+TINY_TUNE = ["--steps-per-epoch", "2", "--batch-size", "4", "--device", "cpu", "--json"]
+
+
+def test_intraq_quantizes_without_any_image(fp_ckpt, tmp_path, monkeypatch):
+    _forbid_images(monkeypatch, tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = [
+        "quantize",
+        str(fp_ckpt),
+        "--method",
+        "intraq",
+        "--out",
+        "q.pt",
+        "--epochs",
+        "1",
+        "--bits",
+        "w8a8",
+    ]
+    result = runner.invoke(APP, [*args, *TINY_SYNTH, *TINY_TUNE])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    info = report["quantization"]
+    assert info["synthesis"]["method"] == "intraq" and info["synthesis"]["images"] == 8
+    assert info["synthesis"]["file"] is None and info["zero_shot"]["epochs"] == 1
+    assert info["fine_tune"]["epoch"] == 1 and 0 <= info["fine_tune"]["agreement"] <= 1
+    assert sorted(p.name for p in work.iterdir()) == ["q.pt"]
+    loaded = load_checkpoint(work / "q.pt")
+    assert loaded.extra["quantization"] == info
+    ranges = {name: (float(q.amax.min()), float(q.amax.max())) for name, q in iter_quantizers(loaded.model)}
+    assert ranges == {q["name"]: (q["amax_min"], q["amax_max"]) for q in report["quantizers"]}
+
+
+def test_bnstats_reuses_a_synthetic_file_and_checks_its_method(fp_ckpt, tmp_path, monkeypatch):
+    synth = tmp_path / "synth.pt"
+    synthesize_checkpoint(
+        fp_ckpt, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", device="cpu"), synth
+    )
+    _forbid_images(monkeypatch, tmp_path)
+    out = tmp_path / "q.pt"
+    base = [
+        "quantize",
+        str(fp_ckpt),
+        "--out",
+        str(out),
+        "--synthetic",
+        str(synth),
+        "--epochs",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    result = runner.invoke(APP, [*base, "--method", "bnstats", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)["quantization"]
+    assert info["synthesis"]["file"] == str(synth) and info["synthesis"]["images"] == 8
+    assert "fine_tune" not in info and recipe_of(load_checkpoint(out).model) == PRESETS["int8"]
+    out.unlink()
+    wrong = runner.invoke(APP, [*base, "--method", "intraq"])
+    assert wrong.exit_code == 1 and "--method bnstats" in wrong.output and not out.exists()
+    other = runner.invoke(APP, [*base, "--method", "bnstats", "--num-synthetic", "16"])
+    assert other.exit_code == 1 and "num: file 8 vs now 16" in other.output and not out.exists()
+
+
+# ---------------------------------------------------------------------------- bad usage
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "give --calib"),
+        (["--method", "intraq", "--calib", "{data}"], "reads no real image"),
+        (["--calib", "{data}", "--epochs", "2"], "--epochs"),
+        (["--method", "bnstats", "--num-images", "4"], "--num-images"),
+        (["--calib", "{data}", "--bits", "w9a9"], "2..8"),
+        (["--calib", "{data}", "--recipe", "int9"], "unknown recipe"),
+        (["--calib", "{data}", "--calibrator", "maxx"], "unknown calibrator"),
+        (["--method", "gptq"], "--method must be one of"),
+        (["--calib", "{tmp}/nowhere"], "nowhere"),
+    ],
+)
+def test_bad_usage_exits_1_with_a_clear_message(fp_ckpt, jpeg_folder, tmp_path, extra, message):
+    out = tmp_path / "q.pt"
+    args = [a.format(data=jpeg_folder, tmp=tmp_path) for a in extra]
+    result = runner.invoke(APP, ["quantize", str(fp_ckpt), "--out", str(out), *args])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_bad_checkpoints_exit_1(fp_ckpt, jpeg_folder, tmp_path):
+    missing = runner.invoke(
+        APP,
+        ["quantize", str(tmp_path / "none.pt"), "--out", str(tmp_path / "q.pt"), "--calib", str(jpeg_folder)],
+    )
+    assert missing.exit_code == 1 and "not found" in missing.output
+    same = runner.invoke(APP, ["quantize", str(fp_ckpt), "--out", str(fp_ckpt), "--calib", str(jpeg_folder)])
+    assert same.exit_code == 1 and "overwrite" in same.output
+    q = tmp_path / "q.pt"
+    assert (
+        runner.invoke(APP, ["quantize", str(fp_ckpt), "--out", str(q), "--calib", str(jpeg_folder)]).exit_code
+        == 0
+    )
+    again = runner.invoke(
+        APP, ["quantize", str(q), "--out", str(tmp_path / "qq.pt"), "--calib", str(jpeg_folder)]
+    )
+    assert again.exit_code == 1 and "already quantized" in again.output
+
+
+def test_bits_and_recipe_options():
+    assert parse_bits("W5A5") == (5, 5) and parse_bits("w8a4") == (8, 4)
+    for bad in ("8", "w8", "wxa8", "w1a1"):
+        with pytest.raises(QuantizationError, match="--bits"):
+            parse_bits(bad)
+    assert build_recipe() == PRESETS["int8"]
+    assert build_recipe(bits="w3a3") == PRESETS["w3a3"]
+    w5 = build_recipe(bits="w5a5")
+    assert (w5.weight_bits, w5.act_bits, w5.act_unsigned, w5.calibrator) == (5, 5, True, "mse")
+    back_to_8 = build_recipe("w4a4", bits="w8a8")
+    assert (back_to_8.weight_bits, back_to_8.act_unsigned, back_to_8.exportable) == (8, False, True)
+    assert build_recipe("int8-percentile").calibrator_args == (("percentile", 99.99),)
+    switched = build_recipe("int8-percentile", calibrator="max")
+    assert switched.calibrator == "max" and switched.calibrator_args == ()
