@@ -40,6 +40,7 @@ def main(
 # Each command module adds its commands or group to `app` (one line per module, keep sorted).
 from . import (  # noqa: E402
     check_cmd,
+    demo_cmd,
     evaluate_cmd,
     export_cmd,
     inspect_cmd,
@@ -52,6 +53,7 @@ from . import (  # noqa: E402
 )
 
 for _module in (
+    demo_cmd,
     inspect_cmd,
     models_cmd,
     train_cmd,

@@ -64,6 +64,8 @@ def make_demo_folder(
         for i in range(per_class):
             buf = io.BytesIO()
             quality = int(rng.integers(qualities[0], qualities[1] + 1))
-            Image.fromarray(demo_image(kind, size, rng)).save(buf, format="JPEG", quality=quality, subsampling=2)
+            Image.fromarray(demo_image(kind, size, rng)).save(
+                buf, format="JPEG", quality=quality, subsampling=2
+            )
             (folder / f"{i:04d}.jpg").write_bytes(buf.getvalue())
     return root

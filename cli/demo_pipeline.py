@@ -1,0 +1,135 @@
+"""The `dctq demo` pipeline as a library function: every stage of dctq on a built-in toy data set.
+
+It lives beside the CLI because it is the one place that joins training (calibration/) and export
+(deploy/), which must not import each other; it prints nothing and returns a DemoReport.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..calibration.quant_checkpoint import build_recipe, quantize_checkpoint
+from ..calibration.train import train
+from ..calibration.train_config import TrainConfig
+from ..calibration.train_data import build_train_data, make_dataset
+from ..common.errors import DctqError
+from ..deploy.evaluate import EvalReport, evaluate
+from ..deploy.export_onnx import export_onnx
+from ..deploy.predict import artifact_predictor
+from ..deploy.profile import ProfileReport, profile
+from ..deploy.qdq_lint import lint_qdq
+from ..jpeg.demo_data import make_demo_folder
+from ..jpeg.recompress import QualityPolicy
+from ..models.checkpoint import load_checkpoint
+
+DEMO_ARCH = "dct_cifar_upsampling"
+DEMO_QUALITIES = (20, 50, 90)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoReport:
+    """What `run_demo` made and measured; paths inside `out`."""
+
+    out: Path
+    data: Path
+    fp32_checkpoint: Path
+    int8_checkpoint: Path
+    onnx: Path
+    fp32: EvalReport
+    int8_torch: EvalReport
+    int8_ort: EvalReport
+    lint_errors: int
+    lint_warnings: int
+    ort_profile: ProfileReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "data": str(self.data),
+            "fp32_checkpoint": str(self.fp32_checkpoint),
+            "int8_checkpoint": str(self.int8_checkpoint),
+            "onnx": str(self.onnx),
+            "fp32": self.fp32.to_dict(),
+            "int8_torch": self.int8_torch.to_dict(),
+            "int8_ort": self.int8_ort.to_dict(),
+            "lint": {"errors": self.lint_errors, "warnings": self.lint_warnings},
+            "ort_profile": self.ort_profile.to_dict(),
+        }
+
+
+def run_demo(
+    out: Path,
+    *,
+    epochs: int = 15,
+    per_class: int = 200,
+    seed: int = 0,
+    stage: Callable[[str], None] | None = None,
+) -> DemoReport:
+    """Make the toy data set in out/data, train the CIFAR-size DCT net, evaluate it per JPEG quality,
+    quantize it to INT8 (entropy PTQ on training images), export Q/DQ ONNX, lint it against TensorRT's
+    rules, evaluate it in ONNX Runtime and profile it. `stage(name)` is called as each stage starts.
+
+    Raises DctqError (e.g. `out` holding an earlier demo's run: pick a new --out or delete it).
+    """
+    note = stage or (lambda _name: None)
+    out = Path(out)
+    run_dir = out / "fp32"
+    if (run_dir / "last.pt").exists():
+        raise DctqError(f"{out} already holds a demo run; delete it or pass another --out")
+    note("writing the toy data set")
+    data = make_demo_folder(out / "data", per_class=per_class, seed=seed)
+    note("training")
+    config = TrainConfig(
+        arch=DEMO_ARCH, epochs=epochs, batch_size=32, lr=0.05, seed=seed, augment="flip", num_workers=0
+    )
+    data_sets = build_train_data(data, config)
+    result = train(config, data_sets.train, data_sets.val, run_dir)
+    fp32_ckpt = result.best_path
+    splits = data_sets.split
+    samples = splits.samples("val")
+
+    def factory(quality: int | None):
+        return make_dataset(
+            DEMO_ARCH, splits.root, samples, train=False, policy=QualityPolicy(test_quality=quality)
+        )
+
+    note("evaluating FP32")
+    fp32 = evaluate(load_checkpoint(fp32_ckpt), factory, list(DEMO_QUALITIES), batch_size=64, device="cpu")
+    note("quantizing (INT8 PTQ, entropy calibrator)")
+    int8_ckpt = out / "int8.pt"
+    quantized = quantize_checkpoint(
+        fp32_ckpt,
+        int8_ckpt,
+        method="ptq",
+        recipe=build_recipe(bits="w8a8", calibrator="entropy"),
+        calib=data,
+        num_images=128,
+        seed=seed,
+        device="cpu",
+    )
+    int8_torch = evaluate(
+        load_checkpoint(quantized.path), factory, list(DEMO_QUALITIES), batch_size=64, device="cpu"
+    )
+    note("exporting Q/DQ ONNX and checking it against TensorRT's rules")
+    onnx_path = export_onnx(load_checkpoint(quantized.path), out / "int8.onnx")
+    lint = lint_qdq(onnx_path)
+    note("evaluating and profiling in ONNX Runtime")
+    runner, _art = artifact_predictor(onnx_path, "ort")
+    int8_ort = evaluate(runner, factory, list(DEMO_QUALITIES), batch_size=64, device="cpu")
+    prof = profile(onnx_path, "ort", batches=(1, 32), warmup=3, iters=20)
+    return DemoReport(
+        out=out,
+        data=data,
+        fp32_checkpoint=fp32_ckpt,
+        int8_checkpoint=quantized.path,
+        onnx=onnx_path,
+        fp32=fp32,
+        int8_torch=int8_torch,
+        int8_ort=int8_ort,
+        lint_errors=len(lint.errors),
+        lint_warnings=len(lint.warnings),
+        ort_profile=prof,
+    )
