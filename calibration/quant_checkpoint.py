@@ -130,14 +130,18 @@ def parse_bits(bits: str) -> tuple[int, int]:
 
 
 def build_recipe(
-    preset: str | None = None, bits: str | None = None, calibrator: str | None = None
+    preset: str | None = None,
+    bits: str | None = None,
+    calibrator: str | None = None,
+    add_inputs: str | None = None,
 ) -> QuantRecipe:
     """The recipe of `dctq quantize --recipe PRESET --bits wNaM --calibrator NAME` (each optional).
 
     Without a preset, `bits` picks the preset of that name when there is one (w4a4, w3a3), else
     "int8" for w8a8 and the low-bit settings (MSE calibration, unsigned post-ReLU grids) below 8 bits.
     `bits` then overrides the preset's widths (unsigned activation grids exactly when act_bits < 8),
-    and `calibrator` its calibrator (keeping the preset's calibrator options only for the same one).
+    and `calibrator` its calibrator (keeping the preset's calibrator options only for the same one);
+    `add_inputs` ("residual" or "both") which inputs of residual Adds are quantized.
     Raises QuantizationError for an unknown preset, calibrator or bit width.
     """
     widths = parse_bits(bits) if bits is not None else None
@@ -153,6 +157,8 @@ def build_recipe(
     if calibrator is not None and calibrator != base.calibrator:
         calibrator_class(calibrator)  # an unknown name fails with close matches
         changes.update(calibrator=calibrator, calibrator_args=())
+    if add_inputs is not None:
+        changes.update(add_inputs=add_inputs)
     return dataclasses.replace(base, **changes) if changes else base
 
 

@@ -124,18 +124,29 @@ class QuantLinear(nn.Linear):
 
 
 class QuantResidualAdd(ResidualAdd):
-    """`x + Q(shortcut)`: the residual input of the Add quantized, `x` left to the conv it comes from."""
+    """`x + Q(shortcut)`: the residual input of the Add quantized; `x` (the conv output) too when an
+    input quantizer is given (recipe add_inputs="both")."""
 
     shortcut_quantizer: TensorQuantizer
+    input_quantizer: TensorQuantizer | None
 
     @classmethod
-    def from_float(cls, add: ResidualAdd, *, shortcut_quantizer: TensorQuantizer) -> QuantResidualAdd:
+    def from_float(
+        cls,
+        add: ResidualAdd,
+        *,
+        shortcut_quantizer: TensorQuantizer,
+        input_quantizer: TensorQuantizer | None = None,
+    ) -> QuantResidualAdd:
         q = cls()
         q.shortcut_quantizer = shortcut_quantizer
+        q.input_quantizer = input_quantizer
         q.train(add.training)
         return q
 
     def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
         return x + self.shortcut_quantizer(shortcut)
 
 

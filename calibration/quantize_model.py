@@ -67,9 +67,12 @@ def _weight_quantizer(recipe: QuantRecipe, axis: int, label: str) -> TensorQuant
 def _quantized(module: nn.Module, name: str, recipe: QuantRecipe) -> nn.Module | None:
     kind = type(module)
     if kind is ResidualAdd:
+        both = recipe.add_inputs == "both"
         return QuantResidualAdd.from_float(
-            module, shortcut_quantizer=_act_quantizer(recipe, f"{name}.shortcut_quantizer")
-        )  # type: ignore[arg-type]
+            module,  # type: ignore[arg-type]
+            shortcut_quantizer=_act_quantizer(recipe, f"{name}.shortcut_quantizer"),
+            input_quantizer=_act_quantizer(recipe, f"{name}.input_quantizer") if both else None,
+        )
     if kind not in _WEIGHT_AXIS:
         return None  # subclasses (already quantized layers, exotic variants) are left alone
     if kind is nn.ConvTranspose2d and module.groups != 1:  # type: ignore[union-attr]

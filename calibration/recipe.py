@@ -60,6 +60,10 @@ def _is_bits(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8
 
 
+# Which inputs of residual Adds get Q/DQ (see QuantRecipe.add_inputs).
+ADD_INPUTS = ("residual", "both")
+
+
 @dataclass(frozen=True)
 class QuantRecipe:
     """How to quantize a model (see module docstring).
@@ -75,6 +79,10 @@ class QuantRecipe:
         computes, so PyTorch and the exported graph agree exactly.
     act_unsigned: below 8 bits, give an activation quantizer the unsigned grid [0, 2^b - 1] when
         calibration saw no negative input (post-ReLU layers), as low-bit papers (IntraQ) do.
+    add_inputs: "residual" quantizes only the shortcut input of residual Adds (TensorRT fuses the
+        Add into the producing conv, whose output stays in its accumulator); "both" quantizes the conv
+        side too, which ONNX Runtime needs to run those convs as integer QLinearConv (~1.4-2x faster
+        on x86; see docs/benchmarks.md). Same function up to one more rounding per block.
     """
 
     weight_bits: int = 8
@@ -85,6 +93,7 @@ class QuantRecipe:
     fold_bn: bool = True
     act_narrow_range: bool = False
     act_unsigned: bool = False
+    add_inputs: str = "residual"
     version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
@@ -122,6 +131,10 @@ class QuantRecipe:
                 raise QuantizationError(
                     f"QuantRecipe.{field} must be true or false, got {getattr(self, field)!r}"
                 )
+        if self.add_inputs not in ADD_INPUTS:
+            raise QuantizationError(
+                f"QuantRecipe.add_inputs must be one of {', '.join(ADD_INPUTS)}, got {self.add_inputs!r}"
+            )
         if self.act_unsigned and self.act_bits == 8:
             raise QuantizationError(
                 "QuantRecipe.act_unsigned needs act_bits < 8: INT8 activations stay signed for TensorRT"

@@ -53,9 +53,10 @@ def export_command(
     with user_errors(ctx):
         if fmt not in FORMATS:
             raise DctqError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        from ..deploy.artifact import load_model_checkpoint, sidecar_path
+        from ..deploy.artifact import sidecar_path
+        from ..models.checkpoint import load_checkpoint
 
-        loaded = load_model_checkpoint(checkpoint)
+        loaded = load_checkpoint(checkpoint)
         target = out or checkpoint.with_suffix(FORMATS[fmt])
         if target.resolve() == checkpoint.resolve():
             raise DctqError(f"--out {target} would overwrite the checkpoint; choose another path")

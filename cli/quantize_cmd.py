@@ -224,6 +224,14 @@ def quantize_command(
         str | None,
         typer.Option(help="Activation calibrator: max, percentile, entropy or mse (default: the recipe's)."),
     ] = None,
+    add_inputs: Annotated[
+        str | None,
+        typer.Option(
+            help="Residual Adds: 'residual' quantizes the shortcut input only (TensorRT fuses the Add into "
+            "the conv); 'both' also the conv side, which ONNX Runtime needs for integer kernels. "
+            "[default: the recipe's, residual]"
+        ),
+    ] = None,
     synthetic: Annotated[
         Path | None,
         typer.Option(
@@ -301,7 +309,7 @@ def quantize_command(
             zero_shot = dataclasses.replace(
                 base, seed=seed, device=device, **{k: v for k, v in zs_options.items() if v is not None}
             )
-        quant_recipe = build_recipe(recipe, bits, calibrator)
+        quant_recipe = build_recipe(recipe, bits, calibrator, add_inputs)
         main = detect_env().is_main
         with make_progress(main and not as_json) as progress:
             result = quantize_checkpoint(

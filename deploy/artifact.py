@@ -10,9 +10,9 @@ Exported files carry a JSON sidecar `<file>.json` (model.onnx -> model.onnx.json
      "recipe": QuantRecipe.to_dict() | null, "exporter": "dynamo", "opset": 18,
      "versions": {"dctq": ..., "torch": ..., "onnx": ...}, "extra": {...}}
 
-Quantized checkpoints are ordinary dctq checkpoints of the quantized model whose `extra` holds
-`"quant_recipe": QuantRecipe.to_dict()`; loading rebuilds the float model, re-applies the recipe
-(`quantize_model`, so BN folding matches) and loads the calibrated state dict.
+Checkpoints, float or quantized, are read by `dctq.models.checkpoint.load_checkpoint` (a quantized
+one, written by `dctq.calibration.quant_checkpoint.save_quantized`, holds `"quant_recipe"` in its
+`extra` and comes back as the calibrated fake-quant model).
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from torch import nn
 from .. import __version__
 from ..common.errors import DctqError, ExportError, ModelError
 from ..common.files import write_text_atomic
-from ..models.checkpoint import LoadedCheckpoint, _read, save_checkpoint
-from ..models.registry import create_model
+from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -271,78 +270,6 @@ def describe_model(
     )
 
 
-# ------------------------------------------------------------------------------- checkpoints
-
-
-def save_quantized_checkpoint(
-    path: Path | str,
-    qmodel: nn.Module,
-    *,
-    arch: str,
-    arch_kwargs: dict[str, Any],
-    class_names: list[str],
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Save a calibrated quantized model (from quantize_model/ptq) so `load_model_checkpoint` rebuilds it.
-
-    Raises QuantizationError when `qmodel` carries no recipe (not made by quantize_model).
-    """
-    from ..calibration.quantize_model import recipe_of
-    from ..common.errors import QuantizationError
-
-    recipe = recipe_of(qmodel)
-    if recipe is None:
-        raise QuantizationError(
-            "save_quantized_checkpoint needs a model made by quantize_model/ptq (it has no recipe)"
-        )
-    extra = {**(extra or {}), QUANT_RECIPE_KEY: recipe.to_dict()}
-    return save_checkpoint(
-        path, qmodel, arch=arch, arch_kwargs=arch_kwargs, class_names=class_names, extra=extra
-    )
-
-
-def load_model_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """Load a float or quantized dctq checkpoint (eval mode).
-
-    Raises ModelError (missing/corrupt/foreign file, weights that do not fit) or QuantizationError
-    (a recipe this dctq cannot read).
-    """
-    path = Path(path)
-    payload = _read(path, map_location)
-    extra = payload["extra"]
-    if not extra.get(QUANT_RECIPE_KEY):
-        from ..models.checkpoint import load_checkpoint
-
-        return load_checkpoint(path, map_location)
-    from ..calibration.quantize_model import quantize_model
-    from ..calibration.recipe import QuantRecipe
-
-    recipe = QuantRecipe.from_dict(extra[QUANT_RECIPE_KEY])
-    arch, arch_kwargs = payload["arch"], payload["arch_kwargs"]
-    try:
-        model = create_model(arch, **arch_kwargs)
-    except ModelError as exc:
-        raise ModelError(f"{path}: cannot rebuild architecture: {exc}") from None
-    if extra.get("qabn"):
-        from ..models.qabn import apply_qabn
-
-        model = apply_qabn(model, **(extra["qabn"] if isinstance(extra["qabn"], dict) else {}))
-    qmodel = quantize_model(model.eval(), recipe)
-    try:
-        result = qmodel.load_state_dict(payload["state_dict"], strict=False)
-    except RuntimeError as exc:
-        raise ModelError(
-            f"{path}: weights do not fit quantized {arch!r}: {str(exc).splitlines()[-1][:300]}"
-        ) from None
-    if result.missing_keys or result.unexpected_keys:
-        raise ModelError(
-            f"{path}: weights do not fit quantized {arch!r}: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
-    qmodel.to(map_location).eval()
-    return LoadedCheckpoint(qmodel, arch, dict(arch_kwargs), list(payload["class_names"]), dict(extra))
-
-
 # ------------------------------------------------------------------------------- any artifact
 
 
@@ -411,7 +338,7 @@ def load_artifact(path: Path | str) -> Artifact:
     if not path.is_file():
         raise DctqError(f"artifact not found: {path}")
     if kind == "checkpoint":
-        loaded = load_model_checkpoint(path)
+        loaded = load_checkpoint(path)
         return Artifact(path, kind, describe_model(loaded), loaded)
     found = read_sidecar(path)
     if found is not None:

@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from dctq.calibration.ptq import ptq
+from dctq.calibration.quant_checkpoint import save_quantized
 from dctq.calibration.recipe import QuantRecipe
 from dctq.common.errors import BackendUnavailable, DctqError
-from dctq.deploy.artifact import load_artifact, save_quantized_checkpoint
+from dctq.deploy.artifact import load_artifact
 from dctq.deploy.backends import get_backend, list_backends, load_runner, register_backend
 from dctq.deploy.export_onnx import export_onnx
 from dctq.deploy.predict import predict
 from dctq.models import create_model, example_inputs, save_checkpoint
+from dctq.models.checkpoint import LoadedCheckpoint
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -45,9 +47,8 @@ def artifacts(tmp_path_factory):
     fp_pt = save_checkpoint(
         out / "f.pt", model, arch="dct_cifar_upsampling", arch_kwargs=ARCH_KWARGS, class_names=CLASSES
     )
-    q_pt = save_quantized_checkpoint(
-        out / "q.pt", qmodel, arch="dct_cifar_upsampling", arch_kwargs=ARCH_KWARGS, class_names=CLASSES
-    )
+    fp = LoadedCheckpoint(model, "dct_cifar_upsampling", ARCH_KWARGS, CLASSES, {})
+    q_pt = save_quantized(out / "q.pt", qmodel, fp)
     return {
         "model": model,
         "qmodel": qmodel,

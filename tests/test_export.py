@@ -9,18 +9,15 @@ import pytest
 import torch
 
 from dctq.calibration.ptq import ptq
+from dctq.calibration.quant_checkpoint import save_quantized
 from dctq.calibration.quantize_model import quantize_model
 from dctq.calibration.recipe import QuantRecipe
 from dctq.common.errors import ExportError, QuantizationError
-from dctq.deploy.artifact import (
-    load_artifact,
-    load_model_checkpoint,
-    save_quantized_checkpoint,
-    sidecar_path,
-)
+from dctq.deploy.artifact import load_artifact, sidecar_path
 from dctq.deploy.export_onnx import export_onnx
 from dctq.deploy.export_torchscript import export_program, export_torchscript
 from dctq.models import create_model, example_inputs
+from dctq.models.checkpoint import LoadedCheckpoint, load_checkpoint
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -175,15 +172,10 @@ def test_uncalibrated_and_low_bit_models_are_refused(models, tmp_path):
 
 
 def test_quantized_checkpoint_round_trip(models, tmp_path):
-    _, qmodel = models
-    path = save_quantized_checkpoint(
-        tmp_path / "q.pt",
-        qmodel,
-        arch="dct_cifar_upsampling",
-        arch_kwargs=ARCH_KWARGS,
-        class_names=list("abcdefghij"),
-    )
-    loaded = load_model_checkpoint(path)
+    model, qmodel = models
+    fp = LoadedCheckpoint(model, "dct_cifar_upsampling", ARCH_KWARGS, list("abcdefghij"), {})
+    path = save_quantized(tmp_path / "q.pt", qmodel, fp)
+    loaded = load_checkpoint(path)
     x = example_inputs(qmodel, 4, seed=9)
     with torch.no_grad():
         assert torch.equal(loaded.model(*x), qmodel(*x))

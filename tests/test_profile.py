@@ -11,13 +11,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dctq.calibration.ptq import ptq
+from dctq.calibration.quant_checkpoint import save_quantized
 from dctq.calibration.recipe import QuantRecipe
 from dctq.cli import check_cmd, export_cmd, predict_cmd, profile_cmd
 from dctq.common.errors import DataError, DctqError
-from dctq.deploy.artifact import load_artifact, save_quantized_checkpoint
+from dctq.deploy.artifact import load_artifact
 from dctq.deploy.export_onnx import export_onnx
 from dctq.deploy.profile import plot_profile, profile, synthetic_batch
 from dctq.models import create_model, example_inputs
+from dctq.models.checkpoint import LoadedCheckpoint
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -32,9 +34,8 @@ def checkpoint(tmp_path_factory):
     model = create_model("dct_cifar_upsampling", **ARCH_KWARGS).eval()
     qmodel = ptq(model, QuantRecipe(calibrator="max"), [example_inputs(model, 8, seed=s) for s in range(2)])
     out = tmp_path_factory.mktemp("profile")
-    return save_quantized_checkpoint(
-        out / "q.pt", qmodel, arch="dct_cifar_upsampling", arch_kwargs=ARCH_KWARGS, class_names=["cat", "dog"]
-    )
+    fp = LoadedCheckpoint(model, "dct_cifar_upsampling", ARCH_KWARGS, ["cat", "dog"], {})
+    return save_quantized(out / "q.pt", qmodel, fp)
 
 
 def test_synthetic_batch_has_the_artifact_shapes(checkpoint):

@@ -308,3 +308,26 @@ def test_learnable_scales_train_after_calibration():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(int((g != 0).any()) for g in grads) >= len(grads) - 1
     assert q.conv1.weight.grad is not None and q.conv1.weight.grad.abs().sum() > 0
+
+
+def test_add_inputs_both_quantizes_the_conv_side_of_residual_adds():
+    """recipe.add_inputs="both" puts a quantizer on the conv output entering each residual Add too,
+    and the recipe round-trips through its dict form."""
+    from dctq.calibration.quant_modules import QuantResidualAdd
+    from dctq.calibration.quantize_model import quantize_model
+    from dctq.calibration.recipe import QuantRecipe
+    from dctq.common.errors import QuantizationError
+    from dctq.models.registry import create_model
+
+    model = create_model("resnet20", num_classes=4).eval()
+    residual = quantize_model(model, QuantRecipe())
+    both = quantize_model(model, QuantRecipe(add_inputs="both"))
+    adds_r = [m for m in residual.modules() if isinstance(m, QuantResidualAdd)]
+    adds_b = [m for m in both.modules() if isinstance(m, QuantResidualAdd)]
+    assert adds_r and len(adds_r) == len(adds_b)
+    assert all(a.input_quantizer is None for a in adds_r)
+    assert all(a.input_quantizer is not None for a in adds_b)
+    recipe = QuantRecipe(add_inputs="both")
+    assert QuantRecipe.from_dict(recipe.to_dict()) == recipe
+    with pytest.raises(QuantizationError, match="add_inputs"):
+        QuantRecipe(add_inputs="conv")
