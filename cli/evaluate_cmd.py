@@ -100,8 +100,8 @@ def evaluate_command(
     """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
     from ..calibration.train_data import make_dataset, split_data
     from ..deploy.evaluate import evaluate
-    from ..jpeg.recompress import QualityPolicy
     from ..deploy.predict import artifact_predictor
+    from ..jpeg.recompress import QualityPolicy
 
     with user_errors(ctx):
         quality_list = parse_qualities(qualities)
