@@ -20,14 +20,27 @@ the input's device and dtype and are differentiable.
 from __future__ import annotations
 
 import math
-from typing import TypeVar
+import sys
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
 from ..common.errors import DctqError
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
+
+
+def is_tensor(x: object) -> bool:
+    """Whether `x` is a torch tensor, without importing torch.
+
+    A tensor can only exist once torch is loaded, so this module (and the JPEG reader, which uses it
+    through chroma.py) leaves the import of torch (seconds) to callers that actually have tensors.
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 class BlockGridError(DctqError, ValueError):
@@ -53,7 +66,9 @@ _D64 = dct_matrix(np.float64)
 
 
 def _matrix_like(x: Array) -> Array:
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
+        import torch
+
         dtype = x.dtype if x.is_floating_point() else torch.float32
         return torch.as_tensor(_D64, dtype=dtype, device=x.device)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
@@ -61,13 +76,17 @@ def _matrix_like(x: Array) -> Array:
 
 
 def _as_float(x: Array) -> Array:
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
+        import torch
+
         return x if x.is_floating_point() else x.to(torch.float32)
     return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
 
 
 def _einsum(spec: str, *ops: Array) -> Array:
-    if isinstance(ops[-1], torch.Tensor):
+    if is_tensor(ops[-1]):
+        import torch
+
         return torch.einsum(spec, *ops)
     return np.einsum(spec, *ops, optimize=True)
 
@@ -117,6 +136,14 @@ def block_idct(coefs: Array) -> Array:
     return out.reshape(*lead, 8 * hb, 8 * wb)
 
 
+def _stack_for(x: Array):
+    if is_tensor(x):
+        import torch
+
+        return torch.stack
+    return np.stack
+
+
 def rgb_to_ycbcr(rgb: Array) -> Array:
     """JFIF full-range RGB -> YCbCr on the channel axis -3: [..., 3, H, W] float in 0..255, same kind."""
     x = _as_float(rgb)
@@ -124,7 +151,7 @@ def rgb_to_ycbcr(rgb: Array) -> Array:
     y = 0.299 * r + 0.587 * g + 0.114 * b
     cb = -0.168735892 * r - 0.331264108 * g + 0.5 * b + 128.0
     cr = 0.5 * r - 0.418687589 * g - 0.081312411 * b + 128.0
-    stack = torch.stack if isinstance(x, torch.Tensor) else np.stack
+    stack = _stack_for(x)
     return stack([y, cb, cr], -3)
 
 
@@ -135,7 +162,7 @@ def ycbcr_to_rgb(ycc: Array) -> Array:
     r = y + 1.402 * cr
     g = y - 0.344136286 * cb - 0.714136286 * cr
     b = y + 1.772 * cb
-    stack = torch.stack if isinstance(x, torch.Tensor) else np.stack
+    stack = _stack_for(x)
     return stack([r, g, b], -3)
 
 

@@ -10,18 +10,21 @@ returns the input itself.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
-from .dct import BlockGridError
+from .dct import BlockGridError, is_tensor
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+# torch is never imported here: tensor inputs bring it (see dct.is_tensor).
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 
 def _zeros(x: Array, shape: tuple[int, ...]) -> Array:
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         return x.new_zeros(shape)
     return np.zeros(shape, dtype=x.dtype)
 
@@ -140,13 +143,15 @@ def _flip_signs(x: Array) -> Array:
     """[C, 1, 1] +1/-1: odd horizontal frequencies (k % 8 odd) change sign under a mirror."""
     channels = int(x.shape[-3])
     signs = np.where(np.arange(channels) % 8 % 2 == 1, -1, 1).reshape(channels, 1, 1)
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
+        import torch
+
         return torch.as_tensor(signs, dtype=x.dtype, device=x.device)
     return signs.astype(x.dtype)
 
 
 def _hflip_one(x: Array) -> Array:
-    flipped = x.flip(-1) if isinstance(x, torch.Tensor) else x[..., ::-1]
+    flipped = x.flip(-1) if is_tensor(x) else x[..., ::-1]
     return flipped * _flip_signs(x)
 
 

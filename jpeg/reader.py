@@ -23,6 +23,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,6 +31,11 @@ from ..common.errors import CorruptJpegError, JpegError, NotAJpegError, Unsuppor
 from .chroma import assemble_420
 from .coefficients import JpegCoefficients
 from .sniff import check_length, check_supported, coefficient_bytes, layout_of, parse_header
+
+try:
+    from . import _turbo
+except ImportError:  # not built (no libjpeg headers): the jpeglib backend reads instead
+    _turbo = None
 
 logger = logging.getLogger(__name__)
 
@@ -76,23 +82,25 @@ class JpegBlocks:
     source: str
 
 
-# A backend decodes validated bytes: (data, source name, path or None) -> JpegBlocks with the
-# warnings it met, each as (kind, message), kind 'truncated', 'corrupt' or 'benign'.
-_Decoded = tuple[JpegBlocks, list[tuple[str, str]]]
+class _Decoded(NamedTuple):
+    """What a backend gives for validated bytes, before any check of it."""
 
-
-def _turbo_module():
-    try:
-        from . import _turbo
-    except ImportError:
-        return None
-    return _turbo
+    components: list[np.ndarray]  # per component [64, rows, cols] int16, the blocks inside the image
+    sampling: tuple[tuple[int, int], ...]  # per component (h, v)
+    tables: np.ndarray | None  # [components, 64] uint16, None when a component has no table
+    height: int
+    width: int
+    progressive: bool
+    color_space: str
+    warnings: list[tuple[str, str]]  # (kind, message), kind 'truncated', 'corrupt' or 'benign'
+    # components[0] is on the contract's luma grid and, for 4:2:0, components[1] is cbcr [128, Hb/2, Wb/2]
+    on_grid: bool = False
 
 
 def available_backends() -> list[str]:
     """Backends usable here, fastest first: 'turbo' when the C extension is built, then 'jpeglib'."""
     names = []
-    if _turbo_module() is not None:
+    if _turbo is not None:
         names.append("turbo")
     try:
         import jpeglib  # noqa: F401
@@ -104,6 +112,8 @@ def available_backends() -> list[str]:
 
 
 def _resolve_backend(backend: str) -> str:
+    if _turbo is not None and backend in ("auto", "turbo"):
+        return "turbo"  # what the general answer below gives, without looking for jpeglib on every read
     if backend not in ("auto", *BACKENDS):
         raise ValueError(f"unknown JPEG reader backend {backend!r}; use 'auto', 'turbo' or 'jpeglib'")
     available = available_backends()
@@ -142,40 +152,44 @@ def _load(source: str | Path | bytes | bytearray | memoryview) -> tuple[bytes, s
         raise JpegError(f"{path}: cannot be read ({exc.strerror or exc}); check the path") from None
 
 
-def _decode_turbo(data: bytes, source: str, path: Path | None) -> _Decoded:
-    turbo = _turbo_module()
+def _check_header(data: bytes, source: str, backend: str, allow_truncated: bool) -> None:
+    """Refuse, before any decoder runs, what the header walk finds unsupported, malformed or too large."""
+    header = parse_header(data, source)
+    check_supported(header, source)
+    if backend == "jpeglib" and header.app_segments > _JPEGLIB_MAX_SEGMENTS:
+        raise UnsupportedJpegError(
+            f"{source}: {header.app_segments} APP/COM segments, more than the jpeglib backend can hold "
+            f"({_JPEGLIB_MAX_SEGMENTS}); use backend='turbo' or strip the metadata (`jpegtran -copy none`)"
+        )
+    if not allow_truncated:
+        check_length(header, len(data), source)
+    if coefficient_bytes(header) > MAX_COEFFICIENT_BYTES:
+        raise UnsupportedJpegError(
+            f"{source}: the header declares a {header.width}x{header.height} image, more than "
+            f"{MAX_COEFFICIENT_BYTES >> 20} MiB of coefficients; check the file or downscale it"
+        )
+
+
+def _decode_turbo(data: bytes, source: str, path: Path | None, grid: bool) -> _Decoded:
+    """libjpeg-turbo's blocks; with `grid`, written by the extension straight onto the contract's grid."""
     try:
-        out = turbo.read_coefficients(data, MAX_COEFFICIENT_BYTES)
-    except turbo.Error as exc:
+        out = _turbo.read_coefficients(data, MAX_COEFFICIENT_BYTES, grid)
+    except _turbo.Error as exc:
         kind, message, warnings = exc.args
         raise _libjpeg_error(kind, message, source, warnings) from None
-    comps, sampling, tables = [], [], []
-    for c in out["components"]:
-        blocks = np.frombuffer(c["coefficients"], dtype=np.int16).reshape(64, c["rows"], c["cols"])
-        comps.append(blocks[:, : c["height_in_blocks"], : c["width_in_blocks"]])
-        sampling.append((c["h"], c["v"]))
-        qt = c["qt"]
-        tables.append(None if qt is None else np.frombuffer(qt, dtype=np.uint16).copy())
-    return _blocks(out, comps, sampling, tables, source), list(out["warnings"])
+    height, width, progressive, _, space, _, sampling, qt, arrays, warnings = out
+    comps = [np.frombuffer(buf, dtype=np.int16).reshape(c, r, w) for buf, c, r, w in arrays]
+    tables = None if qt is None else np.frombuffer(qt, dtype=np.uint16).reshape(len(sampling), 64)
+    space_name = _JCS_NAMES.get(space, "unknown")
+    return _Decoded(comps, sampling, tables, height, width, progressive, space_name, warnings, grid)
 
 
-def _blocks(out: dict, comps: list, sampling: list, tables: list, source: str) -> JpegBlocks:
-    if any(t is None for t in tables):
+def _check_tables(tables: np.ndarray | None, source: str) -> None:
+    if tables is None:
         raise CorruptJpegError(f"{source}: a component has no quantization table; the file is damaged")
-    if any(not t.all() for t in tables):
+    if np.count_nonzero(tables) != tables.size:
         # libjpeg takes a 0 step as given; it is invalid (T.81 B.2.4.1) and no dequantization can use it.
         raise CorruptJpegError(f"{source}: a quantization table holds a zero step; the file is damaged")
-    return JpegBlocks(
-        components=tuple(comps),
-        sampling=tuple(sampling),
-        qt=tuple(tables),
-        height=int(out["height"]),
-        width=int(out["width"]),
-        progressive=bool(out["progressive"]),
-        color_space=_JCS_NAMES.get(int(out["jpeg_color_space"]), "unknown"),
-        warnings=(),
-        source=source,
-    )
 
 
 def _libjpeg_error(kind: str, message: str, source: str, warnings: list[tuple[str, str]]) -> JpegError:
@@ -239,7 +253,8 @@ def _classify_message(message: str) -> str | None:
     return next((kind for prefix, kind in _WARNING_PREFIXES if message.startswith(prefix)), None)
 
 
-def _decode_jpeglib(data: bytes, source: str, path: Path | None) -> _Decoded:
+def _decode_jpeglib(data: bytes, source: str, path: Path | None, grid: bool) -> _Decoded:
+    """The blocks as stored, whatever `grid` asks."""
     import jpeglib
 
     with _JPEGLIB_LOCK, contextlib.ExitStack() as stack:
@@ -267,13 +282,18 @@ def _decode_jpeglib(data: bytes, source: str, path: Path | None) -> _Decoded:
         for i in np.asarray(jpeg.quant_tbl_no)[: len(planes)]
     ]
     space = {"JCS_GRAYSCALE": 1, "JCS_RGB": 2, "JCS_YCbCr": 3, "JCS_CMYK": 4, "JCS_YCCK": 5}
-    out = {
-        "height": jpeg.height,
-        "width": jpeg.width,
-        "progressive": jpeg.progressive_mode,
-        "jpeg_color_space": space.get(getattr(jpeg.jpeg_color_space, "name", ""), 0),
-    }
-    return _blocks(out, comps, sampling, tables, source), warnings
+    color_space = _JCS_NAMES[space.get(getattr(jpeg.jpeg_color_space, "name", ""), 0)]
+    stacked = None if any(t is None for t in tables) else np.stack(tables)
+    return _Decoded(
+        comps,
+        tuple(sampling),
+        stacked,
+        int(jpeg.height),
+        int(jpeg.width),
+        bool(jpeg.progressive_mode),
+        color_space,
+        warnings,
+    )
 
 
 def _warnings_in(lines: list[str]) -> list[tuple[str, str]]:
@@ -287,10 +307,59 @@ def _warnings_in(lines: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-_DECODERS: dict[str, Callable[[bytes, str, Path | None], _Decoded]] = {
+_DECODERS: dict[str, Callable[[bytes, str, Path | None, bool], _Decoded]] = {
     "turbo": _decode_turbo,
     "jpeglib": _decode_jpeglib,
 }
+
+
+def _check_warnings(warnings: list[tuple[str, str]], source: str, allow_truncated: bool) -> None:
+    """Data-bearing warnings are errors unless allow_truncated; accepted ones are logged."""
+    bad = [(kind, msg) for kind, msg in warnings if kind != "benign"]
+    if bad and not allow_truncated:
+        truncated = any(kind == "truncated" for kind, _ in bad)
+        what = "truncated" if truncated else "damaged"
+        said = "; ".join(dict.fromkeys(msg for _, msg in bad))  # each message once, in order
+        raise CorruptJpegError(
+            f"{source}: the JPEG data is {what} (libjpeg: {said}); the missing "
+            "blocks would be zero-filled: re-encode or drop the file, or pass allow_truncated=True to accept it"
+        )
+    for kind, msg in warnings:
+        if kind == "benign":
+            logger.debug("%s: %s", source, msg)
+        else:
+            logger.info("%s: accepted with allow_truncated=True: %s", source, msg)
+
+
+def _check_decoded(color_space: str, sampling: tuple[tuple[int, int], ...], source: str) -> str:
+    """The decoder's own view checked again; returns the layout name (see sniff.layout_of).
+
+    The header check already refused these; a file the two read differently can never reach the models.
+    """
+    if color_space not in ("gray", "ycbcr") or (color_space == "gray") != (len(sampling) == 1):
+        raise UnsupportedJpegError(
+            f"{source}: the decoder reads it as {color_space} with {len(sampling)} components; "
+            "only YCbCr colour and grayscale are supported"
+        )
+    layout = layout_of(sampling)
+    if layout is None:
+        raise UnsupportedJpegError(f"{source}: unsupported chroma sampling {sampling}")
+    return layout
+
+
+def _read(
+    source: str | Path | bytes, allow_truncated: bool, backend: str, grid: bool
+) -> tuple[_Decoded, str, str]:
+    """Load, check the header, decode, check the result: (decoded, source name, layout name)."""
+    asked = backend
+    backend = _resolve_backend(backend)
+    data, source_name, path = _load(source)
+    _check_header(data, source_name, backend, allow_truncated)
+    out = _DECODERS[backend](data, source_name, path, grid)
+    logger.debug("read %s with %s (asked %s): %d warnings", source_name, backend, asked, len(out.warnings))
+    _check_tables(out.tables, source_name)
+    _check_warnings(out.warnings, source_name, allow_truncated)
+    return out, source_name, _check_decoded(out.color_space, out.sampling, source_name)
 
 
 def read_blocks(
@@ -300,55 +369,18 @@ def read_blocks(
 
     Raises the same errors as read_jpeg.
     """
-    asked = backend
-    backend = _resolve_backend(backend)
-    data, source_name, path = _load(source)
-    header = parse_header(data, source_name)
-    check_supported(header, source_name)
-    if backend == "jpeglib" and header.app_segments > _JPEGLIB_MAX_SEGMENTS:
-        raise UnsupportedJpegError(
-            f"{source_name}: {header.app_segments} APP/COM segments, more than the jpeglib backend can hold "
-            f"({_JPEGLIB_MAX_SEGMENTS}); use backend='turbo' or strip the metadata (`jpegtran -copy none`)"
-        )
-    if not allow_truncated:
-        check_length(header, len(data), source_name)
-    if coefficient_bytes(header) > MAX_COEFFICIENT_BYTES:
-        raise UnsupportedJpegError(
-            f"{source_name}: the header declares a {header.width}x{header.height} image, more than "
-            f"{MAX_COEFFICIENT_BYTES >> 20} MiB of coefficients; check the file or downscale it"
-        )
-    blocks, warnings = _DECODERS[backend](data, source_name, path)
-    logger.debug("read %s with %s (asked %s): %d warnings", source_name, backend, asked, len(warnings))
-    bad = [(kind, msg) for kind, msg in warnings if kind != "benign"]
-    if bad and not allow_truncated:
-        truncated = any(kind == "truncated" for kind, _ in bad)
-        what = "truncated" if truncated else "damaged"
-        said = "; ".join(dict.fromkeys(msg for _, msg in bad))  # each message once, in order
-        raise CorruptJpegError(
-            f"{source_name}: the JPEG data is {what} (libjpeg: {said}); the missing "
-            "blocks would be zero-filled: re-encode or drop the file, or pass allow_truncated=True to accept it"
-        )
-    for kind, msg in warnings:
-        if kind == "benign":
-            logger.debug("%s: %s", source_name, msg)
-        else:
-            logger.info("%s: accepted with allow_truncated=True: %s", source_name, msg)
-    _check_decoded(blocks, source_name)
-    return dataclasses.replace(blocks, warnings=tuple(msg for _, msg in warnings))
-
-
-def _check_decoded(blocks: JpegBlocks, source: str) -> None:
-    # The header check already refused these; the decoder's own view is checked again so that a file
-    # the two read differently can never reach the models.
-    if blocks.color_space not in ("gray", "ycbcr") or (blocks.color_space == "gray") != (
-        len(blocks.components) == 1
-    ):
-        raise UnsupportedJpegError(
-            f"{source}: the decoder reads it as {blocks.color_space} with {len(blocks.components)} components; "
-            "only YCbCr colour and grayscale are supported"
-        )
-    if layout_of(blocks.sampling) is None:
-        raise UnsupportedJpegError(f"{source}: unsupported chroma sampling {blocks.sampling}")
+    out, source_name, _ = _read(source, allow_truncated, backend, grid=False)
+    return JpegBlocks(
+        components=tuple(out.components),
+        sampling=out.sampling,
+        qt=tuple(out.tables),
+        height=out.height,
+        width=out.width,
+        progressive=out.progressive,
+        color_space=out.color_space,
+        warnings=tuple(msg for _, msg in out.warnings),
+        source=source_name,
+    )
 
 
 def read_jpeg(
@@ -375,19 +407,11 @@ def read_jpeg(
             sampling other than 4:2:0, 4:2:2, 4:4:4, grayscale.
         ValueError: an unknown backend name (a programming error, not a file problem).
     """
-    blocks = read_blocks(source, allow_truncated=allow_truncated, backend=backend)
-    layout = layout_of(blocks.sampling)
-    y, cbcr = assemble_420(
-        list(blocks.components), _NORMALISED[layout], list(blocks.qt), blocks.height, blocks.width
-    )
-    tables = blocks.qt if len(blocks.qt) == 3 else blocks.qt * 3
-    return JpegCoefficients(
-        y=y,
-        cbcr=cbcr,
-        qt=np.stack(tables).astype(np.uint16),
-        height=blocks.height,
-        width=blocks.width,
-        subsampling=layout,
-        progressive=blocks.progressive,
-        source=blocks.source,
-    )
+    out, source_name, layout = _read(source, allow_truncated, backend, grid=True)
+    if out.on_grid and layout == "4:2:0":
+        # The hot path of every data loader: the extension's buffers are the contract's arrays.
+        y, cbcr = out.components
+    else:
+        y, cbcr = assemble_420(out.components, _NORMALISED[layout], list(out.tables), out.height, out.width)
+    qt = out.tables if len(out.tables) == 3 else np.repeat(out.tables, 3, axis=0)
+    return JpegCoefficients(y, cbcr, qt, out.height, out.width, layout, out.progressive, source_name)

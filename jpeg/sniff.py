@@ -8,7 +8,6 @@ The colour-space rule copies libjpeg's (jdapimin.c, default_decompress_parms) so
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ..common.errors import CorruptJpegError, NotAJpegError, UnsupportedJpegError
@@ -165,17 +164,17 @@ def parse_header(data: bytes, source: str) -> JpegHeader:
         if marker == 0xDA:
             precision, height, width, sof_marker, comps = sof
             return JpegHeader(sof_marker, precision, height, width, comps, jfif, adobe, apps)
-        body = data[pos + 2 : pos + length]
+        # Only the segments read below are sliced: this walk runs before every decode.
         if marker in _SOF_NAMES:
             if sof is not None:
                 raise CorruptJpegError(f"{source}: two frame headers (SOF markers); the file is damaged")
-            sof = _parse_sof(body, marker, source)
+            sof = _parse_sof(data[pos + 2 : pos + length], marker, source)
         elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
             apps += 1
-            if marker == 0xE0 and body[:5] == b"JFIF\x00" and len(body) >= 14:
+            if marker == 0xE0 and length >= 16 and data[pos + 2 : pos + 7] == b"JFIF\x00":
                 jfif = True
-            elif marker == 0xEE and body[:5] == b"Adobe" and len(body) >= 12:
-                adobe = body[11]
+            elif marker == 0xEE and length >= 14 and data[pos + 2 : pos + 7] == b"Adobe":
+                adobe = data[pos + 13]
         pos += length
     if sof is None:
         raise CorruptJpegError(
@@ -191,10 +190,12 @@ def _parse_sof(body: bytes, marker: int, source: str) -> tuple[int, int, int, in
         raise CorruptJpegError(f"{source}: the frame header (SOF) is cut short; the file is damaged")
     precision, height, width, count = body[0], (body[1] << 8) | body[2], (body[3] << 8) | body[4], body[5]
     comps = tuple(
-        Component(body[6 + 3 * i], body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15, body[8 + 3 * i])
-        for i in range(count)
+        [
+            Component(body[i], body[i + 1] >> 4, body[i + 1] & 15, body[i + 2])
+            for i in range(6, 6 + 3 * count, 3)
+        ]
     )
-    if count == 0 or any(not (1 <= c.h <= 4 and 1 <= c.v <= 4) for c in comps):
+    if count == 0 or not all([1 <= c.h <= 4 and 1 <= c.v <= 4 for c in comps]):
         factors = ", ".join(f"{c.h}x{c.v}" for c in comps) or "none"
         raise CorruptJpegError(
             f"{source}: the frame header gives {count} components with sampling factors {factors} "
@@ -261,22 +262,21 @@ def check_supported(header: JpegHeader, source: str) -> str:
 
 def min_blocks(header: JpegHeader) -> int:
     """Fewest 8x8 blocks the file's scans must code: each component's blocks inside the image."""
-    hmax = max(c.h for c in header.components)
-    vmax = max(c.v for c in header.components)
-    return sum(
-        math.ceil(math.ceil(header.width * c.h / hmax) / 8)
-        * math.ceil(math.ceil(header.height * c.v / vmax) / 8)
-        for c in header.components
-    )
+    comps = header.components
+    hmax = max([c.h for c in comps])
+    vmax = max([c.v for c in comps])
+    # -(-a // b) is ceil(a / b) in integers: ceil(ceil(W * h / hmax) / 8) == ceil(W * h / (8 * hmax)).
+    return sum([-(-header.width * c.h // (8 * hmax)) * -(-header.height * c.v // (8 * vmax)) for c in comps])
 
 
 def coefficient_bytes(header: JpegHeader) -> int:
     """Bytes libjpeg allocates for the coefficient arrays: every component over whole MCUs, int16."""
-    hmax = max(c.h for c in header.components)
-    vmax = max(c.v for c in header.components)
-    mcu_cols = math.ceil(header.width / (8 * hmax))
-    mcu_rows = math.ceil(header.height / (8 * vmax))
-    return sum(mcu_cols * c.h * mcu_rows * c.v for c in header.components) * 64 * 2
+    comps = header.components
+    hmax = max([c.h for c in comps])
+    vmax = max([c.v for c in comps])
+    mcu_cols = -(-header.width // (8 * hmax))
+    mcu_rows = -(-header.height // (8 * vmax))
+    return sum([c.h * c.v for c in comps]) * mcu_cols * mcu_rows * 64 * 2
 
 
 def check_length(header: JpegHeader, nbytes: int, source: str) -> None:

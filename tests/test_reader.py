@@ -58,7 +58,7 @@ def test_available_backends() -> None:
 @needs_turbo
 @pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("size", [(33, 47), (17, 9), (32, 32)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", [(33, 47), (17, 9), (32, 32), (40, 150)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_backends_agree_on_blocks(size: tuple[int, int], layout: str, progressive: bool) -> None:
     data = _jpeg(*size, layout=layout, progressive=progressive)
     turbo = read_blocks(data, backend="turbo")
@@ -82,7 +82,7 @@ def test_backends_agree_on_blocks(size: tuple[int, int], layout: str, progressiv
 @needs_turbo
 @pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("size", [(33, 47), (17, 9)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", [(33, 47), (17, 9), (40, 150)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_backends_agree_on_coefficients(size: tuple[int, int], layout: str, progressive: bool) -> None:
     data = _jpeg(*size, layout=layout, progressive=progressive)
     a, b = read_jpeg(data, backend="turbo"), read_jpeg(data, backend="jpeglib")
