@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..common.errors import DctqError
 
@@ -41,7 +42,8 @@ def user_errors(ctx: typer.Context) -> Iterator[None]:
     except DctqError as exc:
         if cli_state(ctx).debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escape: messages hold brackets (pip extras like dctq[tensorrt]) that rich would eat as markup.
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
 
 

@@ -1,4 +1,4 @@
-"""`dctq export CKPT --format onnx|torchscript|program [--out PATH]`: a checkpoint to a deployable file."""
+"""`dctq export CKPT --format onnx|torchscript|program|tensorrt [--out PATH]`: a checkpoint to a deployable file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from .common import err_console, out_console, print_json, user_errors
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "program": ".pt2"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "program": ".pt2", "tensorrt": ".engine"}
 
 
 def export_command(
@@ -22,8 +22,9 @@ def export_command(
         str,
         typer.Option(
             "--format",
-            help="onnx (FP32, or Q/DQ INT8 for TensorRT), torchscript (.ts, torch.jit.trace) or program "
-            "(.pt2, torch.export).",
+            help="onnx (FP32, or Q/DQ INT8 for TensorRT), torchscript (.ts, torch.jit.trace), program "
+            "(.pt2, torch.export) or tensorrt (.engine: a strongly typed TensorRT 11 plan built from the "
+            "Q/DQ ONNX, which is written beside it; needs `pip install 'dctq[tensorrt]'` and a GPU).",
         ),
     ] = "onnx",
     out: Annotated[
@@ -34,6 +35,12 @@ def export_command(
     static_batch: Annotated[
         int | None,
         typer.Option("--static-batch", help="Bake this batch size in instead of a dynamic batch axis."),
+    ] = None,
+    max_batch: Annotated[
+        int, typer.Option(help="tensorrt: largest batch of the optimization profile (min 1, opt 32).")
+    ] = 256,
+    timing_cache: Annotated[
+        Path | None, typer.Option(help="tensorrt: timing-cache file, read and updated (faster rebuilds).")
     ] = None,
     legacy: Annotated[
         bool,
@@ -75,6 +82,11 @@ def export_command(
             from ..deploy.qdq_lint import lint_qdq
 
             lint = lint_qdq(target)
+        elif fmt == "tensorrt":
+            from ..deploy.trt_build import BuildConfig, export_engine
+
+            batch = (1, min(32, max_batch), max_batch)
+            export_engine(loaded, target, BuildConfig(batch=batch, timing_cache=timing_cache), opset=opset)
         else:
             from ..deploy.export_torchscript import export_program, export_torchscript
 
