@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from ..calibration.train_config import ConfigError
-from .common import err_console, out_console, print_json, user_errors
+from .common import make_progress, out_console, print_json, user_errors
 from .train_cmd import parse_int_list
 
 if TYPE_CHECKING:
@@ -131,14 +130,7 @@ def evaluate_command(
             policy = QualityPolicy(test_quality=quality)
             return make_dataset(arch, splits.root, samples, train=False, policy=policy)
 
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=err_console,
-            transient=True,
-            disable=as_json or not err_console.is_terminal,
-        ) as progress:
+        with make_progress(not as_json, detail=False, transient=True) as progress:
             tasks: dict = {}
 
             def on_progress(event) -> None:

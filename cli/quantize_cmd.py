@@ -14,95 +14,64 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from ..calibration.synth_config import SynthConfig
 from ..calibration.zeroshot import ZeroShotConfig
 from ..common.errors import QuantizationError
-from .common import err_console, out_console, print_json, user_errors
+from .common import (
+    Bar,
+    default_help,
+    field_default,
+    field_default_help,
+    make_progress,
+    out_console,
+    print_json,
+    user_errors,
+)
 from .synthesize_cmd import SynthProgressView
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from ..calibration.quant_checkpoint import QuantizeEvent, QuantizeResult
 
-_SYNTH = {f.name: f.default for f in dataclasses.fields(SynthConfig)}
-_ZS = {f.name: f.default for f in dataclasses.fields(ZeroShotConfig)}
 DEFAULT_NUM_IMAGES = 512
 DEFAULT_PTQ_BATCH = 64
-
-
-def _default(table: dict[str, Any], name: str) -> str:
-    # Escaped: typer renders help as Rich markup, where a bare [...] is a tag.
-    return escape(f" [default: {table[name]}]")
 
 
 class QuantizeProgressView:
     """Bars for PTQ calibration batches, synthesis (as `dctq synthesize`) and fine-tuning epochs/steps."""
 
     def __init__(self, progress: Progress) -> None:
-        self.progress = progress
         self.synth = SynthProgressView(progress)
-        self.calib_task: Any = None
-        self.epochs_task: Any = None
-        self.steps_task: Any = None
-        self.epoch: int | None = None
+        self.calib = Bar(progress, "calibration")
+        self.epochs = Bar(progress, "fine-tune epochs")
+        self.steps = Bar(progress)
 
     def __call__(self, event: QuantizeEvent) -> None:
         from ..calibration.quant_checkpoint import CalibProgress
         from ..calibration.zeroshot import ZeroShotEpochEnd, ZeroShotStep
 
-        p = self.progress
         if isinstance(event, CalibProgress):
-            if self.calib_task is None:
-                self.calib_task = p.add_task("calibration", total=event.batches, stats="")
-            p.update(self.calib_task, completed=event.batch)
+            self.calib.update(event.batch, total=event.batches)
         elif isinstance(event, ZeroShotStep):
-            if self.epochs_task is None:
-                self.epochs_task = p.add_task("fine-tune epochs", total=None, stats="")
-            if self.epoch != event.epoch:
-                if self.steps_task is not None:
-                    p.remove_task(self.steps_task)
-                self.steps_task = p.add_task(f"epoch {event.epoch}", total=event.steps, stats="")
-                self.epoch = event.epoch
-            stats = (
-                f"loss {event.loss:.4g}  kd {event.kd:.4g}  ce {event.ce:.3f}  "
-                f"agree {100 * event.agreement:.1f}%  lr {event.lr:.2g}"
+            self.epochs.ensure(total=None)
+            self.steps.follow(event.epoch, f"epoch {event.epoch}", event.steps)
+            self.steps.update(
+                event.step,
+                stats=f"loss {event.loss:.4g}  kd {event.kd:.4g}  ce {event.ce:.3f}  "
+                f"agree {100 * event.agreement:.1f}%  lr {event.lr:.2g}",
             )
-            p.update(self.steps_task, completed=event.step, stats=stats)
         elif isinstance(event, ZeroShotEpochEnd):
-            if self.epochs_task is None:
-                self.epochs_task = p.add_task("fine-tune epochs", total=event.epochs, stats="")
-            p.update(self.epochs_task, total=event.epochs, completed=event.epoch)
-            p.console.print(
+            self.epochs.update(event.epoch, total=event.epochs)
+            self.epochs.progress.console.print(
                 f"fine-tune epoch {event.epoch}/{event.epochs}  loss {event.loss:.4g}  kd {event.kd:.4g}  "
                 f"agreement with FP {100 * event.agreement:.1f}%  {event.seconds:.1f}s",
                 highlight=False,
             )
         else:
             self.synth(event)  # type: ignore[arg-type]
-
-
-def make_progress(enabled: bool = True) -> Progress:
-    """Bars on stderr; without a terminal only the per-batch / per-epoch lines are printed."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}"),
-        console=err_console,
-        transient=False,
-        disable=not (enabled and err_console.is_terminal),
-    )
 
 
 def _range(rows: list, weights: bool) -> str:
@@ -211,7 +180,7 @@ def quantize_command(
     ] = None,
     num_images: Annotated[
         int | None,
-        typer.Option(help="ptq: calibration images." + escape(f" [default: {DEFAULT_NUM_IMAGES}]")),
+        typer.Option(help="ptq: calibration images." + default_help(DEFAULT_NUM_IMAGES)),
     ] = None,
     recipe: Annotated[
         str | None,
@@ -240,32 +209,40 @@ def quantize_command(
         ),
     ] = None,
     num_synthetic: Annotated[
-        int | None, typer.Option(help="Zero-shot: synthetic images to make." + _default(_SYNTH, "num"))
+        int | None,
+        typer.Option(help="Zero-shot: synthetic images to make." + field_default_help(SynthConfig, "num")),
     ] = None,
     synth_iters: Annotated[
         int | None,
-        typer.Option(help="Zero-shot: Adam steps per synthetic batch." + _default(_SYNTH, "iterations")),
+        typer.Option(
+            help="Zero-shot: Adam steps per synthetic batch." + field_default_help(SynthConfig, "iterations")
+        ),
     ] = None,
     synth_batch_size: Annotated[
         int | None,
-        typer.Option(help="Zero-shot: images optimised together." + _default(_SYNTH, "batch_size")),
+        typer.Option(
+            help="Zero-shot: images optimised together." + field_default_help(SynthConfig, "batch_size")
+        ),
     ] = None,
     epochs: Annotated[
         int | None,
         typer.Option(
             help="Zero-shot: KD fine-tuning epochs (0: calibrate only); the learning-rate milestones scale "
-            "along." + _default(_ZS, "epochs")
+            "along." + field_default_help(ZeroShotConfig, "epochs")
         ),
     ] = None,
     steps_per_epoch: Annotated[
-        int | None, typer.Option(help="Zero-shot: steps per epoch." + _default(_ZS, "steps_per_epoch"))
+        int | None,
+        typer.Option(
+            help="Zero-shot: steps per epoch." + field_default_help(ZeroShotConfig, "steps_per_epoch")
+        ),
     ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
             help=escape(
                 f"Images per batch: ptq calibration [default: {DEFAULT_PTQ_BATCH}], zero-shot calibration and "
-                f"fine-tuning [default: {_ZS['batch_size']}]."
+                f"fine-tuning [default: {field_default(ZeroShotConfig, 'batch_size')}]."
             )
         ),
     ] = None,

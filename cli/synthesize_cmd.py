@@ -6,34 +6,24 @@ Options left out keep SynthConfig's defaults. Several processes:
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from ..calibration.synthesize import SynthConfig
-from .common import err_console, out_console, print_json, user_errors
+from .common import Bar, field_default_help, make_progress, out_console, print_json, user_errors
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from ..calibration.synth_data import SyntheticData
     from ..calibration.synthesize import SynthEvent
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SynthConfig)}
-
-
-def _default(name: str) -> str:
-    return f" [default: {_DEFAULTS[name]}]"
+_default = functools.partial(field_default_help, SynthConfig)
 
 
 def _qualities(value: str | None) -> tuple[int, int] | None:
@@ -54,50 +44,26 @@ class SynthProgressView:
     """A batches bar and a steps bar (loss parts, learning rate); one line per finished batch."""
 
     def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.batches_task: Any = None
-        self.steps_task: Any = None
-        self.current: int | None = None
+        self.batches = Bar(progress, "batches")
+        self.steps = Bar(progress)
 
     def __call__(self, event: SynthEvent) -> None:
         from ..calibration.synthesize import SynthBatchEnd, SynthStep
 
-        p = self.progress
         if isinstance(event, SynthStep):
-            if self.current != event.batch:
-                if self.steps_task is not None:
-                    p.remove_task(self.steps_task)
-                self.steps_task = p.add_task(f"batch {event.batch + 1}", total=event.iterations, stats="")
-                self.current = event.batch
-            stats = (
-                f"loss {event.loss:.4g}  bns {event.bns:.4g}  label {event.label:.3f}  "
-                f"mdc {event.mdc:.3f}  lr {event.lr:.2g}"
+            self.steps.follow(event.batch, f"batch {event.batch + 1}", event.iterations)
+            self.steps.update(
+                event.iteration,
+                stats=f"loss {event.loss:.4g}  bns {event.bns:.4g}  label {event.label:.3f}  "
+                f"mdc {event.mdc:.3f}  lr {event.lr:.2g}",
             )
-            p.update(self.steps_task, completed=event.iteration, stats=stats)
         elif isinstance(event, SynthBatchEnd):
-            if self.batches_task is None:
-                self.batches_task = p.add_task("batches", total=event.batches, stats="")
-            p.update(self.batches_task, completed=event.done)
-            p.console.print(
+            self.batches.update(event.done, total=event.batches)
+            self.batches.progress.console.print(
                 f"batch {event.batch + 1}/{event.batches}  loss {event.loss:.4g}  bns {event.bns:.4g}  "
                 f"{event.seconds:.1f}s",
                 highlight=False,
             )
-
-
-def make_progress(enabled: bool = True) -> Progress:
-    """Bars on stderr; without a terminal only the per-batch lines are printed."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}"),
-        console=err_console,
-        transient=False,
-        disable=not (enabled and err_console.is_terminal),
-    )
 
 
 def result_dict(data: SyntheticData, out: Path) -> dict[str, Any]:

@@ -7,34 +7,24 @@ Several processes: `torchrun --nproc-per-node N $(which dctq) train ...`; only r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from ..calibration.train_config import ConfigError, TrainConfig
-from .common import err_console, out_console, print_json, user_errors
+from .common import Bar, err_console, field_default_help, make_progress, out_console, print_json, user_errors
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from ..calibration.train import TrainEvent, TrainResult
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-
-
-def _default(name: str) -> str:
-    # Escaped: typer renders help as Rich markup, where a bare [...] is a tag.
-    return escape(f" [default: {_DEFAULTS[name]}]")
+_default = functools.partial(field_default_help, TrainConfig)
 
 
 def parse_int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
@@ -68,30 +58,23 @@ class ProgressView:
     """Renders training events: an epochs bar, a steps bar with loss/accuracy/img/s, one line per epoch."""
 
     def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.epochs_task: Any = None
-        self.steps_task: Any = None
+        self.epochs = Bar(progress, "epochs")
+        self.steps = Bar(progress)
 
     def __call__(self, event: TrainEvent) -> None:
         from ..calibration.train import EpochEnd, EpochStart, StepEnd
 
-        p = self.progress
         if isinstance(event, EpochStart):
-            if self.epochs_task is None:
-                self.epochs_task = p.add_task(
-                    "epochs", total=event.epochs, completed=event.epoch - 1, stats=""
-                )
-            if self.steps_task is not None:
-                p.remove_task(self.steps_task)
-            self.steps_task = p.add_task(f"epoch {event.epoch}", total=event.steps, stats="")
+            self.epochs.ensure(total=event.epochs, completed=event.epoch - 1)
+            self.steps.restart(f"epoch {event.epoch}", event.steps)
         elif isinstance(event, StepEnd):
-            stats = (
-                f"loss {event.loss:.4f}  acc {100 * event.top1:5.1f}%  "
-                f"{event.images_per_second:,.0f} img/s  lr {event.lr:.3g}"
+            self.steps.update(
+                event.step,
+                stats=f"loss {event.loss:.4f}  acc {100 * event.top1:5.1f}%  "
+                f"{event.images_per_second:,.0f} img/s  lr {event.lr:.3g}",
             )
-            p.update(self.steps_task, completed=event.step, stats=stats)
         elif isinstance(event, EpochEnd):
-            p.update(self.epochs_task, completed=event.epoch)
+            self.epochs.update(event.epoch)
             line = (
                 f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
                 f"acc {100 * event.train_top1:.1f}%"
@@ -99,22 +82,7 @@ class ProgressView:
             if event.val is not None:
                 line += f"  val loss {event.val.loss:.4f} top-1 {100 * event.val.top1:.2f}% top-5 {100 * event.val.top5:.2f}%"
             line += f"  {event.seconds:.1f}s" + ("  [green]best[/]" if event.is_best else "")
-            p.console.print(line, highlight=False, soft_wrap=True)
-
-
-def make_progress(enabled: bool = True) -> Progress:
-    """Bars on stderr; without a terminal (logs, CI) only the per-epoch lines are printed."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}"),
-        console=err_console,
-        transient=False,
-        disable=not (enabled and err_console.is_terminal),
-    )
+            self.epochs.progress.console.print(line, highlight=False, soft_wrap=True)
 
 
 def result_dict(result: TrainResult) -> dict[str, Any]:
