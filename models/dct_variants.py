@@ -91,163 +91,77 @@ def _build(
     )
 
 
-def _register(name: str, description: str):
-    return register_model(name, input_kind="dct", input_size=224, description=description)
+def _variant(name: str, description: str, **layout) -> None:
+    """Register `name`: a builder with the common arguments over `_build(**layout)`."""
+
+    def build(
+        num_classes: int = 1000,
+        *,
+        input_size: int = 224,
+        width: float = 1.0,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        zero_init_residual: bool = False,
+    ) -> DctResNet:
+        return _build(
+            num_classes=num_classes,
+            input_size=input_size,
+            width=width,
+            norm_layer=norm_layer,
+            zero_init_residual=zero_init_residual,
+            **layout,
+        )
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = description
+    register_model(name, input_kind="dct", input_size=224, description=description)(build)
 
 
-@_register("dct_upsampling", "Gueguen UpSampling: chroma nearest x2, concat 192 @28, res3-5 (no res2)")
-def dct_upsampling(
-    num_classes: int = 1000,
-    *,
-    input_size: int = 224,
-    width: float = 1.0,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-    zero_init_residual: bool = False,
-) -> DctResNet:
-    return _build(
-        num_classes=num_classes,
-        input_size=input_size,
-        width=width,
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
-        chroma="nearest",
-        body=[_res3(stride=1), _res4(), _res5()],
-    )
-
-
-@_register("dct_upsampling_rfa", "Gueguen UpSampling-RFA: chroma nearest x2, RFA stage 256/1024 @28, res3-5")
-def dct_upsampling_rfa(
-    num_classes: int = 1000,
-    *,
-    input_size: int = 224,
-    width: float = 1.0,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-    zero_init_residual: bool = False,
-) -> DctResNet:
-    return _build(
-        num_classes=num_classes,
-        input_size=input_size,
-        width=width,
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
-        chroma="nearest",
-        body=[_rfa(), _res3(stride=1), _res4(), _res5()],
-    )
-
-
-@_register(
-    "dct_deconvolution_rfa", "Gueguen Deconvolution-RFA: Cb, Cr 2x2/2 ConvTranspose 64->64, RFA, res3-5"
+_variant(
+    "dct_upsampling",
+    "Gueguen UpSampling: chroma nearest x2, concat 192 @28, res3-5 (no res2)",
+    chroma="nearest",
+    body=[_res3(stride=1), _res4(), _res5()],
 )
-def dct_deconvolution_rfa(
-    num_classes: int = 1000,
-    *,
-    input_size: int = 224,
-    width: float = 1.0,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-    zero_init_residual: bool = False,
-) -> DctResNet:
-    return _build(
-        num_classes=num_classes,
-        input_size=input_size,
-        width=width,
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
-        chroma="deconv",
-        body=[_rfa(), _res3(stride=1), _res4(), _res5()],
-    )
-
-
-@_register(
-    "dct_downsampling", "Gueguen DownSampling: Y conv 2x2/2 64->256, concat 384 @14, RFA, res3-4 s1, res5"
+_variant(
+    "dct_upsampling_rfa",
+    "Gueguen UpSampling-RFA: chroma nearest x2, RFA stage 256/1024 @28, res3-5",
+    chroma="nearest",
+    body=[_rfa(), _res3(stride=1), _res4(), _res5()],
 )
-def dct_downsampling(
-    num_classes: int = 1000,
-    *,
-    input_size: int = 224,
-    width: float = 1.0,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-    zero_init_residual: bool = False,
-) -> DctResNet:
-    return _build(
-        num_classes=num_classes,
-        input_size=input_size,
-        width=width,
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
-        chroma="none",
-        y_downsample=256,
-        body=[_rfa(), _res3(stride=1), _res4(stride=1), _res5()],
-    )
-
-
-@_register(
-    "dct_late_concat", "Gueguen Late-Concat: Y res3 @28 + res4a/2 (512), CbCr 1x1 block (512), concat @14"
+_variant(
+    "dct_deconvolution_rfa",
+    "Gueguen Deconvolution-RFA: Cb, Cr 2x2/2 ConvTranspose 64->64, RFA, res3-5",
+    chroma="deconv",
+    body=[_rfa(), _res3(stride=1), _res4(), _res5()],
 )
-def dct_late_concat(
-    num_classes: int = 1000,
-    *,
-    input_size: int = 224,
-    width: float = 1.0,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-    zero_init_residual: bool = False,
-) -> DctResNet:
-    return _build(
-        num_classes=num_classes,
-        input_size=input_size,
-        width=width,
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
-        chroma="none",
-        y_specs=[_res3(stride=1), _res4a(256, 512)],
-        cbcr_specs=[_cbcr_block(256, 512)],
-        body=[_res4_tail(), _res5()],
-    )
-
-
-@_register(
-    "dct_late_concat_rfa", "Gueguen Late-Concat-RFA: Y RFA + res3 @28 + res4a/2 (512), CbCr 1x1 block (512)"
+_variant(
+    "dct_downsampling",
+    "Gueguen DownSampling: Y conv 2x2/2 64->256, concat 384 @14, RFA, res3-4 s1, res5",
+    chroma="none",
+    y_downsample=256,
+    body=[_rfa(), _res3(stride=1), _res4(stride=1), _res5()],
 )
-def dct_late_concat_rfa(
-    num_classes: int = 1000,
-    *,
-    input_size: int = 224,
-    width: float = 1.0,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-    zero_init_residual: bool = False,
-) -> DctResNet:
-    return _build(
-        num_classes=num_classes,
-        input_size=input_size,
-        width=width,
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
-        chroma="none",
-        y_specs=[_rfa(), _res3(stride=1), _res4a(256, 512)],
-        cbcr_specs=[_cbcr_block(256, 512)],
-        body=[_res4_tail(), _res5()],
-    )
-
-
-@_register(
+_variant(
+    "dct_late_concat",
+    "Gueguen Late-Concat: Y res3 @28 + res4a/2 (512), CbCr 1x1 block (512), concat @14",
+    chroma="none",
+    y_specs=[_res3(stride=1), _res4a(256, 512)],
+    cbcr_specs=[_cbcr_block(256, 512)],
+    body=[_res4_tail(), _res5()],
+)
+_variant(
+    "dct_late_concat_rfa",
+    "Gueguen Late-Concat-RFA: Y RFA + res3 @28 + res4a/2 (512), CbCr 1x1 block (512)",
+    chroma="none",
+    y_specs=[_rfa(), _res3(stride=1), _res4a(256, 512)],
+    cbcr_specs=[_cbcr_block(256, 512)],
+    body=[_res4_tail(), _res5()],
+)
+_variant(
     "dct_late_concat_rfa_thinner",
     "Gueguen Late-Concat-RFA-Thinner: Y RFA 96/384 + res3 96/384 + res4a 192/768, CbCr 128/256 (1.77x faster)",
+    chroma="none",
+    y_specs=[_rfa(96, 384), _res3(stride=1, mid=96, out=384), _res4a(192, 768)],
+    cbcr_specs=[_cbcr_block(128, 256)],
+    body=[_res4_tail(), _res5()],
 )
-def dct_late_concat_rfa_thinner(
-    num_classes: int = 1000,
-    *,
-    input_size: int = 224,
-    width: float = 1.0,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-    zero_init_residual: bool = False,
-) -> DctResNet:
-    return _build(
-        num_classes=num_classes,
-        input_size=input_size,
-        width=width,
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
-        chroma="none",
-        y_specs=[_rfa(96, 384), _res3(stride=1, mid=96, out=384), _res4a(192, 768)],
-        cbcr_specs=[_cbcr_block(128, 256)],
-        body=[_res4_tail(), _res5()],
-    )
