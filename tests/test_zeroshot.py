@@ -218,7 +218,7 @@ def test_config_schedule_and_validation():
     assert config.epochs == 147 and config.milestones == (16, 36, 56)
     short = config.with_epochs(20)
     assert short.milestones == (2, 5, 8)
-    assert [short.lr_at(e) for e in (0, 2, 5, 8)] == pytest.approx([1e-4, 1e-5, 1e-6, 1e-7])
+    assert [short.lr_at(e) for e in (0, 2, 5, 8)] == pytest.approx([1e-6, 1e-7, 1e-8, 1e-9])
     with pytest.raises(QuantizationError, match="batch_size"):
         ZeroShotConfig(batch_size=0)
 
