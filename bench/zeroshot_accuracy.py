@@ -72,7 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--epochs", type=int, default=4, help="KD fine-tuning epochs, 0 = calibrate only (default 4)"
     )
     p.add_argument("--steps-per-epoch", type=int, default=50, help="fine-tuning steps per epoch (default 50)")
-    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: ZeroShotConfig's, 1e-6)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="fine-tuning learning rate (default: ZeroShotConfig's, 1e-6)"
+    )
     p.add_argument("--tune-batch-size", type=int, default=64, help="fine-tuning batch (default 64)")
     p.add_argument("--synthetic-dir", type=Path, default=None, help="keep/reuse synthetic sets here")
     return p.parse_args(argv)
