@@ -88,6 +88,15 @@ class HistogramCalibrator(Calibrator):
         self.num_bins = num_bins
         self.reset()
 
+    def _set_search(self, name: str, start_bin: int, stride: int, *, min_start: int) -> None:
+        """Threshold search over bins start_bin, start_bin + stride, ... (entropy and MSE calibrators)."""
+        if start_bin < min_start or stride < 1:
+            raise QuantizationError(
+                f"{name} calibrator needs start_bin >= {min_start} and stride >= 1, got {start_bin}, {stride}"
+            )
+        self.start_bin = int(start_bin)
+        self.stride = int(stride)
+
     def reset(self) -> None:
         self._hist: torch.Tensor | None = None  # [n] float64 counts
         self._width = 0.0

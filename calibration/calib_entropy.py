@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..common.errors import QuantizationError
 from .calib_base import HistogramCalibrator
 
 
@@ -85,13 +84,8 @@ class EntropyCalibrator(HistogramCalibrator):
         start_bin: int = 128,
         stride: int = 1,
     ) -> None:
-        if start_bin < 1 or stride < 1:
-            raise QuantizationError(
-                f"entropy calibrator needs start_bin >= 1 and stride >= 1, got {start_bin}, {stride}"
-            )
-        self.start_bin = int(start_bin)
-        self.stride = int(stride)
         super().__init__(bits, axis, unsigned, num_bins=num_bins)
+        self._set_search("entropy", start_bin, stride, min_start=1)
 
     def compute_amax(self) -> torch.Tensor:
         counts, edges = self.histogram()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..common.errors import QuantizationError
 from .calib_base import HistogramCalibrator
 
 
@@ -44,13 +43,8 @@ class MseCalibrator(HistogramCalibrator):
         start_bin: int = 0,
         stride: int = 1,
     ) -> None:
-        if start_bin < 0 or stride < 1:
-            raise QuantizationError(
-                f"mse calibrator needs start_bin >= 0 and stride >= 1, got {start_bin}, {stride}"
-            )
-        self.start_bin = int(start_bin)
-        self.stride = int(stride)
         super().__init__(bits, axis, unsigned, num_bins=num_bins)
+        self._set_search("mse", start_bin, stride, min_start=0)
 
     def compute_amax(self) -> torch.Tensor:
         counts, edges = self.histogram()

@@ -5,11 +5,14 @@ built by `from_float` sharing the float layer's parameters, with
 - `input_quantizer`: per tensor, on the activation entering the layer;
 - `weight_quantizer`: per output channel (axis 0 for Conv2d/Linear, 1 for ConvTranspose2d, whose
   weight is [in, out, kH, kW]);
-- for the residual Add, `shortcut_quantizer` on the shortcut input only: TensorRT fuses the Add into
-  the conv producing the other input and needs Q/DQ on the residual one (ARCHITECTURE.md contract).
+- for the residual Add, `shortcut_quantizer` on the shortcut input: TensorRT fuses the Add into the
+  conv producing the other input and needs Q/DQ on the residual one (ARCHITECTURE.md contract); with
+  recipe add_inputs="both" also `input_quantizer` on the conv side (ONNX Runtime's integer kernels).
 """
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +20,18 @@ from torch import nn
 
 from ..models.resnet import ResidualAdd
 from .quantizers import TensorQuantizer
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def _adopt(q: M, layer: nn.Module, input_quantizer: TensorQuantizer, weight_quantizer: TensorQuantizer) -> M:
+    """Give the (meta-device) quantized layer `q` the float layer's own parameters and the quantizers."""
+    q.weight = layer.weight
+    q.bias = layer.bias
+    q.input_quantizer = input_quantizer
+    q.weight_quantizer = weight_quantizer
+    q.train(layer.training)
+    return q
 
 
 class QuantConv2d(nn.Conv2d):
@@ -41,12 +56,7 @@ class QuantConv2d(nn.Conv2d):
             padding_mode=conv.padding_mode,
             device="meta",
         )
-        q.weight = conv.weight
-        q.bias = conv.bias
-        q.input_quantizer = input_quantizer
-        q.weight_quantizer = weight_quantizer
-        q.train(conv.training)
-        return q
+        return _adopt(q, conv, input_quantizer, weight_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
@@ -79,12 +89,7 @@ class QuantConvTranspose2d(nn.ConvTranspose2d):
             padding_mode=conv.padding_mode,
             device="meta",
         )
-        q.weight = conv.weight
-        q.bias = conv.bias
-        q.input_quantizer = input_quantizer
-        q.weight_quantizer = weight_quantizer
-        q.train(conv.training)
-        return q
+        return _adopt(q, conv, input_quantizer, weight_quantizer)
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if output_size is not None:
@@ -112,12 +117,7 @@ class QuantLinear(nn.Linear):
         cls, linear: nn.Linear, *, input_quantizer: TensorQuantizer, weight_quantizer: TensorQuantizer
     ) -> QuantLinear:
         q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-        q.weight = linear.weight
-        q.bias = linear.bias
-        q.input_quantizer = input_quantizer
-        q.weight_quantizer = weight_quantizer
-        q.train(linear.training)
-        return q
+        return _adopt(q, linear, input_quantizer, weight_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
