@@ -25,18 +25,23 @@ from torch import fx, nn
 logger = logging.getLogger(__name__)
 
 
+# ConvTranspose2d keeps its output channels on weight axis 1 (groups 1: [in, out, kh, kw]).
+_FOLDABLE_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
 class _ConvBnTracer(fx.Tracer):
     """Leaves: torch's own modules and every module without a conv inside (nothing to fold there)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if super().is_leaf_module(m, module_qualified_name):
             return True
-        return not any(isinstance(sub, nn.Conv2d) for sub in m.modules())
+        return not any(isinstance(sub, _FOLDABLE_CONVS) for sub in m.modules())
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
     return (
-        isinstance(conv, nn.Conv2d)
+        isinstance(conv, _FOLDABLE_CONVS)
+        and (not isinstance(conv, nn.ConvTranspose2d) or conv.groups == 1)
         and type(bn) is nn.BatchNorm2d
         and bn.track_running_stats
         and bn.running_mean is not None
@@ -94,7 +99,7 @@ def find_conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
-def fold_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+def fold_into_conv(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> None:
     """Fold `bn`'s eval-mode affine map into `conv` in place (adds a bias if it has none)."""
     w = conv.weight.detach().double()
     gamma = (
@@ -109,7 +114,10 @@ def fold_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     )
     factor = gamma / torch.sqrt(bn.running_var.double() + bn.eps)
     bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(factor)
-    new_w = w * factor.reshape(-1, *([1] * (w.dim() - 1)))
+    out_axis = 1 if isinstance(conv, nn.ConvTranspose2d) else 0
+    shape = [1] * w.dim()
+    shape[out_axis] = -1
+    new_w = w * factor.reshape(shape)
     new_b = (bias - bn.running_mean.double()) * factor + beta
     conv.weight.copy_(new_w.to(conv.weight.dtype))
     if conv.bias is None:

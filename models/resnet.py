@@ -300,7 +300,12 @@ class DctFront(nn.Module):
     path must reach it, through `y_downsample` or a stride-2 stage in `y_specs`).
     y_downsample: channels of a 2x2 stride-2 conv (+ norm) on luma (Gueguen's DownSampling).
     y_specs / cbcr_specs: residual stages run on each stream before the concatenation (Late-Concat).
-    Output: concat([luma features, chroma features]) with `out_channels` channels.
+    upscale / upscale_channels: a learned block-to-space map on the merged features, a ConvTranspose
+    with kernel = stride = `upscale` (+ norm, ReLU): every block's coefficients become an
+    upscale x upscale patch of `upscale_channels` features, like a learned, truncated inverse DCT.
+    The CIFAR nets need it: the 8x8 DCT alone leaves a 4x4 grid, too coarse for a ResNet body.
+    Output: concat([luma features, chroma features]) with `out_channels` channels, or the
+    upscaled map with `upscale_channels`.
     """
 
     def __init__(
@@ -312,8 +317,15 @@ class DctFront(nn.Module):
         cbcr_specs: Sequence[StageSpec] = (),
         norm_layer: NormLayer = nn.BatchNorm2d,
         stride_in_1x1: bool = True,
+        upscale: int = 1,
+        upscale_channels: int | None = None,
     ) -> None:
         super().__init__()
+        if upscale < 1 or (upscale > 1 and (upscale_channels is None or upscale_channels < 1)):
+            raise ModelError(
+                f"DctFront upscale must be >= 1, and > 1 needs upscale_channels >= 1; "
+                f"got upscale={upscale}, upscale_channels={upscale_channels}"
+            )
         if chroma not in ("nearest", "deconv", "none"):
             raise ModelError(f"DctFront chroma must be 'nearest', 'deconv' or 'none', got {chroma!r}")
         # Both streams must end on the same grid (strides counted from the luma block grid).
@@ -341,6 +353,17 @@ class DctFront(nn.Module):
             128, cbcr_specs, norm_layer=norm_layer, stride_in_1x1=stride_in_1x1
         )
         self.out_channels = y_ch + c_ch
+        self.upscale: nn.Module = nn.Identity()
+        if upscale > 1:
+            assert upscale_channels is not None
+            self.upscale = nn.Sequential(
+                nn.ConvTranspose2d(
+                    self.out_channels, upscale_channels, kernel_size=upscale, stride=upscale, bias=False
+                ),
+                norm_layer(upscale_channels),
+                nn.ReLU(),
+            )
+            self.out_channels = upscale_channels
 
     def forward(self, y: torch.Tensor, cbcr: torch.Tensor) -> torch.Tensor:
         if self.chroma == "nearest":
@@ -349,7 +372,7 @@ class DctFront(nn.Module):
             cbcr = torch.cat([self.deconv_cb(cbcr[:, :64]), self.deconv_cr(cbcr[:, 64:])], dim=1)
         y = self.y_stages(self.y_down(y))
         cbcr = self.cbcr_stages(cbcr)
-        return torch.cat([y, cbcr], dim=1)
+        return self.upscale(torch.cat([y, cbcr], dim=1))
 
 
 def _total_stride(specs: Sequence[StageSpec]) -> int:

@@ -62,6 +62,9 @@ REGRESSION = {
     "dct_late_concat_rfa_thinner": (24_530_792, 2_772_566_016),
     "dct_cifar_upsampling": (413_098, 3_994_240),
     "dct_cifar_late_concat": (350_634, 3_007_104),
+    # by hand: ConvT 192*32*16 + BN 64; 3 blocks 2*(32*32*9)+128; 64-stage 57,728 + 2*73,984; fc 650.
+    # MACs: 16*192*32*16 + 6*9216*256 + 13,107,200 + 640
+    "dct_cifar_deconv": (360_394, 28_836_480),
 }
 
 
@@ -319,7 +322,7 @@ def test_create_model_drops_none_and_rejects_unknown_kwargs():
 
 def test_list_models_filters_and_is_sorted():
     infos = list_models("dct_cifar_*")
-    assert [i.name for i in infos] == ["dct_cifar_late_concat", "dct_cifar_upsampling"]
+    assert [i.name for i in infos] == ["dct_cifar_deconv", "dct_cifar_late_concat", "dct_cifar_upsampling"]
     assert all(isinstance(i, ModelInfo) and i.input_kind == "dct" and i.input_size == 32 for i in infos)
     assert list_models("nothing*") == []
     assert ALL_MODELS == sorted(ALL_MODELS)
