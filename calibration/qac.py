@@ -43,19 +43,31 @@ def qac_confidence(qt: Tensor) -> Tensor:
     return steps.reciprocal().sum(dim=1) / 128.0
 
 
-def qac_weighted_loss(logits: Tensor, targets: Tensor, qt: Tensor, label_smoothing: float = 0.0) -> Tensor:
+def qac_weighted_loss(
+    logits: Tensor,
+    targets: Tensor,
+    qt: Tensor,
+    label_smoothing: float = 0.0,
+    *,
+    normalize: bool = False,
+) -> Tensor:
     """Mean over samples of c(Q_i) * CE_i; logits [N, classes], targets [N] long, qt [N, 3, 64] -> scalar.
 
     The per-sample form of QSAM's per-quality loss `sum_q c(Q_q) * CE_q` (equal up to the number of
-    qualities in the batch when each holds the same number of samples). No normalisation is applied:
-    c is ~0.03 at quality 60, so the loss and hence the effective learning rate shrink accordingly,
-    as in the reference code.
+    qualities in the batch when each holds the same number of samples). By default no normalisation
+    is applied, as in the reference code: c is ~0.03 at quality 60, so the loss and hence the
+    effective learning rate shrink ~20x, which a short schedule cannot absorb. `normalize=True`
+    divides the weights by their batch mean: the relative weighting of qualities is kept and the
+    loss keeps the scale of plain cross-entropy, so the learning rate means what it says.
 
     Raises:
         DataError: as qac_confidence.
     """
     ce = F.cross_entropy(logits, targets, reduction="none", label_smoothing=label_smoothing)
-    return (qac_confidence(qt).to(ce.dtype) * ce).mean()
+    weights = qac_confidence(qt).to(ce.dtype)
+    if normalize:
+        weights = weights / weights.mean()
+    return (weights * ce).mean()
 
 
 def ijg_quant_table(quality: int) -> np.ndarray:

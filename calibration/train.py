@@ -225,6 +225,8 @@ class _Run:
 
     def _loss(self, logits: Tensor, labels: Tensor, qt: Tensor, chunks: int) -> Tensor:
         if self.config.qac:
+            if self.config.qac_normalize:
+                return qac_weighted_loss(logits, labels, qt, self.config.label_smoothing, normalize=True)
             # QSAM sums c(Q_q) * CE_q over the K quality chunks: K times the per-sample mean.
             return chunks * qac_weighted_loss(logits, labels, qt, self.config.label_smoothing)
         return F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)

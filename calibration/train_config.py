@@ -86,6 +86,10 @@ class TrainConfig:
     qac: bool = False
     """Weight each image's loss by QSAM's quantization-aware confidence c(Q) of its quant tables (`--qac`)."""
 
+    qac_normalize: bool = False
+    """Divide the QAC weights by their batch mean (`--qac-normalize`): keeps QAC's relative weighting of
+    qualities without shrinking the effective learning rate ~20x (the reference code does not)."""
+
     qabn: bool = False
     """QSAM base stage (`--qabn`): one BatchNorm branch per base quality (90, 60, 30, 10); each training image
     is seen at all four qualities with the same crop/flip, each version normalised by its own branch."""
@@ -169,6 +173,7 @@ class TrainConfig:
             self.eval_quality is None or 1 <= self.eval_quality <= 100,
             f"--eval-quality must be in 1..100, got {self.eval_quality}.",
         )
+        _check(not (self.qac_normalize and not self.qac), "--qac-normalize needs --qac.")
         _check(
             not (self.qabn and self.train_qualities is not None),
             "--qabn trains on the fixed base qualities 90,60,30,10; drop --qualities.",

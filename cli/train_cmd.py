@@ -175,6 +175,13 @@ def train_command(
     qac: Annotated[
         bool | None, typer.Option("--qac/--no-qac", help="QSAM's QAC: weight each image's loss by c(Q).")
     ] = None,
+    qac_normalize: Annotated[
+        bool | None,
+        typer.Option(
+            "--qac-normalize/--no-qac-normalize",
+            help="Divide the QAC weights by their batch mean, so --qac does not shrink the learning rate ~20x.",
+        ),
+    ] = None,
     qabn: Annotated[
         bool | None,
         typer.Option(
@@ -237,6 +244,7 @@ def train_command(
             "train_qualities": parse_int_list(qualities, "--qualities"),
             "eval_quality": eval_quality,
             "qac": qac,
+            "qac_normalize": qac_normalize,
             "qabn": qabn,
             "seed": seed,
             "amp": amp,

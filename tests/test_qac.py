@@ -91,6 +91,21 @@ def test_weighted_loss_is_confidence_times_ce() -> None:
     torch.testing.assert_close(logits.grad, ce_grad * c[:, None])
 
 
+def test_normalized_loss_keeps_relative_weights_at_ce_scale() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 5, generator=g)
+    targets = torch.tensor([3, 0, 2, 2])
+    qt = ijg_qt([90, 60, 30, 10])
+    c = qac_confidence(qt)
+    ce = F.cross_entropy(logits, targets, reduction="none")
+    got = qac_weighted_loss(logits, targets, qt, normalize=True)
+    torch.testing.assert_close(got, (c / c.mean() * ce).mean())
+    # One quality in the batch: every weight is 1, the loss is plain cross-entropy.
+    same = ijg_qt([10] * 4)
+    torch.testing.assert_close(qac_weighted_loss(logits, targets, same, normalize=True), ce.mean())
+    assert float(qac_weighted_loss(logits, targets, same)) < 0.01 * float(ce.mean())
+
+
 def test_bad_tables_raise() -> None:
     with pytest.raises(DataError, match=r"\[N, 3, 64\]"):
         qac_confidence(torch.ones(2, 64))

@@ -175,6 +175,13 @@ def test_qac_and_qabn_train(jpeg_folder, tmp_path):
     plain = run(tiny_config(epochs=1, max_steps_per_epoch=1), jpeg_folder, tmp_path / "plain")
     # c(Q) ~ 0.045 at the fixture's quality 75: the weighted loss is far below the plain one.
     assert qac_only.history[0].train_loss < 0.2 * plain.history[0].train_loss
+    # Normalised, one quality gives every image weight 1: the very same run as plain training.
+    normalized = run(
+        tiny_config(qac=True, qac_normalize=True, epochs=1, max_steps_per_epoch=1), jpeg_folder, tmp_path / "n"
+    )
+    assert normalized.history[0].train_loss == pytest.approx(plain.history[0].train_loss, rel=1e-6)
+    with pytest.raises(ConfigError, match="--qac-normalize needs --qac"):
+        tiny_config(qac_normalize=True)
 
 
 # ------------------------------------------------------------------------------------------ CLI
