@@ -76,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--lr", type=float, default=None, help="fine-tuning learning rate (default: ZeroShotConfig's, 1e-6)"
     )
     p.add_argument("--tune-batch-size", type=int, default=64, help="fine-tuning batch (default 64)")
+    p.add_argument(
+        "--no-fold-bn",
+        action="store_true",
+        help="keep BatchNorm unfolded (IntraQ's student: frozen statistics, trainable affine), all methods",
+    )
     p.add_argument("--synthetic-dir", type=Path, default=None, help="keep/reuse synthetic sets here")
     return p.parse_args(argv)
 
@@ -93,6 +98,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sys.exit(f"unknown --methods {unknown}; choose from {', '.join(METHODS)}")
     bits = [b.lower() for b in args.bits.split(",") if b]
     recipes = {b: build_recipe(bits=b, calibrator=args.calibrator) for b in bits}
+    if args.no_fold_bn:
+        recipes = {b: dataclasses.replace(r, fold_bn=False) for b, r in recipes.items()}
     loaded = load_checkpoint(args.checkpoint)
     teacher = loaded.model
     qualities: list[int | None] = [None, *int_list(args.qualities)]
@@ -185,7 +192,8 @@ def markdown(result: dict[str, Any]) -> str:
     fp = rows[0]["accuracy"]
     zs = result["zero_shot"]
     tuning = (
-        f"Zero-shot fine-tuning: {zs['epochs']} epochs x {zs['steps_per_epoch']} steps of {zs['batch_size']}."
+        f"Zero-shot fine-tuning: {zs['epochs']} epochs x {zs['steps_per_epoch']} steps of {zs['batch_size']},"
+        f" lr {zs['lr']:g}, BN {'unfolded' if result['args'].get('no_fold_bn') else 'folded'}."
         if zs["epochs"]
         else "Zero-shot: calibration on the synthetic images only (no fine-tuning)."
     )

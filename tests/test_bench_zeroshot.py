@@ -1,0 +1,75 @@
+"""bench/zeroshot_accuracy.py end to end on a tiny checkpoint (slow): every method, BN folded or not."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "zeroshot_accuracy.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_zeroshot_accuracy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fold", [True, False])
+def test_end_to_end_on_a_tiny_checkpoint(tmp_path, jpeg_folder, capsys, fold):
+    import torch
+
+    from dctq.models import create_model
+    from dctq.models.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 2, "widths": [8, 16], "depths": [1, 1]}
+    model = create_model("dct_cifar_upsampling", **kwargs).eval()
+    ckpt = save_checkpoint(
+        tmp_path / "fp.pt",
+        model,
+        arch="dct_cifar_upsampling",
+        arch_kwargs=kwargs,
+        class_names=["cat", "dog"],
+        extra={"train_config": {"fields": {"val_fraction": 0.5}}},
+    )
+    assert load_checkpoint(ckpt).arch == "dct_cifar_upsampling"
+    out = tmp_path / "zs.json"
+    argv = [
+        str(ckpt),
+        "--data",
+        str(jpeg_folder),
+        "--num-images",
+        "4",
+        "--num-synthetic",
+        "4",
+        "--synth-iters",
+        "2",
+        "--synth-batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--tune-batch-size",
+        "4",
+        "--bits",
+        "w8a8,w4a4",
+        "--lr",
+        "1e-4",
+        "--json",
+        str(out),
+    ]
+    load_bench().main(argv + ([] if fold else ["--no-fold-bn"]))
+    result = json.loads(out.read_text())
+    assert [(r["method"], r["bits"]) for r in result["rows"]] == [("fp32", None)] + [
+        (m, b) for m in ("ptq", "bnstats", "intraq") for b in ("w8a8", "w4a4")
+    ]
+    assert all(0.0 <= r["accuracy"]["stored"]["top1"] <= 1.0 for r in result["rows"])
+    assert all(r["fold_bn"] is fold for r in result["recipes"].values())
+    assert result["zero_shot"]["lr"] == 1e-4
+    assert f"BN {'folded' if fold else 'unfolded'}" in capsys.readouterr().out
