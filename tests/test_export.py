@@ -182,3 +182,30 @@ def test_quantized_checkpoint_round_trip(models, tmp_path):
     art = load_artifact(path)
     assert art.kind == "checkpoint" and art.meta.quantized and art.class_names == tuple("abcdefghij")
     assert np.isclose(art.meta.recipe["version"], 1)
+
+
+def test_deconv_front_folds_its_batchnorm_and_exports_lint_clean(tmp_path):
+    """dct_cifar_deconv: the ConvTranspose block-to-space map absorbs its BN (weight axis 1), and the
+    Q/DQ graph quantizes the ConvTranspose per output channel on axis 1, as TensorRT requires."""
+    from dctq.calibration.fold import find_conv_bn_pairs
+    from dctq.deploy.qdq_lint import lint_qdq
+
+    torch.manual_seed(1)
+    model = create_model("dct_cifar_deconv", widths=[8, 16], depths=[1, 1], num_classes=3).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    assert ("front.upscale.0", "front.upscale.1") in find_conv_bn_pairs(model)
+    qmodel = ptq(model, QuantRecipe(calibrator="max"), [example_inputs(model, 16, seed=s) for s in range(3)])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in qmodel.modules())
+    path = export_onnx(qmodel, tmp_path / "d.onnx")
+    graph = onnx.load(str(path)).graph
+    deconv = [n for n in graph.node if n.op_type == "ConvTranspose"]
+    assert len(deconv) == 1
+    report = lint_qdq(path)
+    assert report.ok and not report.violations, report.violations
+    x = example_inputs(qmodel, 64, seed=5)
+    with torch.no_grad():
+        ref = qmodel(*x)
+    assert sqnr_db(ref, run_ort(path, x)) > 30.0
