@@ -40,9 +40,10 @@ from ..common.files import atomic_path
 from ..jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ..jpeg.recompress import QSAM_META_TEST_QUALITIES, QualityPolicy
 from ..models.checkpoint import load_checkpoint, save_checkpoint
-from ..models.qabn import QSAM_BASE_QUALITIES, MetaStepLosses, is_qabn, meta_step
+from ..models.qabn import QSAM_BASE_QUALITIES, is_qabn
 from .distributed import DistEnv, resolve_device
 from .qac import ijg_qt, qac_confidence, qac_weighted_loss
+from .qsam_meta import MetaStepLosses, meta_step
 from .train_config import ConfigError
 from .train_utils import model_inputs, topk_correct
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dctq.calibration.qac import ijg_qt, qac_weighted_loss
+from dctq.calibration.qsam_meta import meta_step
 from dctq.common.errors import ModelError
 from dctq.models.qabn import (
     QSAM_BASE_QUALITIES,
@@ -19,7 +20,6 @@ from dctq.models.qabn import (
     apply_qabn,
     chunk_branch_index,
     is_qabn,
-    meta_step,
     qabn_mixing,
     qabn_routing,
 )

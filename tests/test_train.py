@@ -177,7 +177,9 @@ def test_qac_and_qabn_train(jpeg_folder, tmp_path):
     assert qac_only.history[0].train_loss < 0.2 * plain.history[0].train_loss
     # Normalised, one quality gives every image weight 1: the very same run as plain training.
     normalized = run(
-        tiny_config(qac=True, qac_normalize=True, epochs=1, max_steps_per_epoch=1), jpeg_folder, tmp_path / "n"
+        tiny_config(qac=True, qac_normalize=True, epochs=1, max_steps_per_epoch=1),
+        jpeg_folder,
+        tmp_path / "n",
     )
     assert normalized.history[0].train_loss == pytest.approx(plain.history[0].train_loss, rel=1e-6)
     with pytest.raises(ConfigError, match="--qac-normalize needs --qac"):
