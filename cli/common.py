@@ -134,6 +134,9 @@ class Bar:
 
 def default_help(value: Any) -> str:
     """' [default: VALUE]' for the end of an option's help text."""
+    # Sequences as the comma list the option parses (`--milestones 60,120`), not a Python tuple.
+    if isinstance(value, list | tuple):
+        value = ",".join(str(v) for v in value)
     # Escaped: typer renders help as Rich markup, where a bare [...] is a tag and vanishes.
     return escape(f" [default: {value}]")
 

@@ -141,3 +141,9 @@ def test_inspect_debug_prints_traceback_in_a_real_process(files, tmp_path):
     )
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and "JpegError" in debug.stderr
+
+
+def test_sequence_defaults_show_as_the_comma_list_the_option_parses():
+    result = CliRunner().invoke(app, ["synthesize", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "[default: 50,95]" in result.output and "(50, 95)" not in result.output
