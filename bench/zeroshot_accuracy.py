@@ -77,6 +77,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--tune-batch-size", type=int, default=64, help="fine-tuning batch (default 64)")
     p.add_argument(
+        "--calib-from",
+        default=None,
+        choices=["bnstats"],
+        help="calibrate every zero-shot method's ranges on this method's synthetic set (IntraQ's code "
+        "calibrates on BN-statistics generator images and fine-tunes on the IntraQ set); needs it in --methods",
+    )
+    p.add_argument(
         "--no-fold-bn",
         action="store_true",
         help="keep BatchNorm unfolded (IntraQ's student: frozen statistics, trainable affine), all methods",
@@ -136,7 +143,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device,
         **({} if args.lr is None else {"lr": args.lr}),
     )
-    for method in [m for m in methods if m != "ptq"]:
+    if args.calib_from and args.calib_from not in methods:
+        sys.exit(f"--calib-from {args.calib_from} needs {args.calib_from} in --methods")
+    synthetic_sets: dict[str, Any] = {}
+    # The calibration source goes first so its set exists when the others need it.
+    for method in sorted((m for m in methods if m != "ptq"), key=lambda m: m != args.calib_from):
         config = SynthConfig(
             num=args.num_synthetic,
             batch_size=args.synth_batch_size,
@@ -157,9 +168,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "file": str(out) if out else None,
         }
         _log(f"{method}: synthesized {len(data)} images in {synth_seconds:.1f}s")
+        synthetic_sets[method] = data
+        calib = synthetic_sets[args.calib_from] if args.calib_from else None
         for b, recipe in recipes.items():
             tick = time.perf_counter()
-            qmodel = zero_shot_quantize(teacher, recipe, data, tune)
+            qmodel = zero_shot_quantize(teacher, recipe, data, tune, calib_synthetic=calib)
             seconds = time.perf_counter() - tick
             rows.append(
                 {
@@ -193,7 +206,12 @@ def markdown(result: dict[str, Any]) -> str:
     zs = result["zero_shot"]
     tuning = (
         f"Zero-shot fine-tuning: {zs['epochs']} epochs x {zs['steps_per_epoch']} steps of {zs['batch_size']},"
-        f" lr {zs['lr']:g}, BN {'unfolded' if result['args'].get('no_fold_bn') else 'folded'}."
+        f" lr {zs['lr']:g}, BN {'unfolded' if result['args'].get('no_fold_bn') else 'folded'}"
+        + (
+            f", ranges from the {result['args']['calib_from']} set."
+            if result["args"].get("calib_from")
+            else "."
+        )
         if zs["epochs"]
         else "Zero-shot: calibration on the synthetic images only (no fine-tuning)."
     )

@@ -1,4 +1,5 @@
-"""bench/zeroshot_accuracy.py end to end on a tiny checkpoint (slow): every method, BN folded or not."""
+"""bench/zeroshot_accuracy.py end to end on a tiny checkpoint (slow): every method, BN folded or not,
+ranges from each set or from the BN-statistics one."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_end_to_end_on_a_tiny_checkpoint(tmp_path, jpeg_folder, capsys, fold):
         "--json",
         str(out),
     ]
-    load_bench().main(argv + ([] if fold else ["--no-fold-bn"]))
+    load_bench().main(argv + ([] if fold else ["--no-fold-bn", "--calib-from", "bnstats"]))
     result = json.loads(out.read_text())
     assert [(r["method"], r["bits"]) for r in result["rows"]] == [("fp32", None)] + [
         (m, b) for m in ("ptq", "bnstats", "intraq") for b in ("w8a8", "w4a4")
@@ -72,4 +73,6 @@ def test_end_to_end_on_a_tiny_checkpoint(tmp_path, jpeg_folder, capsys, fold):
     assert all(0.0 <= r["accuracy"]["stored"]["top1"] <= 1.0 for r in result["rows"])
     assert all(r["fold_bn"] is fold for r in result["recipes"].values())
     assert result["zero_shot"]["lr"] == 1e-4
-    assert f"BN {'folded' if fold else 'unfolded'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"BN {'folded' if fold else 'unfolded'}" in printed
+    assert ("ranges from the bnstats set" in printed) is not fold

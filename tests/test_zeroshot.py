@@ -146,6 +146,30 @@ def test_epochs_zero_is_ptq_on_the_synthetic_set(teacher, synthetic):
         assert torch.equal(v, ref[k]), k
 
 
+def test_ranges_can_come_from_another_synthetic_set(teacher, synthetic):
+    """calib_synthetic: activation ranges from that set (IntraQ's code: generator images), so the
+    calibrated model equals PTQ on it, whatever set the (here: absent) fine-tuning would use."""
+    recipe = get_recipe("int8-max")
+    other = synthesize(teacher, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", seed=3))
+    calibrated = zero_shot_quantize(
+        teacher, recipe, synthetic, _zs(epochs=0, batch_size=4), calib_synthetic=other
+    )
+    reference = ptq(teacher, recipe, other.batches(4)).state_dict()
+    own = zero_shot_quantize(teacher, recipe, synthetic, _zs(epochs=0, batch_size=4)).state_dict()
+    amax = [k for k in reference if k.endswith("input_quantizer.amax")]
+    assert amax and all(torch.equal(calibrated.state_dict()[k], reference[k]) for k in amax)
+    assert any(not torch.equal(own[k], reference[k]) for k in amax)
+    with pytest.raises(QuantizationError, match="classes"):
+        bad = create_model("dct_cifar_upsampling", num_classes=5, **TINY)
+        zero_shot_quantize(
+            teacher,
+            None,
+            synthetic,
+            _zs(),
+            calib_synthetic=synthesize(bad.eval(), SynthConfig(num=2, batch_size=2, iterations=1)),
+        )
+
+
 def test_fine_tuning_lowers_distillation_loss_and_weight_ranges_follow_weights(teacher, synthetic):
     events = []
     config = _zs(epochs=1, steps_per_epoch=40, lr=0.01, augment=False, log_every=1)
