@@ -17,7 +17,7 @@ TRAIN_CONFIG_VERSION = 1
 
 SCHEDULES = ("cosine", "multistep")
 DEVICES = ("auto", "cpu", "cuda")
-AUGMENTS = ("default", "flip", "none")
+AUGMENTS = ("default", "flip", "crop", "none")
 
 
 class ConfigError(DctqError):
@@ -97,7 +97,9 @@ class TrainConfig:
     augment: str = "default"
     """Training augmentation (`--augment`): "default" = the dataset's (random flip + one-MCU pad and
     random crop for DCT models, flip + reflect-pad-4 crop for RGB ones), "flip" = random flip only,
-    "none". On 32x32 images the DCT crop shifts by 16 px, so most padded blocks are blank."""
+    "crop" = flip + reflect-pad-4 crop in pixels for every model (DCT files are decoded and re-encoded
+    with their own quant tables), "none". On 32x32 images the DCT default crop shifts by 16 px, so
+    most padded blocks are blank; "crop" is the CIFAR recipe's choice for DCT models."""
 
     num_workers: int = 0
     """Data-loader worker processes per training process (`--workers`)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..common.errors import DataError
 from ..jpeg.cifar import cifar10_root, cifar10_splits
 from ..jpeg.dataset import FolderDataset, JpegFolder, Sample, list_samples, split_samples
+from ..jpeg.pixel_augment import PixelCropFlip
 from ..jpeg.recompress import QualityPolicy
 from ..jpeg.rgb import RgbJpegFolder
 from ..jpeg.transforms import RandomHFlip
@@ -82,7 +83,9 @@ def make_dataset(
     """The dataset an architecture reads: JpegFolder (DCT models) or RgbJpegFolder (RGB models),
     cropped/padded to the architecture's input size.
 
-    augment (training only): "default" (the dataset's own), "flip" (random horizontal flip only) or "none".
+    augment (training only): "default" (the dataset's own), "flip" (random horizontal flip only),
+    "crop" (reflect-pad 4 + random crop + flip in pixels: RGB's default; DCT files are decoded and
+    re-encoded with their own tables, jpeg.pixel_augment) or "none".
 
     Raises:
         ModelError: unknown architecture. DataError: bad folder or augment name.
@@ -92,9 +95,11 @@ def make_dataset(
     info = get_model_info(arch)
     common = {"input_size": info.input_size, "qualities": policy, "train": train, "samples": samples}
     if info.input_kind == "dct":
+        if augment == "crop":
+            return JpegFolder(root, transforms=None, pixel_augment=PixelCropFlip(pad=4), **common)
         transforms = {"default": "default", "flip": RandomHFlip(0.5), "none": None}[augment]
         return JpegFolder(root, transforms=transforms if train else None, **common)
-    if augment == "default":
+    if augment in ("default", "crop"):
         return RgbJpegFolder(root, **common)
     return RgbJpegFolder(root, augment=train and augment == "flip", pad=0, **common)
 

@@ -197,7 +197,8 @@ def train_command(
     augment: Annotated[
         str | None,
         typer.Option(
-            help="'default' (flip + pad/crop; on 32x32 DCT inputs the crop moves 16 px), 'flip' or 'none'."
+            help="'default' (flip + pad/crop; on 32x32 DCT inputs the crop moves 16 px), 'flip', "
+            "'crop' (flip + 4-px pad/crop in pixels; DCT files are re-encoded with their own tables) or 'none'."
             + _default("augment")
         ),
     ] = None,

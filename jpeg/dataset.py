@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from ..common.errors import DataError, JpegError
+from .pixel_augment import PixelCropFlip
 from .quality import estimate_ijg_quality
 from .reader import read_jpeg
 from .recompress import QualityPolicy, recompress
@@ -276,6 +277,8 @@ class JpegFolder(FolderDataset):
         allow_gray: grayscale files get all-zero chroma, exactly what a JPEG encoder writes for a
             colourless image (Cb = Cr = 128), and rows 1-2 of qt repeat the luma table. False raises
             DataError on them instead.
+        pixel_augment: when training, move the decoded pixels and re-encode (with the file's tables,
+            or at the policy's quality) before reading coefficients: jpeg.pixel_augment.PixelCropFlip.
 
     `__getitem__` returns a DctSample; it raises the reader's JpegError naming the file on a bad
     file (use `scan()` to list them beforehand).
@@ -292,8 +295,10 @@ class JpegFolder(FolderDataset):
         samples: Sequence[Sample] | None = None,
         allow_gray: bool = True,
         seed: int | None = None,
+        pixel_augment: PixelCropFlip | None = None,
     ) -> None:
         super().__init__(root, qualities=qualities, train=train, samples=samples, seed=seed)
+        self.pixel_augment = pixel_augment
         if isinstance(transforms, str):
             if transforms != "default":
                 raise DataError(f'transforms must be a callable, None or "default", got {transforms!r}')
@@ -304,7 +309,16 @@ class JpegFolder(FolderDataset):
         self.allow_gray = allow_gray
 
     def __getitem__(self, index: int) -> DctSample:
-        path, data, quality = self.load(index)
+        if self.train and self.pixel_augment is not None:
+            path = self.samples[index].path
+            # One decode and one encode: the policy's quality (if any) is applied by the same save.
+            quality = self.qualities.pick(self.train, self.rng())
+            try:
+                data: bytes | None = self.pixel_augment(read_file_bytes(path), self.rng(), quality)
+            except JpegError as exc:
+                raise error_with_path(exc, path) from exc
+        else:
+            path, data, quality = self.load(index)
         try:
             coefs = read_jpeg(path if data is None else data)
         except JpegError as exc:
