@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--steps-per-epoch", type=int, default=50, help="fine-tuning steps per epoch (default 50)")
     p.add_argument(
-        "--lr", type=float, default=None, help="fine-tuning learning rate (default: ZeroShotConfig's, 1e-6)"
+        "--lr", type=float, default=None, help="fine-tuning learning rate (default: ZeroShotConfig's, 1e-4)"
     )
     p.add_argument("--tune-batch-size", type=int, default=64, help="fine-tuning batch (default 64)")
     p.add_argument(
@@ -82,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["bnstats"],
         help="calibrate every zero-shot method's ranges on this method's synthetic set (IntraQ's code "
         "calibrates on BN-statistics generator images and fine-tunes on the IntraQ set); needs it in --methods",
+    )
+    p.add_argument(
+        "--tune-folded",
+        action="store_true",
+        help="fine-tune with BN already folded (needs --lr ~1e-6) instead of unfolded-then-folded",
     )
     p.add_argument(
         "--no-fold-bn",
@@ -141,6 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.tune_batch_size,
         seed=args.seed,
         device=args.device,
+        tune_unfolded=not args.tune_folded,
         **({} if args.lr is None else {"lr": args.lr}),
     )
     if args.calib_from and args.calib_from not in methods:
@@ -206,7 +212,12 @@ def markdown(result: dict[str, Any]) -> str:
     zs = result["zero_shot"]
     tuning = (
         f"Zero-shot fine-tuning: {zs['epochs']} epochs x {zs['steps_per_epoch']} steps of {zs['batch_size']},"
-        f" lr {zs['lr']:g}, BN {'unfolded' if result['args'].get('no_fold_bn') else 'folded'}"
+        f" lr {zs['lr']:g}, BN "
+        + (
+            "unfolded"
+            if result["args"].get("no_fold_bn")
+            else "folded" + (" before tuning" if result["args"].get("tune_folded") else " after tuning")
+        )
         + (
             f", ranges from the {result['args']['calib_from']} set."
             if result["args"].get("calib_from")

@@ -33,7 +33,8 @@ class _ConvBnTracer(fx.Tracer):
     """Leaves: torch's own modules and every module without a conv inside (nothing to fold there)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if super().is_leaf_module(m, module_qualified_name):
+        # Convs are leaves even when subclassed (quantized convs), so conv -> BN pairs show up.
+        if super().is_leaf_module(m, module_qualified_name) or isinstance(m, _FOLDABLE_CONVS):
             return True
         return not any(isinstance(sub, _FOLDABLE_CONVS) for sub in m.modules())
 
@@ -132,13 +133,14 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def fold_conv_bn(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every Conv2d -> BatchNorm2d pair folded; each folded BN becomes Identity.
+def fold_conv_bn(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """A copy of `model` (or `model` itself with `inplace`) with every Conv2d -> BatchNorm2d pair
+    folded; each folded BN becomes Identity.
 
     Module names are kept (rules and state dicts still apply). Eval-mode equivalent to the original;
     train mode differs (the BN no longer normalizes with batch statistics).
     """
-    folded = copy.deepcopy(model)
+    folded = model if inplace else copy.deepcopy(model)
     pairs = find_conv_bn_pairs(folded)
     for conv_name, bn_name in pairs:
         fold_into_conv(folded.get_submodule(conv_name), folded.get_submodule(bn_name))  # type: ignore[arg-type]

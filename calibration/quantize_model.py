@@ -128,6 +128,22 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe | None = None) -> nn.Mo
     return qmodel
 
 
+@torch.no_grad()
+def fold_quantized_bn(qmodel: nn.Module, recipe: QuantRecipe) -> nn.Module:
+    """Fold the BatchNorms of a model quantized with fold_bn=False into its quantized convs, in place.
+
+    The result has the structure `quantize_model(float_model, recipe)` builds (recipe.fold_bn True)
+    and computes the same function: input ranges do not move (they sit before the convs), and the
+    per-output-channel max weight ranges are re-measured, which scales each channel's grid by the
+    same |gamma / sigma| as its weights, so the quantized weights are the old ones times that factor.
+    Zero-shot fine-tuning uses it to train with BN unfolded, as IntraQ does, and still export folded.
+    """
+    fold_conv_bn(qmodel, inplace=True)
+    calibrate_weights(qmodel)
+    setattr(qmodel, _RECIPE_ATTR, recipe)
+    return qmodel
+
+
 def recipe_of(qmodel: nn.Module) -> QuantRecipe | None:
     """The recipe `quantize_model` used for `qmodel`, or None for a float model."""
     recipe = getattr(qmodel, _RECIPE_ATTR, None)

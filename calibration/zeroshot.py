@@ -5,14 +5,14 @@
    `calibrate` its activation ranges on the synthetic set, unaugmented. IntraQ calibrated with a GDFQ
    generator's images during 4 warm-up epochs; METHODS calls calibrating on the IntraQ images the
    paper-faithful variant, and it is what we do (no generator). Activation ranges then stay frozen.
-2. Fine-tune the student (SGD Nesterov, momentum 0.9, wd 1e-4, lr 1e-6, x0.1 at `milestones`) on
+2. Fine-tune the student (SGD Nesterov, momentum 0.9, wd 1e-4, lr 1e-4, x0.1 at `milestones`) on
    `L = kd_alpha * T^2 * KL_batchmean(softmax(t/T) || softmax(s/T)) + CE(s, y)`, T = 20, alpha = 20,
    t/s the teacher/student logits of the same augmented batch and y the synthetic hard labels.
    Weight ranges follow the weights: per-output-channel max recomputed after every step, as IntraQ's
    quantizers take min/max of the current weights on the fly.
-   The student stays in eval mode: folded BN has nothing left to train (its scale and shift live in the
-   conv weights and bias); with recipe.fold_bn False the BN running statistics are frozen and the affine
-   parameters train, as in IntraQ.
+   The student stays in eval mode with BN unfolded, as in IntraQ: running statistics frozen, affine
+   parameters trained. A folding recipe gets its BN folded into the quantized convs afterwards
+   (`tune_unfolded`); `tune_unfolded=False` tunes the folded student, which needs lr ~1e-6.
 Augmentation of stored samples: RGB, per-image RandomResizedCrop(0.5, 1) + horizontal flip as IntraQ;
 DCT, the block-grid equivalents (a JPEG's coefficients cannot be resampled without re-encoding): the
 DCT-domain mirror (jpeg.geometry.hflip) and a random MCU-aligned shift inside `dct_pad_mcus` MCUs of
@@ -43,7 +43,7 @@ from ..common.errors import QuantizationError
 from ..jpeg.geometry import center_crop_or_pad, hflip
 from . import distributed as dd
 from .ptq import model_args
-from .quantize_model import calibrate, calibrate_weights, quantize_model
+from .quantize_model import calibrate, calibrate_weights, fold_quantized_bn, quantize_model
 from .recipe import QuantRecipe
 from .synth_data import SyntheticData
 from .synth_params import random_resized_crop_flip
@@ -61,6 +61,9 @@ class ZeroShotConfig:
     """Options of `zero_shot_quantize` (defaults: IntraQ's CIFAR settings; `with_epochs` scales them down).
 
     epochs / steps_per_epoch: IntraQ 147 x 200 (0 epochs = calibrate only). batch_size: per process.
+    tune_unfolded: with a folding recipe, fine-tune with BN unfolded (frozen statistics, trainable
+    affine: IntraQ's student) and fold it into the quantized convs afterwards (`fold_quantized_bn`,
+    the same function up to rounding), so the result still has the recipe's folded, exportable form.
     lr, milestones (epochs where lr is multiplied by gamma), momentum, nesterov, weight_decay: SGD.
     temperature, kd_alpha, ce_weight: the loss above. augment, crop_scale, crop_ratio, flip_p,
     dct_pad_mcus: augmentation of stored samples. calib_images: images used to calibrate activation
@@ -71,10 +74,11 @@ class ZeroShotConfig:
     epochs: int = INTRAQ_TRAIN_EPOCHS
     steps_per_epoch: int = 200
     batch_size: int = 256
-    # IntraQ's 1e-4 assumes unfolded BN: with BN folded into the convs and the KD weight alpha*T^2 = 8000,
-    # one step at 1e-4 moved folded weights ~10% and collapsed a CIFAR ResNet-20 student to chance;
-    # 1e-6 matched or beat 1e-4 on both CIFAR models (docs/benchmarks.md, IntraQ section).
-    lr: float = 1e-6
+    # IntraQ's 1e-4 assumes unfolded BN (tune_unfolded): with BN folded into the convs and the KD weight
+    # alpha*T^2 = 8000, one step at 1e-4 moved folded weights ~10% and collapsed a CIFAR ResNet-20
+    # student to chance; folded tuning needs ~1e-6 (docs/benchmarks.md, IntraQ section).
+    lr: float = 1e-4
+    tune_unfolded: bool = True
     milestones: tuple[int, ...] = (16, 36, 56)
     gamma: float = 0.1
     momentum: float = 0.9
@@ -300,7 +304,9 @@ def zero_shot_quantize(
         _check_data(teacher, calib_synthetic)
     device = dd.resolve_device(config.device, env)
     teacher.to(device)
-    qmodel = quantize_model(teacher, recipe)
+    recipe = recipe or QuantRecipe()
+    fold_later = config.tune_unfolded and config.epochs > 0 and recipe.fold_bn
+    qmodel = quantize_model(teacher, dataclasses.replace(recipe, fold_bn=False) if fold_later else recipe)
 
     def forward_loop(model: nn.Module) -> None:
         for batch in calib_set.batches(config.batch_size, config.calib_images):
@@ -310,6 +316,8 @@ def zero_shot_quantize(
         calibrate(qmodel, forward_loop)
         if config.epochs > 0:
             _fine_tune(teacher, qmodel, synthetic, config, device, env, progress)
+    if fold_later:
+        fold_quantized_bn(qmodel, recipe)
     qmodel.eval()
     return qmodel
 

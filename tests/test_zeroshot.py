@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,10 +21,10 @@ import dctq.jpeg.cifar
 import dctq.jpeg.dataset
 import dctq.jpeg.reader
 from dctq.calibration.distributed import DistEnv
-from dctq.calibration.ptq import ptq
+from dctq.calibration.ptq import model_args, ptq
 from dctq.calibration.qac import ijg_qt
 from dctq.calibration.quant_modules import QuantConv2d, QuantLinear
-from dctq.calibration.quantize_model import iter_quantizers, recipe_of
+from dctq.calibration.quantize_model import fold_quantized_bn, iter_quantizers, quantize_model, recipe_of
 from dctq.calibration.quantizers import QuantState
 from dctq.calibration.recipe import QuantRecipe, get_recipe
 from dctq.calibration.synth_data import load_synthetic
@@ -42,6 +43,7 @@ from dctq.calibration.zeroshot import (
 from dctq.common.errors import QuantizationError
 from dctq.jpeg.dct import rgb_to_coefficients
 from dctq.jpeg.geometry import hflip
+from dctq.models import example_inputs
 from dctq.models.registry import create_model
 from dctq.models.stem import compute_stem_stats
 
@@ -146,6 +148,50 @@ def test_epochs_zero_is_ptq_on_the_synthetic_set(teacher, synthetic):
         assert torch.equal(v, ref[k]), k
 
 
+def test_tuned_unfolded_then_folded_into_the_recipes_form(teacher, synthetic):
+    """IntraQ tunes BN's affine with the statistics frozen; the result is folded afterwards, so it has
+    exactly the layout (and recipe) of a folding quantize_model and saves/exports like PTQ output."""
+    recipe = get_recipe("int8-max")
+    events = []
+    student = zero_shot_quantize(
+        teacher, recipe, synthetic, _zs(epochs=1, steps_per_epoch=4), progress=events.append
+    )
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in student.modules())
+    assert recipe_of(student) == recipe
+    assert set(student.state_dict()) == set(quantize_model(teacher, recipe).state_dict())
+    # BN's affine did train: the student differs from the calibrated-only model.
+    calibrated = zero_shot_quantize(teacher, recipe, synthetic, _zs(epochs=0))
+    x = model_args(synthetic.batch(list(range(8))), torch.device("cpu"))
+    with torch.no_grad():
+        assert not torch.allclose(student(*x), calibrated(*x))
+    folded_tuning = zero_shot_quantize(teacher, recipe, synthetic, _zs(epochs=1, tune_unfolded=False))
+    assert set(folded_tuning.state_dict()) == set(student.state_dict())
+
+
+def test_fold_quantized_bn_keeps_the_function():
+    torch.manual_seed(0)
+    model = create_model("dct_cifar_deconv", num_classes=3, widths=[8, 16], depths=[1, 1]).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.weight.data.uniform_(-1.0, 1.5)  # negative scales flip weight signs: grids must follow
+    recipe = get_recipe("int8-max")
+    unfolded = ptq(
+        model,
+        dataclasses.replace(recipe, fold_bn=False),
+        [example_inputs(model, 16, seed=s) for s in range(3)],
+    )
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in unfolded.modules()) == 6
+    x = example_inputs(model, 64, seed=9)
+    with torch.no_grad():
+        before = unfolded(*x)
+        folded = fold_quantized_bn(unfolded, recipe)
+        after = folded(*x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert _sqnr(before, after) > 60.0
+
+
 def test_ranges_can_come_from_another_synthetic_set(teacher, synthetic):
     """calib_synthetic: activation ranges from that set (IntraQ's code: generator images), so the
     calibrated model equals PTQ on it, whatever set the (here: absent) fine-tuning would use."""
@@ -242,7 +288,7 @@ def test_config_schedule_and_validation():
     assert config.epochs == 147 and config.milestones == (16, 36, 56)
     short = config.with_epochs(20)
     assert short.milestones == (2, 5, 8)
-    assert [short.lr_at(e) for e in (0, 2, 5, 8)] == pytest.approx([1e-6, 1e-7, 1e-8, 1e-9])
+    assert [short.lr_at(e) for e in (0, 2, 5, 8)] == pytest.approx([1e-4, 1e-5, 1e-6, 1e-7])
     with pytest.raises(QuantizationError, match="batch_size"):
         ZeroShotConfig(batch_size=0)
 
