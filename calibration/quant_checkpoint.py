@@ -250,11 +250,11 @@ def _counted(loader: Any, progress: Callable[[QuantizeEvent], None] | None) -> I
             progress(CalibProgress(i, total))
 
 
-def _reused_synthetic(path: Path, method: str, teacher: nn.Module) -> SyntheticData:
-    """A finished synthetic set from `dctq synthesize`, checked to come from `teacher` by `method`."""
+def _reused_synthetic(path: Path, method: str | None, teacher: nn.Module) -> SyntheticData:
+    """A finished synthetic set from `dctq synthesize`, checked to come from `teacher` (and by `method`)."""
     data = load_synthetic(path)
     made_by = data.config.get("method")
-    if made_by != method:
+    if method is not None and made_by != method:
         raise DataError(
             f"{path} was synthesized with --method {made_by}, not {method}; pass --method {made_by} "
             "or synthesize a new file"
@@ -295,6 +295,7 @@ def quantize_checkpoint(
     synthetic: Path | str | None = None,
     synth_config: SynthConfig | None = None,
     zero_shot: ZeroShotConfig | None = None,
+    calib_synthetic: Path | str | None = None,
     progress: Callable[[QuantizeEvent], None] | None = None,
 ) -> QuantizeResult:
     """Quantize the FP model of `checkpoint` by `recipe` and write the quantized checkpoint to `out`.
@@ -307,6 +308,8 @@ def quantize_checkpoint(
     by `dctq synthesize`), else made with `synth_config` (method set to `method`) and, when
     `synthetic` is given, written there (a finished file with the same options is reused, a partial
     one continued). Then calibration and KD fine-tuning with `zero_shot` (their devices/seeds apply).
+    `calib_synthetic`: a finished synthetic file of the same model (any method) to calibrate the
+    activation ranges on instead, as IntraQ's code does with BN-statistics generator images.
     out: None keeps the model in memory only. Under torchrun only rank 0 writes.
 
     Returns a QuantizeResult. Raises QuantizationError for a bad method/option combination, and what
@@ -324,9 +327,10 @@ def quantize_checkpoint(
                 "--method ptq calibrates on real images: give --calib DIR (an ImageFolder of JPEGs) or "
                 "--calib cifar10; for zero-shot quantization without data use --method intraq or bnstats"
             )
-        if synthetic is not None or synth_config is not None or zero_shot is not None:
+        if any(v is not None for v in (synthetic, synth_config, zero_shot, calib_synthetic)):
             raise QuantizationError(
-                "--synthetic, the synthesis options and --epochs belong to --method intraq / bnstats, not ptq"
+                "--synthetic, --calib-synthetic, the synthesis options and --epochs belong to "
+                "--method intraq / bnstats, not ptq"
             )
     elif calib is not None:
         raise QuantizationError(
@@ -366,10 +370,31 @@ def quantize_checkpoint(
             if progress is not None:
                 progress(event)
 
+        calib_data = None
+        if calib_synthetic is not None:
+            calib_path = Path(calib_synthetic)
+            if not calib_path.is_file():
+                raise DataError(
+                    f"--calib-synthetic {calib_path} does not exist; make it first with "
+                    f"`dctq synthesize {checkpoint} --method bnstats --out {calib_path}`"
+                )
+            calib_data = _reused_synthetic(calib_path, None, teacher)
+            info["calib_synthesis"] = {
+                **calib_data.config,
+                "file": str(calib_path),
+                "images": len(calib_data),
+            }
         path = Path(synthetic) if synthetic is not None else None
         if path is not None and path.exists() and synth_config is None:
             data = _reused_synthetic(path, method, teacher)
-            qmodel = zero_shot_quantize(teacher, recipe, data, zero_shot, progress=relay)  # type: ignore[arg-type]
+            qmodel = zero_shot_quantize(
+                teacher,
+                recipe,
+                data,
+                zero_shot,
+                progress=relay,  # type: ignore[arg-type]
+                calib_synthetic=calib_data,
+            )
         else:
             synth_config = dataclasses.replace(synth_config or SynthConfig(), method=method)
             if path is not None and path.exists():
@@ -384,6 +409,7 @@ def quantize_checkpoint(
                 class_names=loaded.class_names or None,
                 arch=loaded.arch,
                 progress=relay,  # type: ignore[arg-type]
+                calib_synthetic=calib_data,
             )
         info["synthesis"] = {**data.config, "file": str(path) if path else None, "images": len(data)}
         info["zero_shot"] = zero_shot.to_dict()

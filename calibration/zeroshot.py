@@ -398,8 +398,10 @@ def quantize_zero_shot(
     class_names: Sequence[str] | None = None,
     arch: str | None = None,
     progress: Callable[[SynthEvent | ZeroShotEvent], None] | None = None,
+    calib_synthetic: SyntheticData | None = None,
 ) -> tuple[nn.Module, SyntheticData]:
-    """Synthesize (or resume `synthetic_out`) with `synth_config`, then `zero_shot_quantize`.
+    """Synthesize (or resume `synthetic_out`) with `synth_config`, then `zero_shot_quantize`
+    (activation ranges from `calib_synthetic` when given).
 
     synth_config.method picks IntraQ ("intraq") or the BN-statistics baseline ("bnstats"); both are
     fine-tuned the same way, so the comparison isolates the data. Returns (student, synthetic set).
@@ -418,5 +420,13 @@ def quantize_zero_shot(
             progress=progress,  # type: ignore[arg-type]
             env=env,
         )
-        student = zero_shot_quantize(teacher, recipe, synthetic, config, progress=progress, env=env)  # type: ignore[arg-type]
+        student = zero_shot_quantize(
+            teacher,
+            recipe,
+            synthetic,
+            config,
+            progress=progress,  # type: ignore[arg-type]
+            env=env,
+            calib_synthetic=calib_synthetic,
+        )
     return student, synthetic

@@ -208,6 +208,13 @@ def quantize_command(
             "written there (and a partial file is continued)."
         ),
     ] = None,
+    calib_synthetic: Annotated[
+        Path | None,
+        typer.Option(
+            help="Zero-shot: calibrate activation ranges on this finished `dctq synthesize` file of the same "
+            "model instead (IntraQ's code calibrates on BN-statistics images: --method bnstats)."
+        ),
+    ] = None,
     num_synthetic: Annotated[
         int | None,
         typer.Option(help="Zero-shot: synthetic images to make." + field_default_help(SynthConfig, "num")),
@@ -261,6 +268,7 @@ def quantize_command(
             raise QuantizationError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
         zero_shot_flags = {
             "--synthetic": synthetic,
+            "--calib-synthetic": calib_synthetic,
             "--num-synthetic": num_synthetic,
             "--synth-iters": synth_iters,
             "--synth-batch-size": synth_batch_size,
@@ -304,6 +312,7 @@ def quantize_command(
                 synthetic=synthetic,
                 synth_config=synth_config,
                 zero_shot=zero_shot,
+                calib_synthetic=calib_synthetic,
                 progress=QuantizeProgressView(progress),
             )
     if not main:

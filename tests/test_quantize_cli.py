@@ -18,6 +18,7 @@ import dctq.jpeg.cifar
 import dctq.jpeg.dataset
 import dctq.jpeg.reader
 from dctq.calibration.calib_registry import CALIBRATORS
+from dctq.calibration.ptq import ptq
 from dctq.calibration.quant_checkpoint import (
     QUANT_RECIPE_KEY,
     build_recipe,
@@ -28,6 +29,7 @@ from dctq.calibration.quant_checkpoint import (
 from dctq.calibration.quantize_model import calibrate, iter_quantizers, quantize_model, recipe_of
 from dctq.calibration.recipe import PRESETS, QuantRecipe
 from dctq.calibration.synth_config import SynthConfig
+from dctq.calibration.synth_data import load_synthetic
 from dctq.calibration.synthesize import synthesize_checkpoint
 from dctq.calibration.train_data import make_dataset, split_data
 from dctq.cli import quantize_cmd
@@ -305,6 +307,30 @@ def test_bnstats_reuses_a_synthetic_file_and_checks_its_method(fp_ckpt, tmp_path
     assert other.exit_code == 1 and "num: file 8 vs now 16" in other.output and not out.exists()
 
 
+def test_intraq_calibrates_on_a_bnstats_file_when_asked(fp_ckpt, tmp_path, monkeypatch):
+    calib = tmp_path / "bns.pt"
+    synthesize_checkpoint(
+        fp_ckpt, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", device="cpu"), calib
+    )
+    _forbid_images(monkeypatch, tmp_path)
+    out = tmp_path / "q.pt"
+    base = ["quantize", str(fp_ckpt), "--method", "intraq", "--out", str(out), "--device", "cpu"]
+    small = ["--num-synthetic", "8", "--synth-iters", "2", "--synth-batch-size", "8", "--epochs", "0"]
+    result = runner.invoke(APP, [*base, *small, "--calib-synthetic", str(calib), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)["quantization"]
+    assert info["calib_synthesis"]["method"] == "bnstats" and info["calib_synthesis"]["file"] == str(calib)
+    assert info["synthesis"]["method"] == "intraq"
+    # Calibrated on the bnstats images: the activation ranges are those of PTQ on that file.
+    got = load_checkpoint(out).model.state_dict()
+    reference = ptq(load_checkpoint(fp_ckpt).model, PRESETS["int8"], load_synthetic(calib).batches(256))
+    amax = {k: v for k, v in reference.state_dict().items() if k.endswith("input_quantizer.amax")}
+    assert amax and all(torch.equal(got[k], v) for k, v in amax.items())
+    out.unlink()
+    missing = runner.invoke(APP, [*base, *small, "--calib-synthetic", str(tmp_path / "none.pt")])
+    assert missing.exit_code == 1 and "dctq synthesize" in missing.output and not out.exists()
+
+
 # ---------------------------------------------------------------------------- bad usage
 
 
@@ -314,6 +340,7 @@ def test_bnstats_reuses_a_synthetic_file_and_checks_its_method(fp_ckpt, tmp_path
         ([], "give --calib"),
         (["--method", "intraq", "--calib", "{data}"], "reads no real image"),
         (["--calib", "{data}", "--epochs", "2"], "--epochs"),
+        (["--calib", "{data}", "--calib-synthetic", "{tmp}/s.pt"], "--calib-synthetic"),
         (["--method", "bnstats", "--num-images", "4"], "--num-images"),
         (["--calib", "{data}", "--bits", "w9a9"], "2..8"),
         (["--calib", "{data}", "--recipe", "int9"], "unknown recipe"),
