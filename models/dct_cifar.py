@@ -9,7 +9,7 @@ small enough to train on CPU (~0.35-0.41M parameters, ~2-4 MMACs; ResNet-20 has 
   128 -> 16 @2x2; concat 64 @2x2 -> 2 BasicBlocks 64 -> pool -> fc.
 - dct_cifar_deconv: Cb, Cr nearest x2, concat 192 @4x4 -> ConvTranspose 4x4 stride 4 (a learned
   block-to-space map, Gueguen's Deconvolution idea) -> 32 @16x16 -> ResNet-20's last two stages
-  (3 BasicBlocks 32 @16x16, 3 BasicBlocks 64 @8x8): ~0.30M parameters, ~29 MMACs. The small nets
+  (3 BasicBlocks 32 @16x16, 3 BasicBlocks 64 @8x8): 0.36M parameters, 29 MMACs. The small nets
   above stop ~13 points short of ResNet-20 on CIFAR-10; this one keeps its spatial resolution.
 
 Shortcuts are 1x1 projections (option B) wherever the shape changes; `widths`/`depths` resize them.
@@ -66,7 +66,7 @@ def dct_cifar_upsampling(
     "dct_cifar_deconv",
     input_kind="dct",
     input_size=32,
-    description="CIFAR DCT net: concat 192 @4x4, ConvTranspose x4 -> 32 @16x16, BasicBlocks 3x32 @16 + 3x64 @8 (~0.30M)",
+    description="CIFAR DCT net: concat 192 @4x4, ConvTranspose x4 -> 32 @16x16, BasicBlocks 3x32 @16 + 3x64 @8 (~0.36M)",
 )
 def dct_cifar_deconv(
     num_classes: int = 10,
