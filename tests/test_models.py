@@ -65,6 +65,9 @@ REGRESSION = {
     # by hand: ConvT 192*32*16 + BN 64; 3 blocks 2*(32*32*9)+128; 64-stage 57,728 + 2*73,984; fc 650.
     # MACs: 16*192*32*16 + 6*9216*256 + 13,107,200 + 640
     "dct_cifar_deconv": (360_394, 28_836_480),
+    # ResNet-20 (272,474 params, 40,813,184 MACs) minus its 3x3 stem (432 + BN 32; 32*32*432 MACs)
+    # plus ConvT 192*16*64 + BN 32 (16 input positions * 192*16*64 MACs)
+    "dct_cifar_deconv32": (272_474 - 464 + 196_608 + 32, 40_813_184 - 442_368 + 3_145_728),
 }
 
 
@@ -322,7 +325,12 @@ def test_create_model_drops_none_and_rejects_unknown_kwargs():
 
 def test_list_models_filters_and_is_sorted():
     infos = list_models("dct_cifar_*")
-    assert [i.name for i in infos] == ["dct_cifar_deconv", "dct_cifar_late_concat", "dct_cifar_upsampling"]
+    assert [i.name for i in infos] == [
+        "dct_cifar_deconv",
+        "dct_cifar_deconv32",
+        "dct_cifar_late_concat",
+        "dct_cifar_upsampling",
+    ]
     assert all(isinstance(i, ModelInfo) and i.input_kind == "dct" and i.input_size == 32 for i in infos)
     assert list_models("nothing*") == []
     assert ALL_MODELS == sorted(ALL_MODELS)
