@@ -26,7 +26,7 @@ from torch import nn
 
 from ..common.errors import ModelError
 from .registry import register_model
-from .resnet import DctFront, DctResNet, NormLayer, StageSpec
+from .resnet import DctFront, DctResNet, NormLayer, StageSpec, basic_stage_specs
 
 
 def _pair(values: Sequence[int], name: str) -> tuple[int, int]:
@@ -34,6 +34,34 @@ def _pair(values: Sequence[int], name: str) -> tuple[int, int]:
     if len(values) != 2 or min(values) < 1:
         raise ModelError(f"{name} must be two positive integers, got {values}")
     return values  # type: ignore[return-value]
+
+
+def _merged_net(
+    widths: Sequence[int],
+    depths: Sequence[int],
+    upscale: int,
+    num_classes: int,
+    input_size: int,
+    norm_layer: NormLayer,
+    zero_init_residual: bool,
+) -> DctResNet:
+    """Cb, Cr nearest x2 and concatenated with Y; with `upscale` > 1 a ConvTranspose block-to-space
+    map to `widths[0]` channels; then `basic_stage_specs(widths, depths)`."""
+    specs = basic_stage_specs(widths, depths)
+    front = DctFront(
+        chroma="nearest",
+        upscale=upscale,
+        upscale_channels=specs[0].out_channels if upscale > 1 else None,
+        norm_layer=norm_layer,
+    )
+    return DctResNet(
+        front,
+        specs,
+        num_classes=num_classes,
+        input_size=input_size,
+        norm_layer=norm_layer,
+        zero_init_residual=zero_init_residual,
+    )
 
 
 @register_model(
@@ -51,49 +79,8 @@ def dct_cifar_upsampling(
     norm_layer: NormLayer = nn.BatchNorm2d,
     zero_init_residual: bool = False,
 ) -> DctResNet:
-    w1, w2 = _pair(widths, "widths")
-    d1, d2 = _pair(depths, "depths")
-    front = DctFront(chroma="nearest", norm_layer=norm_layer)
-    body = [StageSpec(d1, w1, stride=1, block="basic"), StageSpec(d2, w2, stride=2, block="basic")]
-    return DctResNet(
-        front,
-        body,
-        num_classes=num_classes,
-        input_size=input_size,
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
-    )
-
-
-def _deconv_net(
-    widths: Sequence[int],
-    depths: Sequence[int],
-    upscale: int,
-    num_classes: int,
-    input_size: int,
-    norm_layer: NormLayer,
-    zero_init_residual: bool,
-) -> DctResNet:
-    """ConvTranspose block-to-space front to `widths[0]` channels, then one BasicBlock stage per width
-    (the first at stride 1, the others stride 2), like ResNet-20's stages."""
-    widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
-    if not widths or len(widths) != len(depths) or min(widths + depths) < 1:
-        raise ModelError(
-            f"widths and depths must be equally long lists of positive integers, got {widths}, {depths}"
-        )
-    front = DctFront(chroma="nearest", upscale=upscale, upscale_channels=widths[0], norm_layer=norm_layer)
-    body = [
-        StageSpec(d, w, stride=1 if i == 0 else 2, block="basic")
-        for i, (w, d) in enumerate(zip(widths, depths, strict=True))
-    ]
-    return DctResNet(
-        front,
-        body,
-        num_classes=num_classes,
-        input_size=input_size,
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
-    )
+    widths, depths = _pair(widths, "widths"), _pair(depths, "depths")
+    return _merged_net(widths, depths, 1, num_classes, input_size, norm_layer, zero_init_residual)
 
 
 @register_model(
@@ -112,7 +99,7 @@ def dct_cifar_deconv(
     norm_layer: NormLayer = nn.BatchNorm2d,
     zero_init_residual: bool = False,
 ) -> DctResNet:
-    return _deconv_net(widths, depths, upscale, num_classes, input_size, norm_layer, zero_init_residual)
+    return _merged_net(widths, depths, upscale, num_classes, input_size, norm_layer, zero_init_residual)
 
 
 @register_model(
@@ -132,7 +119,7 @@ def dct_cifar_deconv32(
     zero_init_residual: bool = False,
 ) -> DctResNet:
     """ResNet-20 with its 3x3 pixel stem replaced by a learned inverse-DCT-like map to the full grid."""
-    return _deconv_net(widths, depths, upscale, num_classes, input_size, norm_layer, zero_init_residual)
+    return _merged_net(widths, depths, upscale, num_classes, input_size, norm_layer, zero_init_residual)
 
 
 @register_model(

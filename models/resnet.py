@@ -168,6 +168,22 @@ class BasicBlock(nn.Module):
         return self.act2(self.add(out, shortcut))
 
 
+def basic_stage_specs(widths: Sequence[int], depths: Sequence[int]) -> list[StageSpec]:
+    """CIFAR-style BasicBlock stages: one per width, the first at stride 1, every later one stride 2.
+
+    Raises ModelError unless widths and depths are equally long lists of positive integers.
+    """
+    widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
+    if not widths or len(widths) != len(depths) or min(widths + depths) < 1:
+        raise ModelError(
+            f"widths and depths must be equally long lists of positive integers, got {widths}, {depths}"
+        )
+    return [
+        StageSpec(d, w, stride=1 if i == 0 else 2, block="basic")
+        for i, (w, d) in enumerate(zip(widths, depths, strict=True))
+    ]
+
+
 def make_stage(
     in_channels: int, spec: StageSpec, *, norm_layer: NormLayer = nn.BatchNorm2d, stride_in_1x1: bool = True
 ) -> nn.Sequential:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from .registry import register_model
-from .resnet import NormLayer, ResNet, StageSpec, conv_norm_act
+from .resnet import NormLayer, ResNet, StageSpec, basic_stage_specs, conv_norm_act
 
 RESNET50_SPECS = (
     StageSpec(3, 256, stride=1, mid_channels=64),
@@ -58,6 +58,26 @@ def resnet50(
     )
 
 
+def _cifar_resnet(
+    widths: tuple[int, ...],
+    depths: tuple[int, ...],
+    num_classes: int,
+    input_size: int,
+    norm_layer: NormLayer,
+    zero_init_residual: bool,
+) -> ResNet:
+    """3x3 stride-1 stem (no max-pool) to widths[0], then `basic_stage_specs(widths, depths)`."""
+    return ResNet(
+        basic_stage_specs(widths, depths),
+        in_channels=widths[0],
+        num_classes=num_classes,
+        input_size=input_size,
+        stem=conv_norm_act(3, widths[0], 3, norm_layer=norm_layer),
+        norm_layer=norm_layer,
+        zero_init_residual=zero_init_residual,
+    )
+
+
 @register_model(
     "resnet20",
     input_kind="rgb",
@@ -72,20 +92,7 @@ def resnet20(
     zero_init_residual: bool = False,
 ) -> ResNet:
     """He et al.'s CIFAR ResNet-20, with 1x1-conv projection shortcuts where the shape changes."""
-    specs = [
-        StageSpec(3, 16, stride=1, block="basic"),
-        StageSpec(3, 32, stride=2, block="basic"),
-        StageSpec(3, 64, stride=2, block="basic"),
-    ]
-    return ResNet(
-        specs,
-        in_channels=16,
-        num_classes=num_classes,
-        input_size=input_size,
-        stem=conv_norm_act(3, 16, 3, norm_layer=norm_layer),
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
-    )
+    return _cifar_resnet((16, 32, 64), (3, 3, 3), num_classes, input_size, norm_layer, zero_init_residual)
 
 
 @register_model(
@@ -102,18 +109,6 @@ def resnet18_cifar(
     zero_init_residual: bool = False,
 ) -> ResNet:
     """ResNet-18 with the CIFAR stem used by QSAM (LiMaPKU/QSAM resnet.py layout)."""
-    specs = [
-        StageSpec(2, 64, stride=1, block="basic"),
-        StageSpec(2, 128, stride=2, block="basic"),
-        StageSpec(2, 256, stride=2, block="basic"),
-        StageSpec(2, 512, stride=2, block="basic"),
-    ]
-    return ResNet(
-        specs,
-        in_channels=64,
-        num_classes=num_classes,
-        input_size=input_size,
-        stem=conv_norm_act(3, 64, 3, norm_layer=norm_layer),
-        norm_layer=norm_layer,
-        zero_init_residual=zero_init_residual,
+    return _cifar_resnet(
+        (64, 128, 256, 512), (2, 2, 2, 2), num_classes, input_size, norm_layer, zero_init_residual
     )

@@ -385,3 +385,27 @@ def test_models_command_table(cli_app):
     assert result.exit_code == 0, result.output
     assert "dct_late_concat_rfa_thinner" in result.output and "24.531" in result.output
     assert "resnet50" not in result.output
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet20", "resnet18_cifar", *[n for n in ALL_MODELS if n.startswith("dct_cifar")]]
+)
+def test_cifar_models_build_every_norm_with_the_given_norm_layer(name):
+    # dct_cifar_upsampling used to leave its body on the default BatchNorm2d.
+    model = create_model(name, num_classes=3, norm_layer=lambda c: nn.GroupNorm(1, c))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
+
+
+def test_basic_stage_specs_refuses_mismatched_lists():
+    from dctq.models.resnet import basic_stage_specs
+
+    assert [(s.blocks, s.out_channels, s.stride) for s in basic_stage_specs([8, 16], [1, 2])] == [
+        (1, 8, 1),
+        (2, 16, 2),
+    ]
+    for widths, depths in [([8, 16], [1]), ([], []), ([8, 0], [1, 1])]:
+        with pytest.raises(ModelError, match="equally long"):
+            basic_stage_specs(widths, depths)
+    with pytest.raises(ModelError, match="two positive"):
+        create_model("dct_cifar_upsampling", widths=[8, 16, 32], depths=[1, 1, 1])
