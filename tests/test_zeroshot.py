@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from tiny_models import TINY, tiny_dct_teacher
 from torch import nn
 
 import dctq.jpeg.cifar
@@ -22,13 +23,11 @@ import dctq.jpeg.dataset
 import dctq.jpeg.reader
 from dctq.calibration.distributed import DistEnv
 from dctq.calibration.ptq import model_args, ptq
-from dctq.calibration.qac import ijg_qt
 from dctq.calibration.quant_modules import QuantConv2d, QuantLinear
 from dctq.calibration.quantize_model import fold_quantized_bn, iter_quantizers, quantize_model, recipe_of
 from dctq.calibration.quantizers import QuantState
 from dctq.calibration.recipe import QuantRecipe, get_recipe
 from dctq.calibration.synth_data import load_synthetic
-from dctq.calibration.synth_params import round_half_away
 from dctq.calibration.synthesize import SynthConfig, synthesize
 from dctq.calibration.zeroshot import (
     ZeroShotConfig,
@@ -41,50 +40,14 @@ from dctq.calibration.zeroshot import (
     zero_shot_quantize,
 )
 from dctq.common.errors import QuantizationError
-from dctq.jpeg.dct import rgb_to_coefficients
 from dctq.jpeg.geometry import hflip
 from dctq.models import example_inputs
 from dctq.models.registry import create_model
-from dctq.models.stem import compute_stem_stats
-
-TINY = {"widths": [8, 8], "depths": [1, 1]}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def _teacher() -> nn.Module:
-    """A tiny DCT net trained for a few steps on smooth random images (label: the dominant colour)."""
-    torch.manual_seed(0)
-    model = create_model("dct_cifar_upsampling", num_classes=3, **TINY)
-    gen = torch.Generator().manual_seed(1)
-    rgb = F.interpolate(torch.rand(64, 3, 4, 4, generator=gen) * 255, size=(32, 32), mode="bicubic").clamp(
-        0, 255
-    )
-    qt = ijg_qt([75] * 64)
-    y, c = rgb_to_coefficients(rgb)
-    y = round_half_away(y / qt[:, 0, :, None, None])
-    c = round_half_away(c / qt[:, 1:].reshape(-1, 128, 1, 1))
-    model.stem.set_stats(compute_stem_stats([(y, c, qt)]))
-    labels = rgb.mean(dim=(2, 3)).argmax(dim=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    for _ in range(20):
-        loss = F.cross_entropy(model(y, c, qt), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def teacher() -> nn.Module:
-    return _teacher()
+    return tiny_dct_teacher()
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +80,7 @@ def test_zero_shot_runs_end_to_end_without_any_data(tmp_path, monkeypatch):
         (dctq.jpeg.dataset, "read_file_bytes"),
     ):
         monkeypatch.setattr(module, name, forbidden)
-    teacher = _teacher()
+    teacher = tiny_dct_teacher()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     path = tmp_path / "synth.pt"
     synthesize(teacher, SynthConfig(num=16, batch_size=8, iterations=5, device="cpu"), path)
@@ -333,11 +296,11 @@ WORKER = textwrap.dedent(
     from dctq.calibration.zeroshot import ZeroShotConfig, zero_shot_quantize
 
     sys.path.insert(0, sys.argv[2])
-    from test_zeroshot import _teacher
+    from tiny_models import tiny_dct_teacher
 
     out, rank = Path(sys.argv[1]), int(os.environ["RANK"])
     torch.distributed.init_process_group("gloo")
-    model = _teacher()
+    model = tiny_dct_teacher()
     made = []
     original = synth_mod._make_batch
 
@@ -395,7 +358,7 @@ def test_two_cpu_processes_synthesize_disjoint_batches_and_train_one_model(tmp_p
     s0 = torch.load(tmp_path / "student-rank0.pt", weights_only=True)
     s1 = torch.load(tmp_path / "student-rank1.pt", weights_only=True)
     calibrated = zero_shot_quantize(
-        _teacher(), get_recipe("int8-max"), merged, _zs(epochs=0, batch_size=2)
+        tiny_dct_teacher(), get_recipe("int8-max"), merged, _zs(epochs=0, batch_size=2)
     ).state_dict()
     assert s0.keys() == s1.keys() == calibrated.keys()
     for k in s0:
