@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import run_torchrun
 from PIL import Image
 
 from dctq.calibration.distributed import DistEnv, detect_env, resolve_device
@@ -81,19 +78,7 @@ def ddp_run(tmp_path_factory):
             (folder / cls / f"{i}.jpg").write_bytes(_jpeg(seed=10 * c + i))
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += [str(script), str(folder), str(tmp_path)]
-    # A session of its own, so a hung job is killed with its worker processes.
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        output, _ = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail("torchrun job hung:\n" + output[-3000:])
-    assert proc.returncode == 0, output[-3000:]
+    run_torchrun(script, str(folder), str(tmp_path))
     return tmp_path
 
 

@@ -8,15 +8,12 @@ import subprocess
 import sys
 import textwrap
 
-import PIL.Image
 import pytest
 import torch
 import typer
+from helpers import forbid_images
 from typer.testing import CliRunner
 
-import dctq.jpeg.cifar
-import dctq.jpeg.dataset
-import dctq.jpeg.reader
 from dctq.calibration.calib_registry import CALIBRATORS
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant_checkpoint import (
@@ -224,29 +221,12 @@ def test_save_quantized_refuses_float_and_uncalibrated_models(fp_ckpt, tmp_path)
 # ------------------------------------------------------------------------------- zero-shot
 
 
-def _forbid_images(monkeypatch, tmp_path) -> None:
-    nowhere = tmp_path / "no-data"
-    monkeypatch.setenv("DCTQ_DATA", str(nowhere))
-    monkeypatch.setattr(dctq.jpeg.cifar, "SHARED_DATA", nowhere / "shared")
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError(f"zero-shot quantization read an image: {args[:1]}")
-
-    for module, name in (
-        (PIL.Image, "open"),
-        (dctq.jpeg.reader, "read_jpeg"),
-        (dctq.jpeg.reader, "read_blocks"),
-        (dctq.jpeg.dataset, "read_file_bytes"),
-    ):
-        monkeypatch.setattr(module, name, forbidden)
-
-
 TINY_SYNTH = ["--num-synthetic", "8", "--synth-iters", "2", "--synth-batch-size", "8"]
 TINY_TUNE = ["--steps-per-epoch", "2", "--batch-size", "4", "--device", "cpu", "--json"]
 
 
 def test_intraq_quantizes_without_any_image(fp_ckpt, tmp_path, monkeypatch):
-    _forbid_images(monkeypatch, tmp_path)
+    forbid_images(monkeypatch, tmp_path)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -281,7 +261,7 @@ def test_bnstats_reuses_a_synthetic_file_and_checks_its_method(fp_ckpt, tmp_path
     synthesize_checkpoint(
         fp_ckpt, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", device="cpu"), synth
     )
-    _forbid_images(monkeypatch, tmp_path)
+    forbid_images(monkeypatch, tmp_path)
     out = tmp_path / "q.pt"
     base = [
         "quantize",
@@ -312,7 +292,7 @@ def test_intraq_calibrates_on_a_bnstats_file_when_asked(fp_ckpt, tmp_path, monke
     synthesize_checkpoint(
         fp_ckpt, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", device="cpu"), calib
     )
-    _forbid_images(monkeypatch, tmp_path)
+    forbid_images(monkeypatch, tmp_path)
     out = tmp_path / "q.pt"
     base = ["quantize", str(fp_ckpt), "--method", "intraq", "--out", str(out), "--device", "cpu"]
     small = ["--num-synthetic", "8", "--synth-iters", "2", "--synth-batch-size", "8", "--epochs", "0"]

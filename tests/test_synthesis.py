@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import typer
+from helpers import TINY, smooth_images, tiny_dct_teacher
 from PIL import Image
-from tiny_models import TINY, smooth_images, tiny_dct_teacher
 from torch import nn
 from typer.testing import CliRunner
 

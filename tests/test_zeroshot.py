@@ -5,22 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 
-import PIL.Image
 import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tiny_models import TINY, tiny_dct_teacher
+from helpers import TINY, forbid_images, run_torchrun, tiny_dct_teacher
 from torch import nn
 
-import dctq.jpeg.cifar
-import dctq.jpeg.dataset
-import dctq.jpeg.reader
 from dctq.calibration.distributed import DistEnv
 from dctq.calibration.ptq import model_args, ptq
 from dctq.calibration.quant_modules import QuantConv2d, QuantLinear
@@ -65,21 +58,8 @@ def _sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
 
 
 def test_zero_shot_runs_end_to_end_without_any_data(tmp_path, monkeypatch):
-    nowhere = tmp_path / "no-data"
-    monkeypatch.setenv("DCTQ_DATA", str(nowhere))
-    monkeypatch.setattr(dctq.jpeg.cifar, "SHARED_DATA", nowhere / "shared")
+    forbid_images(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError(f"zero-shot quantization read an image: {args[:1]}")
-
-    for module, name in (
-        (PIL.Image, "open"),
-        (dctq.jpeg.reader, "read_jpeg"),
-        (dctq.jpeg.reader, "read_blocks"),
-        (dctq.jpeg.dataset, "read_file_bytes"),
-    ):
-        monkeypatch.setattr(module, name, forbidden)
     teacher = tiny_dct_teacher()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     path = tmp_path / "synth.pt"
@@ -296,7 +276,7 @@ WORKER = textwrap.dedent(
     from dctq.calibration.zeroshot import ZeroShotConfig, zero_shot_quantize
 
     sys.path.insert(0, sys.argv[2])
-    from tiny_models import tiny_dct_teacher
+    from helpers import tiny_dct_teacher
 
     out, rank = Path(sys.argv[1]), int(os.environ["RANK"])
     torch.distributed.init_process_group("gloo")
@@ -329,18 +309,7 @@ def test_two_cpu_processes_synthesize_disjoint_batches_and_train_one_model(tmp_p
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += [str(script), str(tmp_path), tests_dir]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        output, _ = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail("torchrun job hung:\n" + output[-3000:])
-    assert proc.returncode == 0, output[-3000:]
+    run_torchrun(script, str(tmp_path), tests_dir)
 
     # 5 batches over 2 ranks: rank r makes batches r, r+2, ...
     assert json.loads((tmp_path / "made-rank0.json").read_text()) == [0, 2, 4]

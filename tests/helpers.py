@@ -1,0 +1,103 @@
+"""Helpers shared by test modules (and their torchrun subprocesses): a tiny trained DCT teacher, a
+data-free environment for zero-shot tests, a guarded torchrun launcher."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import PIL.Image
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import dctq.jpeg.cifar
+import dctq.jpeg.dataset
+import dctq.jpeg.reader
+from dctq.calibration.qac import ijg_qt
+from dctq.calibration.synth_params import round_half_away
+from dctq.jpeg.dct import rgb_to_coefficients
+from dctq.models.registry import create_model
+from dctq.models.stem import compute_stem_stats
+
+TINY = {"widths": [8, 8], "depths": [1, 1]}
+"""dct_cifar_upsampling at a few thousand parameters."""
+
+
+def smooth_images(n: int, size: int, seed: int) -> torch.Tensor:
+    """[n, 3, size, size] float grey levels: upsampled low-resolution noise, photo-like enough."""
+    gen = torch.Generator().manual_seed(seed)
+    small = torch.rand(n, 3, 4, 4, generator=gen) * 255
+    return F.interpolate(small, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 255)
+
+
+def jpeg_like(rgb: torch.Tensor, quality: int = 75) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, cbcr, qt) of `rgb` as a JPEG encoder at IJG `quality` would quantize them (4:2:0)."""
+    qt = ijg_qt([quality] * rgb.shape[0])
+    y, c = rgb_to_coefficients(rgb)
+    y = round_half_away(y / qt[:, 0, :, None, None])
+    c = round_half_away(c / qt[:, 1:].reshape(-1, 128, 1, 1))
+    return y, c, qt
+
+
+def tiny_dct_teacher() -> nn.Module:
+    """A tiny DCT net trained for a few steps on smooth images (label: the dominant colour), in eval mode."""
+    torch.manual_seed(0)
+    model = create_model("dct_cifar_upsampling", num_classes=3, **TINY)
+    rgb = smooth_images(64, 32, seed=1)
+    y, c, qt = jpeg_like(rgb)
+    model.stem.set_stats(compute_stem_stats([(y, c, qt)]))
+    labels = rgb.mean(dim=(2, 3)).argmax(dim=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for _ in range(20):
+        loss = F.cross_entropy(model(y, c, qt), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def forbid_images(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No data directory anywhere, and every way dctq reads an image raises: a zero-shot path that
+    touches a real image fails its test."""
+    nowhere = tmp_path / "no-data"
+    monkeypatch.setenv("DCTQ_DATA", str(nowhere))
+    monkeypatch.setattr(dctq.jpeg.cifar, "SHARED_DATA", nowhere / "shared")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"zero-shot quantization read an image: {args[:1]}")
+
+    for module, name in (
+        (PIL.Image, "open"),
+        (dctq.jpeg.reader, "read_jpeg"),
+        (dctq.jpeg.reader, "read_blocks"),
+        (dctq.jpeg.dataset, "read_file_bytes"),
+    ):
+        monkeypatch.setattr(module, name, forbidden)
+
+
+def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 120) -> str:
+    """Run `script` under `torchrun --standalone --nproc-per-node nproc`; returns its output and fails
+    the test on a non-zero exit or a hang (the whole process group is killed then)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    # A session of its own, so a hung job is killed with its worker processes.
+    proc = subprocess.Popen(
+        [*cmd, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail("torchrun job hung:\n" + output[-3000:])
+    assert proc.returncode == 0, output[-3000:]
+    return output
