@@ -3,11 +3,13 @@ data-free environment for zero-shot tests, a guarded torchrun launcher."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import PIL.Image
 import pytest
@@ -101,3 +103,12 @@ def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 120)
         pytest.fail("torchrun job hung:\n" + output[-3000:])
     assert proc.returncode == 0, output[-3000:]
     return output
+
+
+def load_bench(name: str) -> ModuleType:
+    """bench/<name>.py imported as a module (the bench folder is not a package)."""
+    script = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_bench
 
 from dctq.calibration.qac import ijg_quant_table
 from dctq.deploy.artifact import ArtifactMeta, TensorSpec, input_specs
-
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "ort_int8.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_ort_int8", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def dct_meta(size: int = 64) -> ArtifactMeta:
@@ -36,7 +26,7 @@ def dct_meta(size: int = 64) -> ArtifactMeta:
 
 
 def test_synthetic_inputs_are_integer_coefficients_with_quality_75_tables():
-    bench = load_bench()
+    bench = load_bench("ort_int8")
     feeds = bench.synthetic_inputs(dct_meta(64), batch=16, seed=3)
     assert feeds["y"].shape == (16, 64, 8, 8) and feeds["cbcr"].shape == (16, 128, 4, 4)
     assert all(a.dtype == np.float32 for a in feeds.values())
@@ -54,7 +44,7 @@ def test_synthetic_inputs_are_integer_coefficients_with_quality_75_tables():
 
 
 def test_kernel_summary_tells_integer_from_float_graphs():
-    bench = load_bench()
+    bench = load_bench("ort_int8")
     mixed = bench.kernel_summary(
         Counter({"QLinearConv": 6, "Conv": 2, "FusedConv": 1, "QLinearAdd": 3, "Gemm": 1})
     )
@@ -82,7 +72,7 @@ def test_end_to_end_on_a_tiny_checkpoint(tmp_path, jpeg_folder, capsys):
     )
     out = tmp_path / "result.json"
     argv = [str(ckpt), "--calib", str(jpeg_folder), "--batches", "1,4", "--rounds", "2", "--iters", "2"]
-    assert load_bench().main([*argv, "--num-images", "8", "--json", str(out)]) == 0
+    assert load_bench("ort_int8").main([*argv, "--num-images", "8", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert [(r["batch"], r["model"]) for r in result["rows"]] == [
         (b, m) for b in (1, 4) for m in ("fp32", "int8_residual", "int8_both")

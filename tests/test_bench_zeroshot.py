@@ -3,20 +3,10 @@ ranges from each set or from the BN-statistics one."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "zeroshot_accuracy.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_zeroshot_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_bench
 
 
 @pytest.mark.slow
@@ -65,7 +55,7 @@ def test_end_to_end_on_a_tiny_checkpoint(tmp_path, jpeg_folder, capsys, fold):
         "--json",
         str(out),
     ]
-    load_bench().main(argv + ([] if fold else ["--no-fold-bn", "--calib-from", "bnstats"]))
+    load_bench("zeroshot_accuracy").main(argv + ([] if fold else ["--no-fold-bn", "--calib-from", "bnstats"]))
     result = json.loads(out.read_text())
     assert [(r["method"], r["bits"]) for r in result["rows"]] == [("fp32", None)] + [
         (m, b) for m in ("ptq", "bnstats", "intraq") for b in ("w8a8", "w4a4")
