@@ -77,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--tune-batch-size", type=int, default=64, help="fine-tuning batch (default 64)")
     p.add_argument(
+        "--milestones",
+        default=None,
+        help="epochs where the fine-tuning lr drops x0.1, e.g. 16,28,36 (default: IntraQ's 16,36,56 of 147, "
+        "scaled to --epochs)",
+    )
+    p.add_argument(
         "--calib-from",
         default=None,
         choices=["bnstats"],
@@ -148,6 +154,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device,
         tune_unfolded=not args.tune_folded,
         **({} if args.lr is None else {"lr": args.lr}),
+        **(
+            {}
+            if args.milestones is None
+            else {"milestones": [int(m) for m in args.milestones.split(",") if m]}
+        ),
     )
     if args.calib_from and args.calib_from not in methods:
         sys.exit(f"--calib-from {args.calib_from} needs {args.calib_from} in --methods")

@@ -104,12 +104,14 @@ class _Run:
         progress: ProgressCallback | None,
     ) -> None:
         self.config, self.out_dir, self.env, self.device = config, out_dir, env, device
+        # QSAM's protocol: every image at all base qualities per step; with --qualities, one random each.
+        self.quality_versions = config.qabn and config.train_qualities is None
         self.progress = progress if env.is_main else None
         self.class_names = list(getattr(train_set, "class_names", []))
         if not self.class_names:
             raise DataError("train_set has no class_names; use a dctq JpegFolder / RgbJpegFolder")
         self.val_set = val_set
-        if config.qabn:
+        if self.quality_versions:
             self.train_set: Dataset = MultiQualityDataset(train_set, QSAM_BASE_QUALITIES)
             self.collate = collate_versions
         else:
@@ -242,13 +244,16 @@ class _Run:
         if self.env.distributed:
             loader.sampler.set_epoch(epoch)
         model.train()
-        chunks = len(QSAM_BASE_QUALITIES) if self.config.qabn else 1
+        chunks = len(QSAM_BASE_QUALITIES) if self.quality_versions else 1
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, images
         window = torch.zeros(3, dtype=torch.float64, device=self.device)
         tick = time.perf_counter()
         for step, batch in enumerate(loader, start=1):
             inputs, labels = model_inputs(batch, self.device), batch["label"].to(self.device)
-            with self._routing(batch.get("branch")), self._autocast():
+            branch = batch.get("branch")
+            if branch is None and self.config.qabn:
+                branch = oracle_branch_index(inputs[-1])
+            with self._routing(branch), self._autocast():
                 logits = model(*inputs)
             loss = self._loss(logits.float(), labels, inputs[-1], chunks)
             self.optimizer.zero_grad(set_to_none=True)

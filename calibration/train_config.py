@@ -39,8 +39,8 @@ class TrainConfig:
     """Number of passes over the training set (`--epochs`)."""
 
     batch_size: int = 128
-    """Images per step per process (`--batch-size`). With `qabn` this is per base quality, so a step
-    holds `len(QSAM_BASE_QUALITIES) * batch_size` images, as in QSAM (128 per QF, 512 per step)."""
+    """Images per step per process (`--batch-size`). With `qabn` and no `train_qualities` this is per base
+    quality, so a step holds `len(QSAM_BASE_QUALITIES) * batch_size` images, as in QSAM (128 per QF, 512 per step)."""
 
     lr: float = 0.1
     """Peak learning rate of SGD (`--lr`), reached after the warm-up."""
@@ -91,8 +91,11 @@ class TrainConfig:
     qualities without shrinking the effective learning rate ~20x (the reference code does not)."""
 
     qabn: bool = False
-    """QSAM base stage (`--qabn`): one BatchNorm branch per base quality (90, 60, 30, 10); each training image
-    is seen at all four qualities with the same crop/flip, each version normalised by its own branch."""
+    """QSAM base stage (`--qabn`): one BatchNorm branch per base quality (90, 60, 30, 10). Without
+    `train_qualities` each training image is seen at all four qualities with the same crop/flip, each version
+    normalised by its own branch (QSAM's protocol, 4x the compute per epoch). With `train_qualities` each image
+    is seen once per epoch at one random quality and routed to the branch of the base quality nearest to its
+    tables (the same compute and data as plain training on that mix)."""
 
     augment: str = "default"
     """Training augmentation (`--augment`): "default" = the dataset's (random flip + one-MCU pad and
@@ -176,10 +179,6 @@ class TrainConfig:
             f"--eval-quality must be in 1..100, got {self.eval_quality}.",
         )
         _check(not (self.qac_normalize and not self.qac), "--qac-normalize needs --qac.")
-        _check(
-            not (self.qabn and self.train_qualities is not None),
-            "--qabn trains on the fixed base qualities 90,60,30,10; drop --qualities.",
-        )
         _check(self.augment in AUGMENTS, f"--augment must be one of {AUGMENTS}, got {self.augment!r}.")
         _check(self.num_workers >= 0, f"--workers must be >= 0, got {self.num_workers}.")
         _check(0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}.")

@@ -132,6 +132,10 @@ class ZeroShotConfig:
             self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}"
         )
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        check(
+            all(m >= 1 for m in self.milestones),
+            f"milestones are epochs >= 1 where the rate drops, got {self.milestones}",
+        )
         object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
         object.__setattr__(self, "crop_ratio", tuple(float(v) for v in self.crop_ratio))
         check(self.version == ZERO_SHOT_VERSION, f"ZeroShotConfig version {self.version!r} is not supported")

@@ -52,6 +52,7 @@ from . import (  # noqa: E402
     quantize_cmd,
     synthesize_cmd,
     train_cmd,
+    train_meta_cmd,
 )
 
 for _module in (
@@ -59,6 +60,7 @@ for _module in (
     inspect_cmd,
     models_cmd,
     train_cmd,
+    train_meta_cmd,
     evaluate_cmd,
     synthesize_cmd,
     quantize_cmd,

@@ -30,6 +30,7 @@ from .common import (
     user_errors,
 )
 from .synthesize_cmd import SynthProgressView
+from .train_cmd import parse_int_list
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -244,6 +245,13 @@ def quantize_command(
             help="Zero-shot: steps per epoch." + field_default_help(ZeroShotConfig, "steps_per_epoch")
         ),
     ] = None,
+    milestones: Annotated[
+        str | None,
+        typer.Option(
+            help="Zero-shot: epochs where the fine-tuning rate drops x0.1, e.g. 16,28,36 (default: IntraQ's "
+            "16,36,56 of 147 epochs, scaled to --epochs)."
+        ),
+    ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -274,6 +282,7 @@ def quantize_command(
             "--synth-batch-size": synth_batch_size,
             "--epochs": epochs,
             "--steps-per-epoch": steps_per_epoch,
+            "--milestones": milestones,
         }
         synth_config = zero_shot = None
         if method == "ptq":
@@ -290,7 +299,11 @@ def quantize_command(
             if synthetic is None or not synthetic.exists() or given:
                 synth_config = SynthConfig(method=method, seed=seed, device=device, **given)
             base = ZeroShotConfig() if epochs is None else ZeroShotConfig().with_epochs(epochs)
-            zs_options = {"steps_per_epoch": steps_per_epoch, "batch_size": batch_size}
+            zs_options = {
+                "steps_per_epoch": steps_per_epoch,
+                "batch_size": batch_size,
+                "milestones": parse_int_list(milestones, "--milestones"),
+            }
             zero_shot = dataclasses.replace(
                 base, seed=seed, device=device, **{k: v for k, v in zs_options.items() if v is not None}
             )

@@ -137,7 +137,10 @@ def train_command(
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Images per step per process (per quality with --qabn)." + _default("batch_size")),
+        typer.Option(
+            help="Images per step per process (per quality with --qabn and no --qualities)."
+            + _default("batch_size")
+        ),
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak SGD learning rate." + _default("lr"))] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum." + _default("momentum"))] = None,
@@ -185,7 +188,10 @@ def train_command(
     qabn: Annotated[
         bool | None,
         typer.Option(
-            "--qabn/--no-qabn", help="QSAM base stage: one BN branch per quality 90/60/30/10, hard routing."
+            "--qabn/--no-qabn",
+            help="QSAM base stage: one BN branch per quality 90/60/30/10, hard routing. Alone: every image at "
+            "all four qualities per step (QSAM's protocol, 4x the compute); with --qualities: one random quality "
+            "per image, routed by its quant tables.",
         ),
     ] = None,
     seed: Annotated[

@@ -239,6 +239,8 @@ def test_intraq_quantizes_without_any_image(fp_ckpt, tmp_path, monkeypatch):
         "q.pt",
         "--epochs",
         "1",
+        "--milestones",
+        "1",
         "--bits",
         "w8a8",
     ]
@@ -248,6 +250,7 @@ def test_intraq_quantizes_without_any_image(fp_ckpt, tmp_path, monkeypatch):
     info = report["quantization"]
     assert info["synthesis"]["method"] == "intraq" and info["synthesis"]["images"] == 8
     assert info["synthesis"]["file"] is None and info["zero_shot"]["epochs"] == 1
+    assert info["zero_shot"]["milestones"] == [1]  # as given, not IntraQ's scaled to one epoch
     assert info["fine_tune"]["epoch"] == 1 and 0 <= info["fine_tune"]["agreement"] <= 1
     assert sorted(p.name for p in work.iterdir()) == ["q.pt"]
     loaded = load_checkpoint(work / "q.pt")
@@ -321,6 +324,9 @@ def test_intraq_calibrates_on_a_bnstats_file_when_asked(fp_ckpt, tmp_path, monke
         (["--method", "intraq", "--calib", "{data}"], "reads no real image"),
         (["--calib", "{data}", "--epochs", "2"], "--epochs"),
         (["--calib", "{data}", "--calib-synthetic", "{tmp}/s.pt"], "--calib-synthetic"),
+        (["--calib", "{data}", "--milestones", "3"], "--milestones"),
+        (["--method", "bnstats", "--milestones", "2,x"], "--milestones"),
+        (["--method", "bnstats", "--milestones", "0"], "milestones are epochs >= 1"),
         (["--method", "bnstats", "--num-images", "4"], "--num-images"),
         (["--calib", "{data}", "--bits", "w9a9"], "2..8"),
         (["--calib", "{data}", "--recipe", "int9"], "unknown recipe"),

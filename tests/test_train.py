@@ -16,13 +16,13 @@ from dctq.calibration.qsam_train import MetaConfig, MultiQualityDataset, collate
 from dctq.calibration.train import EpochEnd, EpochStart, StepEnd, lr_factor, train
 from dctq.calibration.train_config import ConfigError, TrainConfig
 from dctq.calibration.train_data import build_train_data
-from dctq.cli import evaluate_cmd, train_cmd
+from dctq.cli import evaluate_cmd, train_cmd, train_meta_cmd
 from dctq.common.errors import DataError
 from dctq.deploy.evaluate import as_predictor
 from dctq.jpeg.dataset import JpegFolder
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.models.checkpoint import load_checkpoint
-from dctq.models.qabn import QSAM_BASE_QUALITIES, is_qabn
+from dctq.models.qabn import QSAM_BASE_QUALITIES, QABatchNorm2d, is_qabn
 
 TINY_DCT = {"widths": [8, 8], "depths": [1, 1]}
 
@@ -59,7 +59,6 @@ def test_config_round_trips_and_names_flags():
         ({"schedule": "step"}, "--schedule"),
         ({"milestones": [5]}, "--milestones"),
         ({"train_qualities": [101]}, "--qualities"),
-        ({"qabn": True, "train_qualities": [50]}, "--qabn"),
         ({"momentum": 0.0}, "--nesterov"),
         ({"arch_kwargs": {"num_classes": 3}}, "--arch-kwargs"),
         ({"warmup_epochs": 2}, "--warmup-epochs"),
@@ -162,6 +161,19 @@ def test_qabn_versions_share_their_augmentation(jpeg_folder):
     assert batch["quality"].tolist() == [90, 90, 60, 60, 30, 30, 10, 10]
 
 
+def test_qabn_with_qualities_routes_each_image_by_its_tables(jpeg_folder, tmp_path):
+    # One random quality per image (no versions): q90 images must reach branch 0 and q10 images branch
+    # 3 alone, so the running statistics of branches 1 and 2 never move from their initial values.
+    config = tiny_config(qabn=True, train_qualities=(90, 10), epochs=1, max_steps_per_epoch=3)
+    result = run(config, jpeg_folder, tmp_path / "out")
+    layers = [m for m in result.model.modules() if isinstance(m, QABatchNorm2d)]
+    assert layers
+    for layer in layers:
+        moved = [not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean)) for bn in layer.branches]
+        # (QSAM's all-versions protocol would move all four.)
+        assert moved == [True, False, False, True], layer
+
+
 def test_qac_and_qabn_train(jpeg_folder, tmp_path):
     config = tiny_config(qac=True, qabn=True, max_steps_per_epoch=1, epochs=1)
     result = run(config, jpeg_folder, tmp_path / "out")
@@ -192,6 +204,7 @@ def test_qac_and_qabn_train(jpeg_folder, tmp_path):
 def cli_app() -> typer.Typer:
     app = typer.Typer()
     train_cmd.register(app)
+    train_meta_cmd.register(app)
     evaluate_cmd.register(app)
     return app
 
@@ -272,3 +285,51 @@ def test_augment_option_controls_the_padding(jpeg_folder):
     assert blank_share("flip") == 0.0 and blank_share("none") == 0.0 and blank_share("crop") == 0.0
     with pytest.raises(ConfigError, match="--augment"):
         tiny_config(augment="shift")
+
+
+def test_cli_train_meta_after_a_qabn_base_stage(jpeg_folder, tmp_path):
+    runner, app = CliRunner(), cli_app()
+    base_args = ["train", "dct_cifar_upsampling", "--data", str(jpeg_folder), "--epochs", "1",
+                 "--max-steps", "1", "--val-fraction", "0.25"]  # fmt: skip
+    base = runner.invoke(app, [*base_args, "--out", str(tmp_path / "base"), "--qabn", "--batch-size", "2"])
+    assert base.exit_code == 0, base.output
+    meta_args = ["--data", str(jpeg_folder), "--epochs", "2", "--steps", "1", "--batch-size", "2"]
+    result = runner.invoke(
+        app,
+        ["train-meta", str(tmp_path / "base" / "best.pt"), "--out", str(tmp_path / "meta"), *meta_args,
+         "--eval-qualities", "50,20", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [h["epoch"] for h in report["history"]] == [1, 2]
+    assert set(report["history"][0]["val_top1"]) == {"50", "20"}
+    best = report["history"][report["best_epoch"] - 1]
+    assert report["best_mean_top1"] == pytest.approx(sum(best["val_top1"].values()) / 2)
+    meta = load_checkpoint(report["best_path"])
+    assert meta.extra["qsam"]["stage"] == "meta" and not as_predictor(report["best_path"], "cpu")[0].oracle
+    # The meta stage keeps the base run's split: its saved training config travels along.
+    assert meta.extra["train_config"] == load_checkpoint(tmp_path / "base" / "best.pt").extra["train_config"]
+
+    plain = runner.invoke(app, [*base_args, "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    no_qabn = runner.invoke(
+        app, ["train-meta", str(tmp_path / "plain" / "best.pt"), "--out", str(tmp_path / "m2"), *meta_args]
+    )
+    assert no_qabn.exit_code == 1 and "--qabn" in no_qabn.output
+    missing = runner.invoke(
+        app, ["train-meta", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m3"), *meta_args]
+    )
+    assert missing.exit_code == 1 and "nope.pt" in missing.output
+    bad = runner.invoke(
+        app,
+        [
+            "train-meta",
+            str(tmp_path / "base" / "best.pt"),
+            "--out",
+            str(tmp_path / "m4"),
+            *meta_args,
+            "--held-out",
+            "x",
+        ],
+    )
+    assert bad.exit_code == 1 and "--held-out" in bad.output

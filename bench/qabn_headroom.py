@@ -1,0 +1,152 @@
+"""QABN headroom: how much would per-quality BatchNorm statistics help a trained model?
+
+QSAM's QABN gives every base JPEG quality its own BN branch. Before paying for one, measure what
+that can buy at most on the statistics side: for each quality, top-1 with the model's own BN
+statistics and with BN statistics re-estimated on `--num-images` training images re-compressed at
+that quality (exact averages over those images, the weights untouched). A model trained on the quality
+mix that gains nothing here leaves QABN only its per-branch affine parameters to work with.
+
+    .venv/bin/python bench/qabn_headroom.py runs/q_mix/best.pt --qualities 10,30,50,90
+    .venv/bin/python bench/qabn_headroom.py runs/dct_plain/best.pt --json headroom.json
+
+The checkpoint must come from `dctq train` (its saved training config gives the data split, so the
+statistics come from training images and the evaluation from its validation images). Prints a
+markdown table; --json writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dctq import __version__
+from dctq.calibration.train_config import TrainConfig
+from dctq.calibration.train_data import build_train_data
+from dctq.calibration.train_utils import model_inputs, topk_correct
+from dctq.common.errors import ModelError
+from dctq.common.files import write_text_atomic
+from dctq.jpeg.dataset import make_loader
+from dctq.jpeg.recompress import QualityPolicy
+from dctq.models.checkpoint import load_checkpoint
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", type=Path, help="FP checkpoint written by `dctq train`")
+    p.add_argument("--data", default="cifar10", help="the run's data: 'cifar10' or an ImageFolder of JPEGs")
+    p.add_argument("--qualities", default="10,30,50,90", help="JPEG qualities (default 10,30,50,90)")
+    p.add_argument(
+        "--num-images", type=int, default=3000, help="training images per re-estimate (default 3000)"
+    )
+    p.add_argument("--batch-size", type=int, default=250, help="batch of the re-estimate and evaluation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training-image draw")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    return p.parse_args(argv)
+
+
+@torch.no_grad()
+def reestimate_bn(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> nn.Module:
+    """A copy of `model` whose BatchNorm running statistics are the exact averages over `batches`."""
+    model = copy.deepcopy(model)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ModelError("the model has no BatchNorm layers, so there are no statistics to re-estimate")
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over all batches
+    model.train()
+    for batch in batches:
+        model(*model_inputs(batch, torch.device("cpu")))
+    return model.eval()
+
+
+@torch.no_grad()
+def top1(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> float:
+    model.eval()
+    correct = sum(
+        int(topk_correct(model(*model_inputs(b, torch.device("cpu"))), b["label"], (1,))[0]) for b in batches
+    )
+    return correct / sum(len(b["label"]) for b in batches)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    loaded = load_checkpoint(args.checkpoint)
+    saved = loaded.extra.get("train_config")
+    if saved is None:
+        raise ModelError(
+            f"{args.checkpoint} holds no training config; give a checkpoint written by `dctq train`"
+        )
+    data = build_train_data(args.data, TrainConfig.from_dict(saved))
+    generator = torch.Generator().manual_seed(args.seed)
+    picks = torch.randperm(len(data.train), generator=generator)[: args.num_images].tolist()
+    rows = []
+    for quality in [int(q) for q in args.qualities.split(",") if q]:
+        train_view = copy.copy(data.train)
+        train_view.qualities = QualityPolicy(train_qualities=(quality,))
+        train_view.reseed(args.seed)
+        subset = torch.utils.data.Subset(train_view, picks)
+        stat_batches = list(make_loader(subset, args.batch_size, shuffle=False, num_workers=0))
+        val_view = copy.copy(data.val)
+        val_view.qualities = QualityPolicy(test_quality=quality)
+        val_batches = list(make_loader(val_view, args.batch_size, shuffle=False, num_workers=0))
+        tick = time.perf_counter()
+        own = top1(loaded.model, val_batches)
+        per_quality = top1(reestimate_bn(loaded.model, stat_batches), val_batches)
+        rows.append(
+            {
+                "quality": quality,
+                "own_bn_top1": own,
+                "per_quality_bn_top1": per_quality,
+                "gain": per_quality - own,
+                "seconds": time.perf_counter() - tick,
+            }
+        )
+        print(f"q{quality}: own BN {100 * own:.2f}%, per-quality BN {100 * per_quality:.2f}%", flush=True)
+    return {
+        "checkpoint": str(args.checkpoint),
+        "arch": loaded.arch,
+        "train_qualities": saved["fields"].get("train_qualities"),
+        "num_images": len(picks),
+        "eval_images": len(data.val),
+        "rows": rows,
+        "machine": {"platform": platform.platform(), "threads": args.threads, "dctq": __version__},
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['checkpoint']} ({result['arch']}, trained on qualities {result['train_qualities'] or 'as stored'}); "
+        f"BN statistics from {result['num_images']} training images, {result['eval_images']} validation images",
+        "",
+        "| quality | own BN statistics | per-quality BN statistics | gain |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['quality']} | {100 * r['own_bn_top1']:.2f} | {100 * r['per_quality_bn_top1']:.2f} | "
+            f"{100 * r['gain']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = run(args)
+    print(markdown(result))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

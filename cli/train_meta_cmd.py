@@ -1,0 +1,181 @@
+"""`dctq train-meta BASE.pt --data DIR|cifar10 --out DIR`: QSAM's meta stage on a `dctq train --qabn` checkpoint.
+
+Only the QABN mixing MLP learns (backbone and BN branches frozen); afterwards `dctq evaluate` mixes the
+branches with it instead of routing each image to its nearest base quality. The training/validation
+split is the base run's (its saved TrainConfig), so the meta stage never sees the base run's
+validation images. Options left out keep MetaConfig's defaults (QSAM's), shown in --help.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..calibration.qsam_train import MetaConfig
+from ..common.errors import ModelError
+from .common import (
+    Bar,
+    err_console,
+    field_default_help,
+    make_progress,
+    out_console,
+    print_json,
+    to_jsonable,
+    user_errors,
+)
+from .train_cmd import parse_int_list
+
+if TYPE_CHECKING:
+    from ..calibration.qsam_train import MetaEpochEnd, MetaResult
+
+_default = functools.partial(field_default_help, MetaConfig)
+
+
+def meta_result_dict(result: MetaResult) -> dict[str, Any]:
+    """The JSON form of a MetaResult (without the model)."""
+    return {
+        "best_path": str(result.best_path),
+        "last_path": str(result.last_path),
+        "best_epoch": result.best_epoch,
+        "best_mean_top1": result.best_mean_top1,
+        "history": to_jsonable(result.history),
+    }
+
+
+def _summary(result: MetaResult) -> Table:
+    table = Table(title="meta stage done", show_header=False, title_justify="left")
+    table.add_column("what", style="dim")
+    table.add_column("value")
+    table.add_row("best epoch", str(result.best_epoch))
+    table.add_row("best mean val top-1", f"{100 * result.best_mean_top1:.2f}%")
+    best = next((h for h in result.history if h.epoch == result.best_epoch), None)
+    if best is not None:
+        table.add_row("per quality", "  ".join(f"q{q} {100 * v:.2f}%" for q, v in best.val_top1.items()))
+    table.add_row("best checkpoint", escape(str(result.best_path)))
+    table.add_row("last checkpoint", escape(str(result.last_path)))
+    return table
+
+
+def train_meta_command(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(help="Base-stage checkpoint from `dctq train --qabn` (best.pt).", show_default=False),
+    ],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="The base run's data (ImageFolder of JPEGs or 'cifar10'); its split is reused.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for best.pt and last.pt.", show_default=False)],
+    epochs: Annotated[int | None, typer.Option(help="Meta epochs." + _default("epochs"))] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Episodes per epoch (default: training images // --batch-size).")
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Images per meta-train and per meta-test batch." + _default("batch_size")),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate of the mixer." + _default("lr"))
+    ] = None,
+    constant_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Epochs at the full rate before the exponential decay." + _default("constant_epochs")
+        ),
+    ] = None,
+    inner_lr: Annotated[
+        float | None, typer.Option(help="Step size of the inner (MAML) step." + _default("inner_lr"))
+    ] = None,
+    qac: Annotated[
+        bool | None,
+        typer.Option(
+            "--qac/--no-qac", help="Weight the episode losses by c(Q), as QSAM does." + _default("qac")
+        ),
+    ] = None,
+    held_out: Annotated[
+        str | None,
+        typer.Option(help="Meta-test qualities (never base qualities)." + _default("held_out_qualities")),
+    ] = None,
+    eval_qualities: Annotated[
+        str | None,
+        typer.Option(
+            help="Validation qualities; best = best mean top-1 over them." + _default("eval_qualities")
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the episodes." + _default("seed"))] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Data-loader worker processes." + _default("num_workers"))
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda'." + _default("device"))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """QSAM's meta stage: learn the QABN mixing MLP of a base-stage checkpoint (backbone frozen)."""
+    from ..calibration.qsam_train import train_meta
+    from ..calibration.train_config import TrainConfig
+    from ..calibration.train_data import build_train_data
+    from ..models.checkpoint import load_checkpoint
+
+    with user_errors(ctx):
+        options = {
+            "epochs": epochs,
+            "steps_per_epoch": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "constant_epochs": constant_epochs,
+            "inner_lr": inner_lr,
+            "qac": qac,
+            "held_out_qualities": parse_int_list(held_out, "--held-out"),
+            "eval_qualities": parse_int_list(eval_qualities, "--eval-qualities"),
+            "seed": seed,
+            "num_workers": workers,
+            "device": device,
+        }
+        config = MetaConfig(**{k: v for k, v in options.items() if v is not None})
+        saved = load_checkpoint(checkpoint).extra.get("train_config")
+        if saved is None:
+            raise ModelError(
+                f"{checkpoint} holds no training config, so its data split is unknown; "
+                "give the best.pt of a `dctq train --qabn` run"
+            )
+        data_sets = build_train_data(data, TrainConfig.from_dict(saved))
+        if not as_json:
+            err_console.print(
+                f"meta stage of [bold]{escape(str(checkpoint))}[/] on {len(data_sets.train)} images, "
+                f"validating on {len(data_sets.val)} at qualities {', '.join(map(str, config.eval_qualities))}",
+                highlight=False,
+            )
+        with make_progress() as progress:
+            bar = Bar(progress, "meta epochs")
+            bar.ensure(total=config.epochs)
+
+            def show(event: MetaEpochEnd) -> None:
+                bar.update(event.epoch)
+                per_quality = " ".join(f"q{q} {100 * v:.1f}%" for q, v in event.val_top1.items())
+                progress.console.print(
+                    f"meta epoch {event.epoch}/{event.epochs}  loss {event.losses.total:.4f}  "
+                    f"val {per_quality}  mean {100 * event.mean_top1:.2f}%  {event.seconds:.1f}s"
+                    + ("  [green]best[/]" if event.is_best else ""),
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+            result = train_meta(config, checkpoint, data_sets.train, data_sets.val, out, progress=show)
+    if as_json:
+        print_json(meta_result_dict(result))
+    else:
+        out_console.print(_summary(result))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `train-meta` command to `app`."""
+    app.command(name="train-meta")(train_meta_command)
