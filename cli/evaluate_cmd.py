@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.train_config import ConfigError
-from .common import make_progress, out_console, print_json, user_errors
+from ..common.files import write_text_atomic
+from .common import make_progress, out_console, print_json, to_jsonable, user_errors
 from .train_cmd import parse_int_list
 
 if TYPE_CHECKING:
@@ -95,6 +97,14 @@ def evaluate_command(
         typer.Option(help="Runtime: 'torch', 'ort' or 'tensorrt' (default: the artifact's natural one)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also write the JSON report to this file (atomically: complete or absent).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
     from ..calibration.train_data import make_dataset, split_data
@@ -149,8 +159,11 @@ def evaluate_command(
                 qabn_routing=routing,
                 progress=on_progress,
             )
+    result = {**report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split}
+    if out is not None:
+        write_text_atomic(out, json.dumps(to_jsonable(result), indent=2) + "\n")
     if as_json:
-        print_json({**report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split})
+        print_json(result)
     else:
         title = f"{escape(str(checkpoint))} ({report.arch}) on {escape(data)}, split {split}"
         out_console.print(_table(report, title))

@@ -143,9 +143,10 @@ def test_cli_evaluate(seven_classes, tmp_path):
     app.command("noop")(lambda: None)  # two commands: `evaluate` stays a sub-command name
     runner = CliRunner()
     args = ["evaluate", str(path), "--data", str(seven_classes), "--split", "all"]
-    result = runner.invoke(app, [*args, "--qualities", "20,80", "--json"])
+    result = runner.invoke(app, [*args, "--qualities", "20,80", "--json", "--out", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    assert json.loads((tmp_path / "r.json").read_text()) == report
     assert [r["quality"] for r in report["rows"]] == [20, 80] and report["rows"][0]["images"] == CLASSES
     expected = evaluate(path, dct_factory(seven_classes), [20, 80], device="cpu")
     assert (
@@ -155,6 +156,8 @@ def test_cli_evaluate(seven_classes, tmp_path):
 
     table = runner.invoke(app, [*args, "--qualities", "95,15"])
     assert table.exit_code == 0 and "mean" in table.stdout and "95" in table.stdout
+    failed = runner.invoke(app, [*args, "--qualities", "0", "--out", str(tmp_path / "bad.json")])
+    assert failed.exit_code == 1 and not (tmp_path / "bad.json").exists()
     assert evaluate_cmd.parse_qualities("qsam") == tuple(range(95, 5, -5))
     assert evaluate_cmd.parse_qualities("stored") is None
     for bad, message in [
