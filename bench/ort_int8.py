@@ -58,6 +58,9 @@ from dctq.deploy.export_onnx import export_onnx
 from dctq.deploy.qdq_lint import lint_qdq
 from dctq.models.checkpoint import load_checkpoint
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common: the bench folder is no package
+from bench_common import int_list
+
 VARIANTS = ("fp32", "int8_residual", "int8_both")
 """Model names in the tables, in the order of every timing round."""
 ADD_INPUTS = {"int8_residual": "residual", "int8_both": "both"}
@@ -69,10 +72,6 @@ INTEGER_OPS = tuple(
 FLOAT_CONV_OPS = ("Conv", "FusedConv", "NhwcFusedConv")
 """Float convolutions after ORT's fusions (FusedConv = Conv + activation; NCHWc Conv counts too)."""
 FLOAT_GEMM_OPS = ("Gemm", "MatMul", "FusedGemm", "FusedMatMul")
-
-
-def int_list(text: str) -> list[int]:
-    return [int(v) for v in text.replace(" ", "").split(",") if v]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -8,16 +8,16 @@ the two-sided exact p-value. Much tighter than comparing two independent +-0.7-p
     .venv/bin/python bench/paired_accuracy.py intraq_w4a4.pt bnstats_w4a4.pt --data cifar10
     .venv/bin/python bench/paired_accuracy.py a.pt b.pt --quality 10 --json paired.json
 
-Both checkpoints (FP or quantized dctq `.pt`) must share the architecture's input kind and classes;
+Both checkpoints (FP or quantized dctq `.pt`) must read the same input kind (DCT or RGB) and classes;
 the split is the first checkpoint's (its training config's val_fraction, else 10%, seed 0).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,14 @@ from dctq import __version__
 from dctq.calibration.quant_checkpoint import DEFAULT_VAL_FRACTION
 from dctq.calibration.train_data import make_dataset, split_data
 from dctq.common.errors import DataError
-from dctq.common.files import write_text_atomic
 from dctq.deploy.evaluate import as_predictor
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
-from dctq.models.checkpoint import load_checkpoint
+from dctq.models.checkpoint import LoadedCheckpoint, load_checkpoint
+from dctq.models.registry import get_model_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common: the bench folder is no package
+from bench_common import script_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,13 +85,16 @@ def paired_summary(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict[str
 
 
 @torch.no_grad()
-def correctness(path: Path, dataset: torch.utils.data.Dataset, batch_size: int) -> torch.Tensor:
-    predict, _, _ = as_predictor(path, "cpu")
-    hits = [
-        predict(batch).argmax(dim=1).cpu() == batch["label"]
-        for batch in make_loader(dataset, batch_size, shuffle=False, num_workers=0)
-    ]
-    return torch.cat(hits)
+def correctness(
+    models: tuple[LoadedCheckpoint, ...], dataset: torch.utils.data.Dataset, batch_size: int
+) -> list[torch.Tensor]:
+    """Per-image top-1 hits of every model, all scored on each batch as it is read (one decode pass)."""
+    predictors = [as_predictor(m, "cpu")[0] for m in models]
+    hits: list[list[torch.Tensor]] = [[] for _ in models]
+    for batch in make_loader(dataset, batch_size, shuffle=False, num_workers=0):
+        for predict, out in zip(predictors, hits, strict=True):
+            out.append(predict(batch).argmax(dim=1).cpu() == batch["label"])
+    return [torch.cat(h) for h in hits]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,6 +102,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     first, second = load_checkpoint(args.a), load_checkpoint(args.b)
     if first.class_names != second.class_names:
         raise DataError(f"{args.a} and {args.b} were trained on different classes; compare like with like")
+    kinds = {get_model_info(m.arch).input_kind for m in (first, second)}
+    if len(kinds) > 1:
+        raise DataError(
+            f"{args.a} and {args.b} read different inputs ({' vs '.join(sorted(kinds))}); pair like with like"
+        )
     saved = (first.extra.get("train_config") or {}).get("fields", {})
     split = split_data(args.data, float(saved.get("val_fraction", DEFAULT_VAL_FRACTION)))
     dataset = make_dataset(
@@ -105,9 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train=False,
         policy=QualityPolicy(test_quality=args.quality),
     )
-    result = paired_summary(
-        correctness(args.a, dataset, args.batch_size), correctness(args.b, dataset, args.batch_size)
-    )
+    result = paired_summary(*correctness((first, second), dataset, args.batch_size))
     return {
         "a": str(args.a),
         "b": str(args.b),
@@ -134,12 +143,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    result = run(args)
-    print(markdown(result))
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
-    return result
+    return script_main(parse_args, run, markdown, argv)
 
 
 if __name__ == "__main__":

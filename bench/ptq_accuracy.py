@@ -18,8 +18,8 @@ zeroshot_accuracy.py imports the shared helpers from here.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,18 +34,16 @@ from dctq.calibration.calib_registry import CALIBRATORS
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant_checkpoint import DEFAULT_VAL_FRACTION, build_recipe, calibration_loader
 from dctq.calibration.train_data import make_dataset, split_data
-from dctq.common.files import write_text_atomic
 from dctq.deploy.evaluate import as_predictor, evaluate_loader
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.models.checkpoint import LoadedCheckpoint, load_checkpoint
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common: the bench folder is no package
+from bench_common import int_list, script_main
+
 EvalSet = dict[int | None, list[dict[str, torch.Tensor]]]
 """quality (None: as stored) -> the cached evaluation batches."""
-
-
-def int_list(text: str) -> list[int]:
-    return [int(v) for v in text.replace(" ", "").split(",") if v]
 
 
 def common_args(p: argparse.ArgumentParser) -> None:
@@ -221,12 +219,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    result = run(args)
-    print(markdown(result))
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return script_main(parse_args, run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,12 @@ from dctq.calibration.train_config import TrainConfig
 from dctq.calibration.train_data import build_train_data
 from dctq.calibration.train_utils import model_inputs, topk_correct
 from dctq.common.errors import ModelError
-from dctq.common.files import write_text_atomic
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.models.checkpoint import load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common: the bench folder is no package
+from bench_common import int_list, script_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(args.seed)
     picks = torch.randperm(len(data.train), generator=generator)[: args.num_images].tolist()
     rows = []
-    for quality in [int(q) for q in args.qualities.split(",") if q]:
+    for quality in int_list(args.qualities):
         train_view = copy.copy(data.train)
         train_view.qualities = QualityPolicy(train_qualities=(quality,))
         train_view.reseed(args.seed)
@@ -140,12 +142,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    result = run(args)
-    print(markdown(result))
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
-    return result
+    return script_main(parse_args, run, markdown, argv)
 
 
 if __name__ == "__main__":

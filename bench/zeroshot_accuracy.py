@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,12 +33,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import int_list, script_main
 from ptq_accuracy import (
     accuracy,
     calibration_batches,
     common_args,
     eval_set,
-    int_list,
     machine,
     quality_columns,
 )
@@ -48,7 +47,6 @@ from dctq.calibration.ptq import ptq
 from dctq.calibration.quant_checkpoint import build_recipe
 from dctq.calibration.synthesize import SynthConfig, synthesize
 from dctq.calibration.zeroshot import ZeroShotConfig, zero_shot_quantize
-from dctq.common.files import write_text_atomic
 from dctq.models.checkpoint import load_checkpoint
 
 METHODS = {"ptq": "PTQ (real images)", "bnstats": "BN-stats zero-shot", "intraq": "IntraQ zero-shot"}
@@ -154,11 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device,
         tune_unfolded=not args.tune_folded,
         **({} if args.lr is None else {"lr": args.lr}),
-        **(
-            {}
-            if args.milestones is None
-            else {"milestones": [int(m) for m in args.milestones.split(",") if m]}
-        ),
+        **({} if args.milestones is None else {"milestones": int_list(args.milestones)}),
     )
     if args.calib_from and args.calib_from not in methods:
         sys.exit(f"--calib-from {args.calib_from} needs {args.calib_from} in --methods")
@@ -261,12 +255,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    result = run(args)
-    print(markdown(result))
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return script_main(parse_args, run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -73,9 +73,14 @@ def to_jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def json_text(obj: Any) -> str:
+    """`obj` as indented JSON text (see to_jsonable), newline-terminated."""
+    return json.dumps(to_jsonable(obj), indent=2) + "\n"
+
+
 def print_json(obj: Any) -> None:
     """Write `obj` as JSON on stdout, for scripts."""
-    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
+    sys.stdout.write(json_text(obj))
 
 
 def make_progress(enabled: bool = True, *, detail: bool = True, transient: bool = False) -> Progress:

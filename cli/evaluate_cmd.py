@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,7 +11,7 @@ from rich.table import Table
 
 from ..calibration.train_config import ConfigError
 from ..common.files import write_text_atomic
-from .common import make_progress, out_console, print_json, to_jsonable, user_errors
+from .common import json_text, make_progress, out_console, print_json, user_errors
 from .train_cmd import parse_int_list
 
 if TYPE_CHECKING:
@@ -161,7 +160,7 @@ def evaluate_command(
             )
     result = {**report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split}
     if out is not None:
-        write_text_atomic(out, json.dumps(to_jsonable(result), indent=2) + "\n")
+        write_text_atomic(out, json_text(result))
     if as_json:
         print_json(result)
     else:

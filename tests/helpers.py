@@ -1,5 +1,5 @@
 """Helpers shared by test modules (and their torchrun subprocesses): a tiny trained DCT teacher, a
-data-free environment for zero-shot tests, a guarded torchrun launcher."""
+one-step `dctq train` run, a data-free environment for zero-shot tests, a guarded torchrun launcher."""
 
 from __future__ import annotations
 
@@ -28,6 +28,21 @@ from dctq.models.stem import compute_stem_stats
 
 TINY = {"widths": [8, 8], "depths": [1, 1]}
 """dct_cifar_upsampling at a few thousand parameters."""
+
+
+def tiny_train_run(folder: Path, out: Path, **changes):
+    """`calibration.train.train` of TINY dct_cifar_upsampling for one step on `folder` (a quarter held out):
+    (TrainResult, TrainData). Checkpoints written by the real training loop, for scripts that need them."""
+    from dctq.calibration.train import train
+    from dctq.calibration.train_config import TrainConfig
+    from dctq.calibration.train_data import build_train_data
+
+    config = TrainConfig(
+        arch="dct_cifar_upsampling", arch_kwargs=TINY, epochs=1, batch_size=4, val_fraction=0.25,
+        stem_stats_batches=2, max_steps_per_epoch=1, **changes,
+    )  # fmt: skip
+    data = build_train_data(folder, config)
+    return train(config, data.train, data.val, out), data
 
 
 def smooth_images(n: int, size: int, seed: int) -> torch.Tensor:

@@ -7,12 +7,11 @@ import math
 
 import pytest
 import torch
-from helpers import load_bench
+from helpers import load_bench, tiny_train_run
 
-from dctq.calibration.train import train
-from dctq.calibration.train_config import TrainConfig
-from dctq.calibration.train_data import build_train_data
 from dctq.common.errors import DataError
+from dctq.models.checkpoint import load_checkpoint, save_checkpoint
+from dctq.models.registry import create_model
 
 paired = load_bench("paired_accuracy")
 
@@ -42,15 +41,8 @@ def test_paired_summary_counts_and_interval():
 
 
 def test_script_compares_two_checkpoints_on_the_same_images(jpeg_folder, tmp_path):
-    config = TrainConfig(
-        arch="dct_cifar_upsampling", arch_kwargs={"widths": [8, 8], "depths": [1, 1]}, epochs=1,
-        batch_size=4, val_fraction=0.25, stem_stats_batches=2, max_steps_per_epoch=1,
-    )  # fmt: skip
-    data = build_train_data(jpeg_folder, config)
-    one = train(config, data.train, data.val, tmp_path / "one").best_path
-    other = train(
-        TrainConfig(**{**config.__dict__, "seed": 1}), data.train, data.val, tmp_path / "two"
-    ).best_path
+    one = tiny_train_run(jpeg_folder, tmp_path / "one")[0].best_path
+    other = tiny_train_run(jpeg_folder, tmp_path / "two", seed=1)[0].best_path
     out = tmp_path / "paired.json"
     same = paired.main([str(one), str(one), "--data", str(jpeg_folder), "--batch-size", "1"])
     assert same["images"] == 2 and same["diff"] == 0 and same["p_value"] == 1.0
@@ -58,3 +50,14 @@ def test_script_compares_two_checkpoints_on_the_same_images(jpeg_folder, tmp_pat
     r = paired.main([str(one), str(other), "--data", str(jpeg_folder), "--quality", "30", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(r))
     assert r["quality"] == 30 and r["diff"] == pytest.approx(r["top1_a"] - r["top1_b"])
+
+
+def test_script_refuses_to_pair_dct_with_rgb(jpeg_folder, tmp_path):
+    dct, _ = tiny_train_run(jpeg_folder, tmp_path / "dct")
+    loaded = load_checkpoint(dct.best_path)
+    rgb = save_checkpoint(
+        tmp_path / "rgb.pt", create_model("resnet20", num_classes=2), arch="resnet20",
+        arch_kwargs={"num_classes": 2}, class_names=loaded.class_names,
+    )  # fmt: skip
+    with pytest.raises(DataError, match="dct vs rgb"):
+        paired.main([str(dct.best_path), str(rgb), "--data", str(jpeg_folder)])

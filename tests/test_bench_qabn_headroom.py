@@ -6,11 +6,8 @@ import json
 
 import pytest
 import torch
-from helpers import load_bench
+from helpers import load_bench, tiny_train_run
 
-from dctq.calibration.train import train
-from dctq.calibration.train_config import TrainConfig
-from dctq.calibration.train_data import build_train_data
 from dctq.calibration.train_utils import model_inputs
 from dctq.jpeg.dataset import make_loader
 
@@ -19,12 +16,7 @@ headroom = load_bench("qabn_headroom")
 
 @pytest.fixture
 def trained(jpeg_folder, tmp_path):
-    config = TrainConfig(
-        arch="dct_cifar_upsampling", arch_kwargs={"widths": [8, 8], "depths": [1, 1]}, epochs=1,
-        batch_size=4, val_fraction=0.25, stem_stats_batches=2, max_steps_per_epoch=1,
-    )  # fmt: skip
-    data = build_train_data(jpeg_folder, config)
-    return train(config, data.train, data.val, tmp_path / "run"), data
+    return tiny_train_run(jpeg_folder, tmp_path / "run")
 
 
 def test_reestimate_bn_is_the_exact_average_over_the_batches(trained):
