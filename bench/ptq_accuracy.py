@@ -32,7 +32,8 @@ from torch import nn
 from dctq import __version__
 from dctq.calibration.calib_registry import CALIBRATORS
 from dctq.calibration.ptq import ptq
-from dctq.calibration.quant_checkpoint import DEFAULT_VAL_FRACTION, build_recipe, calibration_loader
+from dctq.calibration.quant_checkpoint import build_recipe
+from dctq.calibration.quant_data import DEFAULT_VAL_FRACTION, calibration_loader
 from dctq.calibration.train_data import make_dataset, split_data
 from dctq.deploy.evaluate import as_predictor, evaluate_loader
 from dctq.jpeg.dataset import make_loader

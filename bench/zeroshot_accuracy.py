@@ -46,7 +46,8 @@ from ptq_accuracy import (
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant_checkpoint import build_recipe
 from dctq.calibration.synthesize import SynthConfig, synthesize
-from dctq.calibration.zeroshot import ZeroShotConfig, zero_shot_quantize
+from dctq.calibration.zeroshot import zero_shot_quantize
+from dctq.calibration.zeroshot_config import ZeroShotConfig
 from dctq.models.checkpoint import load_checkpoint
 
 METHODS = {"ptq": "PTQ (real images)", "bnstats": "BN-stats zero-shot", "intraq": "IntraQ zero-shot"}

@@ -2,12 +2,8 @@
 
 `train(config, train_set, val_set, out_dir)` builds the model by name, measures the DCT stem's
 statistics on training batches, trains with SGD (+Nesterov) under a cosine or multistep schedule
-with linear warm-up, validates every epoch and writes, atomically, into `out_dir`:
-
-- `last.pt` / `best.pt`: dctq checkpoints (models.checkpoint) of the last and the best epoch (by
-  validation top-1), `extra` holding the TrainConfig, the epoch and its validation metrics;
-- `last.state.pt`: what `resume=True` needs besides the weights (optimizer, schedule, gradient
-  scaler, best so far, history), plain tensors and data that `torch.load(weights_only=True)` reads.
+with linear warm-up, validates every epoch and writes, atomically, `last.pt`, `best.pt` (the best
+validation top-1) and `last.state.pt` into `out_dir` (what they hold: train_state.py).
 
 Reproducibility: every epoch reseeds torch and the data order/augmentation from (seed, epoch), so a
 run resumed from `last.pt` repeats the uninterrupted run exactly on CPU (RNG states need no saving).
@@ -19,24 +15,19 @@ are summed over processes, and only rank 0 writes files and reports progress.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
-import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-from ..common.errors import DataError, ModelError
-from ..common.files import atomic_path
+from ..common.errors import DataError
 from ..jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ..jpeg.recompress import QualityPolicy
-from ..models.checkpoint import save_checkpoint
 from ..models.qabn import QSAM_BASE_QUALITIES, apply_qabn, qabn_routing
 from ..models.registry import create_model
 from ..models.stem import DctStem, compute_stem_stats
@@ -52,8 +43,8 @@ from .train_events import (
     TrainEvent,
     TrainResult,
     ValMetrics,
-    epoch_end_from_dict,
 )
+from .train_state import BEST, LAST, RunProgress, check_no_run, load_run, save_epoch
 from .train_utils import determinism, epoch_seed, lr_factor, model_inputs, topk_correct
 
 __all__ = [
@@ -71,12 +62,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-LAST, BEST, STATE = "last.pt", "best.pt", "last.state.pt"
-STATE_FORMAT = "dctq.train_state"
-# Fields a resumed run may change: how long and where it runs. (A new --epochs reshapes the cosine
-# schedule and a new --workers changes the augmentation draws; both are still the same recipe.)
-RESUMABLE_CHANGES = ("epochs", "num_workers", "log_every", "device")
 
 
 def _check_policy(name: str, dataset: Dataset, expected: QualityPolicy) -> None:
@@ -105,7 +90,7 @@ class _Run:
     ) -> None:
         self.config, self.out_dir, self.env, self.device = config, out_dir, env, device
         # QSAM's protocol: every image at all base qualities per step; with --qualities, one random each.
-        self.quality_versions = config.qabn and config.train_qualities is None
+        self.quality_versions = config.versions or (config.qabn and config.train_qualities is None)
         self.progress = progress if env.is_main else None
         self.class_names = list(getattr(train_set, "class_names", []))
         if not self.class_names:
@@ -181,47 +166,30 @@ class _Run:
             for buf in stem.buffers():
                 torch.distributed.broadcast(buf, src=0)
 
-    # ------------------------------------------------------------------------------ resume
+    # ----------------------------------------------------------------- files: resume, save
 
     def _resume(self) -> None:
-        last, state_path = self.out_dir / LAST, self.out_dir / STATE
-        if not (last.is_file() and state_path.is_file()):
-            raise DataError(
-                f"--resume: {self.out_dir} has no {LAST} and {STATE} to resume from; drop --resume to start afresh"
-            )
-        payload = _load(last, "cpu")
-        state = _load(state_path, self.device)
-        if state.get("format") != STATE_FORMAT:
-            raise ModelError(f"{state_path} is not a dctq training state (no format {STATE_FORMAT!r})")
-        extra = payload.get("extra", {})
-        if extra.get("epoch") != state["epoch"]:
-            raise ModelError(
-                f"{last} (epoch {extra.get('epoch')}) and {state_path} (epoch {state['epoch']}) disagree: "
-                "the run was stopped while saving; restart it without --resume in a new --out"
-            )
-        saved = TrainConfig.from_dict(extra["train_config"])
-        changed = [
-            f.name
-            for f in dataclasses.fields(TrainConfig)
-            if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(self.config, f.name)
-        ]
-        if changed:
-            raise ConfigError(
-                f"--resume: options {changed} differ from the run saved in {self.out_dir}; "
-                f"only {list(RESUMABLE_CHANGES)} may change"
-            )
-        self.core.load_state_dict(payload["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"] and self.use_amp:  # empty when saved without AMP (e.g. on CPU)
-            self.scaler.load_state_dict(state["scaler"])
-        self.start_epoch, self.best_epoch, self.best_top1 = (
-            state["epoch"],
-            state["best_epoch"],
-            state["best_top1"],
+        scaler = self.scaler if self.use_amp else None
+        done = load_run(
+            self.out_dir, self.config, self.device, self.core, self.optimizer, self.scheduler, scaler
         )
-        self.history = [epoch_end_from_dict(h) for h in state["history"]]
+        self.start_epoch, self.best_epoch, self.best_top1, self.history = done
         logger.info("resuming %s after epoch %d", self.out_dir, self.start_epoch)
+
+    def _save(self, epoch: int, val: ValMetrics | None, is_best: bool) -> None:
+        save_epoch(
+            self.out_dir,
+            self.core,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            RunProgress(epoch, self.best_epoch, self.best_top1, self.history),
+            config=self.config,
+            arch_kwargs=self.arch_kwargs,
+            class_names=self.class_names,
+            val=val,
+            is_best=is_best,
+        )
 
     # ------------------------------------------------------------------------------- steps
 
@@ -250,9 +218,11 @@ class _Run:
         tick = time.perf_counter()
         for step, batch in enumerate(loader, start=1):
             inputs, labels = model_inputs(batch, self.device), batch["label"].to(self.device)
-            branch = batch.get("branch")
-            if branch is None and self.config.qabn:
-                branch = oracle_branch_index(inputs[-1])
+            branch = None
+            if self.config.qabn:
+                branch = batch.get("branch")
+                if branch is None:
+                    branch = oracle_branch_index(inputs[-1])
             with self._routing(branch), self._autocast():
                 logits = model(*inputs)
             loss = self._loss(logits.float(), labels, inputs[-1], chunks)
@@ -316,52 +286,13 @@ class _Run:
             raise DataError("the validation set is empty; give more images or a larger --val-fraction")
         return ValMetrics(loss / n, top1 / n, top5 / n, int(n))
 
-    # -------------------------------------------------------------------------------- save
-
-    def _save(self, epoch: int, val: ValMetrics | None, is_best: bool) -> None:
-        extra: dict[str, Any] = {
-            "train_config": self.config.to_dict(),
-            "epoch": epoch,
-            "val": dataclasses.asdict(val) if val is not None else None,
-        }
-        if self.config.qabn:
-            extra["qabn"] = {"num_branches": len(QSAM_BASE_QUALITIES)}
-            extra["qsam"] = {"stage": "base", "base_qualities": list(QSAM_BASE_QUALITIES)}
-        state = {
-            "format": STATE_FORMAT,
-            "version": 1,
-            "epoch": epoch,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best_epoch": self.best_epoch,
-            "best_top1": self.best_top1,
-            "history": [dataclasses.asdict(h) for h in self.history],
-        }
-        with atomic_path(self.out_dir / STATE) as tmp:
-            torch.save(state, tmp)
-        last = save_checkpoint(
-            self.out_dir / LAST,
-            self.core,
-            arch=self.config.arch,
-            arch_kwargs=self.arch_kwargs,
-            class_names=self.class_names,
-            extra=extra,
-        )
-        if is_best:
-            with atomic_path(self.out_dir / BEST) as tmp:
-                shutil.copyfile(last, tmp)
-
     # --------------------------------------------------------------------------------- run
 
     def run(self, resume: bool) -> TrainResult:
         if resume:
             self._resume()
-        elif (self.out_dir / LAST).exists():
-            raise DataError(
-                f"{self.out_dir} already holds a run ({LAST}); pass --resume to continue it or choose another --out"
-            )
         else:
+            check_no_run(self.out_dir)
             self._stem_stats()
         model = dd.wrap_model(self.core, self.device, self.env)
         for epoch in range(self.start_epoch, self.config.epochs):
@@ -411,15 +342,6 @@ class _Run:
             history=tuple(self.history),
             model=self.core,
         )
-
-
-def _load(path: Path, map_location: str | torch.device) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for damaged files
-        raise ModelError(
-            f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); was it cut short?"
-        ) from None
 
 
 def train(

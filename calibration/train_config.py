@@ -97,6 +97,11 @@ class TrainConfig:
     is seen once per epoch at one random quality and routed to the branch of the base quality nearest to its
     tables (the same compute and data as plain training on that mix)."""
 
+    versions: bool = False
+    """QSAM's base-stage data protocol without QABN (`--versions`): every training image at all four base
+    qualities per step with the same crop/flip, normalised by ordinary BatchNorm; 4x the compute per epoch.
+    `qabn` without `train_qualities` implies it. The control that isolates QABN in QSAM's own protocol."""
+
     augment: str = "default"
     """Training augmentation (`--augment`): "default" = the dataset's (random flip + one-MCU pad and
     random crop for DCT models, flip + reflect-pad-4 crop for RGB ones), "flip" = random flip only,
@@ -179,6 +184,10 @@ class TrainConfig:
             f"--eval-quality must be in 1..100, got {self.eval_quality}.",
         )
         _check(not (self.qac_normalize and not self.qac), "--qac-normalize needs --qac.")
+        _check(
+            not (self.versions and self.train_qualities is not None),
+            "--versions trains on all four base qualities 90,60,30,10; drop --qualities (or --versions).",
+        )
         _check(self.augment in AUGMENTS, f"--augment must be one of {AUGMENTS}, got {self.augment!r}.")
         _check(self.num_workers >= 0, f"--workers must be >= 0, got {self.num_workers}.")
         _check(0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}.")

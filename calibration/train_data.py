@@ -11,10 +11,11 @@ from pathlib import Path
 
 from ..common.errors import DataError
 from ..jpeg.cifar import cifar10_root, cifar10_splits
-from ..jpeg.dataset import FolderDataset, JpegFolder, Sample, list_samples, split_samples
+from ..jpeg.dataset import FolderDataset, JpegFolder
 from ..jpeg.pixel_augment import PixelCropFlip
 from ..jpeg.recompress import QualityPolicy
 from ..jpeg.rgb import RgbJpegFolder
+from ..jpeg.samples import Sample, list_samples, split_samples
 from ..jpeg.transforms import RandomHFlip
 from ..models.registry import get_model_info
 from .train_config import AUGMENTS, TrainConfig

@@ -102,7 +102,7 @@ def _print_details(report: InspectReport) -> None:
 
 
 def _check_backend(value: str) -> str:
-    from ..jpeg.reader import BACKENDS, available_backends
+    from ..jpeg.decoders import BACKENDS, available_backends
 
     if value == "auto":
         return value

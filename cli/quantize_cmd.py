@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.synth_config import SynthConfig
-from ..calibration.zeroshot import ZeroShotConfig
+from ..calibration.zeroshot_config import ZeroShotConfig
 from ..common.errors import QuantizationError
 from .common import (
     Bar,
@@ -52,7 +52,7 @@ class QuantizeProgressView:
 
     def __call__(self, event: QuantizeEvent) -> None:
         from ..calibration.quant_checkpoint import CalibProgress
-        from ..calibration.zeroshot import ZeroShotEpochEnd, ZeroShotStep
+        from ..calibration.zeroshot_config import ZeroShotEpochEnd, ZeroShotStep
 
         if isinstance(event, CalibProgress):
             self.calib.update(event.batch, total=event.batches)

@@ -138,7 +138,7 @@ def train_command(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            help="Images per step per process (per quality with --qabn and no --qualities)."
+            help="Images per step per process (per quality with --versions, or --qabn and no --qualities)."
             + _default("batch_size")
         ),
     ] = None,
@@ -192,6 +192,14 @@ def train_command(
             help="QSAM base stage: one BN branch per quality 90/60/30/10, hard routing. Alone: every image at "
             "all four qualities per step (QSAM's protocol, 4x the compute); with --qualities: one random quality "
             "per image, routed by its quant tables.",
+        ),
+    ] = None,
+    versions: Annotated[
+        bool | None,
+        typer.Option(
+            "--versions/--no-versions",
+            help="QSAM's data protocol with plain BN: every image at all four qualities 90/60/30/10 per step, same "
+            "crop/flip (4x the compute per epoch); the control for --qabn.",
         ),
     ] = None,
     seed: Annotated[
@@ -253,6 +261,7 @@ def train_command(
             "qac": qac,
             "qac_normalize": qac_normalize,
             "qabn": qabn,
+            "versions": versions,
             "seed": seed,
             "amp": amp,
             "augment": augment,

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.qsam_train import MetaConfig
+from ..calibration.qsam_meta_config import MetaConfig
 from ..common.errors import ModelError
 from .common import (
     Bar,
@@ -31,7 +31,7 @@ from .common import (
 from .train_cmd import parse_int_list
 
 if TYPE_CHECKING:
-    from ..calibration.qsam_train import MetaEpochEnd, MetaResult
+    from ..calibration.qsam_meta_config import MetaEpochEnd, MetaResult
 
 _default = functools.partial(field_default_help, MetaConfig)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 
 from ..common.errors import BackendUnavailable, ExportError
 from ..common.files import write_bytes_atomic
+from .fp16_qdq import QDQ, ConstIndex, fold_quantized_weights, resolve_scales
 from .onnx_typing import (
     FLOAT,
     FLOAT16,
@@ -50,11 +50,6 @@ from .onnx_typing import (
 )
 
 logger = logging.getLogger(__name__)
-
-FP16_MIN_NORMAL = 2.0**-14
-FP16_MAX = 65504.0
-_QDQ = ("QuantizeLinear", "DequantizeLinear")
-_SCALE_MODES = ("auto", "fp16", "fp32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,100 +107,9 @@ def _set_default_opset(model: Any, version: int) -> Any:
     return model
 
 
-class _Index:
-    """Constants, producers and consumers of a graph (rebuilt after each structural change)."""
-
-    def __init__(self, graph: Any) -> None:
-        from onnx import numpy_helper
-
-        self.graph = graph
-        self.inits = {i.name: i for i in graph.initializer}
-        self.const_nodes = {
-            n.output[0]: n
-            for n in graph.node
-            if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"
-        }
-        self.consumers: dict[str, list[tuple[Any, int]]] = defaultdict(list)
-        for node in graph.node:
-            if any(a.type in (5, 10) for a in node.attribute):  # GRAPH / GRAPHS attributes
-                raise ExportError(
-                    f"node {node.name or node.op_type} ({node.op_type}) holds a subgraph; the FP16 pass "
-                    "handles graphs without control flow only"
-                )
-            for slot, name in enumerate(node.input):
-                if name:
-                    self.consumers[name].append((node, slot))
-        self._np = numpy_helper
-
-    def array(self, name: str) -> np.ndarray | None:
-        if name in self.inits:
-            return self._np.to_array(self.inits[name])
-        node = self.const_nodes.get(name)
-        return None if node is None else self._np.to_array(node.attribute[0].t)
-
-    def tensor(self, name: str) -> Any:
-        """The TensorProto holding constant `name` (initializer or Constant's value), else None."""
-        if name in self.inits:
-            return self.inits[name]
-        node = self.const_nodes.get(name)
-        return None if node is None else node.attribute[0].t
-
-
-def _fold_weights(graph: Any) -> int:
-    """QuantizeLinear(constant float32) -> int8 initializer named like the Q output."""
-    from onnx import numpy_helper
-
-    from .ort_rewrite import quantize_linear
-
-    index = _Index(graph)
-    keep, folded = [], 0
-    for node in graph.node:
-        if node.op_type == "QuantizeLinear" and len(node.input) >= 3:
-            x, scale, zero = (index.array(n) for n in node.input[:3])
-            if x is not None and scale is not None and zero is not None and x.dtype == np.float32:
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-                q = quantize_linear(x, scale.astype(np.float32), zero, axis)
-                graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
-                folded += 1
-                continue
-        keep.append(node)
-    del graph.node[:]
-    graph.node.extend(keep)
-    return folded
-
-
-def _scale_names(graph: Any) -> list[str]:
-    return [n.input[1] for n in graph.node if n.op_type in _QDQ and len(n.input) > 1]
-
-
-def _resolve_scales(graph: Any, scales: str) -> str:
-    if scales not in _SCALE_MODES:
-        raise ExportError(f"scales must be one of {', '.join(_SCALE_MODES)}, got {scales!r}")
-    if scales == "fp32":
-        return scales
-    index = _Index(graph)
-    bad = []
-    for name in dict.fromkeys(_scale_names(graph)):
-        value = index.array(name)
-        if value is None:
-            continue  # a computed scale is cast like any other tensor
-        mag = np.abs(value.astype(np.float64))
-        if (mag < FP16_MIN_NORMAL).any() or (mag > FP16_MAX).any():
-            bad.append(f"{name} (range {mag.min():.3g}..{mag.max():.3g})")
-    if not bad:
-        return "fp16"
-    if scales == "fp16":
-        raise ExportError(
-            f"Q/DQ scales outside FP16's normal range [{FP16_MIN_NORMAL:.3g}, {FP16_MAX:g}]: "
-            f"{', '.join(bad[:5])}; use scales='fp32' (or 'auto')"
-        )
-    logger.info("FP16 pass: %d scale tensors outside FP16's normal range, keeping all scales FP32", len(bad))
-    return "fp32"
-
-
 def _wanted(node: Any, slot: int, schema: Any, scales: str) -> int:
     """The float type input `slot` of `node` should get: FP16 unless the graph must say FP32."""
-    if node.op_type in _QDQ and node.domain in ("", "ai.onnx"):
+    if node.op_type in QDQ and node.domain in ("", "ai.onnx"):
         if slot == 1 or (node.op_type == "QuantizeLinear" and slot == 0):
             return FLOAT16 if scales == "fp16" else FLOAT
     return FLOAT16 if "tensor(float16)" in allowed_types(schema, formal_type(schema, slot)) else FLOAT
@@ -265,14 +169,14 @@ def to_fp16(
 
     out = copy.deepcopy(model)
     graph = out.graph
-    folded = _fold_weights(graph) if fold_weights else 0
-    mode = _resolve_scales(graph, scales)
+    folded = fold_quantized_weights(graph) if fold_weights else 0
+    mode = resolve_scales(graph, scales)
     if mode == "fp16":
         out = _set_default_opset(out, 19)
         graph = out.graph
     opset = default_opset(out)
     original = _original_types(out)
-    index = _Index(graph)
+    index = ConstIndex(graph)
     input_names = {i.name for i in graph.input}
     if fp16_inputs is True:
         as_fp16 = set(input_names)

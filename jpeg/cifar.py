@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..common.errors import DataError
 from ..common.files import write_text_atomic
-from .dataset import Sample, list_samples, split_samples
+from .samples import Sample, list_samples, split_samples
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ import torch
 from PIL import Image
 
 from ..common.errors import CorruptJpegError, DataError, JpegError, NotAJpegError
-from .dataset import FolderDataset, Sample, error_with_path, read_file_bytes, stack_equal
+from .dataset import FolderDataset, error_with_path, read_file_bytes, stack_equal
 from .quality import estimate_ijg_quality
 from .recompress import QualityPolicy
+from .samples import Sample
 
 # QSAM's normalisation [C]: mean (125.3, 123.0, 113.9)/255, std (63.0, 62.1, 66.7)/255.
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)

@@ -5,9 +5,10 @@ Importing the package registers every architecture (rgb, dct_variants, dct_cifar
 
 from . import dct_cifar, dct_variants, rgb  # noqa: F401  (registration)
 from .checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from .dct_resnet import DctFront, DctResNet
 from .flops import ModelSummary, count_flops, count_macs, count_params, example_inputs, summarize_models
 from .registry import ModelInfo, create_model, get_model_info, list_models, register_model
-from .resnet import DctFront, DctResNet, ResNet, StageSpec
+from .resnet import ResNet, StageSpec
 from .stem import DctStem, StemStats, compute_stem_stats
 
 __all__ = [

@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..common.errors import ModelError
+from .dct_resnet import DctFront, DctResNet
 from .registry import register_model
-from .resnet import DctFront, DctResNet, NormLayer, StageSpec, basic_stage_specs
+from .resnet import NormLayer, StageSpec, basic_stage_specs
 
 
 def _pair(values: Sequence[int], name: str) -> tuple[int, int]:

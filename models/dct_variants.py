@@ -25,8 +25,9 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from .dct_resnet import DctFront, DctResNet
 from .registry import register_model
-from .resnet import DctFront, DctResNet, NormLayer, StageSpec
+from .resnet import NormLayer, StageSpec
 
 RFA_KERNELS = (1, 2, 3)
 

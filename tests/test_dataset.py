@@ -13,19 +13,12 @@ from PIL import Image
 from torch.utils.data import DistributedSampler
 
 from dctq.common.errors import DataError, DctqError, JpegError
-from dctq.jpeg.dataset import (
-    DctSample,
-    JpegFolder,
-    Sample,
-    collate_dct,
-    list_samples,
-    make_loader,
-    split_samples,
-)
+from dctq.jpeg.dataset import DctSample, JpegFolder, collate_dct, make_loader
 from dctq.jpeg.geometry import hflip
 from dctq.jpeg.reader import read_jpeg
 from dctq.jpeg.recompress import QualityPolicy, ijg_quant_tables
 from dctq.jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD, RgbJpegFolder
+from dctq.jpeg.samples import Sample, list_samples, split_samples
 from dctq.jpeg.transforms import CenterCropPad, Compose, RandomHFlip, RandomPadCrop, grid_for_input_size
 
 # ------------------------------------------------------------------------------- listing, splits

@@ -105,9 +105,9 @@ def test_jpeg_folder_augments_training_samples_only(jpeg_folder):
 
 def test_train_data_crop_choice(jpeg_folder):
     from dctq.calibration.train_data import make_dataset
-    from dctq.jpeg.dataset import list_samples
     from dctq.jpeg.recompress import QualityPolicy
     from dctq.jpeg.rgb import RgbJpegFolder
+    from dctq.jpeg.samples import list_samples
 
     samples, _ = list_samples(jpeg_folder)
     dct = make_dataset(

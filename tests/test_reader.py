@@ -216,7 +216,7 @@ except JpegError as exc:
 
 
 def test_jpeglib_stderr_lines_other_than_libjpeg_warnings_pass_through(capfd) -> None:
-    from dctq.jpeg.reader import _warnings_in
+    from dctq.jpeg.decoders import _warnings_in
 
     lines = [
         "Premature end of JPEG file",

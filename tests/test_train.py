@@ -174,6 +174,28 @@ def test_qabn_with_qualities_routes_each_image_by_its_tables(jpeg_folder, tmp_pa
         assert moved == [True, False, False, True], layer
 
 
+def test_versions_without_qabn_feeds_plain_bn_all_four_qualities(jpeg_folder, tmp_path):
+    # QSAM's data protocol as the control for QABN: each step holds every image at 90/60/30/10.
+    train_batches = []
+
+    def record(module, args):
+        if isinstance(module, torch.nn.BatchNorm2d) and module.training:
+            train_batches.append(args[0].shape[0])
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        result = run(
+            tiny_config(versions=True, batch_size=2, epochs=1, max_steps_per_epoch=2), jpeg_folder, tmp_path
+        )
+    finally:
+        hook.remove()
+    assert not is_qabn(result.model)
+    assert train_batches and set(train_batches) == {2 * len(QSAM_BASE_QUALITIES)}
+    assert "qabn" not in load_checkpoint(tmp_path / "best.pt").extra
+    with pytest.raises(ConfigError, match="--versions"):
+        tiny_config(versions=True, train_qualities=(90, 10))
+
+
 def test_qac_and_qabn_train(jpeg_folder, tmp_path):
     config = tiny_config(qac=True, qabn=True, max_steps_per_epoch=1, epochs=1)
     result = run(config, jpeg_folder, tmp_path / "out")

@@ -23,15 +23,13 @@ from dctq.calibration.recipe import QuantRecipe, get_recipe
 from dctq.calibration.synth_data import load_synthetic
 from dctq.calibration.synthesize import SynthConfig, synthesize
 from dctq.calibration.zeroshot import (
-    ZeroShotConfig,
-    ZeroShotEpochEnd,
-    ZeroShotStep,
     augment_dct,
     kd_loss,
     quantize_zero_shot,
     step_indices,
     zero_shot_quantize,
 )
+from dctq.calibration.zeroshot_config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotStep
 from dctq.common.errors import QuantizationError
 from dctq.jpeg.geometry import hflip
 from dctq.models import example_inputs
@@ -273,7 +271,8 @@ WORKER = textwrap.dedent(
     from dctq.calibration.distributed import DistEnv
     from dctq.calibration.recipe import get_recipe
     from dctq.calibration.synthesize import SynthConfig, synthesize
-    from dctq.calibration.zeroshot import ZeroShotConfig, zero_shot_quantize
+    from dctq.calibration.zeroshot import zero_shot_quantize
+    from dctq.calibration.zeroshot_config import ZeroShotConfig
 
     sys.path.insert(0, sys.argv[2])
     from helpers import tiny_dct_teacher
