@@ -7,6 +7,11 @@ the two-sided exact p-value. Much tighter than comparing two independent +-0.7-p
 
     .venv/bin/python bench/paired_accuracy.py intraq_w4a4.pt bnstats_w4a4.pt --data cifar10
     .venv/bin/python bench/paired_accuracy.py a.pt b.pt --quality 10 --json paired.json
+    .venv/bin/python bench/paired_accuracy.py a.pt b.pt --qualities 10,20,30,40,50
+
+With --qualities, one paired row per quality and a row for the mean over them: each image's
+difference is averaged over the qualities first (the qualities share images, so their rows are not
+independent), and the interval and p-value come from those per-image means (normal approximation).
 
 Both checkpoints (FP or quantized dctq `.pt`) must read the same input kind (DCT or RGB) and classes;
 the split is the first checkpoint's (its training config's val_fraction, else 10%, seed 0).
@@ -34,7 +39,7 @@ from dctq.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from dctq.models.registry import get_model_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common: the bench folder is no package
-from bench_common import script_main
+from bench_common import int_list, script_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default="cifar10", help="'cifar10' or an ImageFolder of JPEGs (default cifar10)")
     p.add_argument(
         "--quality", type=int, default=None, help="re-compress at this JPEG quality (default: as stored)"
+    )
+    p.add_argument(
+        "--qualities",
+        type=int_list,
+        default=None,
+        help="several qualities, e.g. 10,20,30: a paired row each and one for their mean",
     )
     p.add_argument("--batch-size", type=int, default=250, help="evaluation batch (default 250)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -84,6 +95,33 @@ def paired_summary(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict[str
     }
 
 
+def mean_summary(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    """The mean over qualities of a - b, from per-image differences averaged over the qualities first.
+
+    pairs: one (correct_a, correct_b) per quality, all over the same images in the same order.
+    """
+    a = torch.stack([pa.float() for pa, _ in pairs])  # [qualities, images]
+    b = torch.stack([pb.float() for _, pb in pairs])
+    if a.shape != b.shape or a.numel() == 0:
+        raise DataError(
+            f"need equal, non-empty correctness vectors, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    per_image = (a - b).mean(dim=0)
+    n = per_image.numel()
+    diff = float(per_image.mean())
+    se = float(per_image.std(unbiased=True)) / math.sqrt(n) if n > 1 else 0.0
+    z = abs(diff) / se if se > 0 else (math.inf if diff else 0.0)
+    return {
+        "images": n,
+        "qualities": len(pairs),
+        "top1_a": float(a.mean()),
+        "top1_b": float(b.mean()),
+        "diff": diff,
+        "ci95": [diff - 1.96 * se, diff + 1.96 * se],
+        "p_value": math.erfc(z / math.sqrt(2)),  # two-sided normal
+    }
+
+
 @torch.no_grad()
 def correctness(
     models: tuple[LoadedCheckpoint, ...], dataset: torch.utils.data.Dataset, batch_size: int
@@ -107,27 +145,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise DataError(
             f"{args.a} and {args.b} read different inputs ({' vs '.join(sorted(kinds))}); pair like with like"
         )
+    if args.qualities is not None and args.quality is not None:
+        raise DataError("give --quality or --qualities, not both")
     saved = (first.extra.get("train_config") or {}).get("fields", {})
     split = split_data(args.data, float(saved.get("val_fraction", DEFAULT_VAL_FRACTION)))
-    dataset = make_dataset(
-        first.arch,
-        split.root,
-        split.samples("val"),
-        train=False,
-        policy=QualityPolicy(test_quality=args.quality),
-    )
-    result = paired_summary(*correctness((first, second), dataset, args.batch_size))
+
+    def scored(quality: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        policy = QualityPolicy(test_quality=quality)
+        dataset = make_dataset(first.arch, split.root, split.samples("val"), train=False, policy=policy)
+        hits_a, hits_b = correctness((first, second), dataset, args.batch_size)
+        return hits_a, hits_b
+
+    head = {"a": str(args.a), "b": str(args.b), "data": args.data}
+    machine = {"platform": platform.platform(), "dctq": __version__}
+    if args.qualities is None:
+        return {**head, "quality": args.quality, **paired_summary(*scored(args.quality)), "machine": machine}
+    pairs = [scored(q) for q in args.qualities]
+    rows = [{"quality": q, **paired_summary(*pair)} for q, pair in zip(args.qualities, pairs, strict=True)]
     return {
-        "a": str(args.a),
-        "b": str(args.b),
-        "data": args.data,
-        "quality": args.quality,
-        **result,
-        "machine": {"platform": platform.platform(), "dctq": __version__},
+        **head,
+        "qualities": args.qualities,
+        "rows": rows,
+        "mean": mean_summary(pairs),
+        "machine": machine,
     }
 
 
 def markdown(r: dict[str, Any]) -> str:
+    if "rows" in r:
+        lines = [
+            f"A: {r['a']}  B: {r['b']}  ({r['mean']['images']} images)",
+            "",
+            "| quality | A top-1 % | B top-1 % | A - B (95% interval) | only A / only B right | p |",
+            "|---|---:|---:|---|---:|---:|",
+        ]
+        for row in [*r["rows"], {**r["mean"], "quality": "mean"}]:
+            lo, hi = row["ci95"]
+            counts = f"{row['only_a_right']} / {row['only_b_right']}" if "only_a_right" in row else "-"
+            lines.append(
+                f"| {row['quality']} | {100 * row['top1_a']:.2f} | {100 * row['top1_b']:.2f} | "
+                f"{100 * row['diff']:+.2f} ({100 * lo:+.2f} .. {100 * hi:+.2f}) | {counts} | {row['p_value']:.3g} |"
+            )
+        return "\n".join(lines)
     lo, hi = r["ci95"]
     return "\n".join(
         [

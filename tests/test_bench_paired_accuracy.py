@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -40,6 +41,22 @@ def test_paired_summary_counts_and_interval():
         paired.paired_summary(a, b[:3])
 
 
+def test_mean_summary_averages_each_image_over_qualities_first():
+    a30, b30 = torch.tensor([1, 1, 0, 1]), torch.tensor([0, 1, 0, 0])  # a - b: 1, 0, 0, 1
+    a90, b90 = torch.tensor([1, 0, 1, 1]), torch.tensor([1, 1, 1, 0])  # a - b: 0, -1, 0, 1
+    r = paired.mean_summary([(a30, b30), (a90, b90)])
+    per_image = torch.tensor([0.5, -0.5, 0.0, 1.0])
+    se = float(per_image.std()) / 2
+    assert r["images"] == 4 and r["qualities"] == 2
+    assert r["top1_a"] == pytest.approx(6 / 8) and r["top1_b"] == pytest.approx(4 / 8)
+    assert r["diff"] == pytest.approx(0.25) and r["ci95"] == pytest.approx(
+        [0.25 - 1.96 * se, 0.25 + 1.96 * se]
+    )
+    assert r["p_value"] == pytest.approx(2 * (1 - statistics.NormalDist().cdf(0.25 / se)))
+    same = paired.mean_summary([(a30, a30)])
+    assert same["diff"] == 0 and same["p_value"] == 1.0
+
+
 def test_script_compares_two_checkpoints_on_the_same_images(jpeg_folder, tmp_path):
     one = tiny_train_run(jpeg_folder, tmp_path / "one")[0].best_path
     other = tiny_train_run(jpeg_folder, tmp_path / "two", seed=1)[0].best_path
@@ -50,6 +67,14 @@ def test_script_compares_two_checkpoints_on_the_same_images(jpeg_folder, tmp_pat
     r = paired.main([str(one), str(other), "--data", str(jpeg_folder), "--quality", "30", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(r))
     assert r["quality"] == 30 and r["diff"] == pytest.approx(r["top1_a"] - r["top1_b"])
+    rows = paired.main([str(one), str(other), "--data", str(jpeg_folder), "--qualities", "30,90"])
+    assert [row["quality"] for row in rows["rows"]] == [30, 90]
+    assert rows["rows"][0]["diff"] == r["diff"] and rows["rows"][0]["p_value"] == r["p_value"]
+    assert rows["mean"]["diff"] == pytest.approx(sum(row["diff"] for row in rows["rows"]) / 2)
+    with pytest.raises(DataError, match="not both"):
+        paired.main(
+            [str(one), str(other), "--data", str(jpeg_folder), "--quality", "30", "--qualities", "30,90"]
+        )
 
 
 def test_script_refuses_to_pair_dct_with_rgb(jpeg_folder, tmp_path):
