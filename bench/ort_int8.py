@@ -60,18 +60,12 @@ from dctq.models.checkpoint import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common: the bench folder is no package
 from bench_common import int_list
+from ort_ops import kernel_summary, optimized_ops
 
 VARIANTS = ("fp32", "int8_residual", "int8_both")
 """Model names in the tables, in the order of every timing round."""
 ADD_INPUTS = {"int8_residual": "residual", "int8_both": "both"}
 QUALITY = 75
-INTEGER_OPS = tuple(
-    """QLinearConv ConvInteger QLinearAdd QLinearMatMul MatMulInteger QGemm QLinearGlobalAveragePool
-    QLinearAveragePool QLinearMul QLinearConcat QLinearSigmoid QLinearLeakyRelu""".split()
-)
-FLOAT_CONV_OPS = ("Conv", "FusedConv", "NhwcFusedConv")
-"""Float convolutions after ORT's fusions (FusedConv = Conv + activation; NCHWc Conv counts too)."""
-FLOAT_GEMM_OPS = ("Gemm", "MatMul", "FusedGemm", "FusedMatMul")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -158,43 +152,6 @@ def build_models(args: argparse.Namespace, work: Path) -> dict[str, dict[str, An
         path = export_onnx(load_checkpoint(result.path), work / f"{variant}.onnx")
         models[variant] = {"path": path, "lint": lint_qdq(path), "fake_quant": result.model.eval()}
     return models
-
-
-def count_ops(path: Path) -> Counter[str]:
-    """op_type -> count over an ONNX file's main graph (domain dropped: com.microsoft.nchwc Conv is Conv)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return Counter(node.op_type for node in model.graph.node)
-
-
-def kernel_summary(ops: Counter[str]) -> dict[str, Any]:
-    """Integer and float compute ops of an optimized graph, and whether integer kernels ran at all."""
-    integer = {op: ops[op] for op in INTEGER_OPS if ops[op]}
-    float_conv = sum(ops[op] for op in FLOAT_CONV_OPS)
-    return {
-        "QLinearConv": ops["QLinearConv"],
-        "ConvInteger": ops["ConvInteger"],
-        "QLinearAdd": ops["QLinearAdd"],
-        "integer_ops": integer,
-        "float_conv": float_conv,
-        "float_gemm": sum(ops[op] for op in FLOAT_GEMM_OPS),
-        "QuantizeLinear": ops["QuantizeLinear"],
-        "DequantizeLinear": ops["DequantizeLinear"],
-        "integer_kernels": bool(integer),
-        "integer_conv_fraction": (ops["QLinearConv"] + ops["ConvInteger"])
-        / max(1, ops["QLinearConv"] + ops["ConvInteger"] + float_conv),
-    }
-
-
-def optimized_ops(artifact: Any, threads: int, tmp: Path, name: str) -> Counter[str]:
-    """Op counts of ORT's optimized graph, from a session the backend loads with optimized_model_path.
-
-    A separate session, so the timed ones run exactly as `load_runner` makes them.
-    """
-    target = tmp / f"{name}.optimized.onnx"
-    load_runner(artifact, "ort", threads=threads, optimized_model_path=target)
-    return count_ops(target)
 
 
 # ------------------------------------------------------------------------------------ timing

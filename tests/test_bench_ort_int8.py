@@ -1,4 +1,4 @@
-"""bench/ort_int8.py: its inputs and op summary (fast), and one end-to-end run on a tiny checkpoint (slow)."""
+"""bench/ort_int8.py: its inputs and op summary (bench/ort_ops.py; fast), and one end-to-end run on a tiny checkpoint (slow)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_synthetic_inputs_are_integer_coefficients_with_quality_75_tables():
 
 
 def test_kernel_summary_tells_integer_from_float_graphs():
-    bench = load_bench("ort_int8")
+    bench = load_bench("ort_ops")
     mixed = bench.kernel_summary(
         Counter({"QLinearConv": 6, "Conv": 2, "FusedConv": 1, "QLinearAdd": 3, "Gemm": 1})
     )

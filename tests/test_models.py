@@ -1,4 +1,4 @@
-"""Architectures, the registry, FLOP counting and the `models` command.
+"""Architectures, the registry and FLOP counting (the `models` command: test_models_cli.py).
 
 Where the reference numbers come from:
 - ResNet-50: 25,557,032 parameters and "GFLOPS 4.09" (which is GMACs) for the v1.5 layout are
@@ -24,13 +24,9 @@ Where the reference numbers come from:
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-import typer
 from torch import nn
-from typer.testing import CliRunner
 
 from dctq.common.errors import ModelError
 from dctq.models import (
@@ -352,39 +348,6 @@ def test_zero_init_residual_zeroes_last_norm():
     model = create_model("resnet20", zero_init_residual=True)
     assert float(model.stages[0][0].bn2.weight.detach().abs().sum()) == 0.0
     assert float(model.stages[0][0].bn1.weight.detach().abs().sum()) > 0.0
-
-
-# ---- CLI -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_app() -> typer.Typer:
-    from dctq.cli.models_cmd import register
-
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:  # a callback keeps `models` as a named subcommand
-        pass
-
-    register(app)
-    return app
-
-
-def test_models_command_json(cli_app):
-    result = CliRunner().invoke(cli_app, ["models", "resnet*", "--json"])
-    assert result.exit_code == 0, result.output
-    rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert set(rows) == {"resnet50", "resnet20", "resnet18_cifar"}
-    assert rows["resnet50"]["params"] == 25_557_032
-    assert rows["resnet50"]["flops"] == 2 * rows["resnet50"]["macs"] == 2 * REGRESSION["resnet50"][1]
-
-
-def test_models_command_table(cli_app):
-    result = CliRunner().invoke(cli_app, ["models", "dct_late*", "--long"])
-    assert result.exit_code == 0, result.output
-    assert "dct_late_concat_rfa_thinner" in result.output and "24.531" in result.output
-    assert "resnet50" not in result.output
 
 
 @pytest.mark.parametrize(
