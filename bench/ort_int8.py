@@ -58,7 +58,9 @@ from dctq.deploy.export_onnx import export_onnx
 from dctq.deploy.qdq_lint import lint_qdq
 from dctq.models.checkpoint import load_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common: the bench folder is no package
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # bench_common, ort_ops: the bench folder is no package
 from bench_common import int_list
 from ort_ops import kernel_summary, optimized_ops
 

@@ -4,38 +4,25 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import typer
 from typer.testing import CliRunner
 
+from dctq.cli.main import app
 
-@pytest.fixture
-def cli_app() -> typer.Typer:
-    from dctq.cli.models_cmd import register
-
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:  # a callback keeps `models` as a named subcommand
-        pass
-
-    register(app)
-    return app
+RESNET50_V1_MACS = 3_857_973_248
+"""ResNet-50 with v1 strides at 224x224: test_models.py's regression table and its sources."""
 
 
-def test_models_command_json(cli_app):
-    result = CliRunner().invoke(cli_app, ["models", "resnet*", "--json"])
+def test_models_command_json():
+    result = CliRunner().invoke(app, ["models", "resnet*", "--json"])
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     assert set(rows) == {"resnet50", "resnet20", "resnet18_cifar"}
     assert rows["resnet50"]["params"] == 25_557_032
-    assert (
-        rows["resnet50"]["flops"] == 2 * rows["resnet50"]["macs"] == 2 * 3_857_973_248
-    )  # v1 strides, as in test_models.py
+    assert rows["resnet50"]["flops"] == 2 * rows["resnet50"]["macs"] == 2 * RESNET50_V1_MACS
 
 
-def test_models_command_table(cli_app):
-    result = CliRunner().invoke(cli_app, ["models", "dct_late*", "--long"])
+def test_models_command_table():
+    result = CliRunner().invoke(app, ["models", "dct_late*", "--long"])
     assert result.exit_code == 0, result.output
     assert "dct_late_concat_rfa_thinner" in result.output and "24.531" in result.output
     assert "resnet50" not in result.output
