@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 from dctq.common.files import write_text_atomic
-from dctq.deploy.cuda_profile import ProfileConfig, prepare_model, profile_cuda, profile_end_to_end
-from dctq.deploy.gpu_input import dct_h2d_bytes, rgb_h2d_bytes
+from dctq.deploy.profiling.cuda import ProfileConfig, prepare_model, profile_cuda, profile_end_to_end
+from dctq.deploy.profiling.gpu_input import dct_h2d_bytes, rgb_h2d_bytes
 from dctq.models import count_macs, create_model, list_models
 
 

@@ -48,14 +48,14 @@ import numpy as np
 import torch
 
 from dctq import __version__
-from dctq.calibration.qac import ijg_qt
-from dctq.calibration.quant_checkpoint import build_recipe, quantize_checkpoint
+from dctq.calibration.qsam.qac import ijg_qt
+from dctq.calibration.workflow.quantize import build_recipe, quantize_checkpoint
 from dctq.common.errors import DctqError
 from dctq.common.files import write_text_atomic
 from dctq.deploy.artifact import ArtifactMeta, load_artifact
-from dctq.deploy.backends import load_runner
-from dctq.deploy.export_onnx import export_onnx
-from dctq.deploy.qdq_lint import lint_qdq
+from dctq.deploy.backends.registry import load_runner
+from dctq.deploy.export.onnx import export_onnx
+from dctq.deploy.onnx.lint import lint_qdq
 from dctq.models.checkpoint import load_checkpoint
 
 sys.path.insert(

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dctq.deploy.backends import load_runner
+from dctq.deploy.backends.registry import load_runner
 
 INTEGER_OPS = tuple(
     """QLinearConv ConvInteger QLinearAdd QLinearMatMul MatMulInteger QGemm QLinearGlobalAveragePool

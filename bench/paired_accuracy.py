@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from dctq import __version__
-from dctq.calibration.quant_data import DEFAULT_VAL_FRACTION
-from dctq.calibration.train_data import make_dataset, split_data
+from dctq.calibration.train.data import make_dataset, split_data
+from dctq.calibration.workflow.data import DEFAULT_VAL_FRACTION
 from dctq.common.errors import DataError
 from dctq.deploy.evaluate import as_predictor
 from dctq.jpeg.dataset import make_loader

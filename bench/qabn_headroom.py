@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from dctq import __version__
-from dctq.calibration.train_config import TrainConfig
-from dctq.calibration.train_data import build_train_data
-from dctq.calibration.train_utils import model_inputs, topk_correct
+from dctq.calibration.train.config import TrainConfig
+from dctq.calibration.train.data import build_train_data
+from dctq.calibration.train.schedule import model_inputs, topk_correct
 from dctq.common.errors import ModelError
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy

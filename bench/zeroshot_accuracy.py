@@ -44,10 +44,10 @@ from ptq_accuracy import (
 )
 
 from dctq.calibration.ptq import ptq
-from dctq.calibration.quant_checkpoint import build_recipe
-from dctq.calibration.synthesize import SynthConfig, synthesize
-from dctq.calibration.zeroshot import zero_shot_quantize
-from dctq.calibration.zeroshot_config import ZeroShotConfig
+from dctq.calibration.workflow.quantize import build_recipe
+from dctq.calibration.zeroshot.distill import zero_shot_quantize
+from dctq.calibration.zeroshot.finetune_config import ZeroShotConfig
+from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
 from dctq.models.checkpoint import load_checkpoint
 
 METHODS = {"ptq": "PTQ (real images)", "bnstats": "BN-stats zero-shot", "intraq": "IntraQ zero-shot"}

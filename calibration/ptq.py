@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..common.errors import QuantizationError
-from .quantize_model import calibrate, quantize_model
-from .recipe import QuantRecipe
+from .quant.model import calibrate, quantize_model
+from .quant.recipe import QuantRecipe
 
 logger = logging.getLogger(__name__)
 

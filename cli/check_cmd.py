@@ -20,7 +20,7 @@ def check_command(
 ) -> None:
     """Check an ONNX graph against TensorRT's Q/DQ rules: int8, zero point 0, scale axes, Q/DQ placement,
     opset and operator support. Exits with code 1 when any rule at error level is broken."""
-    from ..deploy.qdq_lint import lint_qdq
+    from ..deploy.onnx.lint import lint_qdq
 
     with user_errors(ctx):
         report = lint_qdq(model)

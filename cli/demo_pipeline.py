@@ -11,16 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..calibration.quant_checkpoint import build_recipe, quantize_checkpoint
-from ..calibration.train import train
-from ..calibration.train_config import TrainConfig
-from ..calibration.train_data import build_train_data, make_dataset
+from ..calibration.train.config import TrainConfig
+from ..calibration.train.data import build_train_data, make_dataset
+from ..calibration.train.loop import train
+from ..calibration.workflow.quantize import build_recipe, quantize_checkpoint
 from ..common.errors import DctqError
 from ..deploy.evaluate import EvalReport, evaluate
-from ..deploy.export_onnx import export_onnx
+from ..deploy.export.onnx import export_onnx
+from ..deploy.onnx.lint import lint_qdq
 from ..deploy.predict import artifact_predictor
-from ..deploy.profile import ProfileReport, profile
-from ..deploy.qdq_lint import lint_qdq
+from ..deploy.profiling.latency import ProfileReport, profile
 from ..jpeg.demo_data import make_demo_folder
 from ..jpeg.recompress import QualityPolicy
 from ..models.checkpoint import load_checkpoint

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.train_config import ConfigError
+from ..calibration.train.config import ConfigError
 from ..common.files import write_text_atomic
 from .common import json_text, make_progress, out_console, print_json, user_errors
 from .train_cmd import parse_int_list
@@ -106,7 +106,7 @@ def evaluate_command(
     ] = None,
 ) -> None:
     """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
-    from ..calibration.train_data import make_dataset, split_data
+    from ..calibration.train.data import make_dataset, split_data
     from ..deploy.evaluate import evaluate
     from ..deploy.predict import artifact_predictor
     from ..jpeg.recompress import QualityPolicy

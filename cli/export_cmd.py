@@ -69,7 +69,7 @@ def export_command(
             raise DctqError(f"--out {target} would overwrite the checkpoint; choose another path")
         lint = None
         if fmt == "onnx":
-            from ..deploy.export_onnx import export_onnx
+            from ..deploy.export.onnx import export_onnx
 
             export_onnx(
                 loaded,
@@ -79,16 +79,16 @@ def export_command(
                 example_batch=static_batch or 1,
                 dynamo=False if legacy else None,
             )
-            from ..deploy.qdq_lint import lint_qdq
+            from ..deploy.onnx.lint import lint_qdq
 
             lint = lint_qdq(target)
         elif fmt == "tensorrt":
-            from ..deploy.trt_build import BuildConfig, export_engine
+            from ..deploy.backends.tensorrt.build import BuildConfig, export_engine
 
             batch = (1, min(32, max_batch), max_batch)
             export_engine(loaded, target, BuildConfig(batch=batch, timing_cache=timing_cache), opset=opset)
         else:
-            from ..deploy.export_torchscript import export_program, export_torchscript
+            from ..deploy.export.torchscript import export_program, export_torchscript
 
             if fmt == "torchscript":
                 export_torchscript(loaded, target)

@@ -52,7 +52,7 @@ def profile_command(
 ) -> None:
     """Latency percentiles (p50/p90/p99), throughput and peak memory of an artifact per batch size."""
     from ..common.errors import DctqError
-    from ..deploy.profile import plot_profile, profile
+    from ..deploy.profiling.latency import plot_profile, profile
 
     with user_errors(ctx):
         batches = _parse_batches(batch)

@@ -16,8 +16,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.synth_config import SynthConfig
-from ..calibration.zeroshot_config import ZeroShotConfig
+from ..calibration.zeroshot.config import SynthConfig
+from ..calibration.zeroshot.finetune_config import ZeroShotConfig
 from ..common.errors import QuantizationError
 from .common import (
     Bar,
@@ -35,7 +35,7 @@ from .train_cmd import parse_int_list
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from ..calibration.quant_checkpoint import QuantizeEvent, QuantizeResult
+    from ..calibration.workflow.quantize import QuantizeEvent, QuantizeResult
 
 DEFAULT_NUM_IMAGES = 512
 DEFAULT_PTQ_BATCH = 64
@@ -51,8 +51,8 @@ class QuantizeProgressView:
         self.steps = Bar(progress)
 
     def __call__(self, event: QuantizeEvent) -> None:
-        from ..calibration.quant_checkpoint import CalibProgress
-        from ..calibration.zeroshot_config import ZeroShotEpochEnd, ZeroShotStep
+        from ..calibration.workflow.quantize import CalibProgress
+        from ..calibration.zeroshot.finetune_config import ZeroShotEpochEnd, ZeroShotStep
 
         if isinstance(event, CalibProgress):
             self.calib.update(event.batch, total=event.batches)
@@ -269,7 +269,7 @@ def quantize_command(
 ) -> None:
     """Quantize an FP checkpoint (PTQ on real images, or zero-shot with IntraQ / BN-statistics images)."""
     from ..calibration.distributed import detect_env
-    from ..calibration.quant_checkpoint import METHODS, build_recipe, quantize_checkpoint
+    from ..calibration.workflow.quantize import METHODS, build_recipe, quantize_checkpoint
 
     with user_errors(ctx):
         if method not in METHODS:

@@ -14,14 +14,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.synthesize import SynthConfig
+from ..calibration.zeroshot.synthesize import SynthConfig
 from .common import Bar, field_default_help, make_progress, out_console, print_json, user_errors
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from ..calibration.synth_data import SyntheticData
-    from ..calibration.synthesize import SynthEvent
+    from ..calibration.zeroshot.data import SyntheticData
+    from ..calibration.zeroshot.synthesize import SynthEvent
 
 _default = functools.partial(field_default_help, SynthConfig)
 
@@ -48,7 +48,7 @@ class SynthProgressView:
         self.steps = Bar(progress)
 
     def __call__(self, event: SynthEvent) -> None:
-        from ..calibration.synthesize import SynthBatchEnd, SynthStep
+        from ..calibration.zeroshot.synthesize import SynthBatchEnd, SynthStep
 
         if isinstance(event, SynthStep):
             self.steps.follow(event.batch, f"batch {event.batch + 1}", event.iterations)
@@ -148,8 +148,8 @@ def synthesize_command(
 ) -> None:
     """Make synthetic calibration images from CKPT alone (no data), for `dctq quantize --method intraq`."""
     from ..calibration.distributed import detect_env
-    from ..calibration.synth_grid import synthetic_grid_png
-    from ..calibration.synthesize import synthesize_checkpoint
+    from ..calibration.zeroshot.grid import synthetic_grid_png
+    from ..calibration.zeroshot.synthesize import synthesize_checkpoint
 
     with user_errors(ctx):
         options = {

@@ -16,13 +16,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.train_config import ConfigError, TrainConfig
+from ..calibration.train.config import ConfigError, TrainConfig
 from .common import Bar, err_console, field_default_help, make_progress, out_console, print_json, user_errors
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from ..calibration.train import TrainEvent, TrainResult
+    from ..calibration.train.loop import TrainEvent, TrainResult
 
 _default = functools.partial(field_default_help, TrainConfig)
 
@@ -62,7 +62,7 @@ class ProgressView:
         self.steps = Bar(progress)
 
     def __call__(self, event: TrainEvent) -> None:
-        from ..calibration.train import EpochEnd, EpochStart, StepEnd
+        from ..calibration.train.loop import EpochEnd, EpochStart, StepEnd
 
         if isinstance(event, EpochStart):
             self.epochs.ensure(total=event.epochs, completed=event.epoch - 1)
@@ -240,8 +240,8 @@ def train_command(
 ) -> None:
     """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch."""
     from ..calibration.distributed import detect_env
-    from ..calibration.train import train
-    from ..calibration.train_data import build_train_data
+    from ..calibration.train.data import build_train_data
+    from ..calibration.train.loop import train
 
     with user_errors(ctx):
         options = {

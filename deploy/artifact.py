@@ -11,7 +11,7 @@ Exported files carry a JSON sidecar `<file>.json` (model.onnx -> model.onnx.json
      "versions": {"dctq": ..., "torch": ..., "onnx": ...}, "extra": {...}}
 
 Checkpoints, float or quantized, are read by `dctq.models.checkpoint.load_checkpoint` (a quantized
-one, written by `dctq.calibration.quant_checkpoint.save_quantized`, holds `"quant_recipe"` in its
+one, written by `dctq.calibration.workflow.quantize.save_quantized`, holds `"quant_recipe"` in its
 `extra` and comes back as the calibrated fake-quant model).
 """
 
@@ -249,7 +249,7 @@ def describe_model(
     if loaded is not None and loaded.extra.get(QUANT_RECIPE_KEY):
         recipe = dict(loaded.extra[QUANT_RECIPE_KEY])
     else:
-        from ..calibration.quantize_model import recipe_of
+        from ..calibration.quant.model import recipe_of
 
         found = recipe_of(module)
         recipe = found.to_dict() if found is not None else None
@@ -275,7 +275,7 @@ def describe_model(
 
 def _onnx_meta(path: Path) -> ArtifactMeta:
     """Metadata read from an ONNX graph without a sidecar: input names and shapes; classes as numbers."""
-    from .onnx_graph import import_onnx
+    from .onnx.graph import import_onnx
 
     onnx = import_onnx()
     try:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..calibration.qsam_train import oracle_branch_index
-from ..calibration.train_utils import model_inputs, topk_correct
+from ..calibration.qsam.data import oracle_branch_index
+from ..calibration.train.schedule import model_inputs, topk_correct
 from ..common.errors import DctqError
 from ..jpeg.dataset import make_loader
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint

@@ -20,7 +20,7 @@ import torch
 
 from ..common.errors import CorruptJpegError, DctqError, JpegError, NotAJpegError
 from .artifact import Artifact, ArtifactMeta, load_artifact
-from .backends import Runner, load_runner
+from .backends.registry import Runner, load_runner
 
 logger = logging.getLogger(__name__)
 

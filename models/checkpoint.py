@@ -7,7 +7,7 @@ Layout of the `.pt` file (a dict that `torch.load(weights_only=True)` reads):
 
 Keys of `extra` that change the model's structure are rebuilt by *checkpoint transforms*, applied
 in registration order between `create_model` and `load_state_dict`: "qabn" (QSAM's BN branches,
-registered here) and "quant_recipe" (quantizers; registered by dctq.calibration.quant_checkpoint,
+registered here) and "quant_recipe" (quantizers; registered by dctq.calibration.workflow.quantize,
 imported on first need so that models/ never imports calibration/ at import time).
 """
 
@@ -42,7 +42,7 @@ CheckpointTransform = Callable[[nn.Module, Any, Path], nn.Module]
 _TRANSFORMS: dict[str, CheckpointTransform] = {}
 # Modules that register a transform for a key when imported, relative to the dctq package: a name,
 # not an import, so the dependency direction (calibration -> models) holds.
-_PROVIDERS: dict[str, str] = {"quant_recipe": "..calibration.quant_checkpoint"}
+_PROVIDERS: dict[str, str] = {"quant_recipe": "..calibration.workflow.quantize"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ per base quality `QSAM_BASE_QUALITIES` (branch k <-> QSAM_BASE_QUALITIES[k]). Tw
   tables to weights `w = QuantTableMixer(qt)` [N, K] and every layer returns
   `sum_k w[:, k] * BN_k(x)` with each branch's running statistics.
 
-`dctq.calibration.qsam_meta.meta_step` runs QSAM's MAML-style episode that trains the mixer alone.
+`dctq.calibration.qsam.meta_step.meta_step` runs QSAM's MAML-style episode that trains the mixer alone.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from torch import nn
 import dctq.jpeg.cifar
 import dctq.jpeg.dataset
 import dctq.jpeg.reader
-from dctq.calibration.qac import ijg_qt
-from dctq.calibration.synth_params import round_half_away
+from dctq.calibration.qsam.qac import ijg_qt
+from dctq.calibration.zeroshot.images import round_half_away
 from dctq.jpeg.dct import rgb_to_coefficients
 from dctq.models.registry import create_model
 from dctq.models.stem import compute_stem_stats
@@ -33,9 +33,9 @@ TINY = {"widths": [8, 8], "depths": [1, 1]}
 def tiny_train_run(folder: Path, out: Path, **changes):
     """`calibration.train.train` of TINY dct_cifar_upsampling for one step on `folder` (a quarter held out):
     (TrainResult, TrainData). Checkpoints written by the real training loop, for scripts that need them."""
-    from dctq.calibration.train import train
-    from dctq.calibration.train_config import TrainConfig
-    from dctq.calibration.train_data import build_train_data
+    from dctq.calibration.train.config import TrainConfig
+    from dctq.calibration.train.data import build_train_data
+    from dctq.calibration.train.loop import train
 
     config = TrainConfig(
         arch="dct_cifar_upsampling", arch_kwargs=TINY, epochs=1, batch_size=4, val_fraction=0.25,

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from dctq.calibration.ptq import ptq
-from dctq.calibration.quant_checkpoint import save_quantized
-from dctq.calibration.recipe import QuantRecipe
+from dctq.calibration.quant.recipe import QuantRecipe
+from dctq.calibration.workflow.quantize import save_quantized
 from dctq.common.errors import BackendUnavailable, DctqError
 from dctq.deploy.artifact import load_artifact
-from dctq.deploy.backends import get_backend, list_backends, load_runner, register_backend
-from dctq.deploy.export_onnx import export_onnx
+from dctq.deploy.backends.registry import get_backend, list_backends, load_runner, register_backend
+from dctq.deploy.export.onnx import export_onnx
 from dctq.deploy.predict import predict
 from dctq.models import create_model, example_inputs, save_checkpoint
 from dctq.models.checkpoint import LoadedCheckpoint
@@ -21,7 +21,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
-from dctq.deploy.ort_rewrite import quantize_linear, rewrite_for_ort  # noqa: E402
+from dctq.deploy.onnx.ort_rewrite import quantize_linear, rewrite_for_ort  # noqa: E402
 
 ARCH_KWARGS = {"num_classes": 2, "widths": [8, 16], "depths": [1, 1]}
 CLASSES = ["cat", "dog"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import load_bench
 
-from dctq.calibration.qac import ijg_quant_table
+from dctq.calibration.qsam.qac import ijg_quant_table
 from dctq.deploy.artifact import ArtifactMeta, TensorSpec, input_specs
 
 

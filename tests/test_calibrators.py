@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from dctq.calibration.calib_entropy import EntropyCalibrator, kl_divergences
-from dctq.calibration.calib_max import MaxCalibrator
-from dctq.calibration.calib_mse import MseCalibrator
-from dctq.calibration.calib_percentile import PercentileCalibrator
-from dctq.calibration.calib_registry import CALIBRATORS, calibrator_options, create_calibrator
+from dctq.calibration.calibrators.entropy import EntropyCalibrator, kl_divergences
+from dctq.calibration.calibrators.max import MaxCalibrator
+from dctq.calibration.calibrators.mse import MseCalibrator
+from dctq.calibration.calibrators.percentile import PercentileCalibrator
+from dctq.calibration.calibrators.registry import CALIBRATORS, calibrator_options, create_calibrator
 from dctq.common.errors import QuantizationError
 
 

@@ -24,9 +24,9 @@ WORKER = textwrap.dedent(
     import json, os, sys
     from pathlib import Path
     import torch
-    from dctq.calibration.train import train
-    from dctq.calibration.train_config import TrainConfig
-    from dctq.calibration.train_data import build_train_data
+    from dctq.calibration.train.loop import train
+    from dctq.calibration.train.config import TrainConfig
+    from dctq.calibration.train.data import build_train_data
 
     folder, out = Path(sys.argv[1]), Path(sys.argv[2])
     rank = os.environ["RANK"]

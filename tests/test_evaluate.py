@@ -10,8 +10,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from dctq.calibration.qac import ijg_qt
-from dctq.calibration.qsam_train import oracle_branch_index
+from dctq.calibration.qsam.data import oracle_branch_index
+from dctq.calibration.qsam.qac import ijg_qt
 from dctq.cli import evaluate_cmd
 from dctq.common.errors import DctqError
 from dctq.deploy.evaluate import EvalReport, QualityRow, as_predictor, evaluate

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from dctq.calibration.ptq import ptq
-from dctq.calibration.quant_checkpoint import save_quantized
-from dctq.calibration.quantize_model import quantize_model
-from dctq.calibration.recipe import QuantRecipe
+from dctq.calibration.quant.model import quantize_model
+from dctq.calibration.quant.recipe import QuantRecipe
+from dctq.calibration.workflow.quantize import save_quantized
 from dctq.common.errors import ExportError, QuantizationError
 from dctq.deploy.artifact import load_artifact, sidecar_path
-from dctq.deploy.export_onnx import export_onnx
-from dctq.deploy.export_torchscript import export_program, export_torchscript
+from dctq.deploy.export.onnx import export_onnx
+from dctq.deploy.export.torchscript import export_program, export_torchscript
 from dctq.models import create_model, example_inputs
 from dctq.models.checkpoint import LoadedCheckpoint, load_checkpoint
 
@@ -95,7 +95,7 @@ def test_sidecar_records_inputs_versions_and_exporter(exported):
 
 
 def test_fake_quant_onnx_agrees_with_torch_and_passes_the_linter(models, exported):
-    from dctq.deploy.qdq_lint import lint_qdq
+    from dctq.deploy.onnx.lint import lint_qdq
 
     _, qmodel = models
     path = exported[1]
@@ -187,8 +187,8 @@ def test_quantized_checkpoint_round_trip(models, tmp_path):
 def test_deconv_front_folds_its_batchnorm_and_exports_lint_clean(tmp_path):
     """dct_cifar_deconv: the ConvTranspose block-to-space map absorbs its BN (weight axis 1), and the
     Q/DQ graph quantizes the ConvTranspose per output channel on axis 1, as TensorRT requires."""
-    from dctq.calibration.fold import find_conv_bn_pairs
-    from dctq.deploy.qdq_lint import lint_qdq
+    from dctq.calibration.quant.fold import find_conv_bn_pairs
+    from dctq.deploy.onnx.lint import lint_qdq
 
     torch.manual_seed(1)
     model = create_model("dct_cifar_deconv", widths=[8, 16], depths=[1, 1], num_classes=3).eval()

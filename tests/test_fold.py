@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dctq.calibration.fold import find_conv_bn_pairs, fold_conv_bn
+from dctq.calibration.quant.fold import find_conv_bn_pairs, fold_conv_bn
 from dctq.models.qabn import QABatchNorm2d, apply_qabn
 from dctq.models.registry import create_model
 

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from dctq.deploy.artifact import load_artifact
-from dctq.deploy.backends import load_runner
-from dctq.deploy.cuda_profile import ProfileConfig, profile_cuda, profile_end_to_end
-from dctq.deploy.gpu_input import DctInput, RgbInput, dct_h2d_bytes
+from dctq.deploy.backends.registry import load_runner
+from dctq.deploy.profiling.cuda import ProfileConfig, profile_cuda, profile_end_to_end
+from dctq.deploy.profiling.gpu_input import DctInput, RgbInput, dct_h2d_bytes
 from dctq.jpeg.geometry import center_crop_or_pad
 from dctq.jpeg.reader import read_jpeg
 from dctq.models import create_model, example_inputs, save_checkpoint

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from dctq.common.errors import BackendUnavailable, DataError
-from dctq.deploy.cuda_profile import ProfileConfig, profile_cuda, profile_end_to_end
-from dctq.deploy.gpu_input import DctInput, RgbInput, dct_h2d_bytes, rgb_h2d_bytes
+from dctq.deploy.profiling.cuda import ProfileConfig, profile_cuda, profile_end_to_end
+from dctq.deploy.profiling.gpu_input import DctInput, RgbInput, dct_h2d_bytes, rgb_h2d_bytes
 from dctq.jpeg.geometry import center_crop_or_pad
 from dctq.jpeg.reader import read_jpeg
 from dctq.jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD

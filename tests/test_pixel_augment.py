@@ -104,7 +104,7 @@ def test_jpeg_folder_augments_training_samples_only(jpeg_folder):
 
 
 def test_train_data_crop_choice(jpeg_folder):
-    from dctq.calibration.train_data import make_dataset
+    from dctq.calibration.train.data import make_dataset
     from dctq.jpeg.recompress import QualityPolicy
     from dctq.jpeg.rgb import RgbJpegFolder
     from dctq.jpeg.samples import list_samples

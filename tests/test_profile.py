@@ -11,13 +11,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dctq.calibration.ptq import ptq
-from dctq.calibration.quant_checkpoint import save_quantized
-from dctq.calibration.recipe import QuantRecipe
+from dctq.calibration.quant.recipe import QuantRecipe
+from dctq.calibration.workflow.quantize import save_quantized
 from dctq.cli import check_cmd, export_cmd, predict_cmd, profile_cmd
 from dctq.common.errors import DataError, DctqError
 from dctq.deploy.artifact import load_artifact
-from dctq.deploy.export_onnx import export_onnx
-from dctq.deploy.profile import plot_profile, profile, synthetic_batch
+from dctq.deploy.export.onnx import export_onnx
+from dctq.deploy.profiling.latency import plot_profile, profile, synthetic_batch
 from dctq.models import create_model, example_inputs
 from dctq.models.checkpoint import LoadedCheckpoint
 

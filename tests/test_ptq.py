@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from dctq.calibration.ptq import model_args, ptq
-from dctq.calibration.quant_modules import QuantConv2d, QuantLinear, QuantResidualAdd
-from dctq.calibration.quantize_model import (
+from dctq.calibration.quant.model import (
     calibrate,
     clip_weights,
     iter_quantizers,
@@ -21,7 +20,8 @@ from dctq.calibration.quantize_model import (
     recipe_of,
     set_quant_state,
 )
-from dctq.calibration.recipe import PRESETS, LayerRule, QuantRecipe, get_recipe
+from dctq.calibration.quant.modules import QuantConv2d, QuantLinear, QuantResidualAdd
+from dctq.calibration.quant.recipe import PRESETS, LayerRule, QuantRecipe, get_recipe
 from dctq.common.errors import QuantizationError
 from dctq.models.registry import create_model
 from dctq.models.resnet import ResidualAdd
@@ -313,9 +313,9 @@ def test_learnable_scales_train_after_calibration():
 def test_add_inputs_both_quantizes_the_conv_side_of_residual_adds():
     """recipe.add_inputs="both" puts a quantizer on the conv output entering each residual Add too,
     and the recipe round-trips through its dict form."""
-    from dctq.calibration.quant_modules import QuantResidualAdd
-    from dctq.calibration.quantize_model import quantize_model
-    from dctq.calibration.recipe import QuantRecipe
+    from dctq.calibration.quant.model import quantize_model
+    from dctq.calibration.quant.modules import QuantResidualAdd
+    from dctq.calibration.quant.recipe import QuantRecipe
     from dctq.common.errors import QuantizationError
     from dctq.models.registry import create_model
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dctq.calibration.qac import ijg_qt, qac_weighted_loss
-from dctq.calibration.qsam_meta import meta_step
+from dctq.calibration.qsam.meta_step import meta_step
+from dctq.calibration.qsam.qac import ijg_qt, qac_weighted_loss
 from dctq.common.errors import ModelError
 from dctq.models.qabn import (
     QSAM_BASE_QUALITIES,

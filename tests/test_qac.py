@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dctq.calibration.qac import ijg_qt, ijg_quant_table, qac_confidence, qac_weighted_loss
+from dctq.calibration.qsam.qac import ijg_qt, ijg_quant_table, qac_confidence, qac_weighted_loss
 from dctq.common.errors import DataError
 
 

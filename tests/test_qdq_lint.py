@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from dctq.cli.check_cmd import register
-from dctq.deploy.qdq_lint import SEVERITY, lint_qdq
+from dctq.deploy.onnx.lint import SEVERITY, lint_qdq
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -195,8 +195,8 @@ def test_legacy_exported_fake_quant_graph_is_clean(tmp_path):
     import torch
 
     from dctq.calibration.ptq import ptq
-    from dctq.calibration.recipe import QuantRecipe
-    from dctq.deploy.export_onnx import export_onnx
+    from dctq.calibration.quant.recipe import QuantRecipe
+    from dctq.deploy.export.onnx import export_onnx
     from dctq.models import create_model, example_inputs
 
     torch.manual_seed(0)

@@ -14,21 +14,21 @@ import typer
 from helpers import forbid_images
 from typer.testing import CliRunner
 
-from dctq.calibration.calib_registry import CALIBRATORS
+from dctq.calibration.calibrators.registry import CALIBRATORS
 from dctq.calibration.ptq import ptq
-from dctq.calibration.quant_checkpoint import (
+from dctq.calibration.quant.model import calibrate, iter_quantizers, quantize_model, recipe_of
+from dctq.calibration.quant.recipe import PRESETS, QuantRecipe
+from dctq.calibration.train.data import make_dataset, split_data
+from dctq.calibration.workflow.quantize import (
     QUANT_RECIPE_KEY,
     build_recipe,
     parse_bits,
     quantize_checkpoint,
     save_quantized,
 )
-from dctq.calibration.quantize_model import calibrate, iter_quantizers, quantize_model, recipe_of
-from dctq.calibration.recipe import PRESETS, QuantRecipe
-from dctq.calibration.synth_config import SynthConfig
-from dctq.calibration.synth_data import load_synthetic
-from dctq.calibration.synthesize import synthesize_checkpoint
-from dctq.calibration.train_data import make_dataset, split_data
+from dctq.calibration.zeroshot.config import SynthConfig
+from dctq.calibration.zeroshot.data import load_synthetic
+from dctq.calibration.zeroshot.synthesize import synthesize_checkpoint
 from dctq.cli import quantize_cmd
 from dctq.common.errors import QuantizationError
 from dctq.deploy.evaluate import evaluate

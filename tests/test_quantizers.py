@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from dctq.calibration.calib_max import MaxCalibrator
-from dctq.calibration.quant_modules import QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantResidualAdd
-from dctq.calibration.quantizers import QuantState, TensorQuantizer
+from dctq.calibration.calibrators.max import MaxCalibrator
+from dctq.calibration.quant.modules import QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantResidualAdd
+from dctq.calibration.quant.quantizer import QuantState, TensorQuantizer
 from dctq.common.errors import QuantizationError
 from dctq.models.resnet import ResidualAdd
 

@@ -14,17 +14,10 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
-from dctq.calibration.qac import ijg_qt
-from dctq.calibration.synth_data import load_synthetic
-from dctq.calibration.synth_grid import decode_samples, synthetic_grid_png
-from dctq.calibration.synth_losses import (
-    BnStatsHooks,
-    CentreBank,
-    draw_sil_targets,
-    mdc_loss,
-    sil_loss,
-)
-from dctq.calibration.synth_params import (
+from dctq.calibration.qsam.qac import ijg_qt
+from dctq.calibration.zeroshot.data import load_synthetic
+from dctq.calibration.zeroshot.grid import decode_samples, synthetic_grid_png
+from dctq.calibration.zeroshot.images import (
     coefficients_from_z,
     draw_crop_boxes,
     draw_qualities,
@@ -32,7 +25,14 @@ from dctq.calibration.synth_params import (
     resized_crop_flip,
     z_to_pixels,
 )
-from dctq.calibration.synthesize import SynthBatchEnd, SynthConfig, SynthStep, synthesize
+from dctq.calibration.zeroshot.losses import (
+    BnStatsHooks,
+    CentreBank,
+    draw_sil_targets,
+    mdc_loss,
+    sil_loss,
+)
+from dctq.calibration.zeroshot.synthesize import SynthBatchEnd, SynthConfig, SynthStep, synthesize
 from dctq.cli import synthesize_cmd
 from dctq.common.errors import DataError, QuantizationError
 from dctq.jpeg.dct import rgb_to_coefficients

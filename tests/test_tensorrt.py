@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from dctq.calibration.ptq import ptq
-from dctq.calibration.recipe import QuantRecipe
+from dctq.calibration.quant.recipe import QuantRecipe
 from dctq.common.errors import BackendUnavailable, ExportError
 from dctq.deploy.artifact import load_artifact
-from dctq.deploy.export_onnx import export_onnx
-from dctq.deploy.trt_build import (
+from dctq.deploy.backends.tensorrt.build import (
     BuildConfig,
     engine_sidecar,
     input_specs,
@@ -26,8 +25,9 @@ from dctq.deploy.trt_build import (
     recipe_sha256,
     size_range,
 )
-from dctq.deploy.trt_env import INSTALL_HINT
-from dctq.deploy.trt_runtime import check_environment, read_sidecar
+from dctq.deploy.backends.tensorrt.engine import check_environment, read_sidecar
+from dctq.deploy.backends.tensorrt.env import INSTALL_HINT
+from dctq.deploy.export.onnx import export_onnx
 from dctq.models import create_model, example_inputs
 
 ENV = {
@@ -76,7 +76,7 @@ def test_input_roles_and_profile_shapes(tiny_onnx) -> None:
 
 
 def test_dynamic_grids_follow_pixel_sizes() -> None:
-    from dctq.deploy.trt_build import InputSpec
+    from dctq.deploy.backends.tensorrt.build import InputSpec
 
     specs = [
         InputSpec("y", "luma", (None, 64, None, None), "float16"),
@@ -130,8 +130,8 @@ def test_version_check() -> None:
 
 
 def test_backend_is_registered_and_says_how_to_install(tiny_onnx, tmp_path) -> None:
-    import dctq.deploy.backend_trt  # noqa: F401  (registration)
-    from dctq.deploy.backends import get_backend
+    import dctq.deploy.backends.tensorrt.runner  # noqa: F401  (registration)
+    from dctq.deploy.backends.registry import get_backend
 
     backend = get_backend("tensorrt")
     assert backend.accepts == ("engine",)
@@ -167,9 +167,9 @@ def test_engine_matches_onnx_runtime(trt, tiny_onnx, tmp_path) -> None:
     import onnx
     import onnxruntime as ort
 
-    from dctq.deploy.trt_build import build_engine
-    from dctq.deploy.trt_fp16 import to_fp16
-    from dctq.deploy.trt_runtime import TrtEngine
+    from dctq.deploy.backends.tensorrt.build import build_engine
+    from dctq.deploy.backends.tensorrt.engine import TrtEngine
+    from dctq.deploy.onnx.fp16 import to_fp16
 
     path, qmodel = tiny_onnx
     cache = tmp_path / "timing.cache"
@@ -197,8 +197,8 @@ def test_engine_matches_onnx_runtime(trt, tiny_onnx, tmp_path) -> None:
 
 @pytest.mark.trt
 def test_engine_refuses_a_foreign_sidecar(trt, tiny_onnx, tmp_path) -> None:
-    from dctq.deploy.trt_build import build_engine
-    from dctq.deploy.trt_runtime import TrtEngine
+    from dctq.deploy.backends.tensorrt.build import build_engine
+    from dctq.deploy.backends.tensorrt.engine import TrtEngine
 
     build_engine(tiny_onnx[0], tmp_path / "m.engine", BuildConfig(batch=(1, 2, 4)))
     side = tmp_path / "m.engine.json"

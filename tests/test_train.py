@@ -12,10 +12,10 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from dctq.calibration.qsam_train import MetaConfig, MultiQualityDataset, collate_versions, train_meta
-from dctq.calibration.train import EpochEnd, EpochStart, StepEnd, lr_factor, train
-from dctq.calibration.train_config import ConfigError, TrainConfig
-from dctq.calibration.train_data import build_train_data
+from dctq.calibration.qsam.data import MetaConfig, MultiQualityDataset, collate_versions, train_meta
+from dctq.calibration.train.config import ConfigError, TrainConfig
+from dctq.calibration.train.data import build_train_data
+from dctq.calibration.train.loop import EpochEnd, EpochStart, StepEnd, lr_factor, train
 from dctq.cli import evaluate_cmd, train_cmd, train_meta_cmd
 from dctq.common.errors import DataError
 from dctq.deploy.evaluate import as_predictor

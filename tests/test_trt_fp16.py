@@ -12,12 +12,12 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from dctq.calibration.ptq import ptq
-from dctq.calibration.recipe import QuantRecipe
+from dctq.calibration.quant.recipe import QuantRecipe
 from dctq.common.errors import ExportError
-from dctq.deploy.export_onnx import export_onnx
-from dctq.deploy.onnx_typing import float_types_by_op, typing_problems
-from dctq.deploy.qdq_lint import lint_qdq
-from dctq.deploy.trt_fp16 import convert_file, to_fp16
+from dctq.deploy.export.onnx import export_onnx
+from dctq.deploy.onnx.dtypes import float_types_by_op, typing_problems
+from dctq.deploy.onnx.fp16 import convert_file, to_fp16
+from dctq.deploy.onnx.lint import lint_qdq
 from dctq.models import create_model, example_inputs
 
 # FP16 rounding ahead of a QuantizeLinear moves a few activations to the neighbouring int8 level;

@@ -16,20 +16,20 @@ from torch import nn
 
 from dctq.calibration.distributed import DistEnv
 from dctq.calibration.ptq import model_args, ptq
-from dctq.calibration.quant_modules import QuantConv2d, QuantLinear
-from dctq.calibration.quantize_model import fold_quantized_bn, iter_quantizers, quantize_model, recipe_of
-from dctq.calibration.quantizers import QuantState
-from dctq.calibration.recipe import QuantRecipe, get_recipe
-from dctq.calibration.synth_data import load_synthetic
-from dctq.calibration.synthesize import SynthConfig, synthesize
-from dctq.calibration.zeroshot import (
+from dctq.calibration.quant.model import fold_quantized_bn, iter_quantizers, quantize_model, recipe_of
+from dctq.calibration.quant.modules import QuantConv2d, QuantLinear
+from dctq.calibration.quant.quantizer import QuantState
+from dctq.calibration.quant.recipe import QuantRecipe, get_recipe
+from dctq.calibration.zeroshot.data import load_synthetic
+from dctq.calibration.zeroshot.distill import (
     augment_dct,
     kd_loss,
     quantize_zero_shot,
     step_indices,
     zero_shot_quantize,
 )
-from dctq.calibration.zeroshot_config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotStep
+from dctq.calibration.zeroshot.finetune_config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotStep
+from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
 from dctq.common.errors import QuantizationError
 from dctq.jpeg.geometry import hflip
 from dctq.models import example_inputs
@@ -267,12 +267,12 @@ WORKER = textwrap.dedent(
     import json, os, sys
     from pathlib import Path
     import torch
-    from dctq.calibration import synthesize as synth_mod
+    from dctq.calibration.zeroshot import synthesize as synth_mod
     from dctq.calibration.distributed import DistEnv
-    from dctq.calibration.recipe import get_recipe
-    from dctq.calibration.synthesize import SynthConfig, synthesize
-    from dctq.calibration.zeroshot import zero_shot_quantize
-    from dctq.calibration.zeroshot_config import ZeroShotConfig
+    from dctq.calibration.quant.recipe import get_recipe
+    from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
+    from dctq.calibration.zeroshot.distill import zero_shot_quantize
+    from dctq.calibration.zeroshot.finetune_config import ZeroShotConfig
 
     sys.path.insert(0, sys.argv[2])
     from helpers import tiny_dct_teacher

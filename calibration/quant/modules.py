@@ -1,0 +1,153 @@
+"""Quantized drop-in layers: Conv2d / ConvTranspose2d / Linear / ResidualAdd with TensorQuantizers.
+
+Each is a subclass of the float layer (isinstance checks, parameter names and state-dict keys stay),
+built by `from_float` sharing the float layer's parameters, with
+- `input_quantizer`: per tensor, on the activation entering the layer;
+- `weight_quantizer`: per output channel (axis 0 for Conv2d/Linear, 1 for ConvTranspose2d, whose
+  weight is [in, out, kH, kW]);
+- for the residual Add, `shortcut_quantizer` on the shortcut input: TensorRT fuses the Add into the
+  conv producing the other input and needs Q/DQ on the residual one (ARCHITECTURE.md contract); with
+  recipe add_inputs="both" also `input_quantizer` on the conv side (ONNX Runtime's integer kernels).
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...models.resnet import ResidualAdd
+from .quantizer import TensorQuantizer
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def _adopt(q: M, layer: nn.Module, input_quantizer: TensorQuantizer, weight_quantizer: TensorQuantizer) -> M:
+    """Give the (meta-device) quantized layer `q` the float layer's own parameters and the quantizers."""
+    q.weight = layer.weight
+    q.bias = layer.bias
+    q.input_quantizer = input_quantizer
+    q.weight_quantizer = weight_quantizer
+    q.train(layer.training)
+    return q
+
+
+class QuantConv2d(nn.Conv2d):
+    """Conv2d whose input and weight pass through fake quantizers first."""
+
+    input_quantizer: TensorQuantizer
+    weight_quantizer: TensorQuantizer
+
+    @classmethod
+    def from_float(
+        cls, conv: nn.Conv2d, *, input_quantizer: TensorQuantizer, weight_quantizer: TensorQuantizer
+    ) -> QuantConv2d:
+        q = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,  # type: ignore[arg-type]
+            stride=conv.stride,  # type: ignore[arg-type]
+            padding=conv.padding,  # type: ignore[arg-type]
+            dilation=conv.dilation,  # type: ignore[arg-type]
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            device="meta",
+        )
+        return _adopt(q, conv, input_quantizer, weight_quantizer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+
+
+class QuantConvTranspose2d(nn.ConvTranspose2d):
+    """ConvTranspose2d (groups == 1) with input and per-output-channel (axis 1) weight quantizers."""
+
+    input_quantizer: TensorQuantizer
+    weight_quantizer: TensorQuantizer
+
+    @classmethod
+    def from_float(
+        cls,
+        conv: nn.ConvTranspose2d,
+        *,
+        input_quantizer: TensorQuantizer,
+        weight_quantizer: TensorQuantizer,
+    ) -> QuantConvTranspose2d:
+        q = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,  # type: ignore[arg-type]
+            stride=conv.stride,  # type: ignore[arg-type]
+            padding=conv.padding,  # type: ignore[arg-type]
+            output_padding=conv.output_padding,  # type: ignore[arg-type]
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            dilation=conv.dilation,  # type: ignore[arg-type]
+            padding_mode=conv.padding_mode,
+            device="meta",
+        )
+        return _adopt(q, conv, input_quantizer, weight_quantizer)
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is not None:
+            return super().forward(x, output_size)  # rare path: let torch compute the padding
+        return F.conv_transpose2d(
+            self.input_quantizer(x),
+            self.weight_quantizer(self.weight),
+            self.bias,
+            self.stride,
+            self.padding,  # type: ignore[arg-type]
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )
+
+
+class QuantLinear(nn.Linear):
+    """Linear whose input (per tensor) and weight (per output feature) are fake-quantized."""
+
+    input_quantizer: TensorQuantizer
+    weight_quantizer: TensorQuantizer
+
+    @classmethod
+    def from_float(
+        cls, linear: nn.Linear, *, input_quantizer: TensorQuantizer, weight_quantizer: TensorQuantizer
+    ) -> QuantLinear:
+        q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        return _adopt(q, linear, input_quantizer, weight_quantizer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+
+
+class QuantResidualAdd(ResidualAdd):
+    """`x + Q(shortcut)`: the residual input of the Add quantized; `x` (the conv output) too when an
+    input quantizer is given (recipe add_inputs="both")."""
+
+    shortcut_quantizer: TensorQuantizer
+    input_quantizer: TensorQuantizer | None
+
+    @classmethod
+    def from_float(
+        cls,
+        add: ResidualAdd,
+        *,
+        shortcut_quantizer: TensorQuantizer,
+        input_quantizer: TensorQuantizer | None = None,
+    ) -> QuantResidualAdd:
+        q = cls()
+        q.shortcut_quantizer = shortcut_quantizer
+        q.input_quantizer = input_quantizer
+        q.train(add.training)
+        return q
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        return x + self.shortcut_quantizer(shortcut)
+
+
+QUANT_MODULES = (QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantResidualAdd)

@@ -1,0 +1,228 @@
+"""Quantization recipes: frozen, validated on construction, serialised with type name and version.
+
+A recipe says how many bits weights and activations get, which calibrator sets the activation
+ranges (weights always use per-output-channel max), and which layers to leave in float through
+ordered wildcard rules on module names (fnmatch, first match wins, no match = quantize):
+
+    QuantRecipe(rules=(LayerRule("stages.0.*", "skip"), LayerRule("fc", "skip")))
+
+`to_dict()` goes into checkpoints and engine sidecars (plain JSON types, so `torch.load(weights_only=True)`
+reads it); `from_dict()` accepts only the types and versions listed here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ...common.errors import QuantizationError
+from ..calibrators.registry import CALIBRATORS, check_calibrator_args
+
+RECIPE_VERSION = 1
+"""Bumped when a field changes meaning; from_dict() refuses versions it does not know."""
+
+_SUPPORTED_VERSIONS = (1,)
+ACTIONS = ("skip", "quantize")
+_SCALARS = (bool, int, float, str)
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """`action` ("skip" keeps float, "quantize") for modules whose dotted name matches `pattern`."""
+
+    pattern: str
+    action: str = "quantize"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pattern, str) or not self.pattern:
+            raise QuantizationError(f"LayerRule pattern must be a non-empty string, got {self.pattern!r}")
+        if self.action not in ACTIONS:
+            raise QuantizationError(
+                f"LayerRule {self.pattern!r}: action must be one of {', '.join(ACTIONS)}, got {self.action!r}"
+            )
+
+    def matches(self, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.pattern)
+
+
+DEFAULT_RULES: tuple[LayerRule, ...] = (LayerRule("qabn_mixer.*", "skip"),)
+"""QSAM's quant-table mixer (an MLP on the 128 table entries whose output is divided by its own sum)
+stays float: tiny, and a quantized sum near zero would be unstable. Nothing else is skipped: the
+DCT stem (dequantize + normalize) holds no Conv/Linear, so it stays float anyway and the first conv
+after it is quantized, its input Q/DQ after the normalization as the coefficient contract asks;
+RGB stems are convs and are quantized like every other layer."""
+
+
+def _is_bits(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8
+
+
+# Which inputs of residual Adds get Q/DQ (see QuantRecipe.add_inputs).
+ADD_INPUTS = ("residual", "both")
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """How to quantize a model (see module docstring).
+
+    weight_bits / act_bits: 2..8; only 8/8 exports to ONNX Q/DQ, lower widths are simulated.
+    calibrator: "max" | "percentile" | "entropy" | "mse" for activations.
+    calibrator_args: that calibrator's options as (key, value) pairs (a dict is accepted and sorted),
+        e.g. (("percentile", 99.99),).
+    rules: ordered LayerRules; the first whose pattern matches a module name decides.
+    fold_bn: fold BatchNorm2d into the preceding conv before inserting quantizers.
+    act_narrow_range: activations on [-127, 127] instead of the full int8 [-128, 127] (weights are
+        always narrow, as TensorRT requires). Off by default: the full range is what ONNX QuantizeLinear
+        computes, so PyTorch and the exported graph agree exactly.
+    act_unsigned: below 8 bits, give an activation quantizer the unsigned grid [0, 2^b - 1] when
+        calibration saw no negative input (post-ReLU layers), as low-bit papers (IntraQ) do.
+    add_inputs: "residual" quantizes only the shortcut input of residual Adds (TensorRT fuses the
+        Add into the producing conv, whose output stays in its accumulator); "both" quantizes the conv
+        side too, which ONNX Runtime needs to run those convs as integer QLinearConv (~1.4-2x faster
+        on x86; see docs/benchmarks.md). Same function up to one more rounding per block.
+    """
+
+    weight_bits: int = 8
+    act_bits: int = 8
+    calibrator: str = "entropy"
+    calibrator_args: tuple[tuple[str, Any], ...] = ()
+    rules: tuple[LayerRule, ...] = DEFAULT_RULES
+    fold_bn: bool = True
+    act_narrow_range: bool = False
+    act_unsigned: bool = False
+    add_inputs: str = "residual"
+    version: int = RECIPE_VERSION
+
+    def __post_init__(self) -> None:
+        for field in ("weight_bits", "act_bits"):
+            if not _is_bits(getattr(self, field)):
+                raise QuantizationError(
+                    f"QuantRecipe.{field} must be an integer in 2..8, got {getattr(self, field)!r}"
+                )
+        if self.calibrator not in CALIBRATORS:
+            raise QuantizationError(
+                f"QuantRecipe.calibrator {self.calibrator!r} is unknown; choose one of {', '.join(CALIBRATORS)}"
+            )
+        args = self.calibrator_args
+        if isinstance(args, Mapping):
+            args = tuple(args.items())
+        try:
+            pairs = tuple(sorted((str(k), v) for k, v in args))
+        except (TypeError, ValueError):
+            raise QuantizationError(
+                f"QuantRecipe.calibrator_args must be (key, value) pairs or a dict, got {self.calibrator_args!r}"
+            ) from None
+        for key, value in pairs:
+            if not isinstance(value, _SCALARS):
+                raise QuantizationError(
+                    f"calibrator option {key!r} must be a number, string or bool, got {value!r}"
+                )
+        check_calibrator_args(self.calibrator, dict(pairs))
+        object.__setattr__(self, "calibrator_args", pairs)
+        rules = tuple(self.rules)
+        if not all(isinstance(r, LayerRule) for r in rules):
+            raise QuantizationError(f"QuantRecipe.rules must hold LayerRule objects, got {self.rules!r}")
+        object.__setattr__(self, "rules", rules)
+        for field in ("fold_bn", "act_narrow_range", "act_unsigned"):
+            if not isinstance(getattr(self, field), bool):
+                raise QuantizationError(
+                    f"QuantRecipe.{field} must be true or false, got {getattr(self, field)!r}"
+                )
+        if self.add_inputs not in ADD_INPUTS:
+            raise QuantizationError(
+                f"QuantRecipe.add_inputs must be one of {', '.join(ADD_INPUTS)}, got {self.add_inputs!r}"
+            )
+        if self.act_unsigned and self.act_bits == 8:
+            raise QuantizationError(
+                "QuantRecipe.act_unsigned needs act_bits < 8: INT8 activations stay signed for TensorRT"
+            )
+        if self.version not in _SUPPORTED_VERSIONS:
+            raise QuantizationError(
+                f"QuantRecipe version {self.version!r} is not supported (known: {_SUPPORTED_VERSIONS})"
+            )
+
+    @property
+    def exportable(self) -> bool:
+        """Whether the quantized model can be exported as ONNX Q/DQ (INT8 weights and activations)."""
+        return self.weight_bits == 8 and self.act_bits == 8
+
+    def action_for(self, name: str) -> str:
+        """ "skip" or "quantize" for module `name`: the first matching rule, else "quantize"."""
+        for rule in self.rules:
+            if rule.matches(name):
+                return rule.action
+        return "quantize"
+
+    def calibrator_kwargs(self) -> dict[str, Any]:
+        return dict(self.calibrator_args)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict with "type" and "version"."""
+        out: dict[str, Any] = {"type": type(self).__name__}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "calibrator_args":
+                value = dict(value)
+            elif f.name == "rules":
+                value = [{"pattern": r.pattern, "action": r.action} for r in value]
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantRecipe:
+        """Inverse of to_dict. Raises QuantizationError for another type, an unknown version or field."""
+        if not isinstance(data, Mapping):
+            raise QuantizationError(f"a quantization recipe must be a mapping, got {type(data).__name__}")
+        kind = data.get("type")
+        if kind != cls.__name__:
+            raise QuantizationError(
+                f"not a {cls.__name__}: type is {kind!r}; this dctq reads {cls.__name__} only"
+            )
+        version = data.get("version")
+        if version not in _SUPPORTED_VERSIONS:
+            raise QuantizationError(
+                f"{cls.__name__} version {version!r} is not supported by this dctq (known: {_SUPPORTED_VERSIONS}); "
+                "upgrade dctq or re-quantize the model"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields - {"type"})
+        if unknown:
+            raise QuantizationError(
+                f"{cls.__name__} (version {version}) has no field {', '.join(map(repr, unknown))}"
+            )
+        kwargs = {k: v for k, v in data.items() if k != "type"}
+        if "rules" in kwargs:
+            rules = kwargs["rules"]
+            if not isinstance(rules, list | tuple) or not all(isinstance(r, Mapping) for r in rules):
+                raise QuantizationError(f"{cls.__name__}.rules must be a list of {{pattern, action}} objects")
+        if "calibrator_args" in kwargs and not isinstance(kwargs["calibrator_args"], Mapping):
+            raise QuantizationError(f"{cls.__name__}.calibrator_args must be an object of options")
+        try:
+            if "rules" in kwargs:
+                kwargs["rules"] = tuple(LayerRule(**dict(r)) for r in kwargs["rules"])
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise QuantizationError(f"malformed {cls.__name__}: {exc}") from None
+
+
+PRESETS: dict[str, QuantRecipe] = {
+    "int8": QuantRecipe(),
+    "int8-max": QuantRecipe(calibrator="max"),
+    "int8-percentile": QuantRecipe(calibrator="percentile", calibrator_args=(("percentile", 99.99),)),
+    "int8-mse": QuantRecipe(calibrator="mse"),
+    "w4a4": QuantRecipe(weight_bits=4, act_bits=4, calibrator="mse", act_unsigned=True),
+    "w3a3": QuantRecipe(weight_bits=3, act_bits=3, calibrator="mse", act_unsigned=True),
+}
+"""Named recipes: "int8" (entropy, TensorRT's default) is the deployable one; w4a4/w3a3 follow the
+low-bit research settings (IntraQ's tables)."""
+
+
+def get_recipe(name: str) -> QuantRecipe:
+    """The preset `name`. Raises QuantizationError listing the presets."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise QuantizationError(f"unknown recipe {name!r}; presets: {', '.join(PRESETS)}") from None

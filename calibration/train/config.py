@@ -1,0 +1,237 @@
+"""TrainConfig: every option of a training run, validated on construction and saved with the weights.
+
+Holds registry names and plain values only (never classes), so `to_dict()` goes into the checkpoint's
+`extra["train_config"]` and `torch.load(weights_only=True)` still reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ...common.errors import DctqError
+
+# Bumped when a field changes meaning; from_dict() refuses versions it does not know.
+TRAIN_CONFIG_VERSION = 1
+
+SCHEDULES = ("cosine", "multistep")
+DEVICES = ("auto", "cpu", "cuda")
+AUGMENTS = ("default", "flip", "crop", "none")
+
+
+class ConfigError(DctqError):
+    """A training option with a value that cannot be used; the message names the CLI flag."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of `dctq train` / `calibration.train.train`."""
+
+    arch: str
+    """Registry name of the architecture (`dctq models list`)."""
+
+    arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Extra builder arguments of the architecture (`--arch-kwargs '{"widths": [16, 32]}'`), plain JSON
+    values; `num_classes` is not one of them, it comes from the data set's classes."""
+
+    epochs: int = 30
+    """Number of passes over the training set (`--epochs`)."""
+
+    batch_size: int = 128
+    """Images per step per process (`--batch-size`). With `qabn` and no `train_qualities` this is per base
+    quality, so a step holds `len(QSAM_BASE_QUALITIES) * batch_size` images, as in QSAM (128 per QF, 512 per step)."""
+
+    lr: float = 0.1
+    """Peak learning rate of SGD (`--lr`), reached after the warm-up."""
+
+    momentum: float = 0.9
+    """SGD momentum (`--momentum`)."""
+
+    weight_decay: float = 5e-4
+    """L2 weight decay of SGD (`--weight-decay`)."""
+
+    nesterov: bool = True
+    """Nesterov momentum (`--nesterov/--no-nesterov`); needs momentum > 0."""
+
+    schedule: str = "cosine"
+    """Learning-rate schedule after the warm-up: "cosine" (to 0 at the last step) or "multistep" (`--schedule`)."""
+
+    milestones: tuple[int, ...] = ()
+    """Epochs at which "multistep" multiplies the rate by `gamma` (`--milestones 60,120,160`)."""
+
+    gamma: float = 0.2
+    """Factor applied at each milestone of "multistep" (`--gamma`)."""
+
+    warmup_epochs: float = 0.0
+    """Linear warm-up from lr/steps to lr over this many epochs, counted in steps (`--warmup-epochs`)."""
+
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy, in [0, 1) (`--label-smoothing`)."""
+
+    seed: int = 0
+    """Seed of weights, data order and augmentation (`--seed`); every epoch reseeds from (seed, epoch),
+    so a resumed run repeats the straight run exactly on CPU."""
+
+    amp: bool = False
+    """Mixed precision (float16 autocast + gradient scaling) on CUDA (`--amp`); ignored on CPU."""
+
+    train_qualities: tuple[int, ...] | None = None
+    """JPEG qualities training images are re-compressed to, one drawn per image (`--qualities 90,60,30,10`);
+    None trains on the files as stored."""
+
+    eval_quality: int | None = None
+    """JPEG quality validation images are re-compressed to (`--eval-quality`); None uses the files as stored."""
+
+    qac: bool = False
+    """Weight each image's loss by QSAM's quantization-aware confidence c(Q) of its quant tables (`--qac`)."""
+
+    qac_normalize: bool = False
+    """Divide the QAC weights by their batch mean (`--qac-normalize`): keeps QAC's relative weighting of
+    qualities without shrinking the effective learning rate ~20x (the reference code does not)."""
+
+    qabn: bool = False
+    """QSAM base stage (`--qabn`): one BatchNorm branch per base quality (90, 60, 30, 10). Without
+    `train_qualities` each training image is seen at all four qualities with the same crop/flip, each version
+    normalised by its own branch (QSAM's protocol, 4x the compute per epoch). With `train_qualities` each image
+    is seen once per epoch at one random quality and routed to the branch of the base quality nearest to its
+    tables (the same compute and data as plain training on that mix)."""
+
+    versions: bool = False
+    """QSAM's base-stage data protocol without QABN (`--versions`): every training image at all four base
+    qualities per step with the same crop/flip, normalised by ordinary BatchNorm; 4x the compute per epoch.
+    `qabn` without `train_qualities` implies it. The control that isolates QABN in QSAM's own protocol."""
+
+    augment: str = "default"
+    """Training augmentation (`--augment`): "default" = the dataset's (random flip + one-MCU pad and
+    random crop for DCT models, flip + reflect-pad-4 crop for RGB ones), "flip" = random flip only,
+    "crop" = flip + reflect-pad-4 crop in pixels for every model (DCT files are decoded and re-encoded
+    with their own quant tables), "none". On 32x32 images the DCT default crop shifts by 16 px, so
+    most padded blocks are blank; "crop" is the CIFAR recipe's choice for DCT models."""
+
+    num_workers: int = 0
+    """Data-loader worker processes per training process (`--workers`)."""
+
+    val_fraction: float = 0.1
+    """Fraction of the data split off (seeded) as the validation set (`--val-fraction`)."""
+
+    max_steps_per_epoch: int | None = None
+    """Cut every epoch after this many steps, for smoke tests and quick runs (`--max-steps`)."""
+
+    log_every: int = 10
+    """Emit a step event (loss, accuracy, images/s) every this many steps (`--log-every`)."""
+
+    stem_stats_batches: int = 16
+    """Training batches the DCT stem's per-frequency statistics are measured on (`--stem-batches`)."""
+
+    device: str = "auto"
+    """"auto" (CUDA when present), "cpu" or "cuda" (`--device`); under torchrun each process takes
+    cuda:LOCAL_RANK."""
+
+    def __post_init__(self) -> None:
+        # Frozen: normalise list inputs to tuples through object.__setattr__.
+        if self.train_qualities is not None:
+            object.__setattr__(self, "train_qualities", tuple(int(q) for q in self.train_qualities))
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        _check(bool(self.arch), "ARCH must name an architecture (see `dctq models list`).")
+        _check(
+            isinstance(self.arch_kwargs, dict) and all(isinstance(k, str) for k in self.arch_kwargs),
+            f"--arch-kwargs must be a JSON object with string keys, got {self.arch_kwargs!r}.",
+        )
+        _check(
+            "num_classes" not in self.arch_kwargs,
+            "--arch-kwargs must not set num_classes: it comes from the data set's class folders.",
+        )
+        _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}.")
+        _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}.")
+        _check(self.lr > 0, f"--lr must be > 0, got {self.lr}.")
+        _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}.")
+        _check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}.")
+        _check(
+            not (self.nesterov and self.momentum == 0),
+            "--nesterov needs --momentum > 0; pass --no-nesterov or a momentum.",
+        )
+        _check(self.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        _check(
+            all(0 < m <= self.epochs for m in self.milestones),
+            f"--milestones must lie in 1..--epochs ({self.epochs}), got {list(self.milestones)}.",
+        )
+        _check(
+            list(self.milestones) == sorted(set(self.milestones)),
+            f"--milestones must be increasing without repeats, got {list(self.milestones)}.",
+        )
+        _check(
+            not (self.milestones and self.schedule != "multistep"),
+            "--milestones only applies to --schedule multistep.",
+        )
+        _check(0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}.")
+        _check(
+            0 <= self.warmup_epochs < self.epochs,
+            f"--warmup-epochs must be in [0, --epochs), got {self.warmup_epochs}.",
+        )
+        _check(
+            0 <= self.label_smoothing < 1,
+            f"--label-smoothing must be in [0, 1), got {self.label_smoothing}.",
+        )
+        for q in self.train_qualities or ():
+            _check(1 <= q <= 100, f"--qualities must be JPEG qualities in 1..100, got {q}.")
+        _check(
+            self.train_qualities is None or len(self.train_qualities) > 0,
+            "--qualities must list at least one quality, e.g. 90,60,30,10.",
+        )
+        _check(
+            self.eval_quality is None or 1 <= self.eval_quality <= 100,
+            f"--eval-quality must be in 1..100, got {self.eval_quality}.",
+        )
+        _check(not (self.qac_normalize and not self.qac), "--qac-normalize needs --qac.")
+        _check(
+            not (self.versions and self.train_qualities is not None),
+            "--versions trains on all four base qualities 90,60,30,10; drop --qualities (or --versions).",
+        )
+        _check(self.augment in AUGMENTS, f"--augment must be one of {AUGMENTS}, got {self.augment!r}.")
+        _check(self.num_workers >= 0, f"--workers must be >= 0, got {self.num_workers}.")
+        _check(0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}.")
+        _check(
+            self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+            f"--max-steps must be >= 1, got {self.max_steps_per_epoch}.",
+        )
+        _check(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}.")
+        _check(self.stem_stats_batches >= 1, f"--stem-batches must be >= 1, got {self.stem_stats_batches}.")
+        _check(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"type", "version", "fields"} with plain JSON/torch-safe values (tuples become lists)."""
+        fields = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            fields[f.name] = value
+        return {"type": type(self).__name__, "version": TRAIN_CONFIG_VERSION, "fields": fields}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of to_dict(). Raises ConfigError on another type, an unknown version or unknown fields."""
+        if data.get("type") != cls.__name__ or "fields" not in data:
+            raise ConfigError(f"not a saved {cls.__name__}: keys {sorted(data)}")
+        if data.get("version") != TRAIN_CONFIG_VERSION:
+            raise ConfigError(
+                f"{cls.__name__} version {data.get('version')} is not readable by this dctq "
+                f"(reads version {TRAIN_CONFIG_VERSION}); upgrade dctq."
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data["fields"]) - known)
+        if unknown:
+            raise ConfigError(f"saved {cls.__name__} has unknown fields {unknown}; upgrade dctq.")
+        return cls(**data["fields"])
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)

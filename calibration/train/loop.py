@@ -1,0 +1,386 @@
+"""The training loop: SGD on a registry model over a JPEG dataset, one process or several under torchrun.
+
+`train(config, train_set, val_set, out_dir)` builds the model by name, measures the DCT stem's
+statistics on training batches, trains with SGD (+Nesterov) under a cosine or multistep schedule
+with linear warm-up, validates every epoch and writes, atomically, `last.pt`, `best.pt` (the best
+validation top-1) and `last.state.pt` into `out_dir` (what they hold: train_state.py).
+
+Reproducibility: every epoch reseeds torch and the data order/augmentation from (seed, epoch), so a
+run resumed from `last.pt` repeats the uninterrupted run exactly on CPU (RNG states need no saving).
+Under torchrun each process trains on its shard (DistributedSampler), DDP averages gradients,
+BatchNorm statistics are averaged across processes at the end of each epoch, validation counts
+are summed over processes, and only rank 0 writes files and reports progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
+
+from ...common.errors import DataError
+from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
+from ...jpeg.recompress import QualityPolicy
+from ...models.qabn import QSAM_BASE_QUALITIES, apply_qabn, qabn_routing
+from ...models.registry import create_model
+from ...models.stem import DctStem, compute_stem_stats
+from .. import distributed as dd
+from ..qsam.data import MultiQualityDataset, collate_versions, oracle_branch_index
+from ..qsam.qac import qac_weighted_loss
+from .config import ConfigError, TrainConfig
+from .events import (
+    EpochEnd,
+    EpochStart,
+    ProgressCallback,
+    StepEnd,
+    TrainEvent,
+    TrainResult,
+    ValMetrics,
+)
+from .schedule import determinism, epoch_seed, lr_factor, model_inputs, topk_correct
+from .state import BEST, LAST, RunProgress, check_no_run, load_run, save_epoch
+
+__all__ = [
+    "EpochEnd",
+    "EpochStart",
+    "ProgressCallback",
+    "StepEnd",
+    "TrainEvent",
+    "TrainResult",
+    "ValMetrics",
+    "lr_factor",
+    "model_inputs",
+    "topk_correct",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_policy(name: str, dataset: Dataset, expected: QualityPolicy) -> None:
+    if isinstance(dataset, FolderDataset) and dataset.qualities != expected:
+        raise ConfigError(
+            f"{name} re-compresses with {dataset.qualities} but the config asks for {expected} "
+            "(--qualities / --eval-quality); build the datasets with calibration.train_data.build_train_data"
+        )
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+class _Run:
+    """One training run; an object only to share its many pieces between the loop's methods."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        out_dir: Path,
+        env: dd.DistEnv,
+        device: torch.device,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.config, self.out_dir, self.env, self.device = config, out_dir, env, device
+        # QSAM's protocol: every image at all base qualities per step; with --qualities, one random each.
+        self.quality_versions = config.versions or (config.qabn and config.train_qualities is None)
+        self.progress = progress if env.is_main else None
+        self.class_names = list(getattr(train_set, "class_names", []))
+        if not self.class_names:
+            raise DataError("train_set has no class_names; use a dctq JpegFolder / RgbJpegFolder")
+        self.val_set = val_set
+        if self.quality_versions:
+            self.train_set: Dataset = MultiQualityDataset(train_set, QSAM_BASE_QUALITIES)
+            self.collate = collate_versions
+        else:
+            self.train_set, self.collate = train_set, collate_samples
+        self.arch_kwargs = {"num_classes": len(self.class_names), **config.arch_kwargs}
+        torch.manual_seed(config.seed)
+        model = create_model(config.arch, **self.arch_kwargs)
+        if config.qabn:
+            apply_qabn(model, len(QSAM_BASE_QUALITIES))
+            # The base stage routes by quality; the mixing MLP is the meta stage's to train.
+            model.qabn_mixer.requires_grad_(False)
+        self.core = model.to(device)
+        self.use_amp = config.amp and device.type == "cuda"
+        if config.amp and not self.use_amp:
+            logger.warning("--amp applies to CUDA only; training in float32 on %s", device)
+        self.optimizer = torch.optim.SGD(
+            [p for p in self.core.parameters() if p.requires_grad],
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.nesterov,
+        )
+        self.steps = len(self._train_loader(0))
+        if config.max_steps_per_epoch is not None:
+            self.steps = min(self.steps, config.max_steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, config=config, steps_per_epoch=self.steps)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.start_epoch, self.best_epoch, self.best_top1 = 0, 0, None
+        self.history: list[EpochEnd] = []
+
+    # -------------------------------------------------------------------------------- data
+
+    def _train_loader(self, epoch: int) -> torch.utils.data.DataLoader:
+        seed = epoch_seed(self.config.seed, epoch)
+        loader = make_loader(
+            self.train_set,
+            self.config.batch_size,
+            shuffle=True,
+            num_workers=self.config.num_workers,
+            seed=seed,
+            distributed=self.env.distributed,
+            collate_fn=self.collate,
+            pin_memory=self.device.type == "cuda",
+        )
+        if self.config.num_workers == 0 and hasattr(self.train_set, "reseed"):
+            self.train_set.reseed(seed + self.env.rank)  # make_loader only reseeds its own dataset types
+        return loader
+
+    def _stem_stats(self) -> None:
+        stem = getattr(self.core, "stem", None)
+        if not isinstance(stem, DctStem):
+            return
+        if self.env.is_main:
+            loader = make_loader(
+                self.train_set,
+                self.config.batch_size,
+                shuffle=True,
+                num_workers=self.config.num_workers,
+                seed=epoch_seed(self.config.seed, -1),
+                collate_fn=self.collate,
+            )
+            batches = itertools.islice(loader, self.config.stem_stats_batches)
+            stem.set_stats(compute_stem_stats((b["y"], b["cbcr"], b["qt"]) for b in batches))
+        if self.env.distributed:
+            for buf in stem.buffers():
+                torch.distributed.broadcast(buf, src=0)
+
+    # ----------------------------------------------------------------- files: resume, save
+
+    def _resume(self) -> None:
+        scaler = self.scaler if self.use_amp else None
+        done = load_run(
+            self.out_dir, self.config, self.device, self.core, self.optimizer, self.scheduler, scaler
+        )
+        self.start_epoch, self.best_epoch, self.best_top1, self.history = done
+        logger.info("resuming %s after epoch %d", self.out_dir, self.start_epoch)
+
+    def _save(self, epoch: int, val: ValMetrics | None, is_best: bool) -> None:
+        save_epoch(
+            self.out_dir,
+            self.core,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            RunProgress(epoch, self.best_epoch, self.best_top1, self.history),
+            config=self.config,
+            arch_kwargs=self.arch_kwargs,
+            class_names=self.class_names,
+            val=val,
+            is_best=is_best,
+        )
+
+    # ------------------------------------------------------------------------------- steps
+
+    def _loss(self, logits: Tensor, labels: Tensor, qt: Tensor, chunks: int) -> Tensor:
+        if self.config.qac:
+            if self.config.qac_normalize:
+                return qac_weighted_loss(logits, labels, qt, self.config.label_smoothing, normalize=True)
+            # QSAM sums c(Q_q) * CE_q over the K quality chunks: K times the per-sample mean.
+            return chunks * qac_weighted_loss(logits, labels, qt, self.config.label_smoothing)
+        return F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp)
+
+    def _routing(self, branch: Tensor | None) -> contextlib.AbstractContextManager[None]:
+        return qabn_routing(self.core, branch) if branch is not None else contextlib.nullcontext()
+
+    def _train_epoch(self, model: nn.Module, epoch: int) -> tuple[float, float]:
+        loader = self._train_loader(epoch)
+        if self.env.distributed:
+            loader.sampler.set_epoch(epoch)
+        model.train()
+        chunks = len(QSAM_BASE_QUALITIES) if self.quality_versions else 1
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, images
+        window = torch.zeros(3, dtype=torch.float64, device=self.device)
+        tick = time.perf_counter()
+        for step, batch in enumerate(loader, start=1):
+            inputs, labels = model_inputs(batch, self.device), batch["label"].to(self.device)
+            branch = None
+            if self.config.qabn:
+                branch = batch.get("branch")
+                if branch is None:
+                    branch = oracle_branch_index(inputs[-1])
+            with self._routing(branch), self._autocast():
+                logits = model(*inputs)
+            loss = self._loss(logits.float(), labels, inputs[-1], chunks)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            with torch.no_grad():
+                window[0] += loss.detach().double() * labels.shape[0]
+                window[1] += topk_correct(logits, labels, (1,))[0]
+                window[2] += labels.shape[0]
+            if step % self.config.log_every == 0 or step == self.steps:
+                w = window.tolist()
+                now = time.perf_counter()
+                if self.progress is not None:
+                    self.progress(
+                        StepEnd(
+                            epoch + 1,
+                            step,
+                            self.steps,
+                            w[0] / w[2],
+                            w[1] / w[2],
+                            w[2] * self.env.world_size / max(now - tick, 1e-9),
+                            lr,
+                        )
+                    )
+                totals += window
+                window.zero_()
+                tick = now
+            if step >= self.steps:
+                break
+        totals = dd.all_reduce_sum(totals + window, self.env).tolist()
+        return totals[0] / max(totals[2], 1), totals[1] / max(totals[2], 1)
+
+    @torch.no_grad()
+    def _validate(self) -> ValMetrics:
+        if self.val_set is None:
+            raise DataError("no validation set")
+        self.core.eval()
+        # An exact shard per process (DistributedSampler would pad with repeated images).
+        shard = Subset(self.val_set, range(self.env.rank, len(self.val_set), self.env.world_size))
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top1, top5, images
+        if len(shard):
+            loader = make_loader(
+                shard, self.config.batch_size, shuffle=False, num_workers=self.config.num_workers
+            )
+            for batch in loader:
+                inputs, labels = model_inputs(batch, self.device), batch["label"].to(self.device)
+                branch = oracle_branch_index(inputs[-1]) if self.config.qabn else None
+                with self._routing(branch), self._autocast():
+                    logits = self.core(*inputs).float()
+                top1, top5 = topk_correct(logits, labels)
+                sums[0] += F.cross_entropy(logits, labels, reduction="sum").double()
+                sums[1] += top1
+                sums[2] += top5
+                sums[3] += labels.shape[0]
+        loss, top1, top5, n = dd.all_reduce_sum(sums, self.env).tolist()
+        if n == 0:
+            raise DataError("the validation set is empty; give more images or a larger --val-fraction")
+        return ValMetrics(loss / n, top1 / n, top5 / n, int(n))
+
+    # --------------------------------------------------------------------------------- run
+
+    def run(self, resume: bool) -> TrainResult:
+        if resume:
+            self._resume()
+        else:
+            check_no_run(self.out_dir)
+            self._stem_stats()
+        model = dd.wrap_model(self.core, self.device, self.env)
+        for epoch in range(self.start_epoch, self.config.epochs):
+            torch.manual_seed(epoch_seed(self.config.seed, epoch) + self.env.rank)
+            if self.progress is not None:
+                self.progress(EpochStart(epoch + 1, self.config.epochs, self.steps))
+            tick = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss, train_top1 = self._train_epoch(model, epoch)
+            dd.sync_buffers(self.core, self.env)
+            val = self._validate() if self.val_set is not None else None
+            is_best = val is None or self.best_top1 is None or val.top1 > self.best_top1
+            if is_best:
+                self.best_epoch, self.best_top1 = epoch + 1, (val.top1 if val is not None else None)
+            end = EpochEnd(
+                epoch + 1,
+                self.config.epochs,
+                train_loss,
+                train_top1,
+                val,
+                is_best,
+                time.perf_counter() - tick,
+                lr,
+            )
+            self.history.append(end)
+            if self.env.is_main:
+                self._save(epoch + 1, val, is_best)
+            dd.barrier(self.env)
+            logger.info(
+                "epoch %d/%d: train loss %.4f top-1 %.4f%s",
+                epoch + 1,
+                self.config.epochs,
+                train_loss,
+                train_top1,
+                f", val loss {val.loss:.4f} top-1 {val.top1:.4f} top-5 {val.top5:.4f}" if val else "",
+            )
+            if self.progress is not None:
+                self.progress(end)
+        self.core.eval()
+        return TrainResult(
+            out_dir=self.out_dir,
+            best_path=self.out_dir / BEST,
+            last_path=self.out_dir / LAST,
+            best_epoch=self.best_epoch,
+            best_top1=self.best_top1,
+            start_epoch=self.start_epoch,
+            history=tuple(self.history),
+            model=self.core,
+        )
+
+
+def train(
+    config: TrainConfig,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train `config.arch` on `train_set`, validating on `val_set` each epoch; checkpoints go to `out_dir`.
+
+    Args:
+        train_set: a training dataset whose items collate to batches of y/cbcr (DCT models) or x
+            (RGB models) with qt and label, e.g. from `calibration.train_data.build_train_data`;
+            needs `class_names`. With `config.qabn` it must be a JpegFolder / RgbJpegFolder.
+        val_set: evaluation-mode dataset of the same kind, or None (best.pt then follows last.pt).
+        out_dir: created if needed; must not hold a run unless `resume`.
+        resume: continue the run in `out_dir` after its last completed epoch.
+        progress: called with EpochStart / StepEnd / EpochEnd events (rank 0 only).
+
+    Under torchrun (WORLD_SIZE > 1) joins the process group (NCCL on CUDA, gloo on CPU) unless one
+    is already initialised; batch_size is then per process.
+
+    Raises:
+        ConfigError: datasets that do not follow the config's quality policy, or a resume whose
+            options differ. DataError: bad data, an existing run without `resume`, nothing to resume.
+        ModelError: unknown architecture or unreadable checkpoints. BackendUnavailable: no CUDA/NCCL.
+    """
+    out_dir = Path(out_dir)
+    policy = QualityPolicy(train_qualities=config.train_qualities, test_quality=config.eval_quality)
+    _check_policy("train_set", train_set, policy)
+    if val_set is not None:
+        _check_policy("val_set", val_set, policy)
+    env = dd.detect_env()
+    device = dd.resolve_device(config.device, env)
+    with dd.process_group(device, env), determinism(device):
+        if env.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        run = _Run(config, train_set, val_set, out_dir, env, device, progress)
+        return run.run(resume)

@@ -1,0 +1,64 @@
+"""Small pieces of the training loop shared with evaluation: batch -> model inputs, top-k counts,
+the learning-rate schedule, per-epoch seeds and deterministic kernels."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from .config import TrainConfig
+
+
+def model_inputs(batch: dict[str, Tensor], device: torch.device) -> tuple[Tensor, ...]:
+    """The forward arguments of a batch: (y, cbcr, qt) as float for DCT models, (x, qt) for RGB."""
+    qt = batch["qt"].to(device, non_blocking=True)
+    if "y" in batch:
+        y = batch["y"].to(device, non_blocking=True).float()
+        return y, batch["cbcr"].to(device, non_blocking=True).float(), qt
+    return batch["x"].to(device, non_blocking=True), qt
+
+
+def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> list[Tensor]:
+    """Number of rows whose label is among the k highest logits, for each k (clipped to the classes)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return [hits[:, : min(k, logits.shape[1])].any(dim=1).sum() for k in ks]
+
+
+def lr_factor(step: int, *, config: TrainConfig, steps_per_epoch: int) -> float:
+    """Multiplier of config.lr for optimizer step `step` (0-based): linear warm-up, then the schedule."""
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.schedule == "multistep":
+        return config.gamma ** sum(step >= m * steps_per_epoch for m in config.milestones)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919) % (2**31)
+
+
+@contextlib.contextmanager
+def determinism(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels for the run where they are cheap (all CPU ops, cuDNN convolutions)."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]

@@ -1,0 +1,156 @@
+"""The files of a training run's folder, written after every epoch and read back to resume the run.
+
+- `last.pt` / `best.pt`: dctq checkpoints (models.checkpoint) of the last and the best epoch (by
+  validation top-1), `extra` holding the TrainConfig, the epoch and its validation metrics;
+- `last.state.pt`: what `resume=True` needs besides the weights (optimizer, schedule, gradient
+  scaler, best so far, history), plain tensors and data that `torch.load(weights_only=True)` reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from ...common.errors import DataError, ModelError
+from ...common.files import atomic_path
+from ...models.checkpoint import save_checkpoint
+from ...models.qabn import QSAM_BASE_QUALITIES
+from .config import ConfigError, TrainConfig
+from .events import EpochEnd, ValMetrics, epoch_end_from_dict
+
+LAST, BEST, STATE = "last.pt", "best.pt", "last.state.pt"
+STATE_FORMAT = "dctq.train_state"
+# Fields a resumed run may change: how long and where it runs. (A new --epochs reshapes the cosine
+# schedule and a new --workers changes the augmentation draws; both are still the same recipe.)
+RESUMABLE_CHANGES = ("epochs", "num_workers", "log_every", "device")
+
+
+class RunProgress(NamedTuple):
+    """How far a run got: epochs done, the best epoch and its validation top-1, every EpochEnd."""
+
+    epoch: int
+    best_epoch: int
+    best_top1: float | None
+    history: list[EpochEnd]
+
+
+def check_no_run(out_dir: Path) -> None:
+    """Raise DataError when `out_dir` already holds a run, which only `resume` may continue."""
+    if (out_dir / LAST).exists():
+        raise DataError(
+            f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or choose another --out"
+        )
+
+
+def save_epoch(
+    out_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    progress: RunProgress,
+    *,
+    config: TrainConfig,
+    arch_kwargs: dict[str, Any],
+    class_names: list[str],
+    val: ValMetrics | None,
+    is_best: bool,
+) -> None:
+    """Write last.state.pt and last.pt for the epoch `progress.epoch` ends, and best.pt when `is_best`."""
+    extra: dict[str, Any] = {
+        "train_config": config.to_dict(),
+        "epoch": progress.epoch,
+        "val": dataclasses.asdict(val) if val is not None else None,
+    }
+    if config.qabn:
+        extra["qabn"] = {"num_branches": len(QSAM_BASE_QUALITIES)}
+        extra["qsam"] = {"stage": "base", "base_qualities": list(QSAM_BASE_QUALITIES)}
+    state = {
+        "format": STATE_FORMAT,
+        "version": 1,
+        "epoch": progress.epoch,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "best_epoch": progress.best_epoch,
+        "best_top1": progress.best_top1,
+        "history": [dataclasses.asdict(h) for h in progress.history],
+    }
+    with atomic_path(out_dir / STATE) as tmp:
+        torch.save(state, tmp)
+    last = save_checkpoint(
+        out_dir / LAST,
+        model,
+        arch=config.arch,
+        arch_kwargs=arch_kwargs,
+        class_names=class_names,
+        extra=extra,
+    )
+    if is_best:
+        with atomic_path(out_dir / BEST) as tmp:
+            shutil.copyfile(last, tmp)
+
+
+def load_run(
+    out_dir: Path,
+    config: TrainConfig,
+    device: torch.device,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+) -> RunProgress:
+    """Load the run saved in `out_dir` into `model`, `optimizer`, `scheduler` and `scaler` (None: a
+    run without AMP, which leaves the saved scaler state unused); returns how far it got.
+
+    Raises:
+        DataError: no last.pt and last.state.pt. ModelError: unreadable or mismatched files.
+        ConfigError: `config` differs from the saved one beyond RESUMABLE_CHANGES.
+    """
+    last, state_path = out_dir / LAST, out_dir / STATE
+    if not (last.is_file() and state_path.is_file()):
+        raise DataError(
+            f"--resume: {out_dir} has no {LAST} and {STATE} to resume from; drop --resume to start afresh"
+        )
+    payload = _load(last, "cpu")
+    state = _load(state_path, device)
+    if state.get("format") != STATE_FORMAT:
+        raise ModelError(f"{state_path} is not a dctq training state (no format {STATE_FORMAT!r})")
+    extra = payload.get("extra", {})
+    if extra.get("epoch") != state["epoch"]:
+        raise ModelError(
+            f"{last} (epoch {extra.get('epoch')}) and {state_path} (epoch {state['epoch']}) disagree: "
+            "the run was stopped while saving; restart it without --resume in a new --out"
+        )
+    saved = TrainConfig.from_dict(extra["train_config"])
+    changed = [
+        f.name
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)
+    ]
+    if changed:
+        raise ConfigError(
+            f"--resume: options {changed} differ from the run saved in {out_dir}; "
+            f"only {list(RESUMABLE_CHANGES)} may change"
+        )
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"] and scaler is not None:  # empty when saved without AMP (e.g. on CPU)
+        scaler.load_state_dict(state["scaler"])
+    history = [epoch_end_from_dict(h) for h in state["history"]]
+    return RunProgress(state["epoch"], state["best_epoch"], state["best_top1"], history)
+
+
+def _load(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged files
+        raise ModelError(
+            f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); was it cut short?"
+        ) from None

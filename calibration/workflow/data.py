@@ -1,0 +1,99 @@
+"""The data `quantize_checkpoint` calibrates on: real images for PTQ (`calibration_loader`, a seeded
+draw from a split made with the FP checkpoint's val_fraction) and, for the zero-shot methods,
+synthetic sets made earlier by `dctq synthesize`, checked before they are reused or continued.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ...common.errors import DataError
+from ...jpeg.dataset import make_loader
+from ...jpeg.recompress import QualityPolicy
+from ...models.checkpoint import LoadedCheckpoint
+from ..train.data import make_dataset, split_data
+from ..zeroshot.config import RESUMABLE_CHANGES, SynthConfig
+from ..zeroshot.data import SyntheticData, load_synthetic, teacher_fingerprint
+
+logger = logging.getLogger(__name__)
+
+CALIB_SPLITS = ("train", "all")
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def calibration_loader(
+    loaded: LoadedCheckpoint,
+    data: str | Path,
+    *,
+    split: str = "train",
+    num_images: int = 512,
+    batch_size: int = 64,
+    seed: int = 0,
+    workers: int = 0,
+) -> tuple[Any, dict[str, Any]]:
+    """(loader, info): `num_images` images drawn (seeded by `seed`) from `split` ("train" or "all") of
+    `data` ("cifar10" or an ImageFolder), split with the FP checkpoint's val_fraction, files as stored,
+    in the architecture's input layout. info records what was drawn (plain data).
+
+    Raises DataError for a bad split name or count, and what split_data / make_dataset raise.
+    """
+    if split not in CALIB_SPLITS:
+        raise DataError(f"--calib-split must be one of {', '.join(CALIB_SPLITS)}, got {split!r}")
+    if num_images < 1 or batch_size < 1:
+        raise DataError(f"--num-images and --batch-size must be >= 1, got {num_images}, {batch_size}")
+    saved = (loaded.extra.get("train_config") or {}).get("fields", {})
+    val_fraction = float(saved.get("val_fraction", DEFAULT_VAL_FRACTION))
+    splits = split_data(data, val_fraction)
+    pool = splits.samples(split)
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(pool), size=min(num_images, len(pool)), replace=False).tolist())
+    samples = [pool[i] for i in chosen]
+    dataset = make_dataset(loaded.arch, splits.root, samples, train=False, policy=QualityPolicy())
+    loader = make_loader(dataset, batch_size, shuffle=False, num_workers=workers)
+    info = {
+        "data": str(data),
+        "split": split,
+        "val_fraction": val_fraction,
+        "images": len(samples),
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    if len(samples) < num_images:
+        logger.warning(
+            "only %d calibration images in %s (%s split), asked for %d", len(samples), data, split, num_images
+        )
+    return loader, info
+
+
+def reused_synthetic(path: Path, method: str | None, teacher: nn.Module) -> SyntheticData:
+    """A finished synthetic set from `dctq synthesize`, checked to come from `teacher` (and by `method`)."""
+    data = load_synthetic(path)
+    made_by = data.config.get("method")
+    if method is not None and made_by != method:
+        raise DataError(
+            f"{path} was synthesized with --method {made_by}, not {method}; pass --method {made_by} "
+            "or synthesize a new file"
+        )
+    if data.teacher.get("fingerprint") != teacher_fingerprint(teacher):
+        raise DataError(f"{path} was synthesized from another model (weights differ); use that checkpoint")
+    return data
+
+
+def check_same_options(path: Path, config: SynthConfig) -> None:
+    """Raise DataError when the (possibly partial) synthetic file was made with other options."""
+    made = load_synthetic(path, allow_partial=True).config
+    now = config.to_dict()
+    changed = sorted(
+        k for k in set(made) | set(now) if k not in RESUMABLE_CHANGES and made.get(k) != now.get(k)
+    )
+    if changed:
+        details = ", ".join(f"{k}: file {made.get(k)!r} vs now {now.get(k)!r}" for k in changed)
+        raise DataError(
+            f"--synthetic {path} was made with other options ({details}); leave out the synthesis options "
+            "to reuse the file as it is, or give another --synthetic path"
+        )

@@ -1,0 +1,114 @@
+"""The ONNX Runtime backend ("ort"): .onnx artifacts on the CPUExecutionProvider.
+
+Q/DQ graphs are rewritten at load time (ort_rewrite.rewrite_for_ort): int8 activations to the
+identical uint8/128 grid, weights folded to int8 initializers, Relu moved into the integer domain
+so ORT's `DQ -> Conv -> Q` fusion builds QLinearConv, and the weights of layers ORT leaves in
+float pre-dequantized. `rewrite=False` runs the graph exactly as exported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...common.errors import BackendUnavailable, DctqError, ExportError
+from ..artifact import Artifact
+from .registry import batch_arrays, register_backend
+
+logger = logging.getLogger(__name__)
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailable(
+            "the 'ort' backend needs ONNX Runtime: pip install onnxruntime (or pip install 'dctq[onnx]')"
+        ) from None
+    return onnxruntime
+
+
+class OrtRunner:
+    """An onnxruntime.InferenceSession over one artifact; predict(batch) -> logits [N, classes] float32."""
+
+    backend = "ort"
+    device = "cpu"
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        *,
+        rewrite: bool = True,
+        threads: int | None = None,
+        optimized_model_path: Path | str | None = None,
+    ) -> None:
+        ort = _ort()
+        import onnx
+
+        from ..onnx.ort_rewrite import is_qdq_model, rewrite_for_ort
+
+        self.artifact = artifact
+        self.__name__ = f"ort:{artifact.path.name}"
+        try:
+            model = onnx.load(str(artifact.path))
+        except Exception as exc:  # protobuf raises several kinds
+            raise ExportError(
+                f"{artifact.path} is not a readable ONNX model ({type(exc).__name__}: {exc})"
+            ) from None
+        self.rewrite_stats = None
+        if rewrite and is_qdq_model(model):
+            model, self.rewrite_stats = rewrite_for_ort(model)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # ORT warns about every serialisation of NCHWc graphs
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        if optimized_model_path is not None:
+            options.optimized_model_filepath = str(optimized_model_path)
+        try:
+            self.session = ort.InferenceSession(
+                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime's Fail/InvalidGraph/... have no common public base
+            raise ExportError(f"ONNX Runtime cannot load {artifact.path}: {str(exc)[:500]}") from None
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.output_name = self.session.get_outputs()[0].name
+
+    def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Raises DctqError when an input is missing or ORT rejects the shapes."""
+        feeds = batch_arrays(batch, self.input_names, str(self.artifact.path))
+        try:
+            out = self.session.run([self.output_name], feeds)[0]
+        except Exception as exc:  # onnxruntime raises its own exception types
+            shapes = {k: list(v.shape) for k, v in feeds.items()}
+            raise DctqError(
+                f"ONNX Runtime failed on {self.artifact.path.name} with inputs {shapes}: {str(exc)[:300]}"
+            ) from None
+        return torch.from_numpy(out)
+
+    __call__ = predict
+
+    def synchronize(self) -> None:
+        return None
+
+
+class OrtBackend:
+    """ONNX Runtime on the CPU. Options: rewrite (bool), threads (int), optimized_model_path."""
+
+    name = "ort"
+    accepts = ("onnx",)
+
+    def load(self, artifact: Artifact, *, device: str = "auto", **options: Any) -> OrtRunner:
+        if device not in ("auto", "cpu"):
+            raise BackendUnavailable(
+                f"the 'ort' backend runs on the CPU only (asked for {device!r}); use --backend tensorrt for the GPU"
+            )
+        return OrtRunner(artifact, **options)
+
+
+register_backend(OrtBackend())

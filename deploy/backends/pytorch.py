@@ -1,0 +1,124 @@
+"""The PyTorch backend ("torch"): checkpoints (.pt, float or quantized), TorchScript (.ts) and
+torch.export programs (.pt2), on the CPU or a CUDA device."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...common.errors import BackendUnavailable, DctqError, ExportError
+from ..artifact import Artifact
+from .registry import register_backend
+
+logger = logging.getLogger(__name__)
+
+CUDA_INSTALL = (
+    "install a CUDA build of torch, e.g. pip install torch --index-url https://download.pytorch.org/whl/cu126"
+)
+
+
+def torch_device(device: str) -> torch.device:
+    """ "auto" -> cuda when torch sees a GPU, else cpu. Raises BackendUnavailable for cuda without CUDA."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise DctqError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable(
+            f"device {device!r}: this torch ({torch.__version__}) sees no CUDA device; {CUDA_INSTALL}"
+        )
+    return resolved
+
+
+class TorchRunner:
+    """A PyTorch module or program over one artifact; predict(batch) -> logits [N, classes] on `device`."""
+
+    backend = "torch"
+
+    def __init__(self, artifact: Artifact, *, device: str = "auto", qabn_routing: str = "auto") -> None:
+        self.artifact = artifact
+        self.torch_device = torch_device(device)
+        self.device = str(self.torch_device)
+        self.__name__ = f"torch:{artifact.path.name}"
+        self.input_names = artifact.meta.input_names
+        self._predictor = None
+        if artifact.kind == "checkpoint":
+            from ..evaluate import as_predictor
+
+            if artifact.checkpoint is None:
+                raise DctqError(f"{artifact.path}: the checkpoint artifact holds no model")
+            self._predictor, _, _ = as_predictor(
+                artifact.checkpoint, self.torch_device, qabn_routing=qabn_routing
+            )
+            self.module = artifact.checkpoint.model
+        elif artifact.kind == "torchscript":
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self.module = torch.jit.load(str(artifact.path), map_location=self.torch_device)
+            except (RuntimeError, ValueError) as exc:
+                raise ExportError(
+                    f"{artifact.path} is not a loadable TorchScript file: {str(exc)[:300]}"
+                ) from None
+            self.module.eval()
+        elif artifact.kind == "program":
+            try:
+                self.module = torch.export.load(str(artifact.path)).module().to(self.torch_device)
+            except Exception as exc:  # torch.export.load raises several kinds
+                raise ExportError(
+                    f"{artifact.path} is not a loadable torch.export program: {str(exc)[:300]}"
+                ) from None
+        else:
+            raise DctqError(
+                f"the 'torch' backend cannot run a {artifact.kind} artifact ({artifact.path.name})"
+            )
+
+    def _args(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
+        args = []
+        for name in self.input_names:
+            value = batch.get(name)
+            if value is None:
+                raise DctqError(
+                    f"{self.artifact.path.name} needs input {name!r}; the batch has {sorted(batch)}"
+                )
+            tensor = torch.from_numpy(np.asarray(value)) if not isinstance(value, torch.Tensor) else value
+            args.append(tensor.to(self.torch_device, dtype=torch.float32, non_blocking=True))
+        return tuple(args)
+
+    def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Raises DctqError when an input is missing."""
+        with torch.inference_mode():
+            if self._predictor is not None:
+                tensors = {
+                    k: torch.from_numpy(np.asarray(v)) if not isinstance(v, torch.Tensor) else v
+                    for k, v in batch.items()
+                    if v is not None
+                }
+                return self._predictor(tensors).float()
+            return self.module(*self._args(batch)).float()
+
+    __call__ = predict
+
+    def synchronize(self) -> None:
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
+
+
+class TorchBackend:
+    """PyTorch eager / TorchScript / torch.export. Options: qabn_routing ("auto", "oracle", "mixer")."""
+
+    name = "torch"
+    accepts = ("checkpoint", "torchscript", "program")
+
+    def load(self, artifact: Artifact, *, device: str = "auto", **options: Any) -> TorchRunner:
+        return TorchRunner(artifact, device=device, **options)
+
+
+register_backend(TorchBackend())

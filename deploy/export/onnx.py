@@ -1,0 +1,199 @@
+"""ONNX export of FP32 and fake-quant models: Q/DQ for TensorRT explicit quantization.
+
+`torch.onnx.export(..., dynamo=True, external_data=False, opset_version=18)` with inputs named
+y, cbcr, qt (DCT) or x [, qt] (RGB) and the output "logits"; the batch axis dynamic unless asked
+otherwise. The fake-quant ops become QuantizeLinear/DequantizeLinear with int8 zero points 0
+(calibration/quantizers.py registers the fake kernels the dynamo exporter needs for a dynamic
+batch). Should the dynamo exporter fail, the deprecated TorchScript exporter (dynamo=False) is
+tried and the sidecar records which one ran.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...common.errors import BackendUnavailable, ExportError, QuantizationError
+from ...common.files import atomic_path
+from ...models.checkpoint import LoadedCheckpoint
+from ...models.flops import example_inputs
+from ..artifact import describe_model, needs_qt, write_sidecar
+
+logger = logging.getLogger(__name__)
+
+MIN_OPSET = 17
+
+
+def _module(model: nn.Module | LoadedCheckpoint) -> nn.Module:
+    return model.model if isinstance(model, LoadedCheckpoint) else model
+
+
+def prepare_for_export(model: nn.Module) -> nn.Module:
+    """An eval-mode copy ready to trace: quantizers checked, INT8 only, weights clipped to their ranges.
+
+    Raises QuantizationError for an uncalibrated quantizer or a recipe below 8 bits (simulated only).
+    """
+    from ...calibration.quant.model import clip_weights, iter_quantizers, recipe_of
+    from ...calibration.quant.quantizer import QuantState
+
+    quantizers = list(iter_quantizers(model))
+    if not quantizers:
+        return model.eval()
+    recipe = recipe_of(model)
+    if recipe is not None and not recipe.exportable:
+        raise QuantizationError(
+            f"recipe W{recipe.weight_bits}A{recipe.act_bits} is simulated in PyTorch only; only INT8 (W8A8) "
+            "models export to ONNX Q/DQ"
+        )
+    for name, q in quantizers:
+        if q.bits != 8:
+            raise QuantizationError(f"quantizer {name} has {q.bits} bits; only 8-bit quantizers export")
+        if q.state is QuantState.CALIBRATING or (q.state is QuantState.QUANTIZING and not q.is_calibrated):
+            raise QuantizationError(
+                f"quantizer {name} is not calibrated; run calibrate()/ptq() before exporting"
+            )
+    disabled = [name for name, q in quantizers if q.state is QuantState.DISABLED]
+    if disabled:
+        raise QuantizationError(
+            f"{len(disabled)} quantizer(s) are disabled ({', '.join(disabled[:3])}...): calibrate the model, or "
+            "export the float model instead"
+        )
+    model = copy.deepcopy(model).eval()
+    changed = clip_weights(model)
+    if changed:
+        # exported graphs leave out the weight clamp, so weights outside [-amax, amax] must go first
+        logger.info("clipped %d weight values into their quantizer ranges before export", changed)
+    return model
+
+
+def _example_args(model: nn.Module, batch: int) -> tuple[torch.Tensor, ...]:
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    args = example_inputs(model, batch, with_qt=needs_qt(model), device=device)
+    return tuple(a.float() for a in args)
+
+
+def _dynamo_export(model: nn.Module, args: tuple, names: list[str], opset: int, dynamic: bool) -> Any:
+    dynamic_shapes = None
+    if dynamic:
+        batch = torch.export.Dim("batch")
+        dynamic_shapes = tuple({0: batch} for _ in names)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape.*")
+        program = torch.onnx.export(
+            model,
+            args,
+            dynamo=True,
+            external_data=False,
+            opset_version=opset,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+        )
+    return program.model_proto
+
+
+def _legacy_export(
+    model: nn.Module, args: tuple, names: list[str], opset: int, dynamic: bool, tmp: Path
+) -> Any:
+    import onnx
+
+    axes = {n: {0: "batch"} for n in [*names, "logits"]} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated
+        torch.onnx.export(
+            model,
+            args,
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+        )
+    return onnx.load(str(tmp))
+
+
+def export_onnx(
+    model: nn.Module | LoadedCheckpoint,
+    path: Path | str,
+    *,
+    opset: int = 18,
+    dynamic_batch: bool = True,
+    example_batch: int = 1,
+    dynamo: bool | None = None,
+) -> Path:
+    """Export an FP32 or fake-quant dctq model to ONNX at `path` (atomically) plus `<path>.json`.
+
+    Args:
+        model: a dctq model (DCT: forward(y, cbcr, qt); RGB: forward(x[, qt])) or a LoadedCheckpoint,
+            whose arch and class names then go into the sidecar.
+        opset: ONNX opset, >= 17 (TensorRT's Q/DQ rules need it).
+        dynamic_batch: make the batch axis symbolic ("batch"); False bakes `example_batch` in.
+        example_batch: batch of the example inputs traced.
+        dynamo: True = torch.export-based exporter only, False = TorchScript exporter only,
+            None = dynamo, falling back to TorchScript if it fails.
+
+    Returns the path written. Raises ExportError (opset, failed export or invalid graph),
+    QuantizationError (uncalibrated or sub-8-bit quantizers), BackendUnavailable (onnx missing).
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise BackendUnavailable("ONNX export needs onnx and onnxscript: pip install 'dctq[onnx]'") from None
+    if opset < MIN_OPSET:
+        raise ExportError(
+            f"opset {opset} is too old: TensorRT's explicit quantization needs opset >= {MIN_OPSET}"
+        )
+    if example_batch < 1:
+        raise ExportError(f"example_batch must be >= 1, got {example_batch}")
+    path = Path(path)
+    meta = describe_model(model, batch="batch" if dynamic_batch else example_batch, opset=opset)
+    module = prepare_for_export(_module(model))
+    args = _example_args(module, max(example_batch, 2) if dynamic_batch else example_batch)
+    names = list(meta.input_names)
+    exporter, proto, first_error = None, None, None
+    if dynamo is not False:
+        try:
+            proto, exporter = _dynamo_export(module, args, names, opset, dynamic_batch), "dynamo"
+        except Exception as exc:  # torch.export raises many kinds; the fallback below decides
+            if dynamo:
+                raise ExportError(
+                    f"the dynamo ONNX exporter failed: {type(exc).__name__}: {str(exc)[:500]}"
+                ) from exc
+            first_error = exc
+            logger.warning("dynamo ONNX export failed (%s); falling back to the TorchScript exporter", exc)
+    with atomic_path(path) as tmp:
+        if proto is None:
+            try:
+                proto, exporter = (
+                    _legacy_export(module, args, names, opset, dynamic_batch, tmp),
+                    "torchscript",
+                )
+            except Exception as exc:
+                detail = f"; dynamo failed first with {first_error}" if first_error else ""
+                raise ExportError(
+                    f"ONNX export failed: {type(exc).__name__}: {str(exc)[:500]}{detail}"
+                ) from exc
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"the exported graph is not valid ONNX: {str(exc)[:500]}") from None
+        onnx.save_model(proto, str(tmp))
+    meta = dataclasses.replace(meta, exporter=exporter)
+    write_sidecar(path, meta, "onnx")
+    logger.info(
+        "exported %s ONNX (%s exporter, opset %d) to %s",
+        "Q/DQ" if meta.quantized else "FP32",
+        exporter,
+        opset,
+        path,
+    )
+    return path

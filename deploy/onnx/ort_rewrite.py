@@ -1,0 +1,296 @@
+"""Rewrite a TensorRT-style Q/DQ graph for ONNX Runtime on x86: the same function, integer kernels.
+
+The exported graph carries what TensorRT wants (ARCHITECTURE.md, the quantization contract): signed
+int8, zero point 0, Q/DQ on the inputs of every Conv/Gemm. ONNX Runtime's x86 integer kernels take
+*uint8* activations, and its QDQ fusions (QLinearConv...) only match `DQ -> op -> Q`. Four rewrites,
+none of which changes the function the graph defines:
+
+1. Weight folding: `QuantizeLinear(float weight initializer)` is computed here (round half to even,
+   saturate, as the ONNX spec says) and becomes an int8 initializer behind its DequantizeLinear.
+2. Activations to uint8: int8 with zero point 0 and uint8 with zero point 128 are the same grid
+   (`clip(round(x/s), -128, 127) + 128 == clip(round(x/s) + 128, 0, 255)`); every activation
+   QuantizeLinear and the DequantizeLinears reading it switch to uint8/128.
+3. Relu into the integer domain (`output_qdq`): `op -> Relu -> Q(s)` becomes `op -> Q(s) -> Max(q, zp)`.
+   `Q(relu(x)) == max(Q(x), zp)` exactly when real 0 sits on the zero point, and the op (Conv, Gemm,
+   Add) gains the output Q that ORT's fusion needs.
+4. Float weights (`fold_float_weights`): a layer ORT will not fuse (no output Q) would dequantize its
+   int8 weight on every run, since ORT keeps DequantizeLinear unfolded; its `(q - zp) * scale` is
+   computed once here as a float32 initializer, what that node computes.
+
+With graph optimisations off ORT gives bit-identical outputs before and after. With them on, the
+fused QLinearConv accumulates exactly in int32 and rounds the float bias to int32 where the float
+graph accumulates in float32, so values on a rounding edge can move one quantization step: the same
+"equal up to rounding" as PyTorch against ORT. The fully integer graph (like `quantize_static`'s)
+additionally needs a Q/DQ on the conv input of every residual Add, which the TensorRT recipe leaves
+out (TensorRT fuses that Add into the conv).
+
+`rewrite_for_ort` applies them to a copy; `RewriteStats` says what changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+from ...common.errors import ExportError
+from .graph import GraphIndex, attr_int, import_onnx
+
+logger = logging.getLogger(__name__)
+
+_QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
+_OUTPUT_Q_OPS = ("Conv", "Gemm", "MatMul", "Add")
+_WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclasses.dataclass(frozen=True)
+class RewriteStats:
+    """What `rewrite_for_ort` changed: weight Qs folded to int8 initializers, activation Qs (and their
+    DQs) moved to uint8, Relus moved into the integer domain (ops that gained an output Q), weights
+    pre-dequantized for layers left in float, and activation Qs left alone (with reasons)."""
+
+    weights_folded: int
+    activations_uint8: int
+    dequantize_uint8: int
+    relu_to_integer: int
+    float_weights: int
+    skipped: tuple[str, ...]
+
+
+def quantize_linear(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int) -> np.ndarray:
+    """ONNX QuantizeLinear in numpy: saturate(round_half_even(x / scale) + zero), dtype of `zero`.
+
+    x: float32 array; scale/zero: scalars or 1-D along `axis` (per-channel).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    scale = np.asarray(scale, dtype=np.float32)
+    zero = np.asarray(zero)
+    if scale.size > 1:
+        shape = [1] * x.ndim
+        shape[axis % x.ndim] = -1
+        scale, offset = scale.reshape(shape), zero.reshape(shape).astype(np.float32)
+    else:
+        scale, offset = scale.reshape(()), zero.reshape(()).astype(np.float32)
+    info = np.iinfo(zero.dtype)
+    return np.clip(np.rint(x / scale) + offset, info.min, info.max).astype(zero.dtype)
+
+
+def _fold_weights(g: GraphIndex) -> int:
+    """QuantizeLinear(constant float weight) -> its int8 result as an initializer of the same name."""
+    keep, folded = [], 0
+    for node in g.graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) >= 3:
+            x, scale, zero = (g.const(n) for n in node.input[:3])
+            if x is not None and scale is not None and zero is not None and x.dtype == np.float32:
+                g.set_initializer(node.output[0], quantize_linear(x, scale, zero, attr_int(node, "axis", 1)))
+                folded += 1
+                continue
+        keep.append(node)
+    if folded:
+        g.replace_nodes(keep)
+    return folded
+
+
+def _int8_zero(g: GraphIndex, node: Any) -> bool:
+    if len(node.input) < 3 or not node.input[2]:
+        return False  # no zero point means uint8 0 by the spec: not ours
+    zero = g.const(node.input[2])
+    return zero is not None and zero.dtype == np.int8 and zero.size == 1 and not zero.any()
+
+
+def _set_elem_type(g: GraphIndex, name: str, dtype: type) -> None:
+    """Keep the graph's declared type of tensor `name` in step with a rewrite (ORT checks it)."""
+    from onnx import helper
+
+    for info in [*g.graph.value_info, *g.graph.output]:
+        if info.name == name:
+            info.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def _to_uint8(g: GraphIndex, skipped: list[str]) -> tuple[int, int]:
+    """Per-tensor activation Q (and the DQs reading it) from int8/0 to uint8/128."""
+    zp_name = None
+    n_q = n_dq = 0
+    for node in g.graph.node:
+        if node.op_type != "QuantizeLinear" or g.is_const(node.input[0]) or not _int8_zero(g, node):
+            continue
+        scale = g.const(node.input[1])
+        if scale is None or scale.size != 1:
+            why = "per-channel" if scale is not None else "computed scale"
+            skipped.append(f"{g.label(node)}: {why} activation quantizer kept int8")
+            continue
+        readers = g.readers(node.output[0])
+        if (
+            node.output[0] in g.outputs
+            or not readers
+            or any(r.op_type != "DequantizeLinear" or not _int8_zero(g, r) for r in readers)
+        ):
+            skipped.append(
+                f"{g.label(node)}: its output is read by something else than an int8 DequantizeLinear"
+            )
+            continue
+        if zp_name is None:
+            zp_name = g.set_initializer(g.fresh("ort_uint8_zero_point"), np.array(128, dtype=np.uint8))
+        node.input[2] = zp_name
+        _set_elem_type(g, node.output[0], np.uint8)
+        n_q += 1
+        for r in readers:
+            r.input[2] = zp_name
+            n_dq += 1
+    return n_q, n_dq
+
+
+def _relu_to_integer(g: GraphIndex) -> int:
+    """op -> Relu -> Q(s) [-> DQ ...] becomes op -> Q(s) -> Max(q, zero point) [-> DQ ...] (see module doc)."""
+    from onnx import helper
+
+    replaced = 0
+    drop: set[int] = set()
+    after: dict[int, list[Any]] = {}
+    for node in g.graph.node:
+        out = node.output[0] if node.output else ""
+        readers = g.readers(out)
+        if (
+            node.op_type not in _OUTPUT_Q_OPS
+            or out in g.outputs
+            or len(readers) != 1
+            or readers[0].op_type != "Relu"
+        ):
+            continue
+        relu = readers[0]
+        quants = g.readers(relu.output[0])
+        if relu.output[0] in g.outputs or not quants or any(q.op_type != "QuantizeLinear" for q in quants):
+            continue
+        if len({tuple(q.input[1:3]) for q in quants}) != 1 or len(quants[0].input) < 3:
+            continue
+        scale_name, zero_name = quants[0].input[1], quants[0].input[2]
+        scale, zero = g.const(scale_name), g.const(zero_name)
+        if scale is None or scale.size != 1 or zero is None or zero.size != 1:
+            continue
+        if not ((zero.dtype == np.int8 and int(zero) == 0) or (zero.dtype == np.uint8 and int(zero) == 128)):
+            continue  # Relu commutes with Q only when real 0 sits on the zero point
+        q_out = g.fresh(f"{out}_quantized")
+        new = [
+            helper.make_node(
+                "QuantizeLinear", [out, scale_name, zero_name], [q_out], name=g.fresh(f"{g.label(node)}_q")
+            )
+        ]
+        for q in quants:
+            # each former Q output is now max(q, zp): same tensor name, so its readers are unchanged
+            new.append(
+                helper.make_node(
+                    "Max", [q_out, zero_name], [q.output[0]], name=g.fresh(f"{g.label(relu)}_int")
+                )
+            )
+            drop.add(id(q))
+        drop.add(id(relu))
+        after[id(node)] = new
+        replaced += 1
+    if replaced:
+        g.replace_nodes(
+            [m for n in g.graph.node for m in ([] if id(n) in drop else [n]) + after.get(id(n), [])]
+        )
+    return replaced
+
+
+def _fusable(g: GraphIndex, node: Any) -> bool:
+    """Whether ORT's QDQ fusion can take `node`: DQ(uint8) data, DQ weight, one QuantizeLinear reader."""
+    data = g.made_by(node.input[0], "DequantizeLinear")
+    readers = g.readers(node.output[0])
+    zero = g.const(data.input[2]) if data is not None and len(data.input) > 2 else None
+    return (
+        zero is not None
+        and zero.dtype == np.uint8
+        and len(readers) == 1
+        and readers[0].op_type == "QuantizeLinear"
+        and node.output[0] not in g.outputs
+    )
+
+
+def _fold_float_weights(g: GraphIndex) -> int:
+    """DequantizeLinear(constant int8 weight) of a layer ORT will not fuse -> its float32 result.
+
+    ORT keeps DequantizeLinear nodes unfolded (to preserve QDQ groups), so a layer left in float would
+    dequantize its weight on every run; `(q - zero) * scale` in float32 is what that node computes.
+    """
+    drop: set[int] = set()
+    for node in g.graph.node:
+        if node.op_type not in _WEIGHTED_OPS or len(node.input) < 2 or _fusable(g, node):
+            continue
+        wdq = g.made_by(node.input[1], "DequantizeLinear")
+        if wdq is None or len(g.readers(wdq.output[0])) != 1 or len(wdq.input) < 3:
+            continue
+        q, scale, zero = (g.const(n) for n in wdq.input[:3])
+        if q is None or scale is None or zero is None:
+            continue
+        if scale.size > 1:
+            shape = [1] * q.ndim
+            shape[attr_int(wdq, "axis", 1) % q.ndim] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        w = (q.astype(np.int32) - zero.astype(np.int32)).astype(np.float32) * scale.astype(np.float32)
+        g.set_initializer(wdq.output[0], w.astype(np.float32))
+        drop.add(id(wdq))
+    if drop:
+        g.replace_nodes([n for n in g.graph.node if id(n) not in drop])
+    return len(drop)
+
+
+def is_qdq_model(model: Any) -> bool:
+    """Whether the ONNX model holds any QuantizeLinear/DequantizeLinear node."""
+    return any(n.op_type in _QUANT_OPS for n in model.graph.node)
+
+
+def rewrite_for_ort(
+    model: Any, *, output_qdq: bool = True, fold_float_weights: bool = True
+) -> tuple[Any, RewriteStats]:
+    """A copy of the ONNX `model` (onnx.ModelProto) rewritten for ONNX Runtime (see module docstring).
+
+    Rewrites 1 and 2 always run; `output_qdq` enables 3, `fold_float_weights` 4. Graph inputs and
+    outputs keep their names, types and shapes. Raises ExportError when the rewritten graph fails
+    onnx's checker (a bug in the rewrite).
+    """
+    onnx = import_onnx()
+    out = copy.deepcopy(model)
+    skipped: list[str] = []
+    folded = _fold_weights(GraphIndex(out))
+    n_q, n_dq = _to_uint8(GraphIndex(out), skipped)
+    relus = _relu_to_integer(GraphIndex(out)) if output_qdq else 0
+    float_weights = _fold_float_weights(GraphIndex(out)) if fold_float_weights else 0
+    _drop_unused(out)
+    try:
+        onnx.checker.check_model(out)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the ONNX Runtime rewrite produced an invalid graph: {str(exc)[:300]}") from None
+    stats = RewriteStats(folded, n_q, n_dq, relus, float_weights, tuple(skipped))
+    logger.info(
+        "ORT rewrite: %d weights to int8, %d activation Q (+%d DQ) to uint8, %d Relu to integer, %d float weights",
+        folded,
+        n_q,
+        n_dq,
+        relus,
+        float_weights,
+    )
+    for reason in skipped:
+        logger.debug("ORT rewrite left alone %s", reason)
+    return out, stats
+
+
+def _drop_unused(model: Any) -> None:
+    """Remove initializers nothing reads (or shadowed duplicates) and types of tensors no longer produced."""
+    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    seen: set[str] = set()
+    keep = []
+    for init in reversed(model.graph.initializer):  # the last of same-named initializers is the live one
+        if init.name in used and init.name not in seen:
+            keep.append(init)
+            seen.add(init.name)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(reversed(keep))
+    produced = {o for node in model.graph.node for o in node.output} | seen
+    infos = [v for v in model.graph.value_info if v.name in produced]
+    if len(infos) != len(model.graph.value_info):
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(infos)

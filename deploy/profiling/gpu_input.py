@@ -1,0 +1,312 @@
+"""The GPU input path: JPEG bytes -> batched tensors on the GPU, for the DCT and the RGB models alike.
+
+DCT path: a thread pool reads the next batch's coefficients (`read_jpeg`; the libjpeg-turbo extension
+releases the GIL) while the current batch runs; each batch is centre-cropped/padded to the model's
+block grid into pinned host buffers as int16 (qt as float32, exact for 16-bit tables), copied with
+non-blocking copies on a side stream, and converted to FP16 there (FP16 holds every baseline
+coefficient exactly). RGB path, for comparison on equal terms: Pillow decodes in the same pool,
+centre crop/pad to the pixel size, uint8 HWC pinned, the same side-stream copy, then NCHW, /255,
+mean/std normalisation and FP16 on the GPU.
+
+Host buffers are double-buffered: a buffer is refilled only after its previous copy finished, so
+packing batch k+1 overlaps the copy and the model of batch k. Without CUDA (device "cpu") the same
+code runs with plain tensors and no streams, which is what the CPU tests exercise.
+
+Bytes per image crossing host-to-device: DCT 2*64*Hb*Wb (luma) + 2*128*(Hb/2)*(Wb/2) (chroma) +
+4*192 (qt), i.e. 3 bytes per pixel plus 768 bytes; RGB 3*H*W. At 224 px: 151,296 vs 150,528 bytes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...common.errors import BackendUnavailable, DataError
+from ...jpeg.geometry import center_crop_or_pad
+from ...jpeg.reader import read_jpeg
+from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD
+
+Source = str | Path | bytes
+Size = tuple[int, int]
+
+
+def block_grid(size: Size) -> Size:
+    """Luma block grid (Hb, Wb) of an H x W image: 2*ceil(H/16) x 2*ceil(W/16)."""
+    return (2 * math.ceil(size[0] / 16), 2 * math.ceil(size[1] / 16))
+
+
+def dct_h2d_bytes(height: int, width: int) -> int:
+    """Bytes one image's DCT inputs move host-to-device: int16 luma and chroma, float32 qt [3, 64]."""
+    hb, wb = block_grid((height, width))
+    return 2 * 64 * hb * wb + 2 * 128 * (hb // 2) * (wb // 2) + 4 * 3 * 64
+
+
+def rgb_h2d_bytes(height: int, width: int) -> int:
+    """Bytes one image's RGB input moves host-to-device: uint8 HWC pixels."""
+    return 3 * height * width
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferStats:
+    """What an input path moved and how long it took.
+
+    images: images delivered. h2d_bytes: bytes copied host-to-device. h2d_seconds: copy time on the
+    GPU (CUDA events around the copies; 0 on CPU). decode_seconds: wall time spent waiting for the
+    reader threads (not hidden behind the previous batch). pack_seconds: host time packing batches.
+    """
+
+    images: int
+    h2d_bytes: int
+    h2d_seconds: float
+    decode_seconds: float
+    pack_seconds: float
+
+    @property
+    def bytes_per_image(self) -> float:
+        return self.h2d_bytes / max(self.images, 1)
+
+    @property
+    def h2d_us_per_image(self) -> float:
+        return 1e6 * self.h2d_seconds / max(self.images, 1)
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            **dataclasses.asdict(self),
+            "bytes_per_image": self.bytes_per_image,
+            "h2d_us_per_image": self.h2d_us_per_image,
+        }
+
+
+@dataclasses.dataclass
+class DeviceBatch:
+    """One batch on the device: `inputs` in the model's argument order, the first `count` rows valid.
+
+    Call `ready()` before using the tensors on another stream: it makes that stream wait for the copy
+    and keeps the caching allocator from reusing the memory too early.
+    """
+
+    inputs: tuple[torch.Tensor, ...]
+    count: int
+    h2d_bytes: int
+    event: Any = None
+
+    def ready(self, stream: Any = None) -> tuple[torch.Tensor, ...]:
+        if self.event is not None:
+            stream = stream or torch.cuda.current_stream(self.inputs[0].device)
+            stream.wait_event(self.event)
+            for t in self.inputs:
+                t.record_stream(stream)
+        return self.inputs
+
+
+class _Uploader:
+    """Double-buffered pinned host buffers and a side stream (shared by the DCT and RGB paths)."""
+
+    def __init__(
+        self, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], device: torch.device | str
+    ) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda and not torch.cuda.is_available():
+            raise BackendUnavailable(
+                f"device {self.device} asked for but torch.cuda.is_available() is False; use device='cpu'"
+            )
+        self.buffers = [
+            {k: torch.zeros(s, dtype=d, pin_memory=self.cuda) for k, (s, d) in shapes.items()}
+            for _ in range(2)
+        ]
+        self.done: list[Any] = [None, None]
+        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self.slot = 0
+        self.timings: list[tuple[Any, Any]] = []
+        self.h2d_bytes = 0
+
+    def host(self) -> dict[str, torch.Tensor]:
+        """The next free host buffer set (waits until its previous copy has finished)."""
+        self.slot ^= 1
+        if self.done[self.slot] is not None:
+            self.done[self.slot].synchronize()
+        return self.buffers[self.slot]
+
+    def upload(
+        self, count: int, convert: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]
+    ) -> DeviceBatch:
+        host = {k: v[:count] for k, v in self.buffers[self.slot].items()}
+        nbytes = sum(v.numel() * v.element_size() for v in host.values())
+        self.h2d_bytes += nbytes
+        if not self.cuda:
+            return DeviceBatch(convert({k: v.clone() for k, v in host.items()}), count, nbytes)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.cuda.stream(self.stream):
+            start.record(self.stream)
+            dev = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
+            end.record(self.stream)
+            self.done[self.slot] = end
+            inputs = convert(dev)
+            ready = torch.cuda.Event()
+            ready.record(self.stream)
+        self.timings.append((start, end))
+        return DeviceBatch(inputs, count, nbytes, ready)
+
+    def h2d_seconds(self) -> float:
+        if not self.cuda:
+            return 0.0
+        torch.cuda.synchronize(self.device)
+        return sum(a.elapsed_time(b) for a, b in self.timings) / 1000.0
+
+
+def _chunks(sources: Sequence[Source], batch_size: int) -> list[Sequence[Source]]:
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    return [sources[i : i + batch_size] for i in range(0, len(sources), batch_size)]
+
+
+def _prefetched(
+    sources: Sequence[Source], batch_size: int, read: Callable[[Source], Any], workers: int
+) -> Iterator[tuple[list[Any], float]]:
+    """(decoded items of one batch, seconds waited for them); the next batch is read meanwhile."""
+    chunks = _chunks(sources, batch_size)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = [pool.submit(read, s) for s in chunks[0]] if chunks else []
+        for k in range(len(chunks)):
+            start = time.perf_counter()
+            items = [f.result() for f in pending]
+            waited = time.perf_counter() - start
+            pending = [pool.submit(read, s) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
+            yield items, waited
+
+
+class DctInput:
+    """JPEG sources -> DeviceBatch(y [N, 64, Hb, Wb], cbcr [N, 128, Hb/2, Wb/2], qt [N, 3, 64]).
+
+    y and cbcr arrive as `dtype` (FP16 by default; float32 for FP32 models), qt as float32. Grayscale
+    files get zero chroma, which is exactly what their colour decode is (neutral Cb = Cr = 128).
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        size: Size,
+        *,
+        device: torch.device | str = "cuda",
+        dtype: torch.dtype = torch.float16,
+        workers: int = 4,
+    ) -> None:
+        self.batch_size, self.size, self.dtype, self.workers = batch_size, size, dtype, workers
+        self.grid = block_grid(size)
+        hb, wb = self.grid
+        self.up = _Uploader(
+            {
+                "y": ((batch_size, 64, hb, wb), torch.int16),
+                "cbcr": ((batch_size, 128, hb // 2, wb // 2), torch.int16),
+                "qt": ((batch_size, 3, 64), torch.float32),
+            },
+            device,
+        )
+        self.decode_seconds = self.pack_seconds = 0.0
+        self.images = 0
+
+    def _convert(self, dev: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return dev["y"].to(self.dtype), dev["cbcr"].to(self.dtype), dev["qt"]
+
+    def pack(self, coefs: Sequence[Any]) -> DeviceBatch:
+        """Pack JpegCoefficients (at most batch_size) into the host buffers and upload them."""
+        start = time.perf_counter()
+        host = self.up.host()
+        y_h, c_h, q_h = host["y"].numpy(), host["cbcr"].numpy(), host["qt"].numpy()
+        hb, wb = self.grid
+        for i, c in enumerate(coefs):
+            y, cbcr = center_crop_or_pad(c.y, c.cbcr, hb, wb)
+            y_h[i] = y
+            if cbcr is None:
+                c_h[i] = 0
+            else:
+                c_h[i] = cbcr
+            q_h[i] = c.qt
+        self.pack_seconds += time.perf_counter() - start
+        self.images += len(coefs)
+        return self.up.upload(len(coefs), self._convert)
+
+    def batches(self, sources: Sequence[Source]) -> Iterator[DeviceBatch]:
+        """DeviceBatches of `sources` (paths or bytes), reading the next batch while yielding one."""
+        for coefs, waited in _prefetched(sources, self.batch_size, read_jpeg, self.workers):
+            self.decode_seconds += waited
+            yield self.pack(coefs)
+
+    def stats(self) -> TransferStats:
+        return TransferStats(
+            self.images, self.up.h2d_bytes, self.up.h2d_seconds(), self.decode_seconds, self.pack_seconds
+        )
+
+
+def decode_rgb(source: Source) -> np.ndarray:
+    """[H, W, 3] uint8 pixels of a JPEG decoded by Pillow (the RGB models' decoder)."""
+    from PIL import Image
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _crop_or_pad_hwc(x: np.ndarray, size: Size) -> np.ndarray:
+    out = np.zeros((size[0], size[1], x.shape[2]), dtype=x.dtype)
+    h, w = x.shape[:2]
+    ch, cw = min(h, size[0]), min(w, size[1])
+    sy, sx, dy, dx = (h - ch) // 2, (w - cw) // 2, (size[0] - ch) // 2, (size[1] - cw) // 2
+    out[dy : dy + ch, dx : dx + cw] = x[sy : sy + ch, sx : sx + cw]
+    return out
+
+
+class RgbInput:
+    """JPEG sources -> DeviceBatch(x [N, 3, H, W]): Pillow decode, centre crop/pad, uint8 upload,
+    normalisation ((x/255 - mean) / std) and `dtype` on the device."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        size: Size,
+        *,
+        device: torch.device | str = "cuda",
+        dtype: torch.dtype = torch.float16,
+        workers: int = 4,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+    ) -> None:
+        self.batch_size, self.size, self.dtype, self.workers = batch_size, size, dtype, workers
+        self.up = _Uploader({"x": ((batch_size, size[0], size[1], 3), torch.uint8)}, device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.up.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.up.device).view(1, 3, 1, 1)
+        self.decode_seconds = self.pack_seconds = 0.0
+        self.images = 0
+
+    def _convert(self, dev: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        x = dev["x"].permute(0, 3, 1, 2).float().div_(255.0)
+        return (((x - self.mean) / self.std).to(self.dtype).contiguous(),)
+
+    def pack(self, pixels: Sequence[np.ndarray]) -> DeviceBatch:
+        start = time.perf_counter()
+        host = self.up.host()["x"].numpy()
+        for i, p in enumerate(pixels):
+            host[i] = p if p.shape[:2] == self.size else _crop_or_pad_hwc(p, self.size)
+        self.pack_seconds += time.perf_counter() - start
+        self.images += len(pixels)
+        return self.up.upload(len(pixels), self._convert)
+
+    def batches(self, sources: Sequence[Source]) -> Iterator[DeviceBatch]:
+        for pixels, waited in _prefetched(sources, self.batch_size, decode_rgb, self.workers):
+            self.decode_seconds += waited
+            yield self.pack(pixels)
+
+    def stats(self) -> TransferStats:
+        return TransferStats(
+            self.images, self.up.h2d_bytes, self.up.h2d_seconds(), self.decode_seconds, self.pack_seconds
+        )
