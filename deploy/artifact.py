@@ -11,7 +11,7 @@ Exported files carry a JSON sidecar `<file>.json` (model.onnx -> model.onnx.json
      "versions": {"dctq": ..., "torch": ..., "onnx": ...}, "extra": {...}}
 
 Checkpoints, float or quantized, are read by `dctq.models.checkpoint.load_checkpoint` (a quantized
-one, written by `dctq.calibration.workflow.quantize.save_quantized`, holds `"quant_recipe"` in its
+one, written by `dctq.calibration.quant.checkpoint.save_quantized`, holds `"quant_recipe"` in its
 `extra` and comes back as the calibrated fake-quant model).
 """
 
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..calibration.quant.checkpoint import QUANT_RECIPE_KEY
 from ..common.errors import DctqError, ExportError, ModelError
 from ..common.files import write_text_atomic
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "dctq.artifact"
 SIDECAR_VERSION = 1
-QUANT_RECIPE_KEY = "quant_recipe"
 KINDS = {
     ".pt": "checkpoint",
     ".pth": "checkpoint",

@@ -7,14 +7,18 @@ Layout of the `.pt` file (a dict that `torch.load(weights_only=True)` reads):
 
 Keys of `extra` that change the model's structure are rebuilt by *checkpoint transforms*, applied
 in registration order between `create_model` and `load_state_dict`: "qabn" (QSAM's BN branches,
-registered here) and "quant_recipe" (quantizers; registered by dctq.calibration.workflow.quantize,
-imported on first need so that models/ never imports calibration/ at import time).
+registered here) and "quant_recipe" (quantizers, registered by dctq.calibration.quant.checkpoint).
+models/ never imports calibration/: a transform not registered yet is found through the entry points
+of the installed distributions (group TRANSFORM_ENTRY_POINTS; dctq declares "quant_recipe" in its
+pyproject.toml), so a quantized checkpoint loads with `dctq.models.load_checkpoint` alone, and other
+packages can add transforms the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import functools
+import importlib.metadata
 import logging
 import pickle
 import zipfile
@@ -40,9 +44,8 @@ CheckpointTransform = Callable[[nn.Module, Any, Path], nn.Module]
 """(model, extra[key], checkpoint path) -> the model to load the weights into (may be a new one)."""
 
 _TRANSFORMS: dict[str, CheckpointTransform] = {}
-# Modules that register a transform for a key when imported, relative to the dctq package: a name,
-# not an import, so the dependency direction (calibration -> models) holds.
-_PROVIDERS: dict[str, str] = {"quant_recipe": "..calibration.workflow.quantize"}
+TRANSFORM_ENTRY_POINTS = "dctq.checkpoint_transforms"
+"""Entry-point group naming, per `extra` key, the checkpoint transform that rebuilds it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,17 +160,29 @@ def register_checkpoint_transform(key: str, fn: CheckpointTransform) -> None:
     _TRANSFORMS[key] = fn
 
 
+@functools.cache
+def _declared_transforms() -> dict[str, importlib.metadata.EntryPoint]:
+    """The transforms installed distributions declare, by `extra` key (read once per process)."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=TRANSFORM_ENTRY_POINTS)}
+
+
 def _transform_keys(extra: dict[str, Any], path: Path) -> list[str]:
-    """Keys of `extra` to rebuild, in registration order (importing their providers on first need)."""
-    for key, provider in _PROVIDERS.items():
-        if not extra.get(key) or key in _TRANSFORMS:
-            continue
+    """Keys of `extra` to rebuild, in registration order (loading declared transforms on first need)."""
+    missing = [key for key in extra if extra[key] and key not in _TRANSFORMS]
+    declared = _declared_transforms() if missing else {}
+    for key in missing:
+        entry = declared.get(key)
+        if entry is None:
+            continue  # plain data (epoch, train_config, ...), not a structural key
         try:
-            importlib.import_module(provider, __package__)
-        except ImportError as exc:
-            raise ModelError(f"{path} needs {provider.lstrip('.')} to rebuild its {key!r}: {exc}") from None
+            fn = entry.load()
+        except Exception as exc:  # an entry point may fail to import in many ways
+            raise ModelError(
+                f"{path} needs {entry.value} to rebuild its {key!r} ({type(exc).__name__}: {exc}); "
+                "reinstall dctq (pip install dctq, or pip install -e . in a checkout)"
+            ) from None
         if key not in _TRANSFORMS:
-            raise ModelError(f"{path}: {provider.lstrip('.')} registered no checkpoint transform for {key!r}")
+            register_checkpoint_transform(key, fn)
     return [key for key in _TRANSFORMS if extra.get(key)]
 
 

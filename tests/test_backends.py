@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dctq.calibration.ptq import ptq
+from dctq.calibration.quant.checkpoint import save_quantized
 from dctq.calibration.quant.recipe import QuantRecipe
-from dctq.calibration.workflow.quantize import save_quantized
 from dctq.common.errors import BackendUnavailable, DctqError
 from dctq.deploy.artifact import load_artifact
 from dctq.deploy.backends.registry import get_backend, list_backends, load_runner, register_backend

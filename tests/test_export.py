@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dctq.calibration.ptq import ptq
+from dctq.calibration.quant.checkpoint import save_quantized
 from dctq.calibration.quant.model import quantize_model
 from dctq.calibration.quant.recipe import QuantRecipe
-from dctq.calibration.workflow.quantize import save_quantized
 from dctq.common.errors import ExportError, QuantizationError
 from dctq.deploy.artifact import load_artifact, sidecar_path
 from dctq.deploy.export.onnx import export_onnx

@@ -11,8 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dctq.calibration.ptq import ptq
+from dctq.calibration.quant.checkpoint import save_quantized
 from dctq.calibration.quant.recipe import QuantRecipe
-from dctq.calibration.workflow.quantize import save_quantized
 from dctq.cli import check_cmd, export_cmd, predict_cmd, profile_cmd
 from dctq.common.errors import DataError, DctqError
 from dctq.deploy.artifact import load_artifact
