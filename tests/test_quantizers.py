@@ -218,3 +218,23 @@ def test_quant_linear_transpose_and_add():
     _calibrated(add, a, b)
     out = add(a, b)
     torch.testing.assert_close(out - a, _reference(b, b.abs().max(), -128, 127))
+
+
+def test_quant_conv_transpose_quantizes_with_an_output_size_too():
+    torch.manual_seed(2)
+    float_layer = nn.ConvTranspose2d(4, 5, 3, stride=2, padding=1)
+    deconv = QuantConvTranspose2d.from_float(float_layer, **_pair(bits=4, axis=1))
+    x = torch.randn(2, 4, 3, 3)
+    deconv.input_quantizer.start_calibration()
+    deconv.weight_quantizer.start_calibration()
+    deconv(x)
+    deconv.input_quantizer.finish_calibration()
+    deconv.weight_quantizer.finish_calibration()
+    # output_size picks output_padding 1; the quantizers must run on that path as on the plain one
+    out = deconv(x, output_size=[6, 6])
+    expected = nn.functional.conv_transpose2d(
+        deconv.input_quantizer(x), deconv.weight_quantizer(deconv.weight), deconv.bias, 2, 1, 1
+    )
+    assert out.shape == (2, 5, 6, 6)
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, float_layer(x, output_size=[6, 6]), atol=1e-3)

@@ -24,6 +24,25 @@ from .quantizer import TensorQuantizer
 M = TypeVar("M", bound=nn.Module)
 
 
+def _conv_args(conv: nn.Conv2d | nn.ConvTranspose2d) -> dict:
+    """Constructor arguments that rebuild `conv`'s shape on the meta device (parameters come later)."""
+    args = {
+        "in_channels": conv.in_channels,
+        "out_channels": conv.out_channels,
+        "kernel_size": conv.kernel_size,
+        "stride": conv.stride,
+        "padding": conv.padding,
+        "dilation": conv.dilation,
+        "groups": conv.groups,
+        "bias": conv.bias is not None,
+        "padding_mode": conv.padding_mode,
+        "device": "meta",
+    }
+    if isinstance(conv, nn.ConvTranspose2d):
+        args["output_padding"] = conv.output_padding
+    return args
+
+
 def _adopt(q: M, layer: nn.Module, input_quantizer: TensorQuantizer, weight_quantizer: TensorQuantizer) -> M:
     """Give the (meta-device) quantized layer `q` the float layer's own parameters and the quantizers."""
     q.weight = layer.weight
@@ -44,19 +63,7 @@ class QuantConv2d(nn.Conv2d):
     def from_float(
         cls, conv: nn.Conv2d, *, input_quantizer: TensorQuantizer, weight_quantizer: TensorQuantizer
     ) -> QuantConv2d:
-        q = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,  # type: ignore[arg-type]
-            stride=conv.stride,  # type: ignore[arg-type]
-            padding=conv.padding,  # type: ignore[arg-type]
-            dilation=conv.dilation,  # type: ignore[arg-type]
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            padding_mode=conv.padding_mode,
-            device="meta",
-        )
-        return _adopt(q, conv, input_quantizer, weight_quantizer)
+        return _adopt(cls(**_conv_args(conv)), conv, input_quantizer, weight_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
@@ -76,31 +83,27 @@ class QuantConvTranspose2d(nn.ConvTranspose2d):
         input_quantizer: TensorQuantizer,
         weight_quantizer: TensorQuantizer,
     ) -> QuantConvTranspose2d:
-        q = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,  # type: ignore[arg-type]
-            stride=conv.stride,  # type: ignore[arg-type]
-            padding=conv.padding,  # type: ignore[arg-type]
-            output_padding=conv.output_padding,  # type: ignore[arg-type]
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            dilation=conv.dilation,  # type: ignore[arg-type]
-            padding_mode=conv.padding_mode,
-            device="meta",
-        )
-        return _adopt(q, conv, input_quantizer, weight_quantizer)
+        return _adopt(cls(**_conv_args(conv)), conv, input_quantizer, weight_quantizer)
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is not None:
-            return super().forward(x, output_size)  # rare path: let torch compute the padding
+        output_padding = self.output_padding
+        if output_size is not None:  # torch's own rule for the padding that reaches output_size
+            output_padding = self._output_padding(
+                x,
+                output_size,
+                self.stride,
+                self.padding,
+                self.kernel_size,
+                2,
+                self.dilation,  # type: ignore[arg-type]
+            )
         return F.conv_transpose2d(
             self.input_quantizer(x),
             self.weight_quantizer(self.weight),
             self.bias,
             self.stride,
             self.padding,  # type: ignore[arg-type]
-            self.output_padding,
+            output_padding,
             self.groups,
             self.dilation,
         )
