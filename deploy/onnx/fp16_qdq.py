@@ -64,7 +64,7 @@ def fold_quantized_weights(graph: Any) -> int:
     """QuantizeLinear(constant float32) -> int8 initializer named like the Q output."""
     from onnx import numpy_helper
 
-    from .ort_rewrite import quantize_linear
+    from .graph import quantize_linear
 
     index = ConstIndex(graph)
     keep, folded = [], 0
