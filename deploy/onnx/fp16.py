@@ -16,6 +16,9 @@ so without this pass the stem, residual adds, pooling and the Q/DQ arithmetic wo
 - Constants (initializers and Constant nodes) become FP16 when every consumer takes FP16; inputs an
   operator takes only as FP32 (Resize's `scales`) stay FP32. Wherever a tensor's type differs from
   what its consumer needs, an explicit Cast is inserted: the result has no implicit conversion left.
+- Identity chains over a constant (the TorchScript exporter's dedup of equal initializers) are seen
+  through, as in every pass built on graph.GraphIndex: such a weight is folded, such a scale is
+  range-checked, and a constant's type is chosen for the inputs it reaches at the chain's end.
 - Inputs and outputs keep their declared types unless `fp16_inputs` / `fp16_outputs` say otherwise
   (a Cast follows an FP32 input and precedes an FP32 output). Coefficient inputs may be FP16: FP16
   holds every integer up to 2048 exactly, so every baseline coefficient and quantization step.
@@ -64,7 +67,7 @@ class Fp16Report:
     scales: "fp16" or "fp32" (the type every Q/DQ scale has now). opset: the default-domain opset of
     the result. weights_folded: weight QuantizeLinear nodes replaced by int8 initializers.
     constants_fp16: float constants stored as FP16 now. kept_fp32: float constants left FP32 because a
-    consumer takes FP32 only. casts_inserted: explicit Cast nodes added. inputs / outputs: (name,
+    consumer (at the end of any Identity chain) takes FP32 only. casts_inserted: explicit Cast nodes added. inputs / outputs: (name,
     "float32" | "float16") of each float graph input / output.
     """
 
@@ -252,6 +255,8 @@ def _insert_casts(r: _Retyping) -> None:
     for node in r.index.graph.node:
         schema = r.schemas[id(node)]
         for slot, name in enumerate(node.input):
+            if node.op_type == "Identity" and r.index.is_const(name):
+                continue  # a dedup copy takes its constant's type (chosen for where it ends up)
             if name and r.types.get(name) in (FLOAT, FLOAT16):
                 want = _wanted(node, slot, schema, r.mode)
                 if r.types[name] != want:
@@ -343,6 +348,7 @@ def to_fp16(
     out = copy.deepcopy(model)
     # The Q/DQ steps come first, before any type changes.
     folded = fold_weight_quantizers(GraphIndex(out)) if fold_weights else 0
+    drop_unused(out)  # now, or the node walk would cast the folded weights' dead Identity chains
     mode = resolve_scales(GraphIndex(out), scales)
     if mode == "fp16":
         out = _set_default_opset(out, 19)
