@@ -1,4 +1,4 @@
-"""The FP16 pass for TensorRT's strongly typed networks (deploy/trt_fp16.py), checked without TensorRT:
+"""The FP16 pass for TensorRT's strongly typed networks (deploy/onnx/fp16.py), checked without TensorRT:
 onnx's checker and strict type inference, ONNX Runtime CPU (which runs the FP16 graph), exact
 agreement where FP16 is exact, and closeness to the FP32 graph where it is not."""
 

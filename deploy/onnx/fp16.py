@@ -376,6 +376,7 @@ def convert_file(src: Path | str, dst: Path | str, **kwargs: Any) -> Fp16Report:
 
     Raises ExportError for a missing or unreadable `src` or the errors of `to_fp16`.
     """
+    import_onnx("the FP16 pass")
     converted, report = to_fp16(load_onnx(src), **kwargs)
     write_bytes_atomic(Path(dst), converted.SerializeToString())
     return report
