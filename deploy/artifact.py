@@ -275,13 +275,9 @@ def describe_model(
 
 def _onnx_meta(path: Path) -> ArtifactMeta:
     """Metadata read from an ONNX graph without a sidecar: input names and shapes; classes as numbers."""
-    from .onnx.graph import import_onnx
+    from .onnx.graph import load_onnx, opset_of
 
-    onnx = import_onnx()
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError and others
-        raise ExportError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    model = load_onnx(path, external_data=False)
 
     def spec(value: Any) -> TensorSpec:
         dims = value.type.tensor_type.shape.dim
@@ -303,7 +299,7 @@ def _onnx_meta(path: Path) -> ArtifactMeta:
         )
     classes = outputs[0].shape[-1] if outputs and isinstance(outputs[0].shape[-1], int) else 0
     quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = opset_of(model)
     return ArtifactMeta(
         arch=None,
         arch_kwargs={},

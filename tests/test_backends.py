@@ -21,7 +21,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
-from dctq.deploy.onnx.ort_rewrite import quantize_linear, rewrite_for_ort  # noqa: E402
+from dctq.deploy.onnx.graph import quantize_linear  # noqa: E402
+from dctq.deploy.onnx.ort_rewrite import rewrite_for_ort  # noqa: E402
 
 ARCH_KWARGS = {"num_classes": 2, "widths": [8, 16], "depths": [1, 1]}
 CLASSES = ["cat", "dog"]

@@ -1,4 +1,4 @@
-"""The FP16 pass for TensorRT's strongly typed networks (deploy/trt_fp16.py), checked without TensorRT:
+"""The FP16 pass for TensorRT's strongly typed networks (deploy/onnx/fp16.py), checked without TensorRT:
 onnx's checker and strict type inference, ONNX Runtime CPU (which runs the FP16 graph), exact
 agreement where FP16 is exact, and closeness to the FP32 graph where it is not."""
 
@@ -191,3 +191,38 @@ def test_convert_file_writes_atomically(qdq: onnx.ModelProto, tmp_path) -> None:
     with pytest.raises(ExportError, match="not a readable ONNX"):
         (tmp_path / "bad.onnx").write_bytes(b"garbage")
         convert_file(tmp_path / "bad.onnx", tmp_path / "out.onnx")
+
+
+def test_scales_behind_an_identity_are_range_checked_and_kept_exact() -> None:
+    """A scale the TorchScript exporter deduplicated through an Identity is a constant scale too: it
+    decides the scale type, and with FP32 scales it is not rounded to FP16 on its way (1e5 would be inf)."""
+    x = np.array([[0.1, -0.2, 0.33, 7.0]], np.float32)
+    for scale in (1e-6, 1e5):  # below FP16's smallest normal number, above its largest
+        model = _qdq_graph(scale)
+        model.graph.node.insert(0, helper.make_node("Identity", ["s"], ["s_dedup"]))
+        for node in model.graph.node[1:3]:
+            node.input[1] = "s_dedup"
+        with pytest.raises(ExportError, match="normal range"):
+            to_fp16(model, scales="fp16")
+        converted, report = to_fp16(model)
+        assert report.scales == "fp32" and typing_problems(converted) == []
+        np.testing.assert_allclose(run(converted, {"x": x}), run(model, {"x": x}), atol=2e-3)
+
+
+def test_a_constant_reaching_an_fp32_input_through_an_identity_stays_fp32() -> None:
+    """Resize's `scales` takes FP32 only; the constant behind an Identity keeps its FP32 value rather
+    than being rounded to FP16 and cast back."""
+    scales = np.array([1, 1, 1.7, 1.7], np.float32)  # 1.7 is not an FP16 number
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 3, 3])
+    nodes = [
+        helper.make_node("Identity", ["scales"], ["scales_dedup"]),
+        helper.make_node("Resize", ["x", "", "scales_dedup"], ["out"], mode="nearest"),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [out], [numpy_helper.from_array(scales, "scales")])
+    converted, report = to_fp16(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert report.kept_fp32 == ("scales",) and report.constants_fp16 == 0
+    (init,) = converted.graph.initializer
+    np.testing.assert_array_equal(numpy_helper.to_array(init), scales)
+    assert report.casts_inserted == 2  # x into FP16, the output back to FP32: none for the scales
+    assert typing_problems(converted) == []

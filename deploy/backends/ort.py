@@ -17,6 +17,8 @@ import torch
 
 from ...common.errors import BackendUnavailable, DctqError, ExportError
 from ..artifact import Artifact
+from ..onnx.graph import load_onnx
+from ..onnx.ort_rewrite import is_qdq_model, rewrite_for_ort
 from .registry import batch_arrays, register_backend
 
 logger = logging.getLogger(__name__)
@@ -47,18 +49,9 @@ class OrtRunner:
         optimized_model_path: Path | str | None = None,
     ) -> None:
         ort = _ort()
-        import onnx
-
-        from ..onnx.ort_rewrite import is_qdq_model, rewrite_for_ort
-
         self.artifact = artifact
         self.__name__ = f"ort:{artifact.path.name}"
-        try:
-            model = onnx.load(str(artifact.path))
-        except Exception as exc:  # protobuf raises several kinds
-            raise ExportError(
-                f"{artifact.path} is not a readable ONNX model ({type(exc).__name__}: {exc})"
-            ) from None
+        model = load_onnx(artifact.path)
         self.rewrite_stats = None
         if rewrite and is_qdq_model(model):
             model, self.rewrite_stats = rewrite_for_ort(model)

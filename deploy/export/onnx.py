@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...common.errors import BackendUnavailable, ExportError, QuantizationError
+from ...common.errors import ExportError, QuantizationError
 from ...common.files import atomic_path
 from ...models.checkpoint import LoadedCheckpoint
 from ...models.flops import example_inputs
 from ..artifact import describe_model, needs_qt, write_sidecar
+from ..onnx.graph import import_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +145,7 @@ def export_onnx(
     Returns the path written. Raises ExportError (opset, failed export or invalid graph),
     QuantizationError (uncalibrated or sub-8-bit quantizers), BackendUnavailable (onnx missing).
     """
-    try:
-        import onnx
-    except ImportError:
-        raise BackendUnavailable("ONNX export needs onnx and onnxscript: pip install 'dctq[onnx]'") from None
+    onnx = import_onnx("ONNX export", "onnx and onnxscript")
     if opset < MIN_OPSET:
         raise ExportError(
             f"opset {opset} is too old: TensorRT's explicit quantization needs opset >= {MIN_OPSET}"

@@ -1,6 +1,6 @@
 """Element types of ONNX graphs: operator schemas, strict type inference, implicit-conversion checks.
 
-Shared by the FP16 pass (trt_fp16.py) and its tests: `typing_problems` lists what a strongly typed
+Shared by the FP16 pass (fp16.py) and its tests: `typing_problems` lists what a strongly typed
 TensorRT network would refuse (operands of one type parameter with different element types, or a
 graph onnx's strict type inference rejects); `float_types_by_op` summarises which float types each
 operator computes in.
@@ -11,32 +11,14 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from ...common.errors import BackendUnavailable, ExportError
+from ...common.errors import ExportError
+from .graph import default_opset, dtype_name, import_onnx
 
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
 
 
-def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError:
-        raise BackendUnavailable("this needs onnx: pip install 'dctq[onnx]'") from None
-    return onnx
-
-
-def dtype_name(elem: int) -> str:
-    return {FLOAT: "float32", FLOAT16: "float16"}.get(elem, str(elem))
-
-
-def default_opset(model: Any) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
-    raise ExportError("the ONNX model imports no default-domain opset; re-export it")
-
-
 def schema_of(node: Any, opset: int) -> Any:
-    onnx = _onnx()
+    onnx = import_onnx()
     try:
         return onnx.defs.get_schema(node.op_type, opset, node.domain or "")
     except onnx.defs.SchemaError:
@@ -50,7 +32,7 @@ def formal_type(schema: Any, slot: int, outputs: bool = False) -> str | None:
     params = schema.outputs if outputs else schema.inputs
     if slot < len(params):
         return params[slot].type_str
-    variadic = _onnx().defs.OpSchema.FormalParameterOption.Variadic
+    variadic = import_onnx().defs.OpSchema.FormalParameterOption.Variadic
     if params and params[-1].option == variadic:
         return params[-1].type_str
     return None
@@ -67,7 +49,7 @@ def allowed_types(schema: Any, type_str: str | None) -> set[str]:
 
 def inferred_types(model: Any) -> tuple[Any, dict[str, int]]:
     """(graph after strict type inference, {tensor name: element type}). Raises InferenceError."""
-    onnx = _onnx()
+    onnx = import_onnx()
     g = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph
     types = {i.name: i.data_type for i in g.initializer}
     for vi in [*g.input, *g.value_info, *g.output]:
@@ -84,7 +66,7 @@ def typing_problems(model: Any) -> list[str]:
     Checks that onnx's strict type inference passes and that, for every node, all inputs and outputs
     bound to one type parameter of its schema share one element type.
     """
-    onnx = _onnx()
+    onnx = import_onnx()
     try:
         g, types = inferred_types(model)
     except onnx.shape_inference.InferenceError as exc:

@@ -16,11 +16,14 @@ so without this pass the stem, residual adds, pooling and the Q/DQ arithmetic wo
 - Constants (initializers and Constant nodes) become FP16 when every consumer takes FP16; inputs an
   operator takes only as FP32 (Resize's `scales`) stay FP32. Wherever a tensor's type differs from
   what its consumer needs, an explicit Cast is inserted: the result has no implicit conversion left.
+- Identity chains over a constant (the TorchScript exporter's dedup of equal initializers) are seen
+  through, as in every pass built on graph.GraphIndex: such a weight is folded, such a scale is
+  range-checked, and a constant's type is chosen for the inputs it reaches at the chain's end.
 - Inputs and outputs keep their declared types unless `fp16_inputs` / `fp16_outputs` say otherwise
   (a Cast follows an FP32 input and precedes an FP32 output). Coefficient inputs may be FP16: FP16
   holds every integer up to 2048 exactly, so every baseline coefficient and quantization step.
 
-onnx_typing.typing_problems checks a graph for implicit conversions (operands of one type parameter
+dtypes.typing_problems checks a graph for implicit conversions (operands of one type parameter
 with different types, or a strict type-inference failure); tests hold converted graphs to it.
 """
 
@@ -35,21 +38,26 @@ from typing import Any
 
 import numpy as np
 
-from ...common.errors import BackendUnavailable, ExportError
+from ...common.errors import ExportError
 from ...common.files import write_bytes_atomic
-from .dtypes import (
-    FLOAT,
-    FLOAT16,
-    allowed_types,
+from .dtypes import FLOAT, FLOAT16, allowed_types, formal_type, inferred_types, schema_of
+from .graph import (
+    GraphIndex,
     default_opset,
+    drop_unused,
     dtype_name,
-    formal_type,
-    inferred_types,
-    schema_of,
+    fold_weight_quantizers,
+    holds_subgraph,
+    import_onnx,
+    load_onnx,
 )
-from .fp16_qdq import QDQ, ConstIndex, fold_quantized_weights, resolve_scales
 
 logger = logging.getLogger(__name__)
+
+FP16_MIN_NORMAL = 2.0**-14
+FP16_MAX = 65504.0
+QDQ = ("QuantizeLinear", "DequantizeLinear")
+SCALE_MODES = ("auto", "fp16", "fp32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +67,7 @@ class Fp16Report:
     scales: "fp16" or "fp32" (the type every Q/DQ scale has now). opset: the default-domain opset of
     the result. weights_folded: weight QuantizeLinear nodes replaced by int8 initializers.
     constants_fp16: float constants stored as FP16 now. kept_fp32: float constants left FP32 because a
-    consumer takes FP32 only. casts_inserted: explicit Cast nodes added. inputs / outputs: (name,
+    consumer (at the end of any Identity chain) takes FP32 only. casts_inserted: explicit Cast nodes added. inputs / outputs: (name,
     "float32" | "float16") of each float graph input / output.
     """
 
@@ -76,16 +84,8 @@ class Fp16Report:
         return dataclasses.asdict(self)
 
 
-def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError:
-        raise BackendUnavailable("the FP16 pass needs onnx: pip install 'dctq[onnx]'") from None
-    return onnx
-
-
 def _set_default_opset(model: Any, version: int) -> Any:
-    onnx = _onnx()
+    onnx = import_onnx("the FP16 pass")
     current = default_opset(model)
     if current >= version:
         return model
@@ -116,20 +116,11 @@ def _wanted(node: Any, slot: int, schema: Any, scales: str) -> int:
 
 
 def _original_types(model: Any) -> dict[str, int]:
-    onnx = _onnx()
+    onnx = import_onnx("the FP16 pass")
     try:
         return inferred_types(model)[1]
     except onnx.shape_inference.InferenceError as exc:
         raise ExportError(f"the input graph fails ONNX type inference: {str(exc)[:300]}") from None
-
-
-def _fresh(used: set[str], base: str) -> str:
-    name, i = base, 0
-    while name in used:
-        i += 1
-        name = f"{base}_{i}"
-    used.add(name)
-    return name
 
 
 def _output_type(node: Any, schema: Any, slot: int, types: dict[str, int], original: int) -> int:
@@ -144,6 +135,194 @@ def _output_type(node: Any, schema: Any, slot: int, types: dict[str, int], origi
         if name and formal_type(schema, i) == param and types.get(name) in (FLOAT, FLOAT16):
             return types[name]
     return original
+
+
+def resolve_scales(index: GraphIndex, scales: str) -> str:
+    """The type every Q/DQ scale gets, "fp16" or "fp32": `scales` itself, or for "auto" FP16 when
+    every constant scale lies in FP16's normal range. Raises ExportError for an unknown mode, and
+    for "fp16" with a scale outside that range.
+    """
+    if scales not in SCALE_MODES:
+        raise ExportError(f"scales must be one of {', '.join(SCALE_MODES)}, got {scales!r}")
+    if scales == "fp32":
+        return scales
+    names = [n.input[1] for n in index.graph.node if n.op_type in QDQ and len(n.input) > 1]
+    bad = []
+    for name in dict.fromkeys(names):
+        value = index.const(name)
+        if value is None:
+            continue  # a computed scale is cast like any other tensor
+        mag = np.abs(value.astype(np.float64))
+        if (mag < FP16_MIN_NORMAL).any() or (mag > FP16_MAX).any():
+            bad.append(f"{name} (range {mag.min():.3g}..{mag.max():.3g})")
+    if not bad:
+        return "fp16"
+    if scales == "fp16":
+        raise ExportError(
+            f"Q/DQ scales outside FP16's normal range [{FP16_MIN_NORMAL:.3g}, {FP16_MAX:g}]: "
+            f"{', '.join(bad[:5])}; use scales='fp32' (or 'auto')"
+        )
+    logger.info("FP16 pass: %d scale tensors outside FP16's normal range, keeping all scales FP32", len(bad))
+    return "fp32"
+
+
+@dataclasses.dataclass
+class _Retyping:
+    """What the phases of `to_fp16` share once the Q/DQ steps are done: the graph's index, the scale
+    mode, each tensor's element type before (`original`) and so far (`types`), each node's schema,
+    the Casts added (by (tensor, type)) and the node list being built."""
+
+    index: GraphIndex
+    mode: str
+    original: dict[str, int]
+    types: dict[str, int]
+    schemas: dict[int, Any] = dataclasses.field(default_factory=dict)
+    casts: dict[tuple[str, int], str] = dataclasses.field(default_factory=dict)
+    nodes: list[Any] = dataclasses.field(default_factory=list)
+
+    def cast(self, name: str, to: int) -> str:
+        """Tensor `name` as element type `to`: the output of a Cast, added the first time it is asked for."""
+        from onnx import helper
+
+        key = (name, to)
+        if key not in self.casts:
+            cast = self.index.fresh(f"{name}_{dtype_name(to)}")
+            self.nodes.append(helper.make_node("Cast", [name], [cast], to=to, name=f"{cast}_cast"))
+            self.casts[key] = cast
+            self.types[cast] = to
+        return self.casts[key]
+
+
+def _refuse_subgraphs(graph: Any) -> None:
+    for node in graph.node:
+        if holds_subgraph(node):
+            raise ExportError(
+                f"node {node.name or node.op_type} ({node.op_type}) holds a subgraph; the FP16 pass "
+                "handles graphs without control flow only"
+            )
+
+
+def _fp16_input_names(graph: Any, fp16_inputs: bool | Iterable[str]) -> set[str]:
+    input_names = {i.name for i in graph.input}
+    if fp16_inputs is True:
+        return input_names
+    if fp16_inputs is False:
+        return set()
+    as_fp16 = set(fp16_inputs)
+    unknown = as_fp16 - input_names
+    if unknown:
+        raise ExportError(
+            f"fp16_inputs names no graph input: {sorted(unknown)}; inputs: {sorted(input_names)}"
+        )
+    return as_fp16
+
+
+def _retype_inputs(r: _Retyping, as_fp16: set[str]) -> None:
+    """Declare the float graph inputs named in `as_fp16` FP16."""
+    for vi in r.index.graph.input:
+        if vi.type.tensor_type.elem_type == FLOAT and vi.name in as_fp16:
+            vi.type.tensor_type.elem_type = FLOAT16
+            r.types[vi.name] = FLOAT16
+
+
+def _constants_to_fp16(r: _Retyping) -> tuple[int, list[str]]:
+    """Store a float constant as FP16 when every input it ends up in (through Identity chains) takes
+    FP16. Returns (constants converted, names of those kept FP32 for an FP32-only input)."""
+    from onnx import numpy_helper
+
+    converted, kept = 0, []
+    for name in list(r.index.inits) + list(r.index.const_nodes):
+        proto = r.index.tensor(name)
+        if proto is None or proto.data_type != FLOAT:
+            continue
+        wants = {_wanted(n, s, r.schemas[id(n)], r.mode) for n, s in r.index.uses(name)}
+        if wants == {FLOAT16}:
+            proto.CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(proto).astype(np.float16), proto.name)
+            )
+            r.types[name] = FLOAT16
+            converted += 1
+        elif wants:
+            kept.append(name)
+    return converted, kept
+
+
+def _insert_casts(r: _Retyping) -> None:
+    """Walk the nodes in order: cast each float input to the type its slot needs, retarget float
+    Casts and ConstantOfShape values to FP16, and record each output's resulting type."""
+    from onnx import numpy_helper
+
+    for node in r.index.graph.node:
+        schema = r.schemas[id(node)]
+        for slot, name in enumerate(node.input):
+            if node.op_type == "Identity" and r.index.is_const(name):
+                continue  # a dedup copy takes its constant's type (chosen for where it ends up)
+            if name and r.types.get(name) in (FLOAT, FLOAT16):
+                want = _wanted(node, slot, schema, r.mode)
+                if r.types[name] != want:
+                    node.input[slot] = r.cast(name, want)
+        if node.op_type == "Cast" and r.original.get(node.output[0]) == FLOAT:
+            for a in node.attribute:
+                if a.name == "to":
+                    a.i = FLOAT16
+        elif node.op_type == "ConstantOfShape" and r.original.get(node.output[0]) == FLOAT:
+            for a in node.attribute:
+                if a.name == "value":
+                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16)))
+            r.types[node.output[0]] = FLOAT16
+        for slot, name in enumerate(node.output):
+            if name and node.op_type not in ("Constant", "ConstantOfShape"):
+                r.types[name] = _output_type(node, schema, slot, r.types, r.original.get(name, 0))
+        r.nodes.append(node)
+
+
+def _cast_outputs(r: _Retyping, fp16_outputs: bool) -> None:
+    """Declare each float graph output FP16 or FP32, with a Cast before it where its producer's type differs."""
+    from onnx import helper
+
+    input_names = {i.name for i in r.index.graph.input}
+    for vi in r.index.graph.output:
+        if r.original.get(vi.name) != FLOAT:
+            continue
+        want = FLOAT16 if fp16_outputs else FLOAT
+        if r.types.get(vi.name) != want and vi.name not in input_names:
+            inner = r.index.fresh(f"{vi.name}_{dtype_name(r.types[vi.name])}")
+            for node in r.nodes:
+                node.output[:] = [inner if o == vi.name else o for o in node.output]
+                node.input[:] = [inner if i == vi.name else i for i in node.input]
+            r.nodes.append(helper.make_node("Cast", [inner], [vi.name], to=want, name=f"{vi.name}_cast"))
+            r.casts[(inner, want)] = vi.name
+        vi.type.tensor_type.elem_type = want
+
+
+def _float_io(values: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (v.name, dtype_name(v.type.tensor_type.elem_type))
+        for v in values
+        if v.type.tensor_type.elem_type in (FLOAT, FLOAT16)
+    )
+
+
+def _report(model: Any, r: _Retyping, opset: int, folded: int, converted: int, kept: list[str]) -> Fp16Report:
+    report = Fp16Report(
+        scales=r.mode,
+        opset=opset,
+        weights_folded=folded,
+        constants_fp16=converted,
+        kept_fp32=tuple(kept),
+        casts_inserted=len(r.casts),
+        inputs=_float_io(model.graph.input),
+        outputs=_float_io(model.graph.output),
+    )
+    logger.info(
+        "FP16 pass: %d weights folded to int8, %d constants to FP16, %d kept FP32, %d casts, scales %s",
+        folded,
+        converted,
+        len(kept),
+        len(r.casts),
+        r.mode,
+    )
+    return report
 
 
 def to_fp16(
@@ -164,162 +343,40 @@ def to_fp16(
     Raises ExportError for graphs it cannot type (control flow, custom operators, a failed type
     inference, an FP16 scale out of range) and when the result fails onnx's checker.
     """
-    onnx = _onnx()
-    from onnx import helper, numpy_helper
-
+    onnx = import_onnx("the FP16 pass")
+    _refuse_subgraphs(model.graph)
     out = copy.deepcopy(model)
-    graph = out.graph
-    folded = fold_quantized_weights(graph) if fold_weights else 0
-    mode = resolve_scales(graph, scales)
+    # The Q/DQ steps come first, before any type changes.
+    folded = fold_weight_quantizers(GraphIndex(out)) if fold_weights else 0
+    drop_unused(out)  # now, or the node walk would cast the folded weights' dead Identity chains
+    mode = resolve_scales(GraphIndex(out), scales)
     if mode == "fp16":
         out = _set_default_opset(out, 19)
-        graph = out.graph
     opset = default_opset(out)
     original = _original_types(out)
-    index = ConstIndex(graph)
-    input_names = {i.name for i in graph.input}
-    if fp16_inputs is True:
-        as_fp16 = set(input_names)
-    elif fp16_inputs is False:
-        as_fp16 = set()
-    else:
-        as_fp16 = set(fp16_inputs)
-        unknown = as_fp16 - input_names
-        if unknown:
-            raise ExportError(
-                f"fp16_inputs names no graph input: {sorted(unknown)}; inputs: {sorted(input_names)}"
-            )
-
-    types = dict(original)
-    for vi in graph.input:
-        if vi.type.tensor_type.elem_type == FLOAT and vi.name in as_fp16:
-            vi.type.tensor_type.elem_type = FLOAT16
-            types[vi.name] = FLOAT16
-
-    # Constants become FP16 when every consumer takes FP16.
-    constants_fp16, kept = 0, []
-    schemas = {id(n): schema_of(n, opset) for n in graph.node}
-    for name in list(index.inits) + list(index.const_nodes):
-        proto = index.tensor(name)
-        if proto is None or proto.data_type != FLOAT:
-            continue
-        wants = {_wanted(n, s, schemas[id(n)], mode) for n, s in index.consumers.get(name, [])}
-        if wants == {FLOAT16}:
-            proto.CopyFrom(
-                numpy_helper.from_array(numpy_helper.to_array(proto).astype(np.float16), proto.name)
-            )
-            types[name] = FLOAT16
-            constants_fp16 += 1
-        elif wants:
-            kept.append(name)
-
-    used = {n for node in graph.node for n in (*node.input, *node.output)} | input_names | set(index.inits)
-    casts: dict[tuple[str, int], str] = {}
-    new_nodes: list[Any] = []
-
-    def cast(name: str, to: int) -> str:
-        key = (name, to)
-        if key not in casts:
-            casts[key] = _fresh(used, f"{name}_{dtype_name(to)}")
-            new_nodes.append(helper.make_node("Cast", [name], [casts[key]], to=to, name=f"{casts[key]}_cast"))
-            types[casts[key]] = to
-        return casts[key]
-
-    for node in graph.node:
-        schema = schemas[id(node)]
-        for slot, name in enumerate(node.input):
-            if name and types.get(name) in (FLOAT, FLOAT16):
-                want = _wanted(node, slot, schema, mode)
-                if types[name] != want:
-                    node.input[slot] = cast(name, want)
-        if node.op_type == "Cast" and original.get(node.output[0]) == FLOAT:
-            for a in node.attribute:
-                if a.name == "to":
-                    a.i = FLOAT16
-        elif node.op_type == "ConstantOfShape" and original.get(node.output[0]) == FLOAT:
-            for a in node.attribute:
-                if a.name == "value":
-                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16)))
-            types[node.output[0]] = FLOAT16
-        for slot, name in enumerate(node.output):
-            if name and node.op_type not in ("Constant", "ConstantOfShape"):
-                types[name] = _output_type(node, schema, slot, types, original.get(name, 0))
-        new_nodes.append(node)
-
-    # Outputs: a Cast to the declared type where the producer's type differs.
-    for vi in graph.output:
-        if original.get(vi.name) != FLOAT:
-            continue
-        want = FLOAT16 if fp16_outputs else FLOAT
-        if types.get(vi.name) != want and vi.name not in input_names:
-            inner = _fresh(used, f"{vi.name}_{dtype_name(types[vi.name])}")
-            for node in new_nodes:
-                node.output[:] = [inner if o == vi.name else o for o in node.output]
-                node.input[:] = [inner if i == vi.name else i for i in node.input]
-            new_nodes.append(helper.make_node("Cast", [inner], [vi.name], to=want, name=f"{vi.name}_cast"))
-            casts[(inner, want)] = vi.name
-        vi.type.tensor_type.elem_type = want
-
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    del graph.value_info[:]  # stale float32 annotations; TensorRT and ORT infer them again
-    _drop_unused(graph)
+    as_fp16 = _fp16_input_names(out.graph, fp16_inputs)
+    r = _Retyping(GraphIndex(out), mode, original, dict(original))
+    _retype_inputs(r, as_fp16)
+    r.schemas = {id(n): schema_of(n, opset) for n in out.graph.node}
+    converted, kept = _constants_to_fp16(r)
+    _insert_casts(r)
+    _cast_outputs(r, fp16_outputs)
+    r.index.replace_nodes(r.nodes)
+    del out.graph.value_info[:]  # stale float32 annotations; TensorRT and ORT infer them again
+    drop_unused(out)
     try:
         onnx.checker.check_model(out, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the FP16 pass produced an invalid graph (a dctq bug): {str(exc)[:400]}") from None
-    report = Fp16Report(
-        scales=mode,
-        opset=opset,
-        weights_folded=folded,
-        constants_fp16=constants_fp16,
-        kept_fp32=tuple(kept),
-        casts_inserted=len(casts),
-        inputs=tuple(
-            (i.name, dtype_name(i.type.tensor_type.elem_type))
-            for i in graph.input
-            if i.type.tensor_type.elem_type in (FLOAT, FLOAT16)
-        ),
-        outputs=tuple(
-            (o.name, dtype_name(o.type.tensor_type.elem_type))
-            for o in graph.output
-            if o.type.tensor_type.elem_type in (FLOAT, FLOAT16)
-        ),
-    )
-    logger.info(
-        "FP16 pass: %d weights folded to int8, %d constants to FP16, %d kept FP32, %d casts, scales %s",
-        folded,
-        constants_fp16,
-        len(kept),
-        len(casts),
-        mode,
-    )
-    return out, report
-
-
-def _drop_unused(graph: Any) -> None:
-    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    nodes = [n for n in graph.node if n.op_type != "Constant" or any(o in used for o in n.output)]
-    del graph.node[:]
-    graph.node.extend(nodes)
+    return out, _report(out, r, opset, folded, converted, kept)
 
 
 def convert_file(src: Path | str, dst: Path | str, **kwargs: Any) -> Fp16Report:
     """Read the ONNX file `src`, run `to_fp16(**kwargs)`, write the result to `dst` atomically.
 
-    Raises ExportError for an unreadable `src` or the errors of `to_fp16`.
+    Raises ExportError for a missing or unreadable `src` or the errors of `to_fp16`.
     """
-    onnx = _onnx()
-    src, dst = Path(src), Path(dst)
-    try:
-        model = onnx.load(str(src))
-    except Exception as exc:  # onnx raises DecodeError, OSError, google.protobuf errors
-        raise ExportError(
-            f"{src}: not a readable ONNX file ({type(exc).__name__}: {exc}); re-export it"
-        ) from None
-    converted, report = to_fp16(model, **kwargs)
-    write_bytes_atomic(dst, converted.SerializeToString())
+    import_onnx("the FP16 pass")
+    converted, report = to_fp16(load_onnx(src), **kwargs)
+    write_bytes_atomic(Path(dst), converted.SerializeToString())
     return report

@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ...common.errors import ExportError
-from .graph import GraphIndex, attr_int, import_onnx
+from .graph import GraphIndex, attr_int, load_onnx, opset_of
 
 MIN_OPSET, MAX_OPSET = 17, 24
 
@@ -130,15 +129,8 @@ class LintReport:
 
 
 def _load(model_or_path: Any) -> tuple[Any, str]:
-    onnx = import_onnx()
     if isinstance(model_or_path, str | Path):
-        path = Path(model_or_path)
-        if not path.is_file():
-            raise ExportError(f"ONNX file not found: {path}")
-        try:
-            return onnx.load(str(path), load_external_data=False), str(path)
-        except Exception as exc:  # protobuf DecodeError and friends
-            raise ExportError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        return load_onnx(model_or_path, external_data=False), str(Path(model_or_path))
     return model_or_path, "<model>"
 
 
@@ -158,7 +150,7 @@ def lint_qdq(model_or_path: Any) -> LintReport:
             )
         )
 
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = opset_of(model)
     if opset is None or opset < MIN_OPSET:
         add(
             None,

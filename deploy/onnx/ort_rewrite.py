@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ...common.errors import ExportError
-from .graph import GraphIndex, attr_int, import_onnx
+from .graph import GraphIndex, attr_int, drop_unused, fold_weight_quantizers, import_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -58,40 +58,6 @@ class RewriteStats:
     relu_to_integer: int
     float_weights: int
     skipped: tuple[str, ...]
-
-
-def quantize_linear(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int) -> np.ndarray:
-    """ONNX QuantizeLinear in numpy: saturate(round_half_even(x / scale) + zero), dtype of `zero`.
-
-    x: float32 array; scale/zero: scalars or 1-D along `axis` (per-channel).
-    """
-    x = np.asarray(x, dtype=np.float32)
-    scale = np.asarray(scale, dtype=np.float32)
-    zero = np.asarray(zero)
-    if scale.size > 1:
-        shape = [1] * x.ndim
-        shape[axis % x.ndim] = -1
-        scale, offset = scale.reshape(shape), zero.reshape(shape).astype(np.float32)
-    else:
-        scale, offset = scale.reshape(()), zero.reshape(()).astype(np.float32)
-    info = np.iinfo(zero.dtype)
-    return np.clip(np.rint(x / scale) + offset, info.min, info.max).astype(zero.dtype)
-
-
-def _fold_weights(g: GraphIndex) -> int:
-    """QuantizeLinear(constant float weight) -> its int8 result as an initializer of the same name."""
-    keep, folded = [], 0
-    for node in g.graph.node:
-        if node.op_type == "QuantizeLinear" and len(node.input) >= 3:
-            x, scale, zero = (g.const(n) for n in node.input[:3])
-            if x is not None and scale is not None and zero is not None and x.dtype == np.float32:
-                g.set_initializer(node.output[0], quantize_linear(x, scale, zero, attr_int(node, "axis", 1)))
-                folded += 1
-                continue
-        keep.append(node)
-    if folded:
-        g.replace_nodes(keep)
-    return folded
 
 
 def _int8_zero(g: GraphIndex, node: Any) -> bool:
@@ -255,11 +221,11 @@ def rewrite_for_ort(
     onnx = import_onnx()
     out = copy.deepcopy(model)
     skipped: list[str] = []
-    folded = _fold_weights(GraphIndex(out))
+    folded = fold_weight_quantizers(GraphIndex(out))
     n_q, n_dq = _to_uint8(GraphIndex(out), skipped)
     relus = _relu_to_integer(GraphIndex(out)) if output_qdq else 0
     float_weights = _fold_float_weights(GraphIndex(out)) if fold_float_weights else 0
-    _drop_unused(out)
+    drop_unused(out)
     try:
         onnx.checker.check_model(out)
     except onnx.checker.ValidationError as exc:
@@ -276,21 +242,3 @@ def rewrite_for_ort(
     for reason in skipped:
         logger.debug("ORT rewrite left alone %s", reason)
     return out, stats
-
-
-def _drop_unused(model: Any) -> None:
-    """Remove initializers nothing reads (or shadowed duplicates) and types of tensors no longer produced."""
-    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
-    seen: set[str] = set()
-    keep = []
-    for init in reversed(model.graph.initializer):  # the last of same-named initializers is the live one
-        if init.name in used and init.name not in seen:
-            keep.append(init)
-            seen.add(init.name)
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(reversed(keep))
-    produced = {o for node in model.graph.node for o in node.output} | seen
-    infos = [v for v in model.graph.value_info if v.name in produced]
-    if len(infos) != len(model.graph.value_info):
-        del model.graph.value_info[:]
-        model.graph.value_info.extend(infos)

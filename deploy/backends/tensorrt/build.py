@@ -32,6 +32,7 @@ from typing import Any
 from ....common.errors import ExportError
 from ....common.files import atomic_path, write_bytes_atomic
 from ...artifact import sidecar_path
+from ...onnx.graph import load_onnx
 from ...profiling.gpu_input import block_grid
 from .env import describe_environment, import_tensorrt, require_cuda, trt_logger
 
@@ -231,14 +232,12 @@ def plan_build(
     recipe: overrides the recipe of the ONNX sidecar. Raises ExportError for an unreadable file, a
     graph the FP16 pass refuses, inputs of unknown roles, or a size the ONNX file cannot take.
     """
-    import onnx
-
     from ...artifact import load_artifact
 
     onnx_path = Path(onnx_path)
     meta = load_artifact(onnx_path).meta
     raw = onnx_path.read_bytes()
-    model = onnx.load_model_from_string(raw)
+    model = load_onnx(onnx_path, data=raw)
     report = None
     if config.fp16:
         from ...onnx.fp16 import to_fp16
