@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-from ...common.errors import DataError
+from ...common.errors import ConfigError, DataError
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...models.qabn import QSAM_BASE_QUALITIES, apply_qabn, qabn_routing
@@ -34,7 +34,7 @@ from ...models.stem import DctStem, compute_stem_stats
 from .. import distributed as dd
 from ..qsam.data import MultiQualityDataset, collate_versions, oracle_branch_index
 from ..qsam.qac import qac_weighted_loss
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .events import (
     EpochEnd,
     EpochStart,

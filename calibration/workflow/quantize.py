@@ -38,9 +38,8 @@ from ..distributed import detect_env, resolve_device
 from ..ptq import ptq
 from ..quant.model import QuantizerSummary, iter_quantizers, quantization_summary, quantize_model, recipe_of
 from ..quant.recipe import PRESETS, QuantRecipe, get_recipe
-from ..zeroshot.config import SynthConfig, SynthEvent
+from ..zeroshot.config import SynthConfig, SynthEvent, ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent
 from ..zeroshot.distill import quantize_zero_shot, zero_shot_quantize
-from ..zeroshot.finetune_config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent
 from .data import calibration_loader, check_same_options, reused_synthetic
 
 logger = logging.getLogger(__name__)

@@ -43,8 +43,8 @@ from .. import distributed as dd
 from ..ptq import model_args
 from ..quant.model import calibrate, calibrate_weights, fold_quantized_bn, quantize_model
 from ..quant.recipe import QuantRecipe
+from .config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent, ZeroShotStep
 from .data import SyntheticData
-from .finetune_config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent, ZeroShotStep
 from .images import random_resized_crop_flip
 from .synthesize import SynthConfig, SynthEvent, frozen_eval, synthesize
 

@@ -223,13 +223,12 @@ def _resume_from(
     if not resume:
         raise DataError(f"{path} already exists; pass --resume to continue it, or choose another --out")
     data = load_synthetic(path, allow_partial=True)
+    made = SynthConfig.from_dict(data.config).to_dict()  # files from before the "type" key read the same
     changed = sorted(
-        k
-        for k in set(config) | set(data.config)
-        if k not in RESUMABLE_CHANGES and config.get(k) != data.config.get(k)
+        k for k in set(config) | set(made) if k not in RESUMABLE_CHANGES and config.get(k) != made.get(k)
     )
     if changed:
-        details = ", ".join(f"{k}: file {data.config.get(k)!r} vs now {config.get(k)!r}" for k in changed)
+        details = ", ".join(f"{k}: file {made.get(k)!r} vs now {config.get(k)!r}" for k in changed)
         raise DataError(
             f"--resume: {path} was made with other options ({details}); use the same options "
             "(and number of processes, which sets centre_every) or another --out"
