@@ -45,8 +45,8 @@ from ptq_accuracy import (
 
 from dctq.calibration.ptq import ptq
 from dctq.calibration.workflow.quantize import build_recipe
+from dctq.calibration.zeroshot.config import ZeroShotConfig
 from dctq.calibration.zeroshot.distill import zero_shot_quantize
-from dctq.calibration.zeroshot.finetune_config import ZeroShotConfig
 from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
 from dctq.models.checkpoint import load_checkpoint
 

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.train.config import ConfigError
+from ..common.errors import ConfigError
 from ..common.files import write_text_atomic
 from .common import json_text, make_progress, out_console, print_json, user_errors
 from .train_cmd import parse_int_list
@@ -106,6 +106,7 @@ def evaluate_command(
     ] = None,
 ) -> None:
     """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
+    from ..calibration.train.config import TrainConfig
     from ..calibration.train.data import make_dataset, split_data
     from ..deploy.evaluate import evaluate
     from ..deploy.predict import artifact_predictor
@@ -125,8 +126,8 @@ def evaluate_command(
         target = art.checkpoint if art.kind == "checkpoint" else runner
         extra = art.checkpoint.extra if art.checkpoint is not None else art.meta.extra
         if val_fraction is None:
-            saved = ((extra or {}).get("train_config") or {}).get("fields", {})
-            val_fraction = float(saved.get("val_fraction", DEFAULT_VAL_FRACTION))
+            saved = (extra or {}).get("train_config")
+            val_fraction = TrainConfig.from_dict(saved).val_fraction if saved else DEFAULT_VAL_FRACTION
         splits = split_data(data, val_fraction)
         samples = splits.samples(split)
         if art.class_names and list(art.class_names) != list(splits.class_names):

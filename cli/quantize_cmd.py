@@ -16,8 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.zeroshot.config import SynthConfig
-from ..calibration.zeroshot.finetune_config import ZeroShotConfig
+from ..calibration.zeroshot.config import SynthConfig, ZeroShotConfig
 from ..common.errors import QuantizationError
 from .common import (
     Bar,
@@ -52,7 +51,7 @@ class QuantizeProgressView:
 
     def __call__(self, event: QuantizeEvent) -> None:
         from ..calibration.workflow.quantize import CalibProgress
-        from ..calibration.zeroshot.finetune_config import ZeroShotEpochEnd, ZeroShotStep
+        from ..calibration.zeroshot.config import ZeroShotEpochEnd, ZeroShotStep
 
         if isinstance(event, CalibProgress):
             self.calib.update(event.batch, total=event.batches)

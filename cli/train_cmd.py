@@ -16,7 +16,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.train.config import ConfigError, TrainConfig
+from ..calibration.train.config import TrainConfig
+from ..common.errors import ConfigError
 from .common import Bar, err_console, field_default_help, make_progress, out_console, print_json, user_errors
 
 if TYPE_CHECKING:

@@ -1,1 +1,2 @@
-"""Bottom layer shared by every part: the error family and atomic file writes."""
+"""Bottom layer shared by every part: the error family (errors), atomic file writes (files), the base of
+saved configs (config) and the one seed mixer (seeding)."""

@@ -45,3 +45,13 @@ class ExportError(DctqError):
 
 class BackendUnavailable(DctqError):
     """An optional runtime (ONNX Runtime, TensorRT, CUDA) that is not installed or usable here."""
+
+
+class ConfigError(DctqError):
+    """An option with a value that cannot be used, or a saved config this dctq cannot read; the message
+    names the option (its CLI flag where it has one) and the fix."""
+
+
+class QuantizationConfigError(ConfigError, QuantizationError):
+    """A ConfigError of a quantization option (recipe, synthesis, zero-shot tuning): callers catch it
+    as either, so code that expected QuantizationError from these configs keeps working."""

@@ -14,6 +14,7 @@ from helpers import load_bench
 def test_end_to_end_on_a_tiny_checkpoint(tmp_path, jpeg_folder, capsys, fold):
     import torch
 
+    from dctq.calibration.train.config import TrainConfig
     from dctq.models import create_model
     from dctq.models.checkpoint import load_checkpoint, save_checkpoint
 
@@ -26,7 +27,7 @@ def test_end_to_end_on_a_tiny_checkpoint(tmp_path, jpeg_folder, capsys, fold):
         arch="dct_cifar_upsampling",
         arch_kwargs=kwargs,
         class_names=["cat", "dog"],
-        extra={"train_config": {"fields": {"val_fraction": 0.5}}},
+        extra={"train_config": TrainConfig("dct_cifar_upsampling", val_fraction=0.5).to_dict()},
     )
     assert load_checkpoint(ckpt).arch == "dct_cifar_upsampling"
     out = tmp_path / "zs.json"

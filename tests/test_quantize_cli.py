@@ -19,6 +19,7 @@ from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
 from dctq.calibration.quant.model import calibrate, iter_quantizers, quantize_model, recipe_of
 from dctq.calibration.quant.recipe import PRESETS, QuantRecipe
+from dctq.calibration.train.config import TrainConfig
 from dctq.calibration.train.data import make_dataset, split_data
 from dctq.calibration.workflow.quantize import build_recipe, parse_bits, quantize_checkpoint
 from dctq.calibration.zeroshot.config import SynthConfig
@@ -36,6 +37,10 @@ from dctq.models.stem import compute_stem_stats
 
 ARCH = "dct_cifar_upsampling"
 KWARGS = {"num_classes": 2, "widths": [8, 8], "depths": [1, 1]}
+# What `dctq train` saves with the FP weights: the validation split (val_fraction 0.25) comes from it.
+FP_TRAIN_CONFIG = TrainConfig(
+    ARCH, arch_kwargs={"widths": [8, 8], "depths": [1, 1]}, val_fraction=0.25
+).to_dict()
 runner = CliRunner()
 
 
@@ -81,7 +86,7 @@ def fp_ckpt(jpeg_folder, tmp_path):
         arch=ARCH,
         arch_kwargs=KWARGS,
         class_names=["cat", "dog"],
-        extra={"train_config": {"fields": {"val_fraction": 0.25}}, "epoch": 3},
+        extra={"train_config": FP_TRAIN_CONFIG, "epoch": 3},
     )
     return path
 
@@ -151,7 +156,7 @@ def test_quantized_file_is_plain_data_and_records_how_it_was_made(fp_ckpt, jpeg_
     payload = torch.load(out, weights_only=True)
     extra = payload["extra"]
     assert extra[QUANT_RECIPE_KEY] == PRESETS["w4a4"].to_dict()
-    assert extra["train_config"] == {"fields": {"val_fraction": 0.25}}  # the FP validation split stays
+    assert extra["train_config"] == FP_TRAIN_CONFIG  # the FP validation split stays
     info = extra["quantization"]
     assert info["method"] == "ptq" and info["source"]["epoch"] == 3
     # The train split of val_fraction 0.25 holds 6 of the 8 images; 5 are drawn from it.

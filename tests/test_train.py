@@ -13,11 +13,11 @@ import typer
 from typer.testing import CliRunner
 
 from dctq.calibration.qsam.data import MetaConfig, MultiQualityDataset, collate_versions, train_meta
-from dctq.calibration.train.config import ConfigError, TrainConfig
+from dctq.calibration.train.config import TrainConfig
 from dctq.calibration.train.data import build_train_data
 from dctq.calibration.train.loop import EpochEnd, EpochStart, StepEnd, lr_factor, train
 from dctq.cli import evaluate_cmd, train_cmd, train_meta_cmd
-from dctq.common.errors import DataError
+from dctq.common.errors import ConfigError, DataError
 from dctq.deploy.evaluate import as_predictor
 from dctq.jpeg.dataset import JpegFolder
 from dctq.jpeg.recompress import QualityPolicy

@@ -20,6 +20,7 @@ from dctq.calibration.quant.model import fold_quantized_bn, iter_quantizers, qua
 from dctq.calibration.quant.modules import QuantConv2d, QuantLinear
 from dctq.calibration.quant.quantizer import QuantState
 from dctq.calibration.quant.recipe import QuantRecipe, get_recipe
+from dctq.calibration.zeroshot.config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotStep
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.distill import (
     augment_dct,
@@ -28,7 +29,6 @@ from dctq.calibration.zeroshot.distill import (
     step_indices,
     zero_shot_quantize,
 )
-from dctq.calibration.zeroshot.finetune_config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotStep
 from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
 from dctq.common.errors import QuantizationError
 from dctq.jpeg.geometry import hflip
@@ -272,7 +272,7 @@ WORKER = textwrap.dedent(
     from dctq.calibration.quant.recipe import get_recipe
     from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
     from dctq.calibration.zeroshot.distill import zero_shot_quantize
-    from dctq.calibration.zeroshot.finetune_config import ZeroShotConfig
+    from dctq.calibration.zeroshot.config import ZeroShotConfig
 
     sys.path.insert(0, sys.argv[2])
     from helpers import tiny_dct_teacher

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ...common.errors import DataError, ModelError
 from ...common.files import atomic_path
+from ...common.seeding import mix_seed
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...models.checkpoint import load_checkpoint, save_checkpoint
@@ -247,16 +248,18 @@ def train_meta(
     best_epoch, best = 0, -1.0
     for epoch in range(config.epochs):
         tick = time.perf_counter()
+        # Three streams per epoch (episodes, worker seeds, augmentation), told apart by the last part.
+        episodes, workers, augment = (mix_seed(config.seed, epoch, stream) for stream in range(3))
         sampler = EpisodeSampler(
             len(train_set), config.batch_size, steps, config.base_qualities, config.held_out_qualities,
-            seed=config.seed * 1_000_003 + epoch,
+            seed=episodes,
         )  # fmt: skip
         loader = DataLoader(
             QualityView(train_set), batch_sampler=sampler, num_workers=config.num_workers,
-            collate_fn=collate_samples, generator=torch.Generator().manual_seed(config.seed + epoch),
+            collate_fn=collate_samples, generator=torch.Generator().manual_seed(workers),
         )  # fmt: skip
         if config.num_workers == 0:
-            train_set.reseed(config.seed * 7_919 + epoch)
+            train_set.reseed(augment)
         sums = np.zeros(4)
         batches = iter(loader)
         for tr, te in zip(batches, batches, strict=True):

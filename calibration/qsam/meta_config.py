@@ -7,19 +7,21 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
+from ...common.config import DEVICES, Config, check
 from ...jpeg.recompress import QSAM_META_TEST_QUALITIES
 from ...models.qabn import QSAM_BASE_QUALITIES
-from ..train.config import ConfigError
 from .meta_step import MetaStepLosses
 
 
 @dataclass(frozen=True)
-class MetaConfig:
-    """QSAM's meta stage: learn the QABN mixing MLP alone, backbone and BN branches frozen."""
+class MetaConfig(Config):
+    """QSAM's meta stage: learn the QABN mixing MLP alone, backbone and BN branches frozen.
+
+    Saved as {"type", "version", "fields"} (common.config), version 1; bad values raise ConfigError.
+    """
 
     epochs: int = 150
     """Meta epochs (QSAM: 150)."""
@@ -55,18 +57,24 @@ class MetaConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"MetaConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ConfigError(f"MetaConfig.steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
-        if self.lr <= 0 or not 0 < self.final_factor <= 1 or self.constant_epochs < 0:
-            raise ConfigError("MetaConfig needs lr > 0, final_factor in (0, 1] and constant_epochs >= 0")
+            check(getattr(self, name) >= 1, f"MetaConfig.{name} must be >= 1, got {getattr(self, name)}")
+        check(
+            self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+            f"MetaConfig.steps_per_epoch must be >= 1, got {self.steps_per_epoch}",
+        )
+        check(
+            self.lr > 0 and 0 < self.final_factor <= 1 and self.constant_epochs >= 0,
+            "MetaConfig needs lr > 0, final_factor in (0, 1] and constant_epochs >= 0",
+        )
         for name in ("base_qualities", "held_out_qualities", "eval_qualities"):
             object.__setattr__(self, name, tuple(int(q) for q in getattr(self, name)))
-            if not getattr(self, name) or not all(1 <= q <= 100 for q in getattr(self, name)):
-                raise ConfigError(
-                    f"MetaConfig.{name} must be JPEG qualities in 1..100, got {getattr(self, name)}"
-                )
+            qualities = getattr(self, name)
+            check(
+                bool(qualities) and all(1 <= q <= 100 for q in qualities),
+                f"MetaConfig.{name} must be JPEG qualities in 1..100, got {qualities}",
+            )
+        # resolve_device reads anything but "cuda"/"auto" as the CPU: refuse typos such as "cuda:1".
+        check(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}")
 
     def lr_factor(self, epoch: int) -> float:
         """QSAM's schedule: 1 up to `constant_epochs`, then exponential down to `final_factor` at the end."""
@@ -74,20 +82,6 @@ class MetaConfig:
         if epoch < self.constant_epochs or decay <= 0:
             return 1.0
         return self.final_factor ** ((epoch - self.constant_epochs) / decay)
-
-    def to_dict(self) -> dict[str, Any]:
-        """{"type", "version", "fields"} with plain values, as TrainConfig.to_dict."""
-        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-        return {"type": type(self).__name__, "version": 1, "fields": fields}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MetaConfig:
-        """Inverse of to_dict(). Raises ConfigError for another type or version."""
-        if data.get("type") != cls.__name__ or data.get("version") != 1:
-            raise ConfigError(
-                f"not a saved {cls.__name__} of version 1: {data.get('type')} {data.get('version')}"
-            )
-        return cls(**data["fields"])
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,21 @@ ordered wildcard rules on module names (fnmatch, first match wins, no match = qu
     QuantRecipe(rules=(LayerRule("stages.0.*", "skip"), LayerRule("fc", "skip")))
 
 `to_dict()` goes into checkpoints and engine sidecars (plain JSON types, so `torch.load(weights_only=True)`
-reads it); `from_dict()` accepts only the types and versions listed here.
+reads it) in common.config's flat layout, {"type": "QuantRecipe", <fields>, "version": 1}, the form every
+quantized checkpoint and sidecar has held since version 1; `from_dict()` is common.config's strict reader.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...common.errors import QuantizationError
+from ...common.config import Config
+from ...common.errors import QuantizationConfigError, QuantizationError
 from ..calibrators.registry import CALIBRATORS, check_calibrator_args
 
-RECIPE_VERSION = 1
-"""Bumped when a field changes meaning; from_dict() refuses versions it does not know."""
-
-_SUPPORTED_VERSIONS = (1,)
 ACTIONS = ("skip", "quantize")
 _SCALARS = (bool, int, float, str)
 
@@ -38,9 +35,11 @@ class LayerRule:
 
     def __post_init__(self) -> None:
         if not isinstance(self.pattern, str) or not self.pattern:
-            raise QuantizationError(f"LayerRule pattern must be a non-empty string, got {self.pattern!r}")
+            raise QuantizationConfigError(
+                f"LayerRule pattern must be a non-empty string, got {self.pattern!r}"
+            )
         if self.action not in ACTIONS:
-            raise QuantizationError(
+            raise QuantizationConfigError(
                 f"LayerRule {self.pattern!r}: action must be one of {', '.join(ACTIONS)}, got {self.action!r}"
             )
 
@@ -65,7 +64,7 @@ ADD_INPUTS = ("residual", "both")
 
 
 @dataclass(frozen=True)
-class QuantRecipe:
+class QuantRecipe(Config):
     """How to quantize a model (see module docstring).
 
     weight_bits / act_bits: 2..8; only 8/8 exports to ONNX Q/DQ, lower widths are simulated.
@@ -94,16 +93,22 @@ class QuantRecipe:
     act_narrow_range: bool = False
     act_unsigned: bool = False
     add_inputs: str = "residual"
-    version: int = RECIPE_VERSION
+
+    # common.config: bump VERSION when a field changes meaning (READS keeps the old ones readable).
+    VERSION = 1
+    READS = (1,)
+    FLAT = True
+    UPGRADE = "upgrade dctq or re-quantize the model"
+    error = QuantizationConfigError
 
     def __post_init__(self) -> None:
         for field in ("weight_bits", "act_bits"):
             if not _is_bits(getattr(self, field)):
-                raise QuantizationError(
+                raise QuantizationConfigError(
                     f"QuantRecipe.{field} must be an integer in 2..8, got {getattr(self, field)!r}"
                 )
         if self.calibrator not in CALIBRATORS:
-            raise QuantizationError(
+            raise QuantizationConfigError(
                 f"QuantRecipe.calibrator {self.calibrator!r} is unknown; choose one of {', '.join(CALIBRATORS)}"
             )
         args = self.calibrator_args
@@ -112,36 +117,34 @@ class QuantRecipe:
         try:
             pairs = tuple(sorted((str(k), v) for k, v in args))
         except (TypeError, ValueError):
-            raise QuantizationError(
+            raise QuantizationConfigError(
                 f"QuantRecipe.calibrator_args must be (key, value) pairs or a dict, got {self.calibrator_args!r}"
             ) from None
         for key, value in pairs:
             if not isinstance(value, _SCALARS):
-                raise QuantizationError(
+                raise QuantizationConfigError(
                     f"calibrator option {key!r} must be a number, string or bool, got {value!r}"
                 )
         check_calibrator_args(self.calibrator, dict(pairs))
         object.__setattr__(self, "calibrator_args", pairs)
         rules = tuple(self.rules)
         if not all(isinstance(r, LayerRule) for r in rules):
-            raise QuantizationError(f"QuantRecipe.rules must hold LayerRule objects, got {self.rules!r}")
+            raise QuantizationConfigError(
+                f"QuantRecipe.rules must hold LayerRule objects, got {self.rules!r}"
+            )
         object.__setattr__(self, "rules", rules)
         for field in ("fold_bn", "act_narrow_range", "act_unsigned"):
             if not isinstance(getattr(self, field), bool):
-                raise QuantizationError(
+                raise QuantizationConfigError(
                     f"QuantRecipe.{field} must be true or false, got {getattr(self, field)!r}"
                 )
         if self.add_inputs not in ADD_INPUTS:
-            raise QuantizationError(
+            raise QuantizationConfigError(
                 f"QuantRecipe.add_inputs must be one of {', '.join(ADD_INPUTS)}, got {self.add_inputs!r}"
             )
         if self.act_unsigned and self.act_bits == 8:
-            raise QuantizationError(
+            raise QuantizationConfigError(
                 "QuantRecipe.act_unsigned needs act_bits < 8: INT8 activations stay signed for TensorRT"
-            )
-        if self.version not in _SUPPORTED_VERSIONS:
-            raise QuantizationError(
-                f"QuantRecipe version {self.version!r} is not supported (known: {_SUPPORTED_VERSIONS})"
             )
 
     @property
@@ -159,53 +162,9 @@ class QuantRecipe:
     def calibrator_kwargs(self) -> dict[str, Any]:
         return dict(self.calibrator_args)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict with "type" and "version"."""
-        out: dict[str, Any] = {"type": type(self).__name__}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "calibrator_args":
-                value = dict(value)
-            elif f.name == "rules":
-                value = [{"pattern": r.pattern, "action": r.action} for r in value]
-            out[f.name] = value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> QuantRecipe:
-        """Inverse of to_dict. Raises QuantizationError for another type, an unknown version or field."""
-        if not isinstance(data, Mapping):
-            raise QuantizationError(f"a quantization recipe must be a mapping, got {type(data).__name__}")
-        kind = data.get("type")
-        if kind != cls.__name__:
-            raise QuantizationError(
-                f"not a {cls.__name__}: type is {kind!r}; this dctq reads {cls.__name__} only"
-            )
-        version = data.get("version")
-        if version not in _SUPPORTED_VERSIONS:
-            raise QuantizationError(
-                f"{cls.__name__} version {version!r} is not supported by this dctq (known: {_SUPPORTED_VERSIONS}); "
-                "upgrade dctq or re-quantize the model"
-            )
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields - {"type"})
-        if unknown:
-            raise QuantizationError(
-                f"{cls.__name__} (version {version}) has no field {', '.join(map(repr, unknown))}"
-            )
-        kwargs = {k: v for k, v in data.items() if k != "type"}
-        if "rules" in kwargs:
-            rules = kwargs["rules"]
-            if not isinstance(rules, list | tuple) or not all(isinstance(r, Mapping) for r in rules):
-                raise QuantizationError(f"{cls.__name__}.rules must be a list of {{pattern, action}} objects")
-        if "calibrator_args" in kwargs and not isinstance(kwargs["calibrator_args"], Mapping):
-            raise QuantizationError(f"{cls.__name__}.calibrator_args must be an object of options")
-        try:
-            if "rules" in kwargs:
-                kwargs["rules"] = tuple(LayerRule(**dict(r)) for r in kwargs["rules"])
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise QuantizationError(f"malformed {cls.__name__}: {exc}") from None
+    def fields_dict(self) -> dict[str, Any]:
+        # calibrator_args as an object of options, as version 1 has always written it.
+        return {**super().fields_dict(), "calibrator_args": dict(self.calibrator_args)}
 
 
 PRESETS: dict[str, QuantRecipe] = {

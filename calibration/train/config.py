@@ -10,23 +10,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ...common.errors import DctqError
-
-# Bumped when a field changes meaning; from_dict() refuses versions it does not know.
-TRAIN_CONFIG_VERSION = 1
+from ...common.config import DEVICES, Config, check
 
 SCHEDULES = ("cosine", "multistep")
-DEVICES = ("auto", "cpu", "cuda")
 AUGMENTS = ("default", "flip", "crop", "none")
 
 
-class ConfigError(DctqError):
-    """A training option with a value that cannot be used; the message names the CLI flag."""
-
-
 @dataclass(frozen=True)
-class TrainConfig:
-    """Options of `dctq train` / `calibration.train.train`."""
+class TrainConfig(Config):
+    """Options of `dctq train` / `calibration.train.train`; saved as {"type", "version", "fields"}
+    (common.config), version 1. Invalid values raise ConfigError naming the CLI flag."""
 
     arch: str
     """Registry name of the architecture (`dctq models list`)."""
@@ -133,105 +126,72 @@ class TrainConfig:
         if self.train_qualities is not None:
             object.__setattr__(self, "train_qualities", tuple(int(q) for q in self.train_qualities))
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-        _check(bool(self.arch), "ARCH must name an architecture (see `dctq models list`).")
-        _check(
+        check(bool(self.arch), "ARCH must name an architecture (see `dctq models list`).")
+        check(
             isinstance(self.arch_kwargs, dict) and all(isinstance(k, str) for k in self.arch_kwargs),
             f"--arch-kwargs must be a JSON object with string keys, got {self.arch_kwargs!r}.",
         )
-        _check(
+        check(
             "num_classes" not in self.arch_kwargs,
             "--arch-kwargs must not set num_classes: it comes from the data set's class folders.",
         )
-        _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}.")
-        _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}.")
-        _check(self.lr > 0, f"--lr must be > 0, got {self.lr}.")
-        _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}.")
-        _check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}.")
-        _check(
+        check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}.")
+        check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}.")
+        check(self.lr > 0, f"--lr must be > 0, got {self.lr}.")
+        check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}.")
+        check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}.")
+        check(
             not (self.nesterov and self.momentum == 0),
             "--nesterov needs --momentum > 0; pass --no-nesterov or a momentum.",
         )
-        _check(self.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
-        _check(
+        check(self.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        check(
             all(0 < m <= self.epochs for m in self.milestones),
             f"--milestones must lie in 1..--epochs ({self.epochs}), got {list(self.milestones)}.",
         )
-        _check(
+        check(
             list(self.milestones) == sorted(set(self.milestones)),
             f"--milestones must be increasing without repeats, got {list(self.milestones)}.",
         )
-        _check(
+        check(
             not (self.milestones and self.schedule != "multistep"),
             "--milestones only applies to --schedule multistep.",
         )
-        _check(0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}.")
-        _check(
+        check(0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}.")
+        check(
             0 <= self.warmup_epochs < self.epochs,
             f"--warmup-epochs must be in [0, --epochs), got {self.warmup_epochs}.",
         )
-        _check(
+        check(
             0 <= self.label_smoothing < 1,
             f"--label-smoothing must be in [0, 1), got {self.label_smoothing}.",
         )
         for q in self.train_qualities or ():
-            _check(1 <= q <= 100, f"--qualities must be JPEG qualities in 1..100, got {q}.")
-        _check(
+            check(1 <= q <= 100, f"--qualities must be JPEG qualities in 1..100, got {q}.")
+        check(
             self.train_qualities is None or len(self.train_qualities) > 0,
             "--qualities must list at least one quality, e.g. 90,60,30,10.",
         )
-        _check(
+        check(
             self.eval_quality is None or 1 <= self.eval_quality <= 100,
             f"--eval-quality must be in 1..100, got {self.eval_quality}.",
         )
-        _check(not (self.qac_normalize and not self.qac), "--qac-normalize needs --qac.")
-        _check(
+        check(not (self.qac_normalize and not self.qac), "--qac-normalize needs --qac.")
+        check(
             not (self.versions and self.train_qualities is not None),
             "--versions trains on all four base qualities 90,60,30,10; drop --qualities (or --versions).",
         )
-        _check(self.augment in AUGMENTS, f"--augment must be one of {AUGMENTS}, got {self.augment!r}.")
-        _check(self.num_workers >= 0, f"--workers must be >= 0, got {self.num_workers}.")
-        _check(0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}.")
-        _check(
+        check(self.augment in AUGMENTS, f"--augment must be one of {AUGMENTS}, got {self.augment!r}.")
+        check(self.num_workers >= 0, f"--workers must be >= 0, got {self.num_workers}.")
+        check(0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}.")
+        check(
             self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
             f"--max-steps must be >= 1, got {self.max_steps_per_epoch}.",
         )
-        _check(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}.")
-        _check(self.stem_stats_batches >= 1, f"--stem-batches must be >= 1, got {self.stem_stats_batches}.")
-        _check(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """{"type", "version", "fields"} with plain JSON/torch-safe values (tuples become lists)."""
-        fields = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, dict):
-                value = dict(value)
-            fields[f.name] = value
-        return {"type": type(self).__name__, "version": TRAIN_CONFIG_VERSION, "fields": fields}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of to_dict(). Raises ConfigError on another type, an unknown version or unknown fields."""
-        if data.get("type") != cls.__name__ or "fields" not in data:
-            raise ConfigError(f"not a saved {cls.__name__}: keys {sorted(data)}")
-        if data.get("version") != TRAIN_CONFIG_VERSION:
-            raise ConfigError(
-                f"{cls.__name__} version {data.get('version')} is not readable by this dctq "
-                f"(reads version {TRAIN_CONFIG_VERSION}); upgrade dctq."
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data["fields"]) - known)
-        if unknown:
-            raise ConfigError(f"saved {cls.__name__} has unknown fields {unknown}; upgrade dctq.")
-        return cls(**data["fields"])
+        check(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}.")
+        check(self.stem_stats_batches >= 1, f"--stem-batches must be >= 1, got {self.stem_stats_batches}.")
+        check(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}.")
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with `changes` applied (validated again)."""
         return dataclasses.replace(self, **changes)
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-from ...common.errors import DataError
+from ...common.errors import ConfigError, DataError
+from ...common.seeding import mix_seed
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...models.qabn import QSAM_BASE_QUALITIES, apply_qabn, qabn_routing
@@ -34,7 +35,7 @@ from ...models.stem import DctStem, compute_stem_stats
 from .. import distributed as dd
 from ..qsam.data import MultiQualityDataset, collate_versions, oracle_branch_index
 from ..qsam.qac import qac_weighted_loss
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .events import (
     EpochEnd,
     EpochStart,
@@ -44,7 +45,7 @@ from .events import (
     TrainResult,
     ValMetrics,
 )
-from .schedule import determinism, epoch_seed, lr_factor, model_inputs, topk_correct
+from .schedule import determinism, lr_factor, model_inputs, topk_correct
 from .state import BEST, LAST, RunProgress, check_no_run, load_run, save_epoch
 
 __all__ = [
@@ -132,7 +133,7 @@ class _Run:
     # -------------------------------------------------------------------------------- data
 
     def _train_loader(self, epoch: int) -> torch.utils.data.DataLoader:
-        seed = epoch_seed(self.config.seed, epoch)
+        seed = mix_seed(self.config.seed, epoch)
         loader = make_loader(
             self.train_set,
             self.config.batch_size,
@@ -157,7 +158,7 @@ class _Run:
                 self.config.batch_size,
                 shuffle=True,
                 num_workers=self.config.num_workers,
-                seed=epoch_seed(self.config.seed, -1),
+                seed=mix_seed(self.config.seed, -1),
                 collate_fn=self.collate,
             )
             batches = itertools.islice(loader, self.config.stem_stats_batches)
@@ -296,7 +297,7 @@ class _Run:
             self._stem_stats()
         model = dd.wrap_model(self.core, self.device, self.env)
         for epoch in range(self.start_epoch, self.config.epochs):
-            torch.manual_seed(epoch_seed(self.config.seed, epoch) + self.env.rank)
+            torch.manual_seed(mix_seed(self.config.seed, epoch) + self.env.rank)
             if self.progress is not None:
                 self.progress(EpochStart(epoch + 1, self.config.epochs, self.steps))
             tick = time.perf_counter()

@@ -1,5 +1,5 @@
 """Small pieces of the training loop shared with evaluation: batch -> model inputs, top-k counts,
-the learning-rate schedule, per-epoch seeds and deterministic kernels."""
+the learning-rate schedule and deterministic kernels (per-epoch seeds: common.seeding.mix_seed)."""
 
 from __future__ import annotations
 
@@ -39,10 +39,6 @@ def lr_factor(step: int, *, config: TrainConfig, steps_per_epoch: int) -> float:
         return config.gamma ** sum(step >= m * steps_per_epoch for m in config.milestones)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7_919) % (2**31)
 
 
 @contextlib.contextmanager

@@ -16,11 +16,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ...common.errors import DataError, ModelError
+from ...common.errors import ConfigError, DataError, ModelError
 from ...common.files import atomic_path
 from ...models.checkpoint import save_checkpoint
 from ...models.qabn import QSAM_BASE_QUALITIES
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .events import EpochEnd, ValMetrics, epoch_end_from_dict
 
 LAST, BEST, STATE = "last.pt", "best.pt", "last.state.pt"

@@ -16,6 +16,7 @@ from ...common.errors import DataError
 from ...jpeg.dataset import make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...models.checkpoint import LoadedCheckpoint
+from ..train.config import TrainConfig
 from ..train.data import make_dataset, split_data
 from ..zeroshot.config import RESUMABLE_CHANGES, SynthConfig
 from ..zeroshot.data import SyntheticData, load_synthetic, teacher_fingerprint
@@ -40,14 +41,15 @@ def calibration_loader(
     `data` ("cifar10" or an ImageFolder), split with the FP checkpoint's val_fraction, files as stored,
     in the architecture's input layout. info records what was drawn (plain data).
 
-    Raises DataError for a bad split name or count, and what split_data / make_dataset raise.
+    Raises DataError for a bad split name or count, ConfigError for a saved train_config this dctq
+    cannot read, and what split_data / make_dataset raise.
     """
     if split not in CALIB_SPLITS:
         raise DataError(f"--calib-split must be one of {', '.join(CALIB_SPLITS)}, got {split!r}")
     if num_images < 1 or batch_size < 1:
         raise DataError(f"--num-images and --batch-size must be >= 1, got {num_images}, {batch_size}")
-    saved = (loaded.extra.get("train_config") or {}).get("fields", {})
-    val_fraction = float(saved.get("val_fraction", DEFAULT_VAL_FRACTION))
+    saved = loaded.extra.get("train_config")
+    val_fraction = TrainConfig.from_dict(saved).val_fraction if saved else DEFAULT_VAL_FRACTION
     splits = split_data(data, val_fraction)
     pool = splits.samples(split)
     rng = np.random.default_rng(seed)
@@ -86,7 +88,8 @@ def reused_synthetic(path: Path, method: str | None, teacher: nn.Module) -> Synt
 
 def check_same_options(path: Path, config: SynthConfig) -> None:
     """Raise DataError when the (possibly partial) synthetic file was made with other options."""
-    made = load_synthetic(path, allow_partial=True).config
+    # Through from_dict, so files written before SynthConfig's "type" key compare the same.
+    made = SynthConfig.from_dict(load_synthetic(path, allow_partial=True).config).to_dict()
     now = config.to_dict()
     changed = sorted(
         k for k in set(made) | set(now) if k not in RESUMABLE_CHANGES and made.get(k) != now.get(k)

@@ -24,9 +24,8 @@ from ..ptq import ptq
 from ..quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
 from ..quant.model import QuantizerSummary, quantization_summary
 from ..quant.recipe import PRESETS, QuantRecipe, get_recipe
-from ..zeroshot.config import SynthConfig, SynthEvent
+from ..zeroshot.config import SynthConfig, SynthEvent, ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent
 from ..zeroshot.distill import quantize_zero_shot, zero_shot_quantize
-from ..zeroshot.finetune_config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent
 from .data import calibration_loader, check_same_options, reused_synthetic
 
 logger = logging.getLogger(__name__)

@@ -38,13 +38,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...common.errors import QuantizationError
+from ...common.seeding import mix_seed
 from ...jpeg.geometry import center_crop_or_pad, hflip
 from .. import distributed as dd
 from ..ptq import model_args
 from ..quant.model import calibrate, calibrate_weights, fold_quantized_bn, quantize_model
 from ..quant.recipe import QuantRecipe
+from .config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent, ZeroShotStep
 from .data import SyntheticData
-from .finetune_config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent, ZeroShotStep
 from .images import random_resized_crop_flip
 from .synthesize import SynthConfig, SynthEvent, frozen_eval, synthesize
 
@@ -107,17 +108,10 @@ def augment_batch(
     return out
 
 
-def _seed(*parts: int) -> int:
-    value = 0
-    for p in parts:
-        value = (value * 1_000_003 + p + 7_919) % (2**62)
-    return value
-
-
 def step_indices(n: int, epoch: int, steps: int, batch: int, env: dd.DistEnv, seed: int) -> Tensor:
     """[steps, batch] sample indices of this process for one epoch: one shuffled stream of whole passes
     over the n samples, split into global batches of batch * world_size, rank r taking slice r."""
-    gen = torch.Generator().manual_seed(_seed(seed, epoch))
+    gen = torch.Generator().manual_seed(mix_seed(seed, epoch))
     total = steps * batch * env.world_size
     passes = -(-total // n)
     stream = torch.cat([torch.randperm(n, generator=gen) for _ in range(passes)])[:total]
@@ -214,7 +208,8 @@ def _fine_tune(
         for group in optimizer.param_groups:
             group["lr"] = lr
         indices = step_indices(len(synthetic), epoch, steps, config.batch_size, env, config.seed)
-        gen = torch.Generator().manual_seed(_seed(config.seed, epoch, env.rank, 1))
+        # Augmentation: a stream per rank, apart from the (seed, epoch) index stream by its extra parts.
+        gen = torch.Generator().manual_seed(mix_seed(config.seed, epoch, env.rank, 1))
         tick = time.perf_counter()
         epoch_sums = torch.zeros(5, dtype=torch.float64)  # loss, kd, ce, agreement, batches
         window = torch.zeros(5, dtype=torch.float64)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...common.errors import DataError, DctqError, QuantizationError
+from ...common.seeding import mix_seed
 from .. import distributed as dd
 from .config import RESUMABLE_CHANGES, SynthBatchEnd, SynthConfig, SynthEvent, SynthStep
 from .data import (
@@ -69,7 +70,6 @@ __all__ = [
     "SynthEvent",
     "SynthStep",
     "SyntheticData",
-    "batch_seed",
     "frozen_eval",
     "round_size",
     "synthesize",
@@ -78,12 +78,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_SYNTH_STREAM = 12_345
+"""Last part of mix_seed(seed, batch, _SYNTH_STREAM), the seed of batch `batch`'s generator: every draw
+of a batch depends on (seed, batch) only, apart from the (seed, epoch) streams of training and tuning."""
+
 # ------------------------------------------------------------------------------------ helpers
-
-
-def batch_seed(seed: int, batch: int) -> int:
-    """Seed of batch `batch`'s generator: every draw of a batch depends on (seed, batch) only."""
-    return (seed * 1_000_003 + batch * 7_919 + 12_345) % (2**62)
 
 
 def round_size(centre_every: int, world_size: int) -> int:
@@ -141,7 +140,7 @@ def _make_batch(job: _Job, b: int) -> dict[str, Any]:
     """Optimise batch `b`; returns {"samples", "sums", "counts", "losses"} (CPU tensors, plain floats)."""
     cfg, device = job.config, job.device
     n = min(cfg.batch_size, cfg.num - b * cfg.batch_size)
-    gen = torch.Generator().manual_seed(batch_seed(cfg.seed, b))
+    gen = torch.Generator().manual_seed(mix_seed(cfg.seed, b, _SYNTH_STREAM))
     labels = torch.randint(0, job.num_classes, (n,), generator=gen)
     quality, qt = draw_qualities(n, *cfg.qualities, gen)
     targets = draw_sil_targets(n, cfg.sil_eps, gen)
@@ -223,13 +222,12 @@ def _resume_from(
     if not resume:
         raise DataError(f"{path} already exists; pass --resume to continue it, or choose another --out")
     data = load_synthetic(path, allow_partial=True)
+    made = SynthConfig.from_dict(data.config).to_dict()  # files from before the "type" key read the same
     changed = sorted(
-        k
-        for k in set(config) | set(data.config)
-        if k not in RESUMABLE_CHANGES and config.get(k) != data.config.get(k)
+        k for k in set(config) | set(made) if k not in RESUMABLE_CHANGES and config.get(k) != made.get(k)
     )
     if changed:
-        details = ", ".join(f"{k}: file {data.config.get(k)!r} vs now {config.get(k)!r}" for k in changed)
+        details = ", ".join(f"{k}: file {made.get(k)!r} vs now {config.get(k)!r}" for k in changed)
         raise DataError(
             f"--resume: {path} was made with other options ({details}); use the same options "
             "(and number of processes, which sets centre_every) or another --out"
