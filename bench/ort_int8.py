@@ -49,7 +49,8 @@ import torch
 
 from dctq import __version__
 from dctq.calibration.qsam.qac import ijg_qt
-from dctq.calibration.workflow.quantize import build_recipe, quantize_checkpoint
+from dctq.calibration.quant.recipe import build_recipe
+from dctq.calibration.workflow.quantize import quantize_checkpoint
 from dctq.common.errors import DctqError
 from dctq.common.files import write_text_atomic
 from dctq.deploy.artifact import ArtifactMeta, load_artifact

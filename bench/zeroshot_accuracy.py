@@ -44,7 +44,7 @@ from ptq_accuracy import (
 )
 
 from dctq.calibration.ptq import ptq
-from dctq.calibration.workflow.quantize import build_recipe
+from dctq.calibration.quant.recipe import build_recipe
 from dctq.calibration.zeroshot.distill import zero_shot_quantize
 from dctq.calibration.zeroshot.finetune_config import ZeroShotConfig
 from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize

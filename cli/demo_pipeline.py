@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..calibration.quant.recipe import build_recipe
 from ..calibration.train.config import TrainConfig
 from ..calibration.train.data import build_train_data, make_dataset
 from ..calibration.train.loop import train
-from ..calibration.workflow.quantize import build_recipe, quantize_checkpoint
+from ..calibration.workflow.quantize import quantize_checkpoint
 from ..common.errors import DctqError
 from ..deploy.evaluate import EvalReport, evaluate
 from ..deploy.export.onnx import export_onnx

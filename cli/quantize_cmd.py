@@ -269,7 +269,8 @@ def quantize_command(
 ) -> None:
     """Quantize an FP checkpoint (PTQ on real images, or zero-shot with IntraQ / BN-statistics images)."""
     from ..calibration.distributed import detect_env
-    from ..calibration.workflow.quantize import METHODS, build_recipe, quantize_checkpoint
+    from ..calibration.quant.recipe import build_recipe
+    from ..calibration.workflow.quantize import METHODS, quantize_checkpoint
 
     with user_errors(ctx):
         if method not in METHODS:

@@ -18,9 +18,9 @@ from dctq.calibration.calibrators.registry import CALIBRATORS
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
 from dctq.calibration.quant.model import calibrate, iter_quantizers, quantize_model, recipe_of
-from dctq.calibration.quant.recipe import PRESETS, QuantRecipe
+from dctq.calibration.quant.recipe import PRESETS, QuantRecipe, build_recipe, parse_bits
 from dctq.calibration.train.data import make_dataset, split_data
-from dctq.calibration.workflow.quantize import build_recipe, parse_bits, quantize_checkpoint
+from dctq.calibration.workflow.quantize import quantize_checkpoint
 from dctq.calibration.zeroshot.config import SynthConfig
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.synthesize import synthesize_checkpoint
