@@ -197,7 +197,7 @@ def quantize_checkpoint(
         else:
             synth_config = dataclasses.replace(synth_config or SynthConfig(), method=method)
             if path is not None and path.exists():
-                check_same_options(path, synth_config)
+                check_same_options(path, synth_config, teacher, detect_env().world_size)
             qmodel, data = quantize_zero_shot(
                 teacher,
                 recipe,

@@ -37,16 +37,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...common.errors import QuantizationError
 from ...jpeg.geometry import center_crop_or_pad, hflip
 from .. import distributed as dd
+from ..frozen import frozen_eval
 from ..ptq import model_args
 from ..quant.model import calibrate, calibrate_weights, fold_quantized_bn, quantize_model
 from ..quant.recipe import QuantRecipe
-from .data import SyntheticData
+from .data import SyntheticData, check_fits
 from .finetune_config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent, ZeroShotStep
 from .images import random_resized_crop_flip
-from .synthesize import SynthConfig, SynthEvent, frozen_eval, synthesize
+from .synthesize import SynthConfig, SynthEvent, synthesize
 
 logger = logging.getLogger(__name__)
 
@@ -124,22 +124,6 @@ def step_indices(n: int, epoch: int, steps: int, batch: int, env: dd.DistEnv, se
     return stream.reshape(steps, env.world_size, batch)[:, env.rank]
 
 
-def _check_data(teacher: nn.Module, synthetic: SyntheticData) -> None:
-    kind = getattr(teacher, "input_kind", None)
-    if kind is not None and kind != synthetic.kind:
-        raise QuantizationError(
-            f"the synthetic set holds {synthetic.kind} samples but the model reads {kind} input"
-        )
-    classes = getattr(teacher, "num_classes", None)
-    if classes is not None and classes != synthetic.num_classes:
-        raise QuantizationError(
-            f"the synthetic set was made for {synthetic.num_classes} classes, the model has {classes}; "
-            "synthesize from this model"
-        )
-    if len(synthetic) == 0:
-        raise QuantizationError("the synthetic set is empty")
-
-
 def zero_shot_quantize(
     teacher: nn.Module,
     recipe: QuantRecipe | None,
@@ -164,10 +148,10 @@ def zero_shot_quantize(
     """
     config = config or ZeroShotConfig()
     env = env or dd.detect_env()
-    _check_data(teacher, synthetic)
+    check_fits(synthetic, teacher)
     calib_set = synthetic if calib_synthetic is None else calib_synthetic
     if calib_synthetic is not None:
-        _check_data(teacher, calib_synthetic)
+        check_fits(calib_synthetic, teacher)
     device = dd.resolve_device(config.device, env)
     teacher.to(device)
     recipe = recipe or QuantRecipe()

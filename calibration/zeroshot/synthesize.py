@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,12 @@ from torch import nn
 
 from ...common.errors import DataError, DctqError, QuantizationError
 from .. import distributed as dd
-from .config import RESUMABLE_CHANGES, SynthBatchEnd, SynthConfig, SynthEvent, SynthStep
+from ..frozen import frozen_eval
+from .config import SynthBatchEnd, SynthConfig, SynthEvent, SynthStep
 from .data import (
     KEYS,
     SyntheticData,
+    check_continuable,
     load_synthetic,
     merge_batches,
     save_synthetic,
@@ -70,8 +72,8 @@ __all__ = [
     "SynthStep",
     "SyntheticData",
     "batch_seed",
-    "frozen_eval",
     "round_size",
+    "run_config",
     "synthesize",
     "synthesize_checkpoint",
 ]
@@ -91,6 +93,13 @@ def round_size(centre_every: int, world_size: int) -> int:
     return world_size * math.ceil(centre_every / world_size)
 
 
+def run_config(config: SynthConfig, world_size: int) -> SynthConfig:
+    """`config` as a run on `world_size` processes makes it (and records it in the file): centre_every
+    rounded up to a multiple of world_size."""
+    rounded = round_size(config.centre_every, world_size)
+    return config if rounded == config.centre_every else dataclasses.replace(config, centre_every=rounded)
+
+
 def _model_facts(teacher: nn.Module) -> tuple[str, int, int]:
     kind = getattr(teacher, "input_kind", None)
     size = getattr(teacher, "input_size", None)
@@ -103,22 +112,6 @@ def _model_facts(teacher: nn.Module) -> tuple[str, int, int]:
     if kind == "dct" and size % 16:
         raise QuantizationError(f"DCT model input_size {size} is not a multiple of 16 (one 4:2:0 MCU)")
     return kind, size, classes
-
-
-@contextlib.contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the duration (restored after)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    training = model.training
-    for p, _ in flags:
-        p.requires_grad_(False)
-    model.eval()
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(training)
 
 
 @dataclass
@@ -223,19 +216,14 @@ def _resume_from(
     if not resume:
         raise DataError(f"{path} already exists; pass --resume to continue it, or choose another --out")
     data = load_synthetic(path, allow_partial=True)
-    changed = sorted(
-        k
-        for k in set(config) | set(data.config)
-        if k not in RESUMABLE_CHANGES and config.get(k) != data.config.get(k)
+    check_continuable(
+        data,
+        config,
+        teacher["fingerprint"],
+        path,
+        context="--resume: ",
+        fix="use the same options (and number of processes, which sets centre_every) or another --out",
     )
-    if changed:
-        details = ", ".join(f"{k}: file {data.config.get(k)!r} vs now {config.get(k)!r}" for k in changed)
-        raise DataError(
-            f"--resume: {path} was made with other options ({details}); use the same options "
-            "(and number of processes, which sets centre_every) or another --out"
-        )
-    if data.teacher.get("fingerprint") != teacher["fingerprint"]:
-        raise DataError(f"--resume: {path} was made from another model (weights differ); use that checkpoint")
     logger.info("resuming %s after batch %d of %d", path, data.done_batches, data.num_batches)
     return data
 
@@ -271,12 +259,11 @@ def synthesize(
     env = env or dd.detect_env()
     kind, size, num_classes = _model_facts(teacher)
     device = dd.resolve_device(config.device, env)
-    rounds = round_size(config.centre_every, env.world_size)
-    if rounds != config.centre_every:
+    asked, config = config.centre_every, run_config(config, env.world_size)
+    if config.centre_every != asked:
         logger.warning(
-            "centre_every %d -> %d (a multiple of %d processes)", config.centre_every, rounds, env.world_size
+            "centre_every %d -> %d (a multiple of %d processes)", asked, config.centre_every, env.world_size
         )
-        config = dataclasses.replace(config, centre_every=rounds)
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise QuantizationError(f"{len(names)} class names for a model with {num_classes} outputs")
