@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import pickle
 import zipfile
 from collections.abc import Collection, Iterator, Mapping
@@ -31,6 +32,8 @@ from torch import Tensor, nn
 from ...common.errors import DataError, QuantizationError
 from ...common.files import atomic_path
 from .config import RESUMABLE_CHANGES
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "dctq.synthetic"
 VERSION = 1
@@ -218,6 +221,34 @@ def check_continuable(
     if changed:
         raise DataError(f"{context}{path} was made with other options ({', '.join(changed)}); {fix}")
     check_teacher(data, teacher, path, context=context)
+
+
+def load_resumable(
+    path: Path | None, resume: bool, config: Mapping[str, Any], teacher: nn.Module | str
+) -> SyntheticData | None:
+    """The partial (or finished) synthetic file `path` that a run with `config` (SynthConfig.to_dict())
+    from `teacher` (the model or its fingerprint) continues, None to start afresh (no path, or none yet).
+
+    Raises DataError when the file exists without `resume`, and what load_synthetic and
+    check_continuable raise.
+    """
+    if path is None or not path.exists():
+        if resume and path is not None:
+            logger.info("--resume: %s does not exist yet; starting afresh", path)
+        return None
+    if not resume:
+        raise DataError(f"{path} already exists; pass --resume to continue it, or choose another --out")
+    data = load_synthetic(path, allow_partial=True)
+    check_continuable(
+        data,
+        config,
+        teacher,
+        path,
+        context="--resume: ",
+        fix="use the same options (and number of processes, which sets centre_every) or another --out",
+    )
+    logger.info("resuming %s after batch %d of %d", path, data.done_batches, data.num_batches)
+    return data
 
 
 def check_fits(data: SyntheticData, model: nn.Module) -> None:
