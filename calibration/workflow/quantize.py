@@ -24,7 +24,7 @@ from ..quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
 from ..quant.model import QuantizerSummary, quantization_summary
 from ..quant.recipe import QuantRecipe
 from ..zeroshot.config import SynthConfig, SynthEvent
-from ..zeroshot.distill import quantize_zero_shot, zero_shot_quantize
+from ..zeroshot.distill import distill_on_synthetic, zero_shot_quantize
 from ..zeroshot.finetune_config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent
 from .data import calibration_loader, check_same_options, reused_synthetic
 
@@ -186,7 +186,7 @@ def quantize_checkpoint(
         path = Path(synthetic) if synthetic is not None else None
         if path is not None and path.exists() and synth_config is None:
             data = reused_synthetic(path, method, teacher)
-            qmodel = zero_shot_quantize(
+            qmodel = distill_on_synthetic(
                 teacher,
                 recipe,
                 data,
@@ -198,7 +198,7 @@ def quantize_checkpoint(
             synth_config = dataclasses.replace(synth_config or SynthConfig(), method=method)
             if path is not None and path.exists():
                 check_same_options(path, synth_config, teacher, detect_env().world_size)
-            qmodel, data = quantize_zero_shot(
+            qmodel, data = zero_shot_quantize(
                 teacher,
                 recipe,
                 synth_config,
