@@ -3,11 +3,11 @@
 `synthesize(teacher, SynthConfig(), out)` makes `num` images in batches. Per batch (METHODS.md section 3):
 labels uniform, IJG qualities uniform in `qualities` (DCT models see the quantized coefficients a JPEG of
 that quality would hold), images N(0, 1) in the model's normalised input space (normalised RGB for RGB
-models; for DCT models the stem-normalised coefficients by default, see synth_params for why and for the
+models; for DCT models the stem-normalised coefficients by default, see images.py for why and for the
 pixel alternative `dct_space="pixels"`), optimised with Adam(lr 0.5) and
 ReduceLROnPlateau(patience 50, factor 0.1, min_lr 1e-4) on the total loss for `iterations` steps of
 
-    L = L_BNS + L_SIL + L_MDC          (method "intraq"; synth_losses)
+    L = L_BNS + L_SIL + L_MDC          (method "intraq"; losses.py)
 
 with local object reinforcement: with probability 1/2 per step the whole batch passes through per-image
 RandomResizedCrop(scale (0.5, 1), ratio (3/4, 4/3)) + horizontal flip, in pixel space before any DCT.
