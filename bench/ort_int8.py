@@ -49,7 +49,9 @@ import torch
 
 from dctq import __version__
 from dctq.calibration.qsam.qac import ijg_qt
-from dctq.calibration.workflow.quantize import build_recipe, quantize_checkpoint
+from dctq.calibration.quant.recipe import build_recipe
+from dctq.calibration.workflow.plan import PtqData
+from dctq.calibration.workflow.quantize import quantize_checkpoint
 from dctq.common.errors import DctqError
 from dctq.common.files import write_text_atomic
 from dctq.deploy.artifact import ArtifactMeta, load_artifact
@@ -146,9 +148,7 @@ def build_models(args: argparse.Namespace, work: Path) -> dict[str, dict[str, An
             work / f"{variant}.pt",
             method="ptq",
             recipe=build_recipe(bits="w8a8", calibrator="entropy", add_inputs=add),
-            calib=args.calib,
-            num_images=args.num_images,
-            seed=args.seed,
+            calib=PtqData(args.calib, num_images=args.num_images, seed=args.seed),
             device="cpu",
         )
         path = export_onnx(load_checkpoint(result.path), work / f"{variant}.onnx")

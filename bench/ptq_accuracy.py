@@ -32,9 +32,9 @@ from torch import nn
 from dctq import __version__
 from dctq.calibration.calibrators.registry import CALIBRATORS
 from dctq.calibration.ptq import ptq
+from dctq.calibration.quant.recipe import build_recipe
 from dctq.calibration.train.data import make_dataset, split_data
 from dctq.calibration.workflow.data import DEFAULT_VAL_FRACTION, calibration_loader
-from dctq.calibration.workflow.quantize import build_recipe
 from dctq.deploy.evaluate import as_predictor, evaluate_loader
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy

@@ -44,9 +44,9 @@ from ptq_accuracy import (
 )
 
 from dctq.calibration.ptq import ptq
-from dctq.calibration.workflow.quantize import build_recipe
+from dctq.calibration.quant.recipe import build_recipe
 from dctq.calibration.zeroshot.config import ZeroShotConfig
-from dctq.calibration.zeroshot.distill import zero_shot_quantize
+from dctq.calibration.zeroshot.distill import distill_on_synthetic
 from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
 from dctq.models.checkpoint import load_checkpoint
 
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calib = synthetic_sets[args.calib_from] if args.calib_from else None
         for b, recipe in recipes.items():
             tick = time.perf_counter()
-            qmodel = zero_shot_quantize(teacher, recipe, data, tune, calib_synthetic=calib)
+            qmodel = distill_on_synthetic(teacher, recipe, data, tune, calib_synthetic=calib)
             seconds = time.perf_counter() - tick
             rows.append(
                 {

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..calibration.quant.recipe import build_recipe
 from ..calibration.train.config import TrainConfig
 from ..calibration.train.data import build_train_data, make_dataset
 from ..calibration.train.loop import train
-from ..calibration.workflow.quantize import build_recipe, quantize_checkpoint
+from ..calibration.workflow.plan import PtqData
+from ..calibration.workflow.quantize import quantize_checkpoint
 from ..common.errors import DctqError
 from ..deploy.evaluate import EvalReport, evaluate
 from ..deploy.export.onnx import export_onnx
@@ -105,9 +107,7 @@ def run_demo(
         int8_ckpt,
         method="ptq",
         recipe=build_recipe(bits="w8a8", calibrator="entropy"),
-        calib=data,
-        num_images=128,
-        seed=seed,
+        calib=PtqData(data, num_images=128, seed=seed),
         device="cpu",
     )
     int8_torch = evaluate(

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.zeroshot.config import SynthConfig, ZeroShotConfig
-from ..common.errors import QuantizationError
+from ..calibration.distributed import detect_env
+from ..calibration.quant.recipe import build_recipe
+from ..calibration.workflow.plan import PtqData, ZeroShotPlan, check_plan
+from ..calibration.workflow.quantize import (
+    CalibProgress,
+    QuantizeEvent,
+    QuantizeResult,
+    quantize_checkpoint,
+)
+from ..calibration.zeroshot.config import SynthConfig, ZeroShotConfig, ZeroShotEpochEnd, ZeroShotStep
 from .common import (
     Bar,
-    default_help,
     field_default,
     field_default_help,
     make_progress,
@@ -34,11 +41,6 @@ from .train_cmd import parse_int_list
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from ..calibration.workflow.quantize import QuantizeEvent, QuantizeResult
-
-DEFAULT_NUM_IMAGES = 512
-DEFAULT_PTQ_BATCH = 64
-
 
 class QuantizeProgressView:
     """Bars for PTQ calibration batches, synthesis (as `dctq synthesize`) and fine-tuning epochs/steps."""
@@ -50,9 +52,6 @@ class QuantizeProgressView:
         self.steps = Bar(progress)
 
     def __call__(self, event: QuantizeEvent) -> None:
-        from ..calibration.workflow.quantize import CalibProgress
-        from ..calibration.zeroshot.config import ZeroShotEpochEnd, ZeroShotStep
-
         if isinstance(event, CalibProgress):
             self.calib.update(event.batch, total=event.batches)
         elif isinstance(event, ZeroShotStep):
@@ -142,13 +141,6 @@ def _layers(result: QuantizeResult) -> Table:
     return table
 
 
-def _reject(method: str, given: dict[str, Any], belongs_to: str) -> None:
-    flags = [flag for flag, value in given.items() if value is not None]
-    if flags:
-        verb = "applies" if len(flags) == 1 else "apply"
-        raise QuantizationError(f"{', '.join(flags)} {verb} to {belongs_to} only, not to --method {method}")
-
-
 def quantize_command(
     ctx: typer.Context,
     checkpoint: Annotated[
@@ -180,7 +172,7 @@ def quantize_command(
     ] = None,
     num_images: Annotated[
         int | None,
-        typer.Option(help="ptq: calibration images." + default_help(DEFAULT_NUM_IMAGES)),
+        typer.Option(help="ptq: calibration images." + field_default_help(PtqData, "num_images")),
     ] = None,
     recipe: Annotated[
         str | None,
@@ -255,7 +247,8 @@ def quantize_command(
         int | None,
         typer.Option(
             help=escape(
-                f"Images per batch: ptq calibration [default: {DEFAULT_PTQ_BATCH}], zero-shot calibration and "
+                f"Images per batch: ptq calibration [default: {field_default(PtqData, 'batch_size')}], zero-shot "
+                "calibration and "
                 f"fine-tuning [default: {field_default(ZeroShotConfig, 'batch_size')}]."
             )
         ),
@@ -267,13 +260,10 @@ def quantize_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Quantize an FP checkpoint (PTQ on real images, or zero-shot with IntraQ / BN-statistics images)."""
-    from ..calibration.distributed import detect_env
-    from ..calibration.workflow.quantize import METHODS, build_recipe, quantize_checkpoint
-
     with user_errors(ctx):
-        if method not in METHODS:
-            raise QuantizationError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-        zero_shot_flags = {
+        flags = {
+            "--calib-split": calib_split,
+            "--num-images": num_images,
             "--synthetic": synthetic,
             "--calib-synthetic": calib_synthetic,
             "--num-synthetic": num_synthetic,
@@ -283,29 +273,30 @@ def quantize_command(
             "--steps-per-epoch": steps_per_epoch,
             "--milestones": milestones,
         }
-        synth_config = zero_shot = None
+        check_plan(method, calib, {flag for flag, value in flags.items() if value is not None})
+        ptq_data = plan = None
         if method == "ptq":
-            _reject(method, zero_shot_flags, "--method intraq / bnstats")
+            options = {"split": calib_split, "num_images": num_images, "batch_size": batch_size}
+            ptq_data = PtqData(
+                calib,  # type: ignore[arg-type]  # check_plan: ptq has --calib
+                workers=workers,
+                seed=seed,
+                **{k: v for k, v in options.items() if v is not None},
+            )
         else:
-            if calib is not None:
-                raise QuantizationError(
-                    f"--method {method} is zero-shot: it reads no real image, so --calib cannot be used; "
-                    "drop --calib, or use --method ptq to calibrate on those images"
-                )
-            _reject(method, {"--num-images": num_images, "--calib-split": calib_split}, "--method ptq")
             synth_options = {"num": num_synthetic, "iterations": synth_iters, "batch_size": synth_batch_size}
             given = {k: v for k, v in synth_options.items() if v is not None}
-            if synthetic is None or not synthetic.exists() or given:
-                synth_config = SynthConfig(method=method, seed=seed, device=device, **given)
+            synth = SynthConfig(method=method, seed=seed, device=device, **given) if given else None
             base = ZeroShotConfig() if epochs is None else ZeroShotConfig().with_epochs(epochs)
-            zs_options = {
+            tune_options = {
                 "steps_per_epoch": steps_per_epoch,
                 "batch_size": batch_size,
                 "milestones": parse_int_list(milestones, "--milestones"),
             }
-            zero_shot = dataclasses.replace(
-                base, seed=seed, device=device, **{k: v for k, v in zs_options.items() if v is not None}
+            fine_tune = dataclasses.replace(
+                base, seed=seed, device=device, **{k: v for k, v in tune_options.items() if v is not None}
             )
+            plan = ZeroShotPlan(synthetic, synth, fine_tune, calib_synthetic)
         quant_recipe = build_recipe(recipe, bits, calibrator, add_inputs)
         main = detect_env().is_main
         with make_progress(main and not as_json) as progress:
@@ -314,17 +305,9 @@ def quantize_command(
                 out,
                 method=method,
                 recipe=quant_recipe,
-                calib=calib,
-                calib_split=calib_split or "train",
-                num_images=DEFAULT_NUM_IMAGES if num_images is None else num_images,
-                batch_size=DEFAULT_PTQ_BATCH if batch_size is None else batch_size,
-                workers=workers,
-                seed=seed,
+                calib=ptq_data,
+                zero_shot=plan,
                 device=device,
-                synthetic=synthetic,
-                synth_config=synth_config,
-                zero_shot=zero_shot,
-                calib_synthetic=calib_synthetic,
                 progress=QuantizeProgressView(progress),
             )
     if not main:

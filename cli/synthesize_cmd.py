@@ -14,21 +14,22 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.zeroshot.synthesize import SynthConfig
+from ..calibration.distributed import detect_env
+from ..calibration.zeroshot.config import SynthBatchEnd, SynthConfig, SynthEvent, SynthStep
+from ..calibration.zeroshot.grid import synthetic_grid_png
+from ..calibration.zeroshot.synthesize import synthesize_checkpoint
+from ..common.errors import QuantizationError
 from .common import Bar, field_default_help, make_progress, out_console, print_json, user_errors
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
     from ..calibration.zeroshot.data import SyntheticData
-    from ..calibration.zeroshot.synthesize import SynthEvent
 
 _default = functools.partial(field_default_help, SynthConfig)
 
 
 def _qualities(value: str | None) -> tuple[int, int] | None:
-    from ..common.errors import QuantizationError
-
     if value is None:
         return None
     try:
@@ -48,8 +49,6 @@ class SynthProgressView:
         self.steps = Bar(progress)
 
     def __call__(self, event: SynthEvent) -> None:
-        from ..calibration.zeroshot.synthesize import SynthBatchEnd, SynthStep
-
         if isinstance(event, SynthStep):
             self.steps.follow(event.batch, f"batch {event.batch + 1}", event.iterations)
             self.steps.update(
@@ -147,10 +146,6 @@ def synthesize_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Make synthetic calibration images from CKPT alone (no data), for `dctq quantize --method intraq`."""
-    from ..calibration.distributed import detect_env
-    from ..calibration.zeroshot.grid import synthetic_grid_png
-    from ..calibration.zeroshot.synthesize import synthesize_checkpoint
-
     with user_errors(ctx):
         options = {
             "num": num,

@@ -18,8 +18,7 @@ from dctq.calibration.quant.recipe import PRESETS, LayerRule, QuantRecipe
 from dctq.calibration.train.config import TrainConfig
 from dctq.calibration.workflow.data import calibration_loader, check_same_options
 from dctq.calibration.zeroshot.config import SynthConfig, ZeroShotConfig
-from dctq.calibration.zeroshot.data import SyntheticData, save_synthetic
-from dctq.calibration.zeroshot.synthesize import _resume_from
+from dctq.calibration.zeroshot.data import SyntheticData, load_resumable, save_synthetic
 from dctq.common.config import RESERVED, Config
 from dctq.common.errors import ConfigError, DataError, QuantizationConfigError, QuantizationError
 from dctq.models.checkpoint import LoadedCheckpoint
@@ -266,13 +265,13 @@ def test_synthetic_files_old_and_new_compare_field_by_field(tmp_path, form):
     config = SynthConfig(num=8, batch_size=4, iterations=3)
     path = tmp_path / "s.pt"
     _synthetic_file(path, OLD_SYNTH if form == "old" else config.to_dict())
-    check_same_options(path, dataclasses.replace(config, device="cpu", log_every=1))  # resumable changes
-    resumed = _resume_from(path, True, config.to_dict(), {"fingerprint": "f00"})
+    check_same_options(path, dataclasses.replace(config, device="cpu", log_every=1), "f00", 1)  # resumable
+    resumed = load_resumable(path, True, config.to_dict(), "f00")
     assert resumed is not None and resumed.done_batches == 1
     with pytest.raises(DataError, match=r"other options \(iterations: file 3 vs now 4\)"):
-        check_same_options(path, dataclasses.replace(config, iterations=4))
+        check_same_options(path, dataclasses.replace(config, iterations=4), "f00", 1)
     with pytest.raises(DataError, match=r"other options \(seed: file 0 vs now 1\)"):
-        _resume_from(path, True, dataclasses.replace(config, seed=1).to_dict(), {"fingerprint": "f00"})
+        load_resumable(path, True, dataclasses.replace(config, seed=1).to_dict(), "f00")
 
 
 def test_calibration_split_reads_the_saved_train_config(tmp_path):

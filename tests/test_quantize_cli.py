@@ -3,6 +3,7 @@ through load_checkpoint, clear errors for bad usage."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,11 +19,12 @@ from dctq.calibration.calibrators.registry import CALIBRATORS
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
 from dctq.calibration.quant.model import calibrate, iter_quantizers, quantize_model, recipe_of
-from dctq.calibration.quant.recipe import PRESETS, QuantRecipe
+from dctq.calibration.quant.recipe import PRESETS, QuantRecipe, build_recipe, parse_bits
 from dctq.calibration.train.config import TrainConfig
 from dctq.calibration.train.data import make_dataset, split_data
-from dctq.calibration.workflow.quantize import build_recipe, parse_bits, quantize_checkpoint
-from dctq.calibration.zeroshot.config import SynthConfig
+from dctq.calibration.workflow.plan import PtqData, ZeroShotPlan
+from dctq.calibration.workflow.quantize import quantize_checkpoint
+from dctq.calibration.zeroshot.config import SynthConfig, ZeroShotConfig
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.synthesize import synthesize_checkpoint
 from dctq.cli import quantize_cmd
@@ -122,8 +124,8 @@ def test_ptq_checkpoint_reloads_as_the_quantized_model(fp_ckpt, jpeg_folder, tmp
     assert [p.name for p in out.parent.iterdir()] == ["q.pt"]  # written atomically, nothing left over
 
     memory = quantize_checkpoint(
-        fp_ckpt, None, recipe=build_recipe(calibrator=calibrator), calib=jpeg_folder, calib_split="all",
-        batch_size=4, device="cpu",
+        fp_ckpt, None, recipe=build_recipe(calibrator=calibrator), calib=PtqData(jpeg_folder, split="all",
+        batch_size=4), device="cpu",
     )  # fmt: skip
     loaded = load_checkpoint(out)
     assert recipe_of(loaded.model) == memory.recipe and loaded.class_names == ["cat", "dog"]
@@ -151,7 +153,10 @@ def test_ptq_checkpoint_reloads_as_the_quantized_model(fp_ckpt, jpeg_folder, tmp
 def test_quantized_file_is_plain_data_and_records_how_it_was_made(fp_ckpt, jpeg_folder, tmp_path):
     out = tmp_path / "q.pt"
     result = quantize_checkpoint(
-        fp_ckpt, out, recipe=build_recipe(bits="w4a4"), calib=jpeg_folder, num_images=5, batch_size=2, seed=3
+        fp_ckpt,
+        out,
+        recipe=build_recipe(bits="w4a4"),
+        calib=PtqData(jpeg_folder, num_images=5, batch_size=2, seed=3),
     )
     payload = torch.load(out, weights_only=True)
     extra = payload["extra"]
@@ -173,7 +178,9 @@ def test_models_load_quantized_checkpoints_without_importing_calibration_first(
     fp_ckpt, jpeg_folder, tmp_path
 ):
     out = tmp_path / "q.pt"
-    quantize_checkpoint(fp_ckpt, out, recipe=build_recipe("int8-max"), calib=jpeg_folder, calib_split="all")
+    quantize_checkpoint(
+        fp_ckpt, out, recipe=build_recipe("int8-max"), calib=PtqData(jpeg_folder, split="all")
+    )
     code = textwrap.dedent(f"""
         import sys
         import dctq.models
@@ -342,6 +349,73 @@ def test_bad_usage_exits_1_with_a_clear_message(fp_ckpt, jpeg_folder, tmp_path, 
     assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "method", "calib", "plan"),
+    [
+        ([], "ptq", False, None),
+        (["--method", "gptq"], "gptq", False, None),
+        (["--method", "intraq", "--calib", "{data}"], "intraq", True, None),
+        (["--method", "bnstats", "--calib", "{data}", "--epochs", "2"], "bnstats", True, None),
+        (["--calib", "{data}", "--epochs", "2"], "ptq", True, {"fine_tune": {"epochs": 2}}),
+        (["--calib", "{data}", "--milestones", "3"], "ptq", True, {"fine_tune": {"milestones": (3,)}}),
+        (
+            ["--calib", "{data}", "--calib-synthetic", "{tmp}/c.pt", "--synthetic", "{tmp}/s.pt"],
+            "ptq",
+            True,
+            {"synthetic": "{tmp}/s.pt", "calib_synthetic": "{tmp}/c.pt"},
+        ),
+        (
+            ["--calib", "{data}", "--num-synthetic", "16", "--steps-per-epoch", "5", "--epochs", "4"],
+            "ptq",
+            True,
+            {"synth": {"num": 16}, "fine_tune": {"steps_per_epoch": 5, "epochs": 4}},
+        ),
+        (["--epochs", "3"], "ptq", False, {"fine_tune": {"epochs": 3}}),
+    ],
+)
+def test_cli_and_library_refuse_the_same_combinations_with_the_same_message(
+    fp_ckpt, jpeg_folder, tmp_path, flags, method, calib, plan
+):
+    """One set of option rules (workflow.plan.check_plan): the CLI checks the flags it was given, the
+    library the flags its arguments stand for, and both say the same."""
+    fill = {"data": jpeg_folder, "tmp": tmp_path}
+    out = tmp_path / "q.pt"
+    result = runner.invoke(
+        APP, ["quantize", str(fp_ckpt), "--out", str(out), *(a.format(**fill) for a in flags)]
+    )
+    assert result.exit_code == 1, result.output
+    zero_shot = None
+    if plan is not None:
+        parts = {k: v.format(**fill) if isinstance(v, str) else v for k, v in plan.items()}
+        tune = parts.pop("fine_tune", {})
+        base = ZeroShotConfig().with_epochs(tune.pop("epochs")) if "epochs" in tune else ZeroShotConfig()
+        zero_shot = ZeroShotPlan(
+            synth=SynthConfig(**parts.pop("synth")) if "synth" in parts else None,
+            fine_tune=dataclasses.replace(base, **tune),
+            **parts,
+        )
+    with pytest.raises(QuantizationError) as library:
+        quantize_checkpoint(
+            fp_ckpt,
+            out,
+            method=method,
+            calib=PtqData(jpeg_folder) if calib else None,
+            zero_shot=zero_shot,
+        )
+    assert f"error: {library.value}" in " ".join(result.output.split()) and not out.exists()
+
+
+def test_the_plan_types_are_named_when_a_caller_passes_old_style_values(fp_ckpt, jpeg_folder, tmp_path):
+    with pytest.raises(QuantizationError, match=r"calib takes PtqData\(source"):
+        quantize_checkpoint(fp_ckpt, tmp_path / "q.pt", calib=jpeg_folder)
+    with pytest.raises(QuantizationError, match=r"zero_shot takes ZeroShotPlan\(synthetic"):
+        quantize_checkpoint(fp_ckpt, tmp_path / "q.pt", method="intraq", zero_shot=ZeroShotConfig())
+    plan = ZeroShotPlan(synth=SynthConfig(method="intraq", num=2, batch_size=2, iterations=1))
+    with pytest.raises(QuantizationError, match="SynthConfig\\(method='bnstats'"):
+        quantize_checkpoint(fp_ckpt, tmp_path / "q.pt", method="bnstats", zero_shot=plan)
+    assert not (tmp_path / "q.pt").exists()
 
 
 def test_bad_checkpoints_exit_1(fp_ckpt, jpeg_folder, tmp_path):

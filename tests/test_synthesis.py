@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -15,6 +16,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dctq.calibration.qsam.qac import ijg_qt
+from dctq.calibration.workflow.data import check_same_options, reused_synthetic
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.grid import decode_samples, synthetic_grid_png
 from dctq.calibration.zeroshot.images import (
@@ -283,6 +285,87 @@ def test_resume_after_a_kill_equals_a_straight_run_and_same_seed_same_file(dct_t
     assert torch.equal(counts, straight.tensors["label"].bincount(minlength=3))
     other = synthesize(dct_teacher, _cfg(num=4, batch_size=4, iterations=3, seed=1))
     assert not torch.equal(other.tensors["y"], straight.tensors["y"][:4])
+
+
+def _partial_file(teacher, cfg, path):
+    """A synthetic file killed after its first batch."""
+
+    class Killed(Exception):
+        pass
+
+    def kill(event):
+        if isinstance(event, SynthBatchEnd):
+            raise Killed
+
+    with pytest.raises(Killed):
+        synthesize(teacher, cfg, path, progress=kill)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        ({}, None),
+        ({"device": "auto", "log_every": 3}, None),  # RESUMABLE_CHANGES: they change nothing computed
+        ({"iterations": 5}, "iterations: file 3 vs now 5"),
+        ({"seed": 1, "num": 12}, "num: file 8 vs now 12, seed: file 0 vs now 1"),
+        ({"mdc": False}, "mdc: file True vs now False"),
+    ],
+)
+def test_resume_and_quantize_reuse_accept_and_refuse_the_same_changes(dct_teacher, tmp_path, change, refused):
+    """`dctq synthesize --resume` and `dctq quantize --synthetic FILE` with synthesis options run one
+    check (zeroshot.data.check_continuable); only the flags in the message differ."""
+    cfg = _cfg(num=8, batch_size=4, iterations=3)
+    path = _partial_file(dct_teacher, cfg, tmp_path / "s.pt")
+    now = dataclasses.replace(cfg, **change)
+    outcomes = []
+    for check in (
+        lambda: synthesize(dct_teacher, now, path, resume=True),
+        lambda: check_same_options(path, now, dct_teacher, world_size=1),
+    ):
+        try:
+            check()
+            outcomes.append(None)
+        except DataError as exc:
+            outcomes.append(str(exc))
+    if refused is None:
+        assert outcomes == [None, None]
+    else:
+        resume, reuse = outcomes
+        assert f"--resume: {path} was made with other options ({refused})" in resume
+        assert f"--synthetic {path} was made with other options ({refused})" in reuse
+
+
+def test_resume_and_reuse_refuse_a_file_of_another_teacher_alike(dct_teacher, tmp_path):
+    cfg = _cfg(num=8, batch_size=4, iterations=1)
+    path = _partial_file(dct_teacher, cfg, tmp_path / "s.pt")
+    other = tiny_dct_teacher()
+    with torch.no_grad():
+        other.fc.bias.add_(1.0)  # same architecture and options, other weights
+    why = f"{path} was synthesized from another model (weights differ); use that checkpoint"
+    with pytest.raises(DataError) as resume:
+        synthesize(other, cfg, path, resume=True)
+    with pytest.raises(DataError) as reuse:
+        check_same_options(path, cfg, other, world_size=1)
+    assert str(resume.value) == f"--resume: {why}" and str(reuse.value) == f"--synthetic {why}"
+    finished = synthesize(dct_teacher, cfg, path, resume=True)
+    assert finished.complete
+    with pytest.raises(DataError) as reused:
+        reused_synthetic(path, None, other)
+    assert str(reused.value) == why
+
+
+def test_quantize_reuse_compares_centre_every_as_the_run_rounds_it(dct_teacher, tmp_path):
+    """Under torchrun with W processes synthesize records centre_every rounded up to a multiple of W;
+    the quantize workflow's pre-check compares that rounded value, as the resume does (it used to
+    compare the value asked for and refuse a file that the resume accepts)."""
+    path = tmp_path / "s.pt"
+    synthesize(dct_teacher, _cfg(num=4, batch_size=4, iterations=1, centre_every=2), path)
+    assert load_synthetic(path).config["centre_every"] == 2
+    asked = _cfg(num=4, batch_size=4, iterations=1)  # centre_every 1: two processes make it 2
+    check_same_options(path, asked, dct_teacher, world_size=2)
+    with pytest.raises(DataError, match="centre_every: file 2 vs now 1"):
+        check_same_options(path, asked, dct_teacher, world_size=1)
 
 
 # ---------------------------------------------------------------------------------- grid and CLI

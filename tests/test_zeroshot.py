@@ -24,8 +24,8 @@ from dctq.calibration.zeroshot.config import ZeroShotConfig, ZeroShotEpochEnd, Z
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.distill import (
     augment_dct,
+    distill_on_synthetic,
     kd_loss,
-    quantize_zero_shot,
     step_indices,
     zero_shot_quantize,
 )
@@ -65,7 +65,7 @@ def test_zero_shot_runs_end_to_end_without_any_data(tmp_path, monkeypatch):
     data = load_synthetic(path)
     recipe = QuantRecipe(calibrator="max")
     events = []
-    student = zero_shot_quantize(teacher, recipe, data, _zs(), progress=events.append)
+    student = distill_on_synthetic(teacher, recipe, data, _zs(), progress=events.append)
 
     assert recipe_of(student) == recipe and not student.training
     assert all(q.state is QuantState.QUANTIZING for _, q in iter_quantizers(student))
@@ -82,7 +82,7 @@ def test_zero_shot_runs_end_to_end_without_any_data(tmp_path, monkeypatch):
 
 def test_epochs_zero_is_ptq_on_the_synthetic_set(teacher, synthetic):
     recipe = get_recipe("int8-max")
-    calibrated = zero_shot_quantize(teacher, recipe, synthetic, _zs(epochs=0, batch_size=4))
+    calibrated = distill_on_synthetic(teacher, recipe, synthetic, _zs(epochs=0, batch_size=4))
     reference = ptq(teacher, recipe, synthetic.batches(4))
     ref = reference.state_dict()
     for k, v in calibrated.state_dict().items():
@@ -94,18 +94,18 @@ def test_tuned_unfolded_then_folded_into_the_recipes_form(teacher, synthetic):
     exactly the layout (and recipe) of a folding quantize_model and saves/exports like PTQ output."""
     recipe = get_recipe("int8-max")
     events = []
-    student = zero_shot_quantize(
+    student = distill_on_synthetic(
         teacher, recipe, synthetic, _zs(epochs=1, steps_per_epoch=4), progress=events.append
     )
     assert not any(isinstance(m, nn.BatchNorm2d) for m in student.modules())
     assert recipe_of(student) == recipe
     assert set(student.state_dict()) == set(quantize_model(teacher, recipe).state_dict())
     # BN's affine did train: the student differs from the calibrated-only model.
-    calibrated = zero_shot_quantize(teacher, recipe, synthetic, _zs(epochs=0))
+    calibrated = distill_on_synthetic(teacher, recipe, synthetic, _zs(epochs=0))
     x = model_args(synthetic.batch(list(range(8))), torch.device("cpu"))
     with torch.no_grad():
         assert not torch.allclose(student(*x), calibrated(*x))
-    folded_tuning = zero_shot_quantize(teacher, recipe, synthetic, _zs(epochs=1, tune_unfolded=False))
+    folded_tuning = distill_on_synthetic(teacher, recipe, synthetic, _zs(epochs=1, tune_unfolded=False))
     assert set(folded_tuning.state_dict()) == set(student.state_dict())
 
 
@@ -138,17 +138,17 @@ def test_ranges_can_come_from_another_synthetic_set(teacher, synthetic):
     calibrated model equals PTQ on it, whatever set the (here: absent) fine-tuning would use."""
     recipe = get_recipe("int8-max")
     other = synthesize(teacher, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", seed=3))
-    calibrated = zero_shot_quantize(
+    calibrated = distill_on_synthetic(
         teacher, recipe, synthetic, _zs(epochs=0, batch_size=4), calib_synthetic=other
     )
     reference = ptq(teacher, recipe, other.batches(4)).state_dict()
-    own = zero_shot_quantize(teacher, recipe, synthetic, _zs(epochs=0, batch_size=4)).state_dict()
+    own = distill_on_synthetic(teacher, recipe, synthetic, _zs(epochs=0, batch_size=4)).state_dict()
     amax = [k for k in reference if k.endswith("input_quantizer.amax")]
     assert amax and all(torch.equal(calibrated.state_dict()[k], reference[k]) for k in amax)
     assert any(not torch.equal(own[k], reference[k]) for k in amax)
     with pytest.raises(QuantizationError, match="classes"):
         bad = create_model("dct_cifar_upsampling", num_classes=5, **TINY)
-        zero_shot_quantize(
+        distill_on_synthetic(
             teacher,
             None,
             synthetic,
@@ -160,7 +160,7 @@ def test_ranges_can_come_from_another_synthetic_set(teacher, synthetic):
 def test_fine_tuning_lowers_distillation_loss_and_weight_ranges_follow_weights(teacher, synthetic):
     events = []
     config = _zs(epochs=1, steps_per_epoch=40, lr=0.01, augment=False, log_every=1)
-    student = zero_shot_quantize(teacher, get_recipe("w4a4"), synthetic, config, progress=events.append)
+    student = distill_on_synthetic(teacher, get_recipe("w4a4"), synthetic, config, progress=events.append)
     kd = [e.kd for e in events if isinstance(e, ZeroShotStep)]
     assert len(kd) == 40
     assert sum(kd[-5:]) < 0.5 * sum(kd[:5])
@@ -237,17 +237,26 @@ def test_config_schedule_and_validation():
 def test_synthetic_set_of_another_model_is_refused(synthetic):
     rgb = create_model("resnet20", num_classes=3)
     with pytest.raises(QuantizationError, match="dct samples"):
-        zero_shot_quantize(rgb, None, synthetic, _zs())
+        distill_on_synthetic(rgb, None, synthetic, _zs())
     other = create_model("dct_cifar_upsampling", num_classes=5, **TINY)
     with pytest.raises(QuantizationError, match="3 classes"):
-        zero_shot_quantize(other, None, synthetic, _zs())
+        distill_on_synthetic(other, None, synthetic, _zs())
+
+
+def test_zero_shot_quantize_given_a_synthetic_set_names_distill_on_synthetic(teacher, synthetic):
+    """zero_shot_quantize used to take the synthetic set (now distill_on_synthetic's job): an old call
+    fails with the new name instead of a TypeError deep in synthesis."""
+    with pytest.raises(
+        QuantizationError, match=r"distill_on_synthetic\(teacher, recipe, synthetic, config\)"
+    ):
+        zero_shot_quantize(teacher, None, synthetic, _zs())
 
 
 def test_rgb_pipeline_bnstats_baseline(tmp_path):
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=3).eval()
     synth = SynthConfig(num=4, batch_size=4, iterations=2, method="bnstats", device="cpu")
-    student, data = quantize_zero_shot(
+    student, data = zero_shot_quantize(
         model,
         get_recipe("int8-max"),
         synth,
@@ -271,7 +280,7 @@ WORKER = textwrap.dedent(
     from dctq.calibration.distributed import DistEnv
     from dctq.calibration.quant.recipe import get_recipe
     from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
-    from dctq.calibration.zeroshot.distill import zero_shot_quantize
+    from dctq.calibration.zeroshot.distill import distill_on_synthetic
     from dctq.calibration.zeroshot.config import ZeroShotConfig
 
     sys.path.insert(0, sys.argv[2])
@@ -295,7 +304,7 @@ WORKER = textwrap.dedent(
         single = SynthConfig(num=10, batch_size=2, iterations=3, device="cpu", centre_every=2)
         synthesize(model, single, out / "single.pt", env=DistEnv())
     config = ZeroShotConfig(epochs=1, steps_per_epoch=2, batch_size=2, lr=0.01, device="cpu")
-    student = zero_shot_quantize(model, get_recipe("int8-max"), data, config)
+    student = distill_on_synthetic(model, get_recipe("int8-max"), data, config)
     torch.save(student.state_dict(), out / f"student-rank{rank}.pt")
     (out / f"made-rank{rank}.json").write_text(json.dumps(made))
     torch.distributed.destroy_process_group()
@@ -325,7 +334,7 @@ def test_two_cpu_processes_synthesize_disjoint_batches_and_train_one_model(tmp_p
 
     s0 = torch.load(tmp_path / "student-rank0.pt", weights_only=True)
     s1 = torch.load(tmp_path / "student-rank1.pt", weights_only=True)
-    calibrated = zero_shot_quantize(
+    calibrated = distill_on_synthetic(
         tiny_dct_teacher(), get_recipe("int8-max"), merged, _zs(epochs=0, batch_size=2)
     ).state_dict()
     assert s0.keys() == s1.keys() == calibrated.keys()

@@ -13,6 +13,7 @@ quantized checkpoint and sidecar has held since version 1; `from_dict()` is comm
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 from ...common.config import Config
 from ...common.errors import QuantizationConfigError, QuantizationError
-from ..calibrators.registry import CALIBRATORS, check_calibrator_args
+from ..calibrators.registry import CALIBRATORS, calibrator_class, check_calibrator_args
 
 ACTIONS = ("skip", "quantize")
 _SCALARS = (bool, int, float, str)
@@ -185,3 +186,54 @@ def get_recipe(name: str) -> QuantRecipe:
         return PRESETS[name]
     except KeyError:
         raise QuantizationError(f"unknown recipe {name!r}; presets: {', '.join(PRESETS)}") from None
+
+
+# ------------------------------------------------------------- `dctq quantize --recipe/--bits/--calibrator`
+
+
+def parse_bits(bits: str) -> tuple[int, int]:
+    """'w8a8' -> (8, 8), 'w4a4' -> (4, 4); widths 2..8. Raises QuantizationError naming --bits."""
+    text = bits.strip().lower()
+    try:
+        if not text.startswith("w") or "a" not in text:
+            raise ValueError
+        w, a = text[1:].split("a", 1)
+        weight_bits, act_bits = int(w), int(a)
+    except ValueError:
+        raise QuantizationError(f"--bits takes wNaM like w8a8, w5a5, w4a4 or w3a3, got {bits!r}") from None
+    if not (2 <= weight_bits <= 8 and 2 <= act_bits <= 8):
+        raise QuantizationError(f"--bits {bits}: weight and activation widths must be in 2..8")
+    return weight_bits, act_bits
+
+
+def build_recipe(
+    preset: str | None = None,
+    bits: str | None = None,
+    calibrator: str | None = None,
+    add_inputs: str | None = None,
+) -> QuantRecipe:
+    """The recipe of `dctq quantize --recipe PRESET --bits wNaM --calibrator NAME` (each optional).
+
+    Without a preset, `bits` picks the preset of that name when there is one (w4a4, w3a3), else
+    "int8" for w8a8 and the low-bit settings (MSE calibration, unsigned post-ReLU grids) below 8 bits.
+    `bits` then overrides the preset's widths (unsigned activation grids exactly when act_bits < 8),
+    and `calibrator` its calibrator (keeping the preset's calibrator options only for the same one);
+    `add_inputs` ("residual" or "both") which inputs of residual Adds are quantized.
+    Raises QuantizationError for an unknown preset, calibrator or bit width.
+    """
+    widths = parse_bits(bits) if bits is not None else None
+    if preset is not None:
+        base = get_recipe(preset)
+    elif widths is None or widths == (8, 8):
+        base = PRESETS["int8"]
+    else:
+        base = PRESETS.get(bits.strip().lower()) or QuantRecipe(calibrator="mse")  # type: ignore[union-attr]
+    changes: dict[str, Any] = {}
+    if widths is not None:
+        changes.update(weight_bits=widths[0], act_bits=widths[1], act_unsigned=widths[1] < 8)
+    if calibrator is not None and calibrator != base.calibrator:
+        calibrator_class(calibrator)  # an unknown name fails with close matches
+        changes.update(calibrator=calibrator, calibrator_args=())
+    if add_inputs is not None:
+        changes.update(add_inputs=add_inputs)
+    return dataclasses.replace(base, **changes) if changes else base

@@ -18,8 +18,9 @@ from ...jpeg.recompress import QualityPolicy
 from ...models.checkpoint import LoadedCheckpoint
 from ..train.config import TrainConfig
 from ..train.data import make_dataset, split_data
-from ..zeroshot.config import RESUMABLE_CHANGES, SynthConfig
-from ..zeroshot.data import SyntheticData, load_synthetic, teacher_fingerprint
+from ..zeroshot.config import SynthConfig
+from ..zeroshot.data import SyntheticData, check_continuable, check_teacher, load_synthetic
+from ..zeroshot.synthesize import run_config
 
 logger = logging.getLogger(__name__)
 
@@ -81,22 +82,19 @@ def reused_synthetic(path: Path, method: str | None, teacher: nn.Module) -> Synt
             f"{path} was synthesized with --method {made_by}, not {method}; pass --method {made_by} "
             "or synthesize a new file"
         )
-    if data.teacher.get("fingerprint") != teacher_fingerprint(teacher):
-        raise DataError(f"{path} was synthesized from another model (weights differ); use that checkpoint")
+    check_teacher(data, teacher, path)
     return data
 
 
-def check_same_options(path: Path, config: SynthConfig) -> None:
-    """Raise DataError when the (possibly partial) synthetic file was made with other options."""
-    # Through from_dict, so files written before SynthConfig's "type" key compare the same.
-    made = SynthConfig.from_dict(load_synthetic(path, allow_partial=True).config).to_dict()
-    now = config.to_dict()
-    changed = sorted(
-        k for k in set(made) | set(now) if k not in RESUMABLE_CHANGES and made.get(k) != now.get(k)
+def check_same_options(path: Path, config: SynthConfig, teacher: nn.Module | str, world_size: int) -> None:
+    """Raise DataError unless the (possibly partial) synthetic file at `path` can be continued or reused
+    by a run of `config` from `teacher` on `world_size` processes (synthesize's own resume check, with
+    `dctq quantize`'s flags in the message)."""
+    check_continuable(
+        load_synthetic(path, allow_partial=True),
+        run_config(config, world_size).to_dict(),
+        teacher,
+        path,
+        context="--synthetic ",
+        fix="leave out the synthesis options to reuse the file as it is, or give another --synthetic path",
     )
-    if changed:
-        details = ", ".join(f"{k}: file {made.get(k)!r} vs now {now.get(k)!r}" for k in changed)
-        raise DataError(
-            f"--synthetic {path} was made with other options ({details}); leave out the synthesis options "
-            "to reuse the file as it is, or give another --synthetic path"
-        )

@@ -1,4 +1,5 @@
-"""Synthetic calibration sets: the tensors, the file they live in, batches for calibration and training.
+"""Synthetic calibration sets: the tensors, the file they live in, batches for calibration and training,
+and the checks that a set fits a run (one copy each, used by synthesize, distill and the workflow).
 
 File (`torch.save` of a dict that `torch.load(weights_only=True)` reads), written atomically after
 every finished batch so that a killed run resumes from the last one:
@@ -18,17 +19,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import pickle
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ...common.errors import DataError
+from ...common.errors import DataError, QuantizationError
 from ...common.files import atomic_path
+from .config import RESUMABLE_CHANGES, SynthConfig
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "dctq.synthetic"
 VERSION = 1
@@ -168,3 +173,98 @@ def load_synthetic(path: Path | str, *, allow_partial: bool = False) -> Syntheti
             "continue it with `dctq synthesize CKPT --out FILE --resume` (same options)"
         )
     return data
+
+
+# ------------------------------------------------------------------------ does a set fit this run
+
+
+def changed_options(
+    saved: Mapping[str, Any], now: Mapping[str, Any], resumable: Collection[str] = RESUMABLE_CHANGES
+) -> list[str]:
+    """ "name: file X vs now Y" for every option, in name order, whose value differs between a synthetic
+    file's config (`saved`: SyntheticData.config) and a run's (`now`: SynthConfig.to_dict()); options in
+    `resumable` (device, log_every: they do not change what is computed) are ignored. [] when none.
+    """
+    changed = sorted(k for k in set(saved) | set(now) if k not in resumable and saved.get(k) != now.get(k))
+    return [f"{k}: file {saved.get(k)!r} vs now {now.get(k)!r}" for k in changed]
+
+
+def check_teacher(
+    data: SyntheticData, teacher: nn.Module | str, path: Path | str, *, context: str = ""
+) -> None:
+    """Raise DataError unless the synthetic set `data` (read from `path`) was synthesized from `teacher`
+    (the model, or its teacher_fingerprint). `context` starts the message (the flag being acted on).
+    """
+    fingerprint = teacher if isinstance(teacher, str) else teacher_fingerprint(teacher)
+    if data.teacher.get("fingerprint") != fingerprint:
+        raise DataError(
+            f"{context}{path} was synthesized from another model (weights differ); use that checkpoint"
+        )
+
+
+def check_continuable(
+    data: SyntheticData,
+    config: Mapping[str, Any],
+    teacher: nn.Module | str,
+    path: Path | str,
+    *,
+    context: str,
+    fix: str,
+) -> None:
+    """Raise DataError unless a run with `config` (SynthConfig.to_dict(), centre_every as the run makes
+    it) from `teacher` may continue or reuse the synthetic file `data` read from `path`: the same options
+    up to RESUMABLE_CHANGES (changed_options) and the same teacher weights (check_teacher).
+
+    context: starts the message (the flag being acted on, e.g. "--resume: "); fix: ends it (what to do).
+    """
+    # Through from_dict, so files written before SynthConfig gained its "type" key compare the same.
+    changed = changed_options(SynthConfig.from_dict(data.config).to_dict(), config)
+    if changed:
+        raise DataError(f"{context}{path} was made with other options ({', '.join(changed)}); {fix}")
+    check_teacher(data, teacher, path, context=context)
+
+
+def load_resumable(
+    path: Path | None, resume: bool, config: Mapping[str, Any], teacher: nn.Module | str
+) -> SyntheticData | None:
+    """The partial (or finished) synthetic file `path` that a run with `config` (SynthConfig.to_dict())
+    from `teacher` (the model or its fingerprint) continues, None to start afresh (no path, or none yet).
+
+    Raises DataError when the file exists without `resume`, and what load_synthetic and
+    check_continuable raise.
+    """
+    if path is None or not path.exists():
+        if resume and path is not None:
+            logger.info("--resume: %s does not exist yet; starting afresh", path)
+        return None
+    if not resume:
+        raise DataError(f"{path} already exists; pass --resume to continue it, or choose another --out")
+    data = load_synthetic(path, allow_partial=True)
+    check_continuable(
+        data,
+        config,
+        teacher,
+        path,
+        context="--resume: ",
+        fix="use the same options (and number of processes, which sets centre_every) or another --out",
+    )
+    logger.info("resuming %s after batch %d of %d", path, data.done_batches, data.num_batches)
+    return data
+
+
+def check_fits(data: SyntheticData, model: nn.Module) -> None:
+    """Raise QuantizationError unless `data` can feed `model`: the same input kind ("dct"/"rgb") and
+    class count (when the model declares them), and at least one sample."""
+    kind = getattr(model, "input_kind", None)
+    if kind is not None and kind != data.kind:
+        raise QuantizationError(
+            f"the synthetic set holds {data.kind} samples but the model reads {kind} input"
+        )
+    classes = getattr(model, "num_classes", None)
+    if classes is not None and classes != data.num_classes:
+        raise QuantizationError(
+            f"the synthetic set was made for {data.num_classes} classes, the model has {classes}; "
+            "synthesize from this model"
+        )
+    if len(data) == 0:
+        raise QuantizationError("the synthetic set is empty")

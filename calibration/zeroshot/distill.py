@@ -1,6 +1,7 @@
 """Zero-shot quantization: calibrate on synthetic data, then distil the FP teacher into the fake-quant student.
 
-`zero_shot_quantize(teacher, recipe, synthetic, ZeroShotConfig())` (METHODS.md section 3, IntraQ):
+`distill_on_synthetic(teacher, recipe, synthetic, ZeroShotConfig())` (METHODS.md section 3, IntraQ;
+`zero_shot_quantize(teacher, recipe, SynthConfig(), ZeroShotConfig())` synthesizes the set first):
 1. `quantize_model(teacher, recipe)` (a copy; BN folded when recipe.fold_bn, the default) and
    `calibrate` its activation ranges on the synthetic set, unaugmented. IntraQ calibrated with a GDFQ
    generator's images during 4 warm-up epochs; METHODS calls calibrating on the IntraQ images the
@@ -41,13 +42,14 @@ from ...common.errors import QuantizationError
 from ...common.seeding import mix_seed
 from ...jpeg.geometry import center_crop_or_pad, hflip
 from .. import distributed as dd
+from ..frozen import frozen_eval
 from ..ptq import model_args
 from ..quant.model import calibrate, calibrate_weights, fold_quantized_bn, quantize_model
 from ..quant.recipe import QuantRecipe
 from .config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent, ZeroShotStep
-from .data import SyntheticData
+from .data import SyntheticData, check_fits
 from .images import random_resized_crop_flip
-from .synthesize import SynthConfig, SynthEvent, frozen_eval, synthesize
+from .synthesize import SynthConfig, SynthEvent, synthesize
 
 logger = logging.getLogger(__name__)
 
@@ -118,23 +120,7 @@ def step_indices(n: int, epoch: int, steps: int, batch: int, env: dd.DistEnv, se
     return stream.reshape(steps, env.world_size, batch)[:, env.rank]
 
 
-def _check_data(teacher: nn.Module, synthetic: SyntheticData) -> None:
-    kind = getattr(teacher, "input_kind", None)
-    if kind is not None and kind != synthetic.kind:
-        raise QuantizationError(
-            f"the synthetic set holds {synthetic.kind} samples but the model reads {kind} input"
-        )
-    classes = getattr(teacher, "num_classes", None)
-    if classes is not None and classes != synthetic.num_classes:
-        raise QuantizationError(
-            f"the synthetic set was made for {synthetic.num_classes} classes, the model has {classes}; "
-            "synthesize from this model"
-        )
-    if len(synthetic) == 0:
-        raise QuantizationError("the synthetic set is empty")
-
-
-def zero_shot_quantize(
+def distill_on_synthetic(
     teacher: nn.Module,
     recipe: QuantRecipe | None,
     synthetic: SyntheticData,
@@ -158,10 +144,10 @@ def zero_shot_quantize(
     """
     config = config or ZeroShotConfig()
     env = env or dd.detect_env()
-    _check_data(teacher, synthetic)
+    check_fits(synthetic, teacher)
     calib_set = synthetic if calib_synthetic is None else calib_synthetic
     if calib_synthetic is not None:
-        _check_data(teacher, calib_synthetic)
+        check_fits(calib_synthetic, teacher)
     device = dd.resolve_device(config.device, env)
     teacher.to(device)
     recipe = recipe or QuantRecipe()
@@ -248,7 +234,7 @@ def _fine_tune(
         )
 
 
-def quantize_zero_shot(
+def zero_shot_quantize(
     teacher: nn.Module,
     recipe: QuantRecipe | None = None,
     synth_config: SynthConfig | None = None,
@@ -261,12 +247,21 @@ def quantize_zero_shot(
     progress: Callable[[SynthEvent | ZeroShotEvent], None] | None = None,
     calib_synthetic: SyntheticData | None = None,
 ) -> tuple[nn.Module, SyntheticData]:
-    """Synthesize (or resume `synthetic_out`) with `synth_config`, then `zero_shot_quantize`
-    (activation ranges from `calib_synthetic` when given).
+    """Zero-shot quantization from the model alone: synthesize (or resume `synthetic_out`) with
+    `synth_config`, then `distill_on_synthetic` (activation ranges from `calib_synthetic` when given).
 
     synth_config.method picks IntraQ ("intraq") or the BN-statistics baseline ("bnstats"); both are
     fine-tuned the same way, so the comparison isolates the data. Returns (student, synthetic set).
+    Raises QuantizationError when synth_config is not a SynthConfig (a SyntheticData belongs to
+    distill_on_synthetic), and what synthesize and distill_on_synthetic raise.
     """
+    if synth_config is not None and not isinstance(synth_config, SynthConfig):
+        # The name used to mean today's distill_on_synthetic(teacher, recipe, synthetic, config).
+        raise QuantizationError(
+            f"zero_shot_quantize synthesizes its own set from a SynthConfig, got {type(synth_config).__name__}; "
+            "to calibrate and fine-tune on a synthetic set you already have, call "
+            "distill_on_synthetic(teacher, recipe, synthetic, config)"
+        )
     env = dd.detect_env()
     device = dd.resolve_device((synth_config or SynthConfig()).device, env)
     # One process group for both stages (torchrun's rendezvous does not expect a second init).
@@ -281,7 +276,7 @@ def quantize_zero_shot(
             progress=progress,  # type: ignore[arg-type]
             env=env,
         )
-        student = zero_shot_quantize(
+        student = distill_on_synthetic(
             teacher,
             recipe,
             synthetic,

@@ -3,11 +3,11 @@
 `synthesize(teacher, SynthConfig(), out)` makes `num` images in batches. Per batch (METHODS.md section 3):
 labels uniform, IJG qualities uniform in `qualities` (DCT models see the quantized coefficients a JPEG of
 that quality would hold), images N(0, 1) in the model's normalised input space (normalised RGB for RGB
-models; for DCT models the stem-normalised coefficients by default, see synth_params for why and for the
+models; for DCT models the stem-normalised coefficients by default, see images.py for why and for the
 pixel alternative `dct_space="pixels"`), optimised with Adam(lr 0.5) and
 ReduceLROnPlateau(patience 50, factor 0.1, min_lr 1e-4) on the total loss for `iterations` steps of
 
-    L = L_BNS + L_SIL + L_MDC          (method "intraq"; synth_losses)
+    L = L_BNS + L_SIL + L_MDC          (method "intraq"; losses.py)
 
 with local object reinforcement: with probability 1/2 per step the whole batch passes through per-image
 RandomResizedCrop(scale (0.5, 1), ratio (3/4, 4/3)) + horizontal flip, in pixel space before any DCT.
@@ -39,16 +39,18 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from ...common.errors import DataError, DctqError, QuantizationError
+from ...common.errors import DctqError, QuantizationError
 from ...common.seeding import mix_seed
+from ...models.checkpoint import load_checkpoint
 from .. import distributed as dd
-from .config import RESUMABLE_CHANGES, SynthBatchEnd, SynthConfig, SynthEvent, SynthStep
+from ..frozen import frozen_eval
+from .config import SynthBatchEnd, SynthConfig, SynthEvent, SynthStep
 from .data import (
     KEYS,
     SyntheticData,
-    load_synthetic,
+    load_resumable,
     merge_batches,
     save_synthetic,
     teacher_fingerprint,
@@ -70,8 +72,8 @@ __all__ = [
     "SynthEvent",
     "SynthStep",
     "SyntheticData",
-    "frozen_eval",
     "round_size",
+    "run_config",
     "synthesize",
     "synthesize_checkpoint",
 ]
@@ -90,6 +92,13 @@ def round_size(centre_every: int, world_size: int) -> int:
     return world_size * math.ceil(centre_every / world_size)
 
 
+def run_config(config: SynthConfig, world_size: int) -> SynthConfig:
+    """`config` as a run on `world_size` processes makes it (and records it in the file): centre_every
+    rounded up to a multiple of world_size."""
+    rounded = round_size(config.centre_every, world_size)
+    return config if rounded == config.centre_every else dataclasses.replace(config, centre_every=rounded)
+
+
 def _model_facts(teacher: nn.Module) -> tuple[str, int, int]:
     kind = getattr(teacher, "input_kind", None)
     size = getattr(teacher, "input_size", None)
@@ -104,25 +113,9 @@ def _model_facts(teacher: nn.Module) -> tuple[str, int, int]:
     return kind, size, classes
 
 
-@contextlib.contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the duration (restored after)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    training = model.training
-    for p, _ in flags:
-        p.requires_grad_(False)
-    model.eval()
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(training)
-
-
 @dataclass
 class _Job:
-    """What every batch of one run shares."""
+    """What every batch of one run shares. progress: the caller's, on rank 0 only (else None)."""
 
     teacher: nn.Module
     config: SynthConfig
@@ -133,7 +126,22 @@ class _Job:
     bn: BnStatsHooks
     features: FeatureHook | None
     bank: CentreBank
-    on_step: Callable[[SynthStep], None] | None
+    progress: Callable[[SynthEvent], None] | None
+    class_names: list[str]
+    meta: dict[str, Any]
+
+
+@dataclass
+class _Made:
+    """What a run holds so far: the finished batches' samples (loader-style dicts) and losses, the MDC
+    centres, how many batches are done, and the newest SyntheticData (the resumed file until a round
+    ends)."""
+
+    batches: list[dict[str, Tensor]]
+    losses: list[dict[str, float]]
+    bank: CentreBank
+    done: int = 0
+    data: SyntheticData | None = None
 
 
 def _make_batch(job: _Job, b: int) -> dict[str, Any]:
@@ -176,9 +184,9 @@ def _make_batch(job: _Job, b: int) -> dict[str, Any]:
         parts = {
             k: float(v.detach()) for k, v in (("loss", total), ("bns", bns), ("label", label), ("mdc", mdc))
         }
-        if job.on_step is not None and (it % cfg.log_every == 0 or it == cfg.iterations):
+        if job.progress is not None and (it % cfg.log_every == 0 or it == cfg.iterations):
             lr = optimizer.param_groups[0]["lr"]
-            job.on_step(SynthStep(b, it, cfg.iterations, lr=lr, lor=crop is not None, **parts))
+            job.progress(SynthStep(b, it, cfg.iterations, lr=lr, lor=crop is not None, **parts))
     result: dict[str, Any] = {"batch": b, "losses": {"batch": b, **parts}}
     with torch.no_grad():
         job.bn.enabled = False
@@ -211,30 +219,73 @@ def _broadcast(obj: Any, env: dd.DistEnv) -> Any:
     return box[0]
 
 
-def _resume_from(
-    path: Path | None, resume: bool, config: dict[str, Any], teacher: dict[str, Any]
-) -> SyntheticData | None:
-    """The partial data of an earlier run to continue, None to start afresh (rank 0 only)."""
-    if path is None or not path.exists():
-        if resume and path is not None:
-            logger.info("--resume: %s does not exist yet; starting afresh", path)
-        return None
-    if not resume:
-        raise DataError(f"{path} already exists; pass --resume to continue it, or choose another --out")
-    data = load_synthetic(path, allow_partial=True)
-    made = SynthConfig.from_dict(data.config).to_dict()  # files from before the "type" key read the same
-    changed = sorted(
-        k for k in set(config) | set(made) if k not in RESUMABLE_CHANGES and config.get(k) != made.get(k)
+def _start_or_resume(
+    path: Path | None, resume: bool, config: SynthConfig, meta: dict[str, Any], env: dd.DistEnv
+) -> _Made:
+    """Rank 0 decides what to continue (load_resumable) and every rank receives it; so does an error, or
+    the other ranks would wait forever in the first gather."""
+    start: SyntheticData | DctqError | None = None
+    if env.is_main:
+        try:
+            start = load_resumable(path, resume, config.to_dict(), meta["fingerprint"])
+        except DctqError as exc:
+            start = exc
+    start = _broadcast(start, env)
+    if isinstance(start, DctqError):
+        raise start
+    bank = CentreBank(meta["num_classes"], config.centre_every)
+    if start is None:
+        return _Made([], [], bank)
+    if start.state.get("centres"):
+        bank.load_state_dict(start.state["centres"])
+    size = config.batch_size
+    batches = [start.batch(slice(i * size, (i + 1) * size)) for i in range(start.done_batches)]
+    return _Made(batches, list(start.batch_losses), bank, start.done_batches, start)
+
+
+@contextlib.contextmanager
+def _hooked(teacher: nn.Module, kind: str, mdc: bool) -> Iterator[tuple[BnStatsHooks, FeatureHook | None]]:
+    """The teacher frozen in eval mode with the L_BNS hooks (the DCT stem's layers left out) and, for
+    MDC, the feature hook on its head attached; all removed after."""
+    with (
+        frozen_eval(teacher),
+        BnStatsHooks(teacher, ("stem.",) if kind == "dct" else ()) as bn,
+        FeatureHook(teacher) if mdc else contextlib.nullcontext() as features,
+    ):
+        yield bn, features
+
+
+def _round(job: _Job, made: _Made, first: int, env: dd.DistEnv) -> list[dict[str, Any]]:
+    """Batches first .. first + W - 1: rank r makes batch first + r (when it exists), every rank receives
+    them all (in batch order) and merges them into `made` (samples, losses, MDC centres). Returns the
+    round's _make_batch results."""
+    num_batches = job.config.num_batches
+    mine = first + env.rank
+    results = _gather(_make_batch(job, mine) if mine < num_batches else None, env)
+    for r in results:
+        made.batches.append(r["samples"])
+        made.losses.append(r["losses"])
+        if job.config.mdc:
+            made.bank.add_batch(r["batch"], r["sums"], r["counts"])
+    made.done = min(first + env.world_size, num_batches)
+    return results
+
+
+def _write(job: _Job, made: _Made, path: Path | None, env: dd.DistEnv) -> SyntheticData:
+    """The set as it stands after a round; rank 0 saves it to `path` (atomically) when there is one."""
+    data = SyntheticData(
+        kind=job.kind,
+        tensors=merge_batches(made.batches, job.kind),
+        config=job.config.to_dict(),
+        class_names=job.class_names,
+        done_batches=made.done,
+        num_batches=job.config.num_batches,
+        teacher=job.meta,
+        batch_losses=list(made.losses),
+        state={"centres": made.bank.state_dict()} if job.config.mdc else {},
     )
-    if changed:
-        details = ", ".join(f"{k}: file {made.get(k)!r} vs now {config.get(k)!r}" for k in changed)
-        raise DataError(
-            f"--resume: {path} was made with other options ({details}); use the same options "
-            "(and number of processes, which sets centre_every) or another --out"
-        )
-    if data.teacher.get("fingerprint") != teacher["fingerprint"]:
-        raise DataError(f"--resume: {path} was made from another model (weights differ); use that checkpoint")
-    logger.info("resuming %s after batch %d of %d", path, data.done_batches, data.num_batches)
+    if env.is_main and path is not None:
+        save_synthetic(path, data)
     return data
 
 
@@ -254,7 +305,8 @@ def synthesize(
 ) -> SyntheticData:
     """Make a synthetic calibration set from `teacher` (a dctq model: input_kind/input_size/num_classes).
 
-    out: file written after every batch (atomically; see synth_data), None keeps it in memory only.
+    out: file written after every round of batches (atomically; see zeroshot/data.py), None keeps it in
+        memory only.
     resume: continue `out` from its last finished batch (a missing file starts afresh); options other
         than device/log_every must match. class_names / arch: recorded in the file.
     progress: receives SynthStep / SynthBatchEnd events (rank 0 only). env: the process layout
@@ -269,12 +321,11 @@ def synthesize(
     env = env or dd.detect_env()
     kind, size, num_classes = _model_facts(teacher)
     device = dd.resolve_device(config.device, env)
-    rounds = round_size(config.centre_every, env.world_size)
-    if rounds != config.centre_every:
+    asked, config = config.centre_every, run_config(config, env.world_size)
+    if config.centre_every != asked:
         logger.warning(
-            "centre_every %d -> %d (a multiple of %d processes)", config.centre_every, rounds, env.world_size
+            "centre_every %d -> %d (a multiple of %d processes)", asked, config.centre_every, env.world_size
         )
-        config = dataclasses.replace(config, centre_every=rounds)
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise QuantizationError(f"{len(names)} class names for a model with {num_classes} outputs")
@@ -286,72 +337,30 @@ def synthesize(
         "input_size": size,
         "fingerprint": teacher_fingerprint(teacher),
     }
-    num_batches = config.num_batches
+    report = progress if env.is_main else None
     with dd.process_group(device, env):
-        start: SyntheticData | DctqError | None = None
-        if env.is_main:
-            try:
-                start = _resume_from(path, resume, config.to_dict(), meta)
-            except DctqError as exc:  # every rank must learn of it, or the others wait forever
-                start = exc
-        start = _broadcast(start, env)
-        if isinstance(start, DctqError):
-            raise start
-        batches = (
-            [
-                start.batch(slice(i * config.batch_size, (i + 1) * config.batch_size))
-                for i in range(start.done_batches)
-            ]
-            if start
-            else []
-        )
-        losses = list(start.batch_losses) if start else []
-        done = start.done_batches if start else 0
-        data = start
-        bank = CentreBank(num_classes, config.centre_every)
-        if start and start.state.get("centres"):
-            bank.load_state_dict(start.state["centres"])
-        on_step = progress if (progress is not None and env.is_main) else None
-        with (
-            frozen_eval(teacher),
-            BnStatsHooks(teacher, ("stem.",) if kind == "dct" else ()) as bn,
-            FeatureHook(teacher) if config.mdc else contextlib.nullcontext() as features,
-        ):
-            job = _Job(teacher, config, kind, size, num_classes, device, bn, features, bank, on_step)  # type: ignore[arg-type]
-            for first in range(done, num_batches, env.world_size):
+        made = _start_or_resume(path, resume, config, meta, env)
+        with _hooked(teacher, kind, config.mdc) as (bn, features):
+            job = _Job(
+                teacher, config, kind, size, num_classes, device, bn, features, made.bank, report, names, meta
+            )
+            for first in range(made.done, config.num_batches, env.world_size):
                 tick = time.perf_counter()
-                mine = first + env.rank
-                results = _gather(_make_batch(job, mine) if mine < num_batches else None, env)
-                for r in results:
-                    batches.append(r["samples"])
-                    losses.append(r["losses"])
-                    if config.mdc:
-                        bank.add_batch(r["batch"], r["sums"], r["counts"])
-                done = min(first + env.world_size, num_batches)
-                data = SyntheticData(
-                    kind=kind,
-                    tensors=merge_batches(batches, kind),
-                    config=config.to_dict(),
-                    class_names=names,
-                    done_batches=done,
-                    num_batches=num_batches,
-                    teacher=meta,
-                    batch_losses=losses,
-                    state={"centres": bank.state_dict()} if config.mdc else {},
-                )
-                if env.is_main and path is not None:
-                    save_synthetic(path, data)
-                if on_step is not None:
+                results = _round(job, made, first, env)
+                made.data = _write(job, made, path, env)
+                if report is not None:
                     seconds = time.perf_counter() - tick
                     for r in results:
                         loss = r["losses"]
-                        progress(
-                            SynthBatchEnd(r["batch"], done, num_batches, loss["loss"], loss["bns"], seconds)
-                        )  # type: ignore[misc]
-    if data is None:  # unreachable: num >= 1 makes at least one batch
+                        report(
+                            SynthBatchEnd(
+                                r["batch"], made.done, config.num_batches, loss["loss"], loss["bns"], seconds
+                            )
+                        )
+    if made.data is None:  # unreachable: num >= 1 makes at least one batch
         raise QuantizationError("synthesis made no batch")
-    logger.info("synthesised %d images in %d batches (%s)", len(data), num_batches, config.method)
-    return data
+    logger.info("synthesised %d images in %d batches (%s)", len(made.data), config.num_batches, config.method)
+    return made.data
 
 
 def synthesize_checkpoint(
@@ -366,8 +375,6 @@ def synthesize_checkpoint(
 
     Raises ModelError for an unreadable checkpoint, and what `synthesize` raises.
     """
-    from ...models.checkpoint import load_checkpoint
-
     loaded = load_checkpoint(checkpoint)
     return synthesize(
         loaded.model,

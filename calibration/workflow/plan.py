@@ -1,0 +1,144 @@
+"""What `dctq quantize` is asked to do, and the one place its option rules live.
+
+A quantization method (METHODS), then either the real images PTQ calibrates on (`PtqData`) or how the
+zero-shot methods get and use their synthetic images (`ZeroShotPlan`). `check_plan` holds the rules
+(which flags go with which method) and words them with the CLI's flags: the CLI calls it with the
+flags it was given, `quantize_checkpoint` with the flags its arguments stand for (`plan_flags`), so
+both refuse the same combinations with the same message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...common.errors import QuantizationError
+from ..zeroshot.config import SynthConfig, ZeroShotConfig
+
+METHODS = ("ptq", "intraq", "bnstats")
+"""ptq: calibrate on real images; intraq / bnstats: zero-shot (synthetic images, KD fine-tuning)."""
+
+PTQ_FLAGS = ("--calib-split", "--num-images")
+"""Flags only PTQ reads, besides --calib."""
+SYNTH_FLAGS = {"num": "--num-synthetic", "iterations": "--synth-iters", "batch_size": "--synth-batch-size"}
+"""SynthConfig field -> the `dctq quantize` flag that sets it."""
+FINE_TUNE_FLAGS = {"epochs": "--epochs", "steps_per_epoch": "--steps-per-epoch", "milestones": "--milestones"}
+"""ZeroShotConfig field -> the zero-shot-only `dctq quantize` flag that sets it (--batch-size, --seed and
+--device are shared with PTQ)."""
+ZERO_SHOT_FLAGS = ("--synthetic", "--calib-synthetic", *SYNTH_FLAGS.values(), *FINE_TUNE_FLAGS.values())
+"""Flags only the zero-shot methods read."""
+
+
+@dataclass(frozen=True)
+class PtqData:
+    """The real images PTQ calibrates on (`--calib` and the options after it).
+
+    `num_images` images drawn (seeded by `seed`) from `split` of `source` ("cifar10" or an ImageFolder of
+    JPEGs): "train", the FP checkpoint's training split (its validation split stays unseen), or "all"
+    (a separate calibration folder); read as stored, in batches of `batch_size`, by `workers` loader
+    processes. Checked where it is read (workflow.data.calibration_loader).
+    """
+
+    source: str | Path
+    split: str = "train"
+    num_images: int = 512
+    batch_size: int = 64
+    workers: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ZeroShotPlan:
+    """How the zero-shot methods (intraq, bnstats) get their synthetic images and use them.
+
+    synthetic: a file of `dctq synthesize`. When it exists and `synth` is None it is reused as it is
+        (it must come from the same model by the same method); otherwise the images are made with
+        `synth` and written there (a finished file with the same options is reused, a partial one
+        continued). None keeps them in memory.
+    synth: the synthesis options; their method must be the quantize method. None: SynthConfig's
+        defaults with `fine_tune`'s seed and device (or the `synthetic` file as it is).
+    fine_tune: calibration and KD fine-tuning (0 epochs: calibrate only).
+    calib_synthetic: a finished `dctq synthesize` file of the same model (any method) to calibrate the
+        activation ranges on instead, as IntraQ's code does with BN-statistics generator images.
+    """
+
+    synthetic: Path | None = None
+    synth: SynthConfig | None = None
+    fine_tune: ZeroShotConfig = dataclasses.field(default_factory=ZeroShotConfig)
+    calib_synthetic: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("synthetic", "calib_synthetic"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        if self.synth is not None and not isinstance(self.synth, SynthConfig):
+            raise QuantizationError(
+                f"ZeroShotPlan.synth takes a SynthConfig, got {type(self.synth).__name__}"
+            )
+        if not isinstance(self.fine_tune, ZeroShotConfig):
+            raise QuantizationError(
+                f"ZeroShotPlan.fine_tune takes a ZeroShotConfig, got {type(self.fine_tune).__name__}"
+            )
+
+
+def _reject(method: str, flags: list[str], belongs_to: str) -> None:
+    if flags:
+        verb = "applies" if len(flags) == 1 else "apply"
+        raise QuantizationError(f"{', '.join(flags)} {verb} to {belongs_to} only, not to --method {method}")
+
+
+def check_plan(method: str, calib: object = None, given: Collection[str] = ()) -> None:
+    """The option rules of `dctq quantize`: `method` is one of METHODS; ptq needs real images (`calib`,
+    None when not given) and takes no zero-shot flag; intraq and bnstats read no real image (no
+    `calib`, no PTQ-only flag). given: the other flags set, e.g. {"--epochs", "--seed"} (flags that
+    belong to every method are ignored).
+
+    Raises QuantizationError naming the method or the flags at fault, and the fix.
+    """
+    if method not in METHODS:
+        raise QuantizationError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "ptq":
+        _reject(method, [f for f in ZERO_SHOT_FLAGS if f in given], "--method intraq / bnstats")
+        if calib is None:
+            raise QuantizationError(
+                "--method ptq calibrates on real images: give --calib DIR (an ImageFolder of JPEGs) or "
+                "--calib cifar10; for zero-shot quantization without data use --method intraq or bnstats"
+            )
+        return
+    if calib is not None:
+        raise QuantizationError(
+            f"--method {method} is zero-shot: it reads no real image, so --calib {calib} cannot be used; "
+            "drop --calib, or use --method ptq to calibrate on those images"
+        )
+    _reject(method, [f for f in PTQ_FLAGS if f in given], "--method ptq")
+
+
+def plan_flags(plan: ZeroShotPlan | None) -> set[str]:
+    """The `dctq quantize` flags `plan` stands for, so that a plan given with --method ptq is refused as
+    the CLI refuses those flags: --synthetic and --calib-synthetic when set, and the synthesis and
+    fine-tuning flags whose fields differ from the defaults (every synthesis flag when `synth` is the
+    default). An empty set for None or a plan that sets nothing.
+    """
+    if plan is None:
+        return set()
+    flags: set[str] = set()
+    if plan.synthetic is not None:
+        flags.add("--synthetic")
+    if plan.calib_synthetic is not None:
+        flags.add("--calib-synthetic")
+    if plan.synth is not None:
+        default = SynthConfig(method=plan.synth.method)
+        changed = {
+            f for name, f in SYNTH_FLAGS.items() if getattr(plan.synth, name) != getattr(default, name)
+        }
+        flags |= changed or set(SYNTH_FLAGS.values())
+    # --epochs scales the milestones along (ZeroShotConfig.with_epochs): other milestones were given.
+    tune, default_tune = plan.fine_tune, ZeroShotConfig()
+    scaled = default_tune.with_epochs(tune.epochs)
+    for name, flag in FINE_TUNE_FLAGS.items():
+        if getattr(tune, name) != getattr(default_tune if name == "epochs" else scaled, name):
+            flags.add(flag)
+    return flags
