@@ -9,6 +9,7 @@ keeps validating itself on construction with `check()` and only declares, as cla
   FLAT     the layout it writes (below); fixed per class, because files in the wild hold it.
   UNTYPED  versions whose saved form had no "type" key (flat dicts written before this base).
   error    the ConfigError subclass its messages raise; UPGRADE the fix named for a too-new dict.
+  RESUMABLE  fields a resumed run may change (they do not change what is computed).
 
 In return it gets:
 
@@ -19,6 +20,9 @@ In return it gets:
                  `error` naming them and the fix; lists come back as tuples where the annotation is a
                  tuple, dicts as the dataclass the annotation names.
   fields_dict()  the plain fields alone, for field-by-field comparisons.
+  changes()      the fields where a saved run's config and the current one differ, apart from RESUMABLE:
+                 the one compatibility check behind every --resume (training, synthesis) and every
+                 reuse of a saved file.
 
 Layouts (a field may therefore not be called "type", "version" or "fields"):
 
@@ -64,6 +68,21 @@ class Config:
     UNTYPED: ClassVar[tuple[int, ...]] = ()
     UPGRADE: ClassVar[str] = "upgrade dctq"
     error: ClassVar[type[ConfigError]] = ConfigError
+    RESUMABLE: ClassVar[tuple[str, ...]] = ()
+
+    def changes(self, other: Config) -> dict[str, tuple[Any, Any]]:
+        """{field: (self's plain value, other's)} for every field, in name order, where `other` (the same
+        config type) differs from this one, apart from RESUMABLE. {} when a run of `other` may continue one
+        of `self`. Raises TypeError for another config type.
+        """
+        if type(other) is not type(self):
+            raise TypeError(f"cannot compare a {type(self).__name__} with a {type(other).__name__}")
+        mine, theirs = self.fields_dict(), other.fields_dict()
+        return {
+            name: (mine[name], theirs[name])
+            for name in sorted(mine)
+            if name not in self.RESUMABLE and mine[name] != theirs[name]
+        }
 
     def fields_dict(self) -> dict[str, Any]:
         """{field name: plain value} in field order (tuples -> lists, dataclasses -> dicts)."""

@@ -266,12 +266,12 @@ def test_synthetic_files_old_and_new_compare_field_by_field(tmp_path, form):
     path = tmp_path / "s.pt"
     _synthetic_file(path, OLD_SYNTH if form == "old" else config.to_dict())
     check_same_options(path, dataclasses.replace(config, device="cpu", log_every=1), "f00", 1)  # resumable
-    resumed = load_resumable(path, True, config.to_dict(), "f00")
+    resumed = load_resumable(path, True, config, "f00")
     assert resumed is not None and resumed.done_batches == 1
     with pytest.raises(DataError, match=r"other options \(iterations: file 3 vs now 4\)"):
         check_same_options(path, dataclasses.replace(config, iterations=4), "f00", 1)
     with pytest.raises(DataError, match=r"other options \(seed: file 0 vs now 1\)"):
-        load_resumable(path, True, dataclasses.replace(config, seed=1).to_dict(), "f00")
+        load_resumable(path, True, dataclasses.replace(config, seed=1), "f00")
 
 
 def test_calibration_split_reads_the_saved_train_config(tmp_path):
@@ -282,3 +282,16 @@ def test_calibration_split_reads_the_saved_train_config(tmp_path):
         calibration_loader(loaded({"train_config": {**OLD_TRAIN, "version": 7}}), tmp_path)
     with pytest.raises(ConfigError, match="has no field 'val_frac'"):
         calibration_loader(loaded({"train_config": {**OLD_TRAIN, "fields": {"val_frac": 0.5}}}), tmp_path)
+
+
+def test_changes_name_what_a_resumed_run_may_not_change():
+    base = TrainConfig("resnet20", epochs=3)
+    assert base.changes(base.replace(epochs=9, num_workers=2, log_every=1, device="cpu")) == {}
+    assert base.changes(base.replace(lr=0.05, seed=1)) == {"lr": (0.1, 0.05), "seed": (0, 1)}
+    synth = SynthConfig(num=8, batch_size=4)
+    assert synth.changes(dataclasses.replace(synth, device="cpu", log_every=1)) == {}
+    assert synth.changes(dataclasses.replace(synth, crop_scale=(0.25, 1.0))) == {
+        "crop_scale": ([0.5, 1.0], [0.25, 1.0])
+    }
+    with pytest.raises(TypeError, match="cannot compare a TrainConfig with a SynthConfig"):
+        base.changes(synth)

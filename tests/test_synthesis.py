@@ -306,7 +306,7 @@ def _partial_file(teacher, cfg, path):
     ("change", "refused"),
     [
         ({}, None),
-        ({"device": "auto", "log_every": 3}, None),  # RESUMABLE_CHANGES: they change nothing computed
+        ({"device": "auto", "log_every": 3}, None),  # SynthConfig.RESUMABLE: they change nothing computed
         ({"iterations": 5}, "iterations: file 3 vs now 5"),
         ({"seed": 1, "num": 12}, "num: file 8 vs now 12, seed: file 0 vs now 1"),
         ({"mdc": False}, "mdc: file True vs now False"),

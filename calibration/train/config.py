@@ -21,6 +21,10 @@ class TrainConfig(Config):
     """Options of `dctq train` / `calibration.train.train`; saved as {"type", "version", "fields"}
     (common.config), version 1. Invalid values raise ConfigError naming the CLI flag."""
 
+    # A resumed run may change how long and where it runs: a new --epochs reshapes the cosine schedule and
+    # a new --workers changes the augmentation draws, both still the same recipe.
+    RESUMABLE = ("epochs", "num_workers", "log_every", "device")
+
     arch: str
     """Registry name of the architecture (`dctq models list`)."""
 

@@ -25,9 +25,6 @@ from .events import EpochEnd, ValMetrics, epoch_end_from_dict
 
 LAST, BEST, STATE = "last.pt", "best.pt", "last.state.pt"
 STATE_FORMAT = "dctq.train_state"
-# Fields a resumed run may change: how long and where it runs. (A new --epochs reshapes the cosine
-# schedule and a new --workers changes the augmentation draws; both are still the same recipe.)
-RESUMABLE_CHANGES = ("epochs", "num_workers", "log_every", "device")
 
 
 class RunProgress(NamedTuple):
@@ -110,7 +107,7 @@ def load_run(
 
     Raises:
         DataError: no last.pt and last.state.pt. ModelError: unreadable or mismatched files.
-        ConfigError: `config` differs from the saved one beyond RESUMABLE_CHANGES.
+        ConfigError: `config` differs from the saved one beyond TrainConfig.RESUMABLE.
     """
     last, state_path = out_dir / LAST, out_dir / STATE
     if not (last.is_file() and state_path.is_file()):
@@ -128,15 +125,11 @@ def load_run(
             "the run was stopped while saving; restart it without --resume in a new --out"
         )
     saved = TrainConfig.from_dict(extra["train_config"])
-    changed = [
-        f.name
-        for f in dataclasses.fields(TrainConfig)
-        if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)
-    ]
+    changed = list(saved.changes(config))
     if changed:
         raise ConfigError(
             f"--resume: options {changed} differ from the run saved in {out_dir}; "
-            f"only {list(RESUMABLE_CHANGES)} may change"
+            f"only {list(TrainConfig.RESUMABLE)} may change"
         )
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(state["optimizer"])

@@ -92,7 +92,7 @@ def check_same_options(path: Path, config: SynthConfig, teacher: nn.Module | str
     `dctq quantize`'s flags in the message)."""
     check_continuable(
         load_synthetic(path, allow_partial=True),
-        run_config(config, world_size).to_dict(),
+        run_config(config, world_size),
         teacher,
         path,
         context="--synthetic ",

@@ -19,8 +19,6 @@ from ...common.errors import QuantizationConfigError
 from .images import DCT_SPACES
 
 METHODS = ("intraq", "bnstats")
-# Options that may differ between a run and its resumption without changing what is computed.
-RESUMABLE_CHANGES = ("device", "log_every")
 INTRAQ_TRAIN_EPOCHS = 147
 """IntraQ trains epochs 4..150 (after 4 calibration epochs) and decays at epochs 20, 40, 60."""
 
@@ -43,6 +41,9 @@ class _ZeroShotOptions(Config):
 class SynthConfig(_ZeroShotOptions):
     """Options of `synthesize` / `dctq synthesize` (defaults: IntraQ's CIFAR-10 settings).
 
+    A synthetic file is continued or reused only by a run whose options differ in RESUMABLE alone
+    (device, log_every: they do not change what is computed).
+
     num / batch_size / iterations: images, images per batch, Adam steps per batch (`--num`,
         `--batch-size`, `--iters`). IntraQ: 5120 = 20 x 256, 1000 steps; 0 steps keeps the N(0, 1) start.
     method: "intraq" or "bnstats" (`--method`); lor / sil / mdc: None takes the method's choice
@@ -58,6 +59,8 @@ class SynthConfig(_ZeroShotOptions):
         stem-normalised space, default) or "pixels" (normalised RGB pixels, as for RGB models).
     seed: same seed, same samples. device: "auto", "cpu" or "cuda". log_every: steps between events.
     """
+
+    RESUMABLE = ("device", "log_every")
 
     num: int = 5120
     batch_size: int = 256

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import pickle
 import zipfile
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ...common.errors import DataError, QuantizationError
 from ...common.files import atomic_path
-from .config import RESUMABLE_CHANGES, SynthConfig
+from .config import SynthConfig
 
 logger = logging.getLogger(__name__)
 
@@ -178,17 +178,6 @@ def load_synthetic(path: Path | str, *, allow_partial: bool = False) -> Syntheti
 # ------------------------------------------------------------------------ does a set fit this run
 
 
-def changed_options(
-    saved: Mapping[str, Any], now: Mapping[str, Any], resumable: Collection[str] = RESUMABLE_CHANGES
-) -> list[str]:
-    """ "name: file X vs now Y" for every option, in name order, whose value differs between a synthetic
-    file's config (`saved`: SyntheticData.config) and a run's (`now`: SynthConfig.to_dict()); options in
-    `resumable` (device, log_every: they do not change what is computed) are ignored. [] when none.
-    """
-    changed = sorted(k for k in set(saved) | set(now) if k not in resumable and saved.get(k) != now.get(k))
-    return [f"{k}: file {saved.get(k)!r} vs now {now.get(k)!r}" for k in changed]
-
-
 def check_teacher(
     data: SyntheticData, teacher: nn.Module | str, path: Path | str, *, context: str = ""
 ) -> None:
@@ -204,30 +193,31 @@ def check_teacher(
 
 def check_continuable(
     data: SyntheticData,
-    config: Mapping[str, Any],
+    config: SynthConfig,
     teacher: nn.Module | str,
     path: Path | str,
     *,
     context: str,
     fix: str,
 ) -> None:
-    """Raise DataError unless a run with `config` (SynthConfig.to_dict(), centre_every as the run makes
-    it) from `teacher` may continue or reuse the synthetic file `data` read from `path`: the same options
-    up to RESUMABLE_CHANGES (changed_options) and the same teacher weights (check_teacher).
+    """Raise DataError unless a run with `config` (centre_every as the run makes it) from `teacher` may
+    continue or reuse the synthetic file `data` read from `path`: the same options up to
+    SynthConfig.RESUMABLE (Config.changes) and the same teacher weights (check_teacher).
 
     context: starts the message (the flag being acted on, e.g. "--resume: "); fix: ends it (what to do).
     """
     # Through from_dict, so files written before SynthConfig gained its "type" key compare the same.
-    changed = changed_options(SynthConfig.from_dict(data.config).to_dict(), config)
+    changed = SynthConfig.from_dict(data.config).changes(config)
     if changed:
-        raise DataError(f"{context}{path} was made with other options ({', '.join(changed)}); {fix}")
+        details = ", ".join(f"{k}: file {saved!r} vs now {now!r}" for k, (saved, now) in changed.items())
+        raise DataError(f"{context}{path} was made with other options ({details}); {fix}")
     check_teacher(data, teacher, path, context=context)
 
 
 def load_resumable(
-    path: Path | None, resume: bool, config: Mapping[str, Any], teacher: nn.Module | str
+    path: Path | None, resume: bool, config: SynthConfig, teacher: nn.Module | str
 ) -> SyntheticData | None:
-    """The partial (or finished) synthetic file `path` that a run with `config` (SynthConfig.to_dict())
+    """The partial (or finished) synthetic file `path` that a run with `config`
     from `teacher` (the model or its fingerprint) continues, None to start afresh (no path, or none yet).
 
     Raises DataError when the file exists without `resume`, and what load_synthetic and

@@ -227,7 +227,7 @@ def _start_or_resume(
     start: SyntheticData | DctqError | None = None
     if env.is_main:
         try:
-            start = load_resumable(path, resume, config.to_dict(), meta["fingerprint"])
+            start = load_resumable(path, resume, config, meta["fingerprint"])
         except DctqError as exc:
             start = exc
     start = _broadcast(start, env)
