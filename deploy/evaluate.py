@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..calibration.qsam.data import oracle_branch_index
 from ..calibration.train.schedule import model_inputs, topk_correct
+from ..common.devices import resolve_device
 from ..common.errors import DctqError
 from ..jpeg.dataset import make_loader
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -101,17 +102,6 @@ class TorchPredictor:
             with qabn_routing(self.model, oracle_branch_index(inputs[-1])):
                 return self.model(*inputs)
         return self.model(*inputs)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """ "auto" -> CUDA when present, else CPU. Raises DctqError for "cuda" without CUDA."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DctqError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
-    return torch.device(device)
 
 
 def as_predictor(

@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ...common.devices import resolve_device
 from ...common.errors import DataError, ModelError
 from ...common.files import atomic_path
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...models.checkpoint import load_checkpoint, save_checkpoint
 from ...models.qabn import QSAM_BASE_QUALITIES, is_qabn
-from ..distributed import DistEnv, resolve_device
 from ..train.schedule import model_inputs, topk_correct
 from .meta_config import MetaConfig, MetaEpochEnd, MetaResult
 from .meta_step import MetaStepLosses, meta_step
@@ -218,7 +218,7 @@ def train_meta(
     Raises:
         ModelError: the checkpoint has no QABN layers. DataError: empty data. ConfigError: bad config.
     """
-    device = resolve_device(config.device, DistEnv())
+    device = resolve_device(config.device, local_rank=0)
     loaded = load_checkpoint(base_checkpoint, map_location=device)
     model = loaded.model
     if not is_qabn(model):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
+from ...common.devices import resolve_device
 from ...common.errors import DataError
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
@@ -378,7 +379,7 @@ def train(
     if val_set is not None:
         _check_policy("val_set", val_set, policy)
     env = dd.detect_env()
-    device = dd.resolve_device(config.device, env)
+    device = resolve_device(config.device, local_rank=env.local_rank)
     with dd.process_group(device, env), determinism(device):
         if env.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)

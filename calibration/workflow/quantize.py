@@ -16,10 +16,11 @@ from typing import Any
 
 from torch import nn
 
+from ...common.devices import resolve_device
 from ...common.errors import DataError, QuantizationError
 from ...models.checkpoint import load_checkpoint
 from ..calibrators.registry import calibrator_class
-from ..distributed import detect_env, resolve_device
+from ..distributed import detect_env
 from ..ptq import ptq
 from ..quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
 from ..quant.model import QuantizerSummary, quantization_summary
@@ -209,7 +210,7 @@ def quantize_checkpoint(
             seed=seed,
             workers=workers,
         )
-        teacher.to(resolve_device(device, detect_env()))
+        teacher.to(resolve_device(device, local_rank=detect_env().local_rank))
         qmodel = ptq(teacher, recipe, _counted(loader, progress))
     else:
         zero_shot = zero_shot or ZeroShotConfig()

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...common.devices import resolve_device
 from ...common.errors import QuantizationError
 from ...jpeg.geometry import center_crop_or_pad, hflip
 from .. import distributed as dd
@@ -168,7 +169,7 @@ def zero_shot_quantize(
     calib_set = synthetic if calib_synthetic is None else calib_synthetic
     if calib_synthetic is not None:
         _check_data(teacher, calib_synthetic)
-    device = dd.resolve_device(config.device, env)
+    device = resolve_device(config.device, local_rank=env.local_rank)
     teacher.to(device)
     recipe = recipe or QuantRecipe()
     fold_later = config.tune_unfolded and config.epochs > 0 and recipe.fold_bn
@@ -273,7 +274,7 @@ def quantize_zero_shot(
     fine-tuned the same way, so the comparison isolates the data. Returns (student, synthetic set).
     """
     env = dd.detect_env()
-    device = dd.resolve_device((synth_config or SynthConfig()).device, env)
+    device = resolve_device((synth_config or SynthConfig()).device, local_rank=env.local_rank)
     # One process group for both stages (torchrun's rendezvous does not expect a second init).
     with dd.process_group(device, env):
         synthetic = synthesize(

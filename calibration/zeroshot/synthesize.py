@@ -41,6 +41,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ...common.devices import resolve_device
 from ...common.errors import DataError, DctqError, QuantizationError
 from .. import distributed as dd
 from .config import RESUMABLE_CHANGES, SynthBatchEnd, SynthConfig, SynthEvent, SynthStep
@@ -270,7 +271,7 @@ def synthesize(
     config = config or SynthConfig()
     env = env or dd.detect_env()
     kind, size, num_classes = _model_facts(teacher)
-    device = dd.resolve_device(config.device, env)
+    device = resolve_device(config.device, local_rank=env.local_rank)
     rounds = round_size(config.centre_every, env.world_size)
     if rounds != config.centre_every:
         logger.warning(

@@ -11,30 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...common.errors import BackendUnavailable, DctqError, ExportError
+from ...common.devices import resolve_device
+from ...common.errors import DctqError, ExportError
 from ..artifact import Artifact
 from .registry import register_backend
 
 logger = logging.getLogger(__name__)
-
-CUDA_INSTALL = (
-    "install a CUDA build of torch, e.g. pip install torch --index-url https://download.pytorch.org/whl/cu126"
-)
-
-
-def torch_device(device: str) -> torch.device:
-    """ "auto" -> cuda when torch sees a GPU, else cpu. Raises BackendUnavailable for cuda without CUDA."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise DctqError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable(
-            f"device {device!r}: this torch ({torch.__version__}) sees no CUDA device; {CUDA_INSTALL}"
-        )
-    return resolved
 
 
 class TorchRunner:
@@ -44,7 +26,7 @@ class TorchRunner:
 
     def __init__(self, artifact: Artifact, *, device: str = "auto", qabn_routing: str = "auto") -> None:
         self.artifact = artifact
-        self.torch_device = torch_device(device)
+        self.torch_device = resolve_device(device)
         self.device = str(self.torch_device)
         self.__name__ = f"torch:{artifact.path.name}"
         self.input_names = artifact.meta.input_names

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...common.errors import BackendUnavailable, ModelError
+from ...common.devices import resolve_device
+from ...common.errors import ModelError
 from ...models.flops import example_inputs
 from .gpu_input import DctInput, RgbInput, TransferStats
 
@@ -121,13 +122,6 @@ class EndToEndResult:
         }
 
 
-def _device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable("CUDA profiling needs a CUDA device; torch.cuda.is_available() is False")
-    return device
-
-
 def _autocast(device: torch.device, precision: str) -> Any:
     dtype = PRECISIONS[precision]
     if dtype is None or device.type != "cuda":
@@ -137,7 +131,7 @@ def _autocast(device: torch.device, precision: str) -> Any:
 
 def prepare_model(model: nn.Module, config: ProfileConfig) -> nn.Module:
     """`model` in eval mode on the config's device (NHWC if asked), compiled if asked."""
-    device = _device(config.device)
+    device = resolve_device(config.device)
     model = model.eval().to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -210,7 +204,7 @@ def profile_cuda(
     input kind or a bad config.
     """
     config = config or ProfileConfig()
-    device = _device(config.device)
+    device = resolve_device(config.device)
     raw = model
     prepared = prepared if prepared is not None else prepare_model(model, config)
     rows = []
@@ -267,7 +261,7 @@ def profile_end_to_end(
     batch runs once untimed (warm-up). Raises ModelError for a model without an input kind.
     """
     config = config or ProfileConfig()
-    device = _device(config.device)
+    device = resolve_device(config.device)
     prepared = prepared if prepared is not None else prepare_model(model, config)
     kind = getattr(model, "input_kind", None)
     if kind not in ("dct", "rgb"):

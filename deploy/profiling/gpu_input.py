@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...common.errors import BackendUnavailable, DataError
+from ...common.devices import resolve_device
+from ...common.errors import DataError
 from ...jpeg.geometry import center_crop_or_pad
 from ...jpeg.reader import read_jpeg
 from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD
@@ -114,12 +115,8 @@ class _Uploader:
     def __init__(
         self, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], device: torch.device | str
     ) -> None:
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.cuda = self.device.type == "cuda"
-        if self.cuda and not torch.cuda.is_available():
-            raise BackendUnavailable(
-                f"device {self.device} asked for but torch.cuda.is_available() is False; use device='cpu'"
-            )
         self.buffers = [
             {k: torch.zeros(s, dtype=d, pin_memory=self.cuda) for k, (s, d) in shapes.items()}
             for _ in range(2)
