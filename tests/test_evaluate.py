@@ -11,11 +11,11 @@ import typer
 from typer.testing import CliRunner
 
 from dctq.calibration.qsam.data import oracle_branch_index
-from dctq.calibration.qsam.qac import ijg_qt
 from dctq.cli import evaluate_cmd
 from dctq.common.errors import DctqError
 from dctq.deploy.evaluate import EvalReport, QualityRow, as_predictor, evaluate
 from dctq.jpeg.dataset import JpegFolder
+from dctq.jpeg.quality import ijg_qt
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.jpeg.rgb import RgbJpegFolder
 from dctq.models.checkpoint import save_checkpoint

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dctq.calibration.qsam.meta_step import meta_step
-from dctq.calibration.qsam.qac import ijg_qt, qac_weighted_loss
+from dctq.calibration.qsam.qac import qac_weighted_loss
 from dctq.common.errors import ModelError
+from dctq.jpeg.quality import ijg_qt
 from dctq.models.qabn import (
     QSAM_BASE_QUALITIES,
     QABatchNorm2d,

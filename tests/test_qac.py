@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dctq.calibration.qsam.qac import ijg_qt, ijg_quant_table, qac_confidence, qac_weighted_loss
+from dctq.calibration.qsam.qac import qac_confidence, qac_weighted_loss
 from dctq.common.errors import DataError
+from dctq.jpeg.quality import ijg_qt, ijg_quant_table
 
 
 def _pillow_jpeg(quality: int) -> bytes:

@@ -14,7 +14,6 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
-from dctq.calibration.qsam.qac import ijg_qt
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.grid import decode_samples, synthetic_grid_png
 from dctq.calibration.zeroshot.images import (
@@ -36,6 +35,7 @@ from dctq.calibration.zeroshot.synthesize import SynthBatchEnd, SynthConfig, Syn
 from dctq.cli import synthesize_cmd
 from dctq.common.errors import DataError, QuantizationError
 from dctq.jpeg.dct import rgb_to_coefficients
+from dctq.jpeg.quality import ijg_qt
 from dctq.jpeg.reader import read_jpeg
 from dctq.models.checkpoint import save_checkpoint
 from dctq.models.registry import create_model

@@ -38,13 +38,14 @@ from ...common.devices import resolve_device
 from ...common.errors import DataError, ModelError
 from ...common.files import atomic_path
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
+from ...jpeg.quality import ijg_qt
 from ...jpeg.recompress import QualityPolicy
 from ...models.checkpoint import load_checkpoint, save_checkpoint
 from ...models.qabn import QSAM_BASE_QUALITIES, is_qabn
 from ..train.schedule import model_inputs, topk_correct
 from .meta_config import MetaConfig, MetaEpochEnd, MetaResult
 from .meta_step import MetaStepLosses, meta_step
-from .qac import ijg_qt, qac_confidence, qac_weighted_loss
+from .qac import qac_confidence, qac_weighted_loss
 
 logger = logging.getLogger(__name__)
 

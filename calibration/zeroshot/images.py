@@ -39,9 +39,9 @@ from torch import Tensor, nn
 
 from ...common.errors import QuantizationError
 from ...jpeg.dct import block_dct, block_idct, rgb_to_coefficients
+from ...jpeg.quality import ijg_qt
 from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD
 from ...models.stem import DctStem
-from ..qsam.qac import ijg_qt
 
 logger = logging.getLogger(__name__)
 
