@@ -19,13 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..calibration.qsam.data import oracle_branch_index
-from ..calibration.train.schedule import model_inputs, topk_correct
+from ..calibration.train.schedule import model_inputs
 from ..common.devices import resolve_device
 from ..common.errors import DctqError
 from ..jpeg.dataset import make_loader
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
+from ..models.metrics import topk_correct
 from ..models.qabn import is_qabn, qabn_routing
+from ..models.qabn_routing import oracle_branch_index
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ def as_predictor(
         name = loaded.arch if isinstance(model_or_checkpoint, LoadedCheckpoint) else str(model_or_checkpoint)
         return predict, name, loaded.arch
     if isinstance(model_or_checkpoint, nn.Module):
-        stage = getattr(model_or_checkpoint, "qsam_stage", "base")
+        mixer = getattr(model_or_checkpoint, "qabn_mixer", None)
+        stage = getattr(mixer, "stage", "base")
         routing = ("mixer" if stage == "meta" else "oracle") if qabn_routing == "auto" else qabn_routing
         predict = TorchPredictor(model_or_checkpoint, resolve_device(device), qabn_routing=routing)
         return predict, type(model_or_checkpoint).__name__, None

@@ -10,7 +10,6 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from dctq.calibration.qsam.data import oracle_branch_index
 from dctq.cli import evaluate_cmd
 from dctq.common.errors import DctqError
 from dctq.deploy.evaluate import EvalReport, QualityRow, as_predictor, evaluate
@@ -20,6 +19,7 @@ from dctq.jpeg.recompress import QualityPolicy
 from dctq.jpeg.rgb import RgbJpegFolder
 from dctq.models.checkpoint import save_checkpoint
 from dctq.models.qabn import apply_qabn
+from dctq.models.qabn_routing import oracle_branch_index
 from dctq.models.registry import create_model
 
 CLASSES = 7

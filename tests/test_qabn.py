@@ -19,11 +19,11 @@ from dctq.models.qabn import (
     QABatchNorm2d,
     QuantTableMixer,
     apply_qabn,
-    chunk_branch_index,
     is_qabn,
     qabn_mixing,
     qabn_routing,
 )
+from dctq.models.qabn_routing import chunk_branch_index
 
 K = 4
 

@@ -29,11 +29,13 @@ from ...common.devices import resolve_device
 from ...common.errors import DataError
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
+from ...models.metrics import topk_correct
 from ...models.qabn import QSAM_BASE_QUALITIES, apply_qabn, qabn_routing
+from ...models.qabn_routing import oracle_branch_index
 from ...models.registry import create_model
 from ...models.stem import DctStem, compute_stem_stats
 from .. import distributed as dd
-from ..qsam.data import MultiQualityDataset, collate_versions, oracle_branch_index
+from ..qsam.data import MultiQualityDataset, collate_versions
 from ..qsam.qac import qac_weighted_loss
 from .config import ConfigError, TrainConfig
 from .events import (
@@ -45,7 +47,7 @@ from .events import (
     TrainResult,
     ValMetrics,
 )
-from .schedule import determinism, epoch_seed, lr_factor, model_inputs, topk_correct
+from .schedule import determinism, epoch_seed, lr_factor, model_inputs
 from .state import BEST, LAST, RunProgress, check_no_run, load_run, save_epoch
 
 __all__ = [
@@ -58,7 +60,6 @@ __all__ = [
     "ValMetrics",
     "lr_factor",
     "model_inputs",
-    "topk_correct",
     "train",
 ]
 

@@ -22,13 +22,6 @@ def model_inputs(batch: dict[str, Tensor], device: torch.device) -> tuple[Tensor
     return batch["x"].to(device, non_blocking=True), qt
 
 
-def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> list[Tensor]:
-    """Number of rows whose label is among the k highest logits, for each k (clipped to the classes)."""
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hits = top == labels[:, None]
-    return [hits[:, : min(k, logits.shape[1])].any(dim=1).sum() for k in ks]
-
-
 def lr_factor(step: int, *, config: TrainConfig, steps_per_epoch: int) -> float:
     """Multiplier of config.lr for optimizer step `step` (0-based): linear warm-up, then the schedule."""
     total = config.epochs * steps_per_epoch
