@@ -32,12 +32,13 @@ from torch import nn
 from dctq import __version__
 from dctq.calibration.calibrators.registry import CALIBRATORS
 from dctq.calibration.ptq import ptq
-from dctq.calibration.train.data import make_dataset, split_data
+from dctq.calibration.train.data import dataset_for_arch
 from dctq.calibration.workflow.data import DEFAULT_VAL_FRACTION, calibration_loader
 from dctq.calibration.workflow.quantize import build_recipe
 from dctq.deploy.evaluate import as_predictor, evaluate_loader
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
+from dctq.jpeg.splits import split_data
 from dctq.models.checkpoint import LoadedCheckpoint, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common: the bench folder is no package
@@ -97,7 +98,7 @@ def eval_set(
         samples = [samples[i] for i in sorted(rng.choice(len(samples), max_images, replace=False).tolist())]
     out: EvalSet = {}
     for q in qualities:
-        dataset = make_dataset(
+        dataset = dataset_for_arch(
             loaded.arch, split.root, samples, train=False, policy=QualityPolicy(test_quality=q)
         )
         out[q] = list(make_loader(dataset, batch_size, shuffle=False))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibration.train.config import TrainConfig
-from ..calibration.train.data import build_train_data, make_dataset
+from ..calibration.train.data import build_train_data, dataset_for_arch
 from ..calibration.train.loop import train
 from ..calibration.workflow.quantize import build_recipe, quantize_checkpoint
 from ..common.errors import DctqError
@@ -92,7 +92,7 @@ def run_demo(
     samples = splits.samples("val")
 
     def factory(quality: int | None):
-        return make_dataset(
+        return dataset_for_arch(
             DEMO_ARCH, splits.root, samples, train=False, policy=QualityPolicy(test_quality=quality)
         )
 

@@ -19,7 +19,7 @@ from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
 from dctq.calibration.quant.model import calibrate, iter_quantizers, quantize_model, recipe_of
 from dctq.calibration.quant.recipe import PRESETS, QuantRecipe
-from dctq.calibration.train.data import make_dataset, split_data
+from dctq.calibration.train.data import dataset_for_arch
 from dctq.calibration.workflow.quantize import build_recipe, parse_bits, quantize_checkpoint
 from dctq.calibration.zeroshot.config import SynthConfig
 from dctq.calibration.zeroshot.data import load_synthetic
@@ -29,6 +29,7 @@ from dctq.common.errors import QuantizationError
 from dctq.deploy.evaluate import evaluate
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
+from dctq.jpeg.splits import split_data
 from dctq.models.checkpoint import load_checkpoint, save_checkpoint
 from dctq.models.qabn import apply_qabn
 from dctq.models.registry import create_model
@@ -55,7 +56,7 @@ APP = _app()
 
 def _batches(folder):
     split = split_data(folder, 0.1)
-    data = make_dataset(ARCH, split.root, split.samples("all"), train=False, policy=QualityPolicy())
+    data = dataset_for_arch(ARCH, split.root, split.samples("all"), train=False, policy=QualityPolicy())
     return list(make_loader(data, 4, shuffle=False))
 
 
@@ -131,7 +132,7 @@ def test_ptq_checkpoint_reloads_as_the_quantized_model(fp_ckpt, jpeg_folder, tmp
             assert not torch.equal(q_out, f_out)
             assert _sqnr(f_out, q_out) > 10  # near the FP model (entropy clips hard on 8 images)
     # The evaluation path (deploy/evaluate) takes the quantized checkpoint like any other.
-    factory = lambda q: make_dataset(  # noqa: E731
+    factory = lambda q: dataset_for_arch(  # noqa: E731
         ARCH,
         jpeg_folder,
         split_data(jpeg_folder, 0.1).samples("all"),

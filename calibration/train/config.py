@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...common.errors import DctqError
+from ...jpeg.splits import AUGMENTS
 
 # Bumped when a field changes meaning; from_dict() refuses versions it does not know.
 TRAIN_CONFIG_VERSION = 1
 
 SCHEDULES = ("cosine", "multistep")
 DEVICES = ("auto", "cpu", "cuda")
-AUGMENTS = ("default", "flip", "crop", "none")
 
 
 class ConfigError(DctqError):
