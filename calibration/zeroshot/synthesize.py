@@ -43,6 +43,7 @@ from torch import nn
 
 from ...common.devices import resolve_device
 from ...common.errors import DataError, DctqError, QuantizationError
+from ...jpeg.transforms import draw_crop_boxes
 from .. import distributed as dd
 from .config import RESUMABLE_CHANGES, SynthBatchEnd, SynthConfig, SynthEvent, SynthStep
 from .data import (
@@ -53,7 +54,7 @@ from .data import (
     save_synthetic,
     teacher_fingerprint,
 )
-from .images import SynthImages, draw_crop_boxes, draw_qualities
+from .images import SynthImages, draw_qualities
 from .losses import (
     BnStatsHooks,
     CentreBank,
