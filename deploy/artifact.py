@@ -28,9 +28,11 @@ from torch import nn
 
 from .. import __version__
 from ..calibration.quant.checkpoint import QUANT_RECIPE_KEY
+from ..calibration.quant.model import recipe_of
 from ..common.errors import DctqError, ExportError, ModelError
 from ..common.files import write_text_atomic
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
+from ..models.qabn import is_qabn
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +217,6 @@ def needs_qt(model: nn.Module) -> bool:
     """Whether the model reads qt: DCT models always, RGB models when QABN routes on it."""
     if getattr(model, "input_kind", None) == "dct":
         return True
-    from ..models.qabn import is_qabn
-
     return is_qabn(model)
 
 
@@ -249,8 +249,6 @@ def describe_model(
     if loaded is not None and loaded.extra.get(QUANT_RECIPE_KEY):
         recipe = dict(loaded.extra[QUANT_RECIPE_KEY])
     else:
-        from ..calibration.quant.model import recipe_of
-
         found = recipe_of(module)
         recipe = found.to_dict() if found is not None else None
     extra = {k: v for k, v in (loaded.extra if loaded else {}).items() if k in ("qabn", "qsam", "epoch")}

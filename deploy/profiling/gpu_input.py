@@ -21,7 +21,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import io
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,17 +31,12 @@ import torch
 
 from ...common.devices import resolve_device
 from ...common.errors import DataError
-from ...jpeg.geometry import center_crop_or_pad
+from ...jpeg.geometry import block_grid, center_crop_or_pad
 from ...jpeg.reader import read_jpeg
 from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD
 
 Source = str | Path | bytes
 Size = tuple[int, int]
-
-
-def block_grid(size: Size) -> Size:
-    """Luma block grid (Hb, Wb) of an H x W image: 2*ceil(H/16) x 2*ceil(W/16)."""
-    return (2 * math.ceil(size[0] / 16), 2 * math.ceil(size[1] / 16))
 
 
 def dct_h2d_bytes(height: int, width: int) -> int:

@@ -31,8 +31,8 @@ from typing import Any
 
 from ....common.errors import ExportError
 from ....common.files import atomic_path, write_bytes_atomic
+from ....jpeg.geometry import block_grid
 from ...artifact import sidecar_path
-from ...profiling.gpu_input import block_grid
 from .env import describe_environment, import_tensorrt, require_cuda, trt_logger
 
 logger = logging.getLogger(__name__)
