@@ -30,8 +30,8 @@ from torch import nn
 from dctq import __version__
 from dctq.calibration.train.config import TrainConfig
 from dctq.calibration.train.data import build_train_data
-from dctq.calibration.train.schedule import model_inputs
 from dctq.common.errors import ModelError
+from dctq.jpeg.batch import model_inputs
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.models.checkpoint import load_checkpoint

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..calibration.train.schedule import model_inputs
 from ..common.devices import resolve_device
 from ..common.errors import DctqError
+from ..jpeg.batch import model_inputs
 from ..jpeg.dataset import make_loader
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
 from ..models.metrics import topk_correct

@@ -38,12 +38,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ...common.devices import resolve_device
 from ...common.errors import DataError, ModelError
 from ...common.files import atomic_path
+from ...jpeg.batch import model_inputs
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...models.checkpoint import load_checkpoint, save_checkpoint
 from ...models.metrics import topk_correct
 from ...models.qabn import QSAM_BASE_QUALITIES, is_qabn
-from ..train.schedule import model_inputs
 from .meta_config import MetaConfig, MetaEpochEnd, MetaResult
 from .meta_step import MetaStepLosses, meta_step
 from .qac import qac_weighted_loss

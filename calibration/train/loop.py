@@ -27,6 +27,7 @@ from torch.utils.data import Dataset, Subset
 
 from ...common.devices import resolve_device
 from ...common.errors import DataError
+from ...jpeg.batch import model_inputs
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...models.metrics import topk_correct
@@ -47,7 +48,7 @@ from .events import (
     TrainResult,
     ValMetrics,
 )
-from .schedule import determinism, epoch_seed, lr_factor, model_inputs
+from .schedule import determinism, epoch_seed, lr_factor
 from .state import BEST, LAST, RunProgress, check_no_run, load_run, save_epoch
 
 __all__ = [
@@ -59,7 +60,6 @@ __all__ = [
     "TrainResult",
     "ValMetrics",
     "lr_factor",
-    "model_inputs",
     "train",
 ]
 

@@ -13,6 +13,7 @@ import torch
 
 from ...common.devices import resolve_device
 from ...common.errors import DctqError, ExportError
+from ...jpeg.batch import model_inputs
 from ..artifact import Artifact
 from .registry import register_backend
 
@@ -63,16 +64,13 @@ class TorchRunner:
             )
 
     def _args(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
-        args = []
-        for name in self.input_names:
-            value = batch.get(name)
-            if value is None:
-                raise DctqError(
-                    f"{self.artifact.path.name} needs input {name!r}; the batch has {sorted(batch)}"
-                )
-            tensor = torch.from_numpy(np.asarray(value)) if not isinstance(value, torch.Tensor) else value
-            args.append(tensor.to(self.torch_device, dtype=torch.float32, non_blocking=True))
-        return tuple(args)
+        return model_inputs(  # type: ignore[return-value]
+            batch,
+            self.torch_device,
+            names=self.input_names,
+            dtype=torch.float32,
+            source=self.artifact.path.name,
+        )
 
     def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Raises DctqError when an input is missing."""

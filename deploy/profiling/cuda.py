@@ -30,6 +30,7 @@ from torch import nn
 
 from ...common.devices import resolve_device
 from ...common.errors import ModelError
+from ...jpeg.batch import model_inputs
 from ...models.flops import example_inputs
 from .gpu_input import DctInput, RgbInput, TransferStats
 
@@ -187,7 +188,7 @@ def _on_device(
         x = dev[0].permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5).div_(0.25)
         out: tuple[torch.Tensor, ...] = (x,)
     else:
-        out = tuple(t.float() for t in dev)
+        out = model_inputs(tuple(dev))  # type: ignore[assignment]
     if channels_last:
         out = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in out)
     return out

@@ -31,6 +31,7 @@ import torch
 
 from ...common.devices import resolve_device
 from ...common.errors import DataError
+from ...jpeg.batch import DCT_INPUTS, model_inputs
 from ...jpeg.geometry import block_grid, center_crop_or_pad
 from ...jpeg.reader import read_jpeg
 from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD
@@ -207,7 +208,7 @@ class DctInput:
         self.images = 0
 
     def _convert(self, dev: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        return dev["y"].to(self.dtype), dev["cbcr"].to(self.dtype), dev["qt"]
+        return model_inputs(dev, names=DCT_INPUTS, int_dtype=self.dtype)  # type: ignore[return-value]
 
     def pack(self, coefs: Sequence[Any]) -> DeviceBatch:
         """Pack JpegCoefficients (at most batch_size) into the host buffers and upload them."""
