@@ -35,7 +35,7 @@ from dctq.calibration.ptq import ptq
 from dctq.calibration.train.data import dataset_for_arch
 from dctq.calibration.workflow.data import DEFAULT_VAL_FRACTION, calibration_loader
 from dctq.calibration.workflow.quantize import build_recipe
-from dctq.deploy.evaluate import as_predictor, evaluate_loader
+from dctq.deploy.evaluate import as_runner, evaluate_loader
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.jpeg.splits import split_data
@@ -113,7 +113,7 @@ def stored_quality(batches: list[dict[str, torch.Tensor]]) -> int | None:
 
 def accuracy(model: nn.Module, evals: EvalSet, device: str) -> dict[str, dict[str, float]]:
     """{quality label: {top1, top5, loss, images}} ("stored" for the files as stored)."""
-    predict, _, _ = as_predictor(model, device)
+    predict = as_runner(model, device)
     out = {}
     for q, batches in evals.items():
         row = evaluate_loader(predict, batches, quality=q)  # type: ignore[arg-type]
