@@ -13,7 +13,7 @@ as class indices: images/s over the whole run plus the input path's TransferStat
 get the same bytes, batch size, workers and precision, so their numbers compare on equal terms.
 
 device "cpu" runs the same code with host timers (no autocast for FP16 there): what the CPU tests
-use. The CPU latency profiler of the ONNX Runtime backends lives in deploy/profile.py.
+use. The latency profiler of any artifact on any backend is profiling/latency.py; both report `Latency`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from torch import nn
 
 from ...common.devices import resolve_device
 from ...common.errors import ModelError
-from ...jpeg.batch import model_inputs
-from ...models.flops import example_inputs
+from ...jpeg.batch import DCT_INPUTS, model_inputs
+from ..artifact import input_specs
 from .gpu_input import DctInput, RgbInput, TransferStats
+from .latency import Latency, synthetic_batch
 
 logger = logging.getLogger(__name__)
 
@@ -64,23 +65,6 @@ class ProfileConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Latency:
-    """Milliseconds over the timed iterations."""
-
-    p50: float
-    p90: float
-    p99: float
-    mean: float
-    min: float
-
-    @classmethod
-    def of(cls, samples_ms: Sequence[float]) -> Latency:
-        a = np.asarray(samples_ms, dtype=np.float64)
-        p50, p90, p99 = np.percentile(a, [50, 90, 99])
-        return cls(float(p50), float(p90), float(p99), float(a.mean()), float(a.min()))
-
-
-@dataclasses.dataclass(frozen=True)
 class ProfileRow:
     """One batch size: latency per phase and in total; images/s = batch / p50 total."""
 
@@ -93,7 +77,7 @@ class ProfileRow:
 
     @property
     def images_per_second(self) -> float:
-        return 1000.0 * self.batch / self.total.p50
+        return self.total.rate(self.batch)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "images_per_second": self.images_per_second}
@@ -167,13 +151,15 @@ class _Clock:
 
 
 def _host_inputs(model: nn.Module, batch: int, pin: bool) -> tuple[torch.Tensor, ...]:
-    """The batch as it leaves the host: int16 coefficients + float32 qt, or uint8 NHWC pixels."""
-    kind = getattr(model, "input_kind", None)
+    """The batch as it leaves the host: int16 coefficients + float32 qt (latency.synthetic_batch), or
+    uint8 NHWC pixels."""
+    kind, size = getattr(model, "input_kind", None), getattr(model, "input_size", None)
     if kind == "dct":
-        y, cbcr, qt = example_inputs(model, batch, device="cpu")
-        host = (y.to(torch.int16), cbcr.to(torch.int16), qt)
+        arrays = synthetic_batch(input_specs("dct", size), batch)
+        host = tuple(
+            torch.from_numpy(arrays[n].astype(np.int16) if n != "qt" else arrays[n]) for n in DCT_INPUTS
+        )
     elif kind == "rgb":
-        size = model.input_size
         gen = torch.Generator().manual_seed(0)
         host = (torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=gen),)
     else:
