@@ -4,8 +4,8 @@ autocast, a batch sweep, and an end-to-end mode from JPEG bytes to predictions.
 Model mode (`profile_cuda`): per batch size, each timed iteration records CUDA events around three
 phases on one stream: H2D (the batch's host inputs, pinned, in their wire form: int16 coefficients
 and float32 tables for DCT models, uint8 HWC pixels for RGB ones), compute (type conversion, RGB
-normalisation, the forward pass) and D2H (the logits). Reported: p50/p90/p99/mean per phase and in
-total, and images/s at the p50 total. The stream synchronises after every iteration: this is latency.
+normalisation as jpeg/rgb.py's, the forward pass) and D2H (the logits). Reported: p50/p90/p99/mean
+per phase and in total, and images/s at the p50 total. The stream synchronises after every iteration: this is latency.
 
 End-to-end mode (`profile_end_to_end`): a list of JPEG byte strings through gpu_input's DctInput or
 RgbInput (reading/decoding in threads, pinned upload, conversion on the GPU) into the model and back
@@ -31,6 +31,7 @@ from torch import nn
 from ...common.devices import resolve_device
 from ...common.errors import ModelError
 from ...jpeg.batch import DCT_INPUTS, model_inputs
+from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD, normalize_pixels
 from ..artifact import input_specs
 from .gpu_input import DctInput, RgbInput, TransferStats
 from .latency import Latency, synthetic_batch
@@ -168,11 +169,14 @@ def _host_inputs(model: nn.Module, batch: int, pin: bool) -> tuple[torch.Tensor,
 
 
 def _on_device(
-    model: nn.Module, dev: Sequence[torch.Tensor], channels_last: bool
+    model: nn.Module,
+    dev: Sequence[torch.Tensor],
+    channels_last: bool,
+    stats: tuple[torch.Tensor, torch.Tensor],
 ) -> tuple[torch.Tensor, ...]:
+    """The model's inputs from the uploaded wire form: RGB normalised as jpeg/rgb.py does, DCT as floats."""
     if getattr(model, "input_kind", None) == "rgb":
-        x = dev[0].permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5).div_(0.25)
-        out: tuple[torch.Tensor, ...] = (x,)
+        out: tuple[torch.Tensor, ...] = (normalize_pixels(dev[0], *stats),)
     else:
         out = model_inputs(tuple(dev))  # type: ignore[assignment]
     if channels_last:
@@ -194,6 +198,8 @@ def profile_cuda(
     device = resolve_device(config.device)
     raw = model
     prepared = prepared if prepared is not None else prepare_model(model, config)
+    # mean/std on the device once: creating them per call would time a host-to-device copy as compute
+    stats = tuple(torch.tensor(v, dtype=torch.float32, device=device) for v in (CIFAR10_MEAN, CIFAR10_STD))
     rows = []
     for batch in config.batch_sizes:
         host = _host_inputs(raw, batch, pin=device.type == "cuda")
@@ -205,7 +211,7 @@ def profile_cuda(
                 clock.mark(0)
                 dev = tuple(t.to(device, non_blocking=True) for t in host)
                 clock.mark(1)
-                logits = prepared(*_on_device(raw, dev, config.channels_last))
+                logits = prepared(*_on_device(raw, dev, config.channels_last, stats))
                 clock.mark(2)
                 if out_host is None:
                     out_host = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=device.type == "cuda")

@@ -4,9 +4,10 @@ DCT path: a thread pool reads the next batch's coefficients (`read_jpeg`; the li
 releases the GIL) while the current batch runs; each batch is centre-cropped/padded to the model's
 block grid into pinned host buffers as int16 (qt as float32, exact for 16-bit tables), copied with
 non-blocking copies on a side stream, and converted to FP16 there (FP16 holds every baseline
-coefficient exactly). RGB path, for comparison on equal terms: Pillow decodes in the same pool,
-centre crop/pad to the pixel size, uint8 HWC pinned, the same side-stream copy, then NCHW, /255,
-mean/std normalisation and FP16 on the GPU.
+coefficient exactly). RGB path, for comparison on equal terms, with the preprocessing of the RGB
+training data (jpeg/rgb.py): Pillow decodes in the same pool, centre crop (or placement of a smaller
+image) to the pixel size, uint8 HWC pinned, the same side-stream copy, then NCHW, /255, mean/std
+normalisation, the mean colour around smaller images, and FP16 on the GPU.
 
 Host buffers are double-buffered: a buffer is refilled only after its previous copy finished, so
 packing batch k+1 overlaps the copy and the model of batch k. Without CUDA (device "cpu") the same
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import io
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -34,7 +34,7 @@ from ...common.errors import DataError
 from ...jpeg.batch import DCT_INPUTS, model_inputs
 from ...jpeg.geometry import block_grid, center_crop_or_pad
 from ...jpeg.reader import read_jpeg
-from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD
+from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD, Box, decode_rgb, fit_pixels, normalize_pixels
 
 Source = str | Path | bytes
 Size = tuple[int, int]
@@ -240,27 +240,16 @@ class DctInput:
         )
 
 
-def decode_rgb(source: Source) -> np.ndarray:
-    """[H, W, 3] uint8 pixels of a JPEG decoded by Pillow (the RGB models' decoder)."""
-    from PIL import Image
-
+def _pixels(source: Source) -> np.ndarray:
+    """[H, W, 3] uint8 pixels of a JPEG (path or bytes), decoded as the RGB models' data is (jpeg.rgb)."""
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
-
-
-def _crop_or_pad_hwc(x: np.ndarray, size: Size) -> np.ndarray:
-    out = np.zeros((size[0], size[1], x.shape[2]), dtype=x.dtype)
-    h, w = x.shape[:2]
-    ch, cw = min(h, size[0]), min(w, size[1])
-    sy, sx, dy, dx = (h - ch) // 2, (w - cw) // 2, (size[0] - ch) // 2, (size[1] - cw) // 2
-    out[dy : dy + ch, dx : dx + cw] = x[sy : sy + ch, sx : sx + cw]
-    return out
+    return decode_rgb(data, "<bytes>" if isinstance(source, bytes) else source)[0]
 
 
 class RgbInput:
-    """JPEG sources -> DeviceBatch(x [N, 3, H, W]): Pillow decode, centre crop/pad, uint8 upload,
-    normalisation ((x/255 - mean) / std) and `dtype` on the device."""
+    """JPEG sources -> DeviceBatch(x [N, 3, H, W]): jpeg/rgb.py's preprocessing with the normalisation
+    on the device: Pillow decode, centre crop (or placement) to the size, uint8 upload, then
+    `normalize_pixels` ((x/255 - mean) / std, the mean colour around smaller images) and `dtype`."""
 
     def __init__(
         self,
@@ -280,21 +269,20 @@ class RgbInput:
         self.decode_seconds = self.pack_seconds = 0.0
         self.images = 0
 
-    def _convert(self, dev: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        x = dev["x"].permute(0, 3, 1, 2).float().div_(255.0)
-        return (((x - self.mean) / self.std).to(self.dtype).contiguous(),)
+    def _convert(self, dev: dict[str, torch.Tensor], boxes: list[Box]) -> tuple[torch.Tensor, ...]:
+        x = normalize_pixels(dev["x"], self.mean, self.std, boxes)
+        return (x.to(self.dtype).contiguous(),)
 
     def pack(self, pixels: Sequence[np.ndarray]) -> DeviceBatch:
         start = time.perf_counter()
         host = self.up.host()["x"].numpy()
-        for i, p in enumerate(pixels):
-            host[i] = p if p.shape[:2] == self.size else _crop_or_pad_hwc(p, self.size)
+        boxes = [fit_pixels(p, self.size, out=host[i])[1] for i, p in enumerate(pixels)]
         self.pack_seconds += time.perf_counter() - start
         self.images += len(pixels)
-        return self.up.upload(len(pixels), self._convert)
+        return self.up.upload(len(pixels), lambda dev: self._convert(dev, boxes))
 
     def batches(self, sources: Sequence[Source]) -> Iterator[DeviceBatch]:
-        for pixels, waited in _prefetched(sources, self.batch_size, decode_rgb, self.workers):
+        for pixels, waited in _prefetched(sources, self.batch_size, _pixels, self.workers):
             self.decode_seconds += waited
             yield self.pack(pixels)
 
