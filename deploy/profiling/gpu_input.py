@@ -177,7 +177,36 @@ def _prefetched(
             yield items, waited
 
 
-class DctInput:
+class _InputPath:
+    """What the DCT and RGB paths share: the reader threads (`_read` one source), counters, stats."""
+
+    batch_size: int
+    workers: int
+    up: _Uploader
+    decode_seconds: float = 0.0
+    pack_seconds: float = 0.0
+    images: int = 0
+
+    @staticmethod
+    def _read(source: Source) -> Any:
+        raise NotImplementedError
+
+    def pack(self, items: Sequence[Any]) -> DeviceBatch:
+        raise NotImplementedError
+
+    def batches(self, sources: Sequence[Source]) -> Iterator[DeviceBatch]:
+        """DeviceBatches of `sources` (paths or bytes), reading the next batch while yielding one."""
+        for items, waited in _prefetched(sources, self.batch_size, self._read, self.workers):
+            self.decode_seconds += waited
+            yield self.pack(items)
+
+    def stats(self) -> TransferStats:
+        return TransferStats(
+            self.images, self.up.h2d_bytes, self.up.h2d_seconds(), self.decode_seconds, self.pack_seconds
+        )
+
+
+class DctInput(_InputPath):
     """JPEG sources -> DeviceBatch(y [N, 64, Hb, Wb], cbcr [N, 128, Hb/2, Wb/2], qt [N, 3, 64]).
 
     y and cbcr arrive as `dtype` (FP16 by default; float32 for FP32 models), qt as float32. Grayscale
@@ -207,6 +236,8 @@ class DctInput:
         self.decode_seconds = self.pack_seconds = 0.0
         self.images = 0
 
+    _read = staticmethod(read_jpeg)
+
     def _convert(self, dev: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         return model_inputs(dev, names=DCT_INPUTS, int_dtype=self.dtype)  # type: ignore[return-value]
 
@@ -228,17 +259,6 @@ class DctInput:
         self.images += len(coefs)
         return self.up.upload(len(coefs), self._convert)
 
-    def batches(self, sources: Sequence[Source]) -> Iterator[DeviceBatch]:
-        """DeviceBatches of `sources` (paths or bytes), reading the next batch while yielding one."""
-        for coefs, waited in _prefetched(sources, self.batch_size, read_jpeg, self.workers):
-            self.decode_seconds += waited
-            yield self.pack(coefs)
-
-    def stats(self) -> TransferStats:
-        return TransferStats(
-            self.images, self.up.h2d_bytes, self.up.h2d_seconds(), self.decode_seconds, self.pack_seconds
-        )
-
 
 def _pixels(source: Source) -> np.ndarray:
     """[H, W, 3] uint8 pixels of a JPEG (path or bytes), decoded as the RGB models' data is (jpeg.rgb)."""
@@ -246,7 +266,7 @@ def _pixels(source: Source) -> np.ndarray:
     return decode_rgb(data, "<bytes>" if isinstance(source, bytes) else source)[0]
 
 
-class RgbInput:
+class RgbInput(_InputPath):
     """JPEG sources -> DeviceBatch(x [N, 3, H, W]): jpeg/rgb.py's preprocessing with the normalisation
     on the device: Pillow decode, centre crop (or placement) to the size, uint8 upload, then
     `normalize_pixels` ((x/255 - mean) / std, the mean colour around smaller images) and `dtype`."""
@@ -269,6 +289,8 @@ class RgbInput:
         self.decode_seconds = self.pack_seconds = 0.0
         self.images = 0
 
+    _read = staticmethod(_pixels)
+
     def _convert(self, dev: dict[str, torch.Tensor], boxes: list[Box]) -> tuple[torch.Tensor, ...]:
         x = normalize_pixels(dev["x"], self.mean, self.std, boxes)
         return (x.to(self.dtype).contiguous(),)
@@ -280,13 +302,3 @@ class RgbInput:
         self.pack_seconds += time.perf_counter() - start
         self.images += len(pixels)
         return self.up.upload(len(pixels), lambda dev: self._convert(dev, boxes))
-
-    def batches(self, sources: Sequence[Source]) -> Iterator[DeviceBatch]:
-        for pixels, waited in _prefetched(sources, self.batch_size, _pixels, self.workers):
-            self.decode_seconds += waited
-            yield self.pack(pixels)
-
-    def stats(self) -> TransferStats:
-        return TransferStats(
-            self.images, self.up.h2d_bytes, self.up.h2d_seconds(), self.decode_seconds, self.pack_seconds
-        )
