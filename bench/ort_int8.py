@@ -48,7 +48,6 @@ import numpy as np
 import torch
 
 from dctq import __version__
-from dctq.calibration.qsam.qac import ijg_qt
 from dctq.calibration.quant.recipe import build_recipe
 from dctq.calibration.workflow.plan import PtqData
 from dctq.calibration.workflow.quantize import quantize_checkpoint
@@ -58,6 +57,7 @@ from dctq.deploy.artifact import ArtifactMeta, load_artifact
 from dctq.deploy.backends.registry import load_runner
 from dctq.deploy.export.onnx import export_onnx
 from dctq.deploy.onnx.lint import lint_qdq
+from dctq.jpeg.quality import ijg_qt
 from dctq.models.checkpoint import load_checkpoint
 
 sys.path.insert(

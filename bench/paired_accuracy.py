@@ -29,12 +29,13 @@ from typing import Any
 import torch
 
 from dctq import __version__
-from dctq.calibration.train.data import make_dataset, split_data
+from dctq.calibration.train.data import dataset_for_arch
 from dctq.calibration.workflow.data import DEFAULT_VAL_FRACTION
 from dctq.common.errors import DataError
-from dctq.deploy.evaluate import as_predictor
+from dctq.deploy.evaluate import as_runner
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
+from dctq.jpeg.splits import split_data
 from dctq.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from dctq.models.registry import get_model_info
 
@@ -127,7 +128,7 @@ def correctness(
     models: tuple[LoadedCheckpoint, ...], dataset: torch.utils.data.Dataset, batch_size: int
 ) -> list[torch.Tensor]:
     """Per-image top-1 hits of every model, all scored on each batch as it is read (one decode pass)."""
-    predictors = [as_predictor(m, "cpu")[0] for m in models]
+    predictors = [as_runner(m, "cpu") for m in models]
     hits: list[list[torch.Tensor]] = [[] for _ in models]
     for batch in make_loader(dataset, batch_size, shuffle=False, num_workers=0):
         for predict, out in zip(predictors, hits, strict=True):
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def scored(quality: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         policy = QualityPolicy(test_quality=quality)
-        dataset = make_dataset(first.arch, split.root, split.samples("val"), train=False, policy=policy)
+        dataset = dataset_for_arch(first.arch, split.root, split.samples("val"), train=False, policy=policy)
         hits_a, hits_b = correctness((first, second), dataset, args.batch_size)
         return hits_a, hits_b
 

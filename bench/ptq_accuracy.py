@@ -33,11 +33,12 @@ from dctq import __version__
 from dctq.calibration.calibrators.registry import CALIBRATORS
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.recipe import build_recipe
-from dctq.calibration.train.data import make_dataset, split_data
+from dctq.calibration.train.data import dataset_for_arch
 from dctq.calibration.workflow.data import DEFAULT_VAL_FRACTION, calibration_loader
-from dctq.deploy.evaluate import as_predictor, evaluate_loader
+from dctq.deploy.evaluate import as_runner, evaluate_loader
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
+from dctq.jpeg.splits import split_data
 from dctq.models.checkpoint import LoadedCheckpoint, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common: the bench folder is no package
@@ -97,7 +98,7 @@ def eval_set(
         samples = [samples[i] for i in sorted(rng.choice(len(samples), max_images, replace=False).tolist())]
     out: EvalSet = {}
     for q in qualities:
-        dataset = make_dataset(
+        dataset = dataset_for_arch(
             loaded.arch, split.root, samples, train=False, policy=QualityPolicy(test_quality=q)
         )
         out[q] = list(make_loader(dataset, batch_size, shuffle=False))
@@ -112,7 +113,7 @@ def stored_quality(batches: list[dict[str, torch.Tensor]]) -> int | None:
 
 def accuracy(model: nn.Module, evals: EvalSet, device: str) -> dict[str, dict[str, float]]:
     """{quality label: {top1, top5, loss, images}} ("stored" for the files as stored)."""
-    predict, _, _ = as_predictor(model, device)
+    predict = as_runner(model, device)
     out = {}
     for q, batches in evals.items():
         row = evaluate_loader(predict, batches, quality=q)  # type: ignore[arg-type]

@@ -30,11 +30,12 @@ from torch import nn
 from dctq import __version__
 from dctq.calibration.train.config import TrainConfig
 from dctq.calibration.train.data import build_train_data
-from dctq.calibration.train.schedule import model_inputs, topk_correct
 from dctq.common.errors import ModelError
+from dctq.jpeg.batch import model_inputs
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.models.checkpoint import load_checkpoint
+from dctq.models.metrics import topk_correct
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common: the bench folder is no package
 from bench_common import int_list, script_main

@@ -59,25 +59,6 @@ def detect_env() -> DistEnv:
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def resolve_device(requested: str, env: DistEnv) -> torch.device:
-    """The device of this process: "auto" takes CUDA when present; CUDA processes use cuda:LOCAL_RANK.
-
-    Raises BackendUnavailable when "cuda" is asked for and there is none.
-    """
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable(
-            "--device cuda was asked for but torch sees no CUDA device; use --device cpu."
-        )
-    if requested in ("cuda", "auto") and torch.cuda.is_available():
-        if env.local_rank >= torch.cuda.device_count():
-            raise BackendUnavailable(
-                f"LOCAL_RANK={env.local_rank} but only {torch.cuda.device_count()} CUDA devices; "
-                "lower --nproc-per-node."
-            )
-        return torch.device("cuda", env.local_rank)
-    return torch.device("cpu")
-
-
 @contextlib.contextmanager
 def process_group(device: torch.device, env: DistEnv) -> Iterator[None]:
     """Join the job's process group for the duration of the block (a no-op for one process).

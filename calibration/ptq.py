@@ -5,63 +5,35 @@ Batches are what dctq's loaders yield (jpeg/dataset.py `collate_dct`, jpeg/rgb.p
   -> model(y.float(), cbcr.float(), qt.float());
 - RGB: {"x": [N, 3, H, W] float32, "qt": [N, 3, 64] (optional), ...} -> model(x, qt);
 - a bare tensor -> model(x); a tuple/list -> model(*items).
-Other keys ("label", "quality") are ignored. Tensors go to the model's device.
+Other keys ("label", "quality") are ignored. Tensors go to the model's device (jpeg/batch.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..common.errors import QuantizationError
+from ..jpeg.batch import model_inputs
 from .quant.model import calibrate, quantize_model
 from .quant.recipe import QuantRecipe
 
 logger = logging.getLogger(__name__)
 
 
-def _as_float(t: Any, device: torch.device) -> Any:
-    if t is None:
-        return None
-    if not isinstance(t, torch.Tensor):
-        raise QuantizationError(f"calibration batch holds a {type(t).__name__} where a tensor was expected")
-    t = t.to(device)
-    return t if t.is_floating_point() else t.float()
-
-
 def model_args(batch: Any, device: torch.device | str = "cpu") -> tuple[Any, ...]:
-    """Positional arguments for the model from one loader batch (see module docstring).
+    """Positional arguments for the model from one calibration batch, on `device` (see the module
+    docstring): `jpeg.batch.model_inputs` reporting in calibration's terms.
 
-    Raises QuantizationError for a mapping with neither "y" nor "x", or a non-tensor value.
+    Raises QuantizationError for a mapping with neither "y" nor "x", a DCT batch without "qt", or a
+    non-tensor value.
     """
-    device = torch.device(device)
-    if isinstance(batch, torch.Tensor):
-        return (_as_float(batch, device),)
-    if isinstance(batch, Mapping):
-        if "y" in batch:
-            if "qt" not in batch:
-                raise QuantizationError("a DCT calibration batch needs 'qt' [N, 3, 64] next to 'y'")
-            return (
-                _as_float(batch["y"], device),
-                _as_float(batch.get("cbcr"), device),
-                _as_float(batch["qt"], device),
-            )
-        if "x" in batch:
-            x = _as_float(batch["x"], device)
-            return (x, _as_float(batch["qt"], device)) if batch.get("qt") is not None else (x,)
-        raise QuantizationError(
-            f"calibration batch has keys {sorted(map(str, batch))}; expected 'y'/'cbcr'/'qt' (DCT) or 'x' (RGB)"
-        )
-    if isinstance(batch, tuple | list):
-        return tuple(_as_float(t, device) for t in batch)
-    raise QuantizationError(
-        f"cannot feed a {type(batch).__name__} to the model; give dicts, tensors or tuples"
-    )
+    return model_inputs(batch, device=device, source="calibration batch", error=QuantizationError)
 
 
 def ptq(

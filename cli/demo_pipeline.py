@@ -13,7 +13,7 @@ from typing import Any
 
 from ..calibration.quant.recipe import build_recipe
 from ..calibration.train.config import TrainConfig
-from ..calibration.train.data import build_train_data, make_dataset
+from ..calibration.train.data import build_train_data, dataset_for_arch
 from ..calibration.train.loop import train
 from ..calibration.workflow.plan import PtqData
 from ..calibration.workflow.quantize import quantize_checkpoint
@@ -94,7 +94,7 @@ def run_demo(
     samples = splits.samples("val")
 
     def factory(quality: int | None):
-        return make_dataset(
+        return dataset_for_arch(
             DEMO_ARCH, splits.root, samples, train=False, policy=QualityPolicy(test_quality=quality)
         )
 

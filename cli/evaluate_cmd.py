@@ -107,10 +107,11 @@ def evaluate_command(
 ) -> None:
     """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
     from ..calibration.train.config import TrainConfig
-    from ..calibration.train.data import make_dataset, split_data
+    from ..calibration.train.data import dataset_for_arch
     from ..deploy.evaluate import evaluate
     from ..deploy.predict import artifact_predictor
     from ..jpeg.recompress import QualityPolicy
+    from ..jpeg.splits import split_data
 
     with user_errors(ctx):
         quality_list = parse_qualities(qualities)
@@ -138,7 +139,7 @@ def evaluate_command(
 
         def factory(quality: int | None):
             policy = QualityPolicy(test_quality=quality)
-            return make_dataset(arch, splits.root, samples, train=False, policy=policy)
+            return dataset_for_arch(arch, splits.root, samples, train=False, policy=policy)
 
         with make_progress(not as_json, detail=False, transient=True) as progress:
             tasks: dict = {}

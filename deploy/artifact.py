@@ -28,9 +28,11 @@ from torch import nn
 
 from .. import __version__
 from ..calibration.quant.checkpoint import QUANT_RECIPE_KEY
+from ..calibration.quant.model import recipe_of
 from ..common.errors import DctqError, ExportError, ModelError
 from ..common.files import write_text_atomic
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
+from ..models.qabn import is_qabn
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +49,46 @@ KINDS = {
 DCT_INPUTS = ("y", "cbcr", "qt")
 
 
+ONNX_DTYPES = {1: "float32", 10: "float16"}
+"""ONNX TensorProto element types of dctq's inputs and outputs, by name."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
-    """One graph input or output: name, shape ("batch" for the dynamic batch axis), dtype."""
+    """One graph input or output: name, shape (a name such as "batch" for a dynamic axis), dtype.
+
+    The one input-spec type of dctq: sidecars list them, and the TensorRT build reads an ONNX
+    graph's inputs into them (`from_onnx`) to shape its optimization profile by `role`.
+    """
 
     name: str
     shape: tuple[int | str, ...]
     dtype: str = "float32"
+
+    @property
+    def dims(self) -> tuple[int | None, ...]:
+        """The shape with every dynamic (named) axis as None."""
+        return tuple(d if isinstance(d, int) else None for d in self.shape)
+
+    @property
+    def role(self) -> str | None:
+        """What the tensor holds, told by rank and channels: "luma" [N, 64, Hb, Wb], "chroma"
+        [N, 128, Hb/2, Wb/2], "rgb" [N, 3, H, W], "qt" [N, 3, 64]; None for anything else."""
+        dims = self.dims
+        if len(dims) == 4 and dims[1] in (64, 128, 3):
+            return {64: "luma", 128: "chroma", 3: "rgb"}[dims[1]]
+        if len(dims) == 3 and dims[1:] == (3, 64):
+            return "qt"
+        return None
+
+    @classmethod
+    def from_onnx(cls, value: Any) -> TensorSpec:
+        """The spec of an ONNX ValueInfoProto (a graph input or output); unnamed dynamic axes are "?"."""
+        tensor = value.type.tensor_type
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim
+        )
+        return cls(value.name, shape, ONNX_DTYPES.get(tensor.elem_type, str(tensor.elem_type)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,18 +216,26 @@ def write_sidecar(path: Path | str, meta: ArtifactMeta, kind: str) -> Path:
     return target
 
 
-def read_sidecar(path: Path | str) -> tuple[ArtifactMeta, str] | None:
-    """(meta, kind) from `<path>.json`, or None when there is no sidecar. Raises ExportError if damaged."""
+def read_sidecar(path: Path | str, *, kind: str | None = None) -> dict[str, Any] | None:
+    """The JSON sidecar beside the artifact at `path` (`<path>.json`) as a dict, or None when there is none.
+
+    kind: the artifact kind the sidecar must describe (e.g. "engine").
+
+    Raises:
+        ExportError: naming the sidecar, when it is unreadable, not a dctq sidecar, or of another kind.
+    """
     target = sidecar_path(path)
     if not target.is_file():
         return None
     try:
         data = json.loads(target.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{target} is not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ExportError(f"{target} is not a dctq sidecar (not a JSON object)")
-    return ArtifactMeta.from_dict(data, target), str(data.get("kind", ""))
+        raise ExportError(f"{target} is not readable JSON ({exc}); re-export the artifact") from None
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        raise ExportError(f"{target} is not a dctq sidecar (no format {SIDECAR_FORMAT!r} marker)")
+    if kind is not None and data.get("kind") != kind:
+        raise ExportError(f"{target} describes a {data.get('kind')!r} artifact, not {kind!r}")
+    return data
 
 
 def input_specs(
@@ -215,8 +258,6 @@ def needs_qt(model: nn.Module) -> bool:
     """Whether the model reads qt: DCT models always, RGB models when QABN routes on it."""
     if getattr(model, "input_kind", None) == "dct":
         return True
-    from ..models.qabn import is_qabn
-
     return is_qabn(model)
 
 
@@ -249,8 +290,6 @@ def describe_model(
     if loaded is not None and loaded.extra.get(QUANT_RECIPE_KEY):
         recipe = dict(loaded.extra[QUANT_RECIPE_KEY])
     else:
-        from ..calibration.quant.model import recipe_of
-
         found = recipe_of(module)
         recipe = found.to_dict() if found is not None else None
     extra = {k: v for k, v in (loaded.extra if loaded else {}).items() if k in ("qabn", "qsam", "epoch")}
@@ -338,7 +377,7 @@ def load_artifact(path: Path | str) -> Artifact:
         return Artifact(path, kind, describe_model(loaded), loaded)
     found = read_sidecar(path)
     if found is not None:
-        return Artifact(path, kind, found[0])
+        return Artifact(path, kind, ArtifactMeta.from_dict(found, sidecar_path(path)))
     if kind == "onnx":
         logger.warning("%s has no sidecar %s; class names are numbers", path, sidecar_path(path).name)
         return Artifact(path, kind, _onnx_meta(path))

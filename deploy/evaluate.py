@@ -1,9 +1,10 @@
 """Accuracy per JPEG quality: top-1 / top-5 of a model (or any predictor) on images re-compressed
 at each quality (QSAM's protocol: the test set saved at IJG quality q, for each q).
 
-The loop takes any `predict(batch) -> logits`, so a PyTorch model, a checkpoint, and later an
-ONNX Runtime session or a TensorRT engine are evaluated by the same code. Batches are the dicts
-of `jpeg.dataset.make_loader`: y/cbcr (DCT) or x (RGB), qt, label, quality.
+The loop takes any `predict(batch) -> logits`: a Runner of any backend (deploy/backends: a PyTorch
+model or checkpoint, an ONNX Runtime session, a TensorRT engine), so every artifact is evaluated by
+the same code. Batches are the dicts of `jpeg.dataset.make_loader`: y/cbcr (DCT) or x (RGB), qt,
+label, quality.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..calibration.qsam.data import oracle_branch_index
-from ..calibration.train.schedule import model_inputs, topk_correct
 from ..common.errors import DctqError
 from ..jpeg.dataset import make_loader
-from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
-from ..models.qabn import is_qabn, qabn_routing
+from ..models.checkpoint import LoadedCheckpoint
+from ..models.metrics import topk_correct
+from .artifact import load_artifact
+from .backends.pytorch import TorchRunner
+from .backends.registry import Runner, load_runner
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +35,6 @@ Predictor = Callable[[dict[str, Tensor]], Tensor]
 
 DatasetFactory = Callable[[int | None], Dataset]
 """quality (None: files as stored) -> an evaluation dataset whose images are re-compressed at it."""
-
-QABN_ROUTINGS = ("auto", "oracle", "mixer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,81 +79,45 @@ class EvalProgress:
     batches: int
 
 
-class TorchPredictor:
-    """A PyTorch model as a Predictor: moves the batch to `device`, runs the model in eval mode.
-
-    qabn_routing (QSAM models only): "oracle" sends each image to the BN branch of the nearest base
-    quality (how a model is used after QSAM's base stage, before its mixer is trained), "mixer"
-    mixes the branches with the model's quant-table MLP (after the meta stage).
-    """
-
-    def __init__(self, model: nn.Module, device: torch.device, *, qabn_routing: str = "mixer") -> None:
-        if qabn_routing not in ("oracle", "mixer"):
-            raise DctqError(f"qabn_routing must be 'oracle' or 'mixer', got {qabn_routing!r}")
-        self.model = model.to(device).eval()
-        self.device = device
-        self.oracle = qabn_routing == "oracle" and is_qabn(model)
-
-    @torch.no_grad()
-    def __call__(self, batch: dict[str, Tensor]) -> Tensor:
-        inputs = model_inputs(batch, self.device)
-        if self.oracle:
-            with qabn_routing(self.model, oracle_branch_index(inputs[-1])):
-                return self.model(*inputs)
-        return self.model(*inputs)
+Evaluable = Runner | nn.Module | LoadedCheckpoint | Path | str | Predictor
+"""What `evaluate` takes: a Runner of any backend, or what becomes one (see `as_runner`)."""
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """ "auto" -> CUDA when present, else CPU. Raises DctqError for "cuda" without CUDA."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DctqError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
-    return torch.device(device)
-
-
-def as_predictor(
-    model_or_checkpoint: nn.Module | Path | str | LoadedCheckpoint | Predictor,
-    device: str | torch.device = "auto",
-    *,
-    qabn_routing: str = "auto",
-) -> tuple[Predictor, str, str | None]:
-    """(predict, description, arch) for a model, a checkpoint (path or loaded), or a Predictor as it is.
-
-    qabn_routing "auto": oracle routing for checkpoints saved after QSAM's base stage
-    (extra["qsam"]["stage"] == "base") and for in-memory QABN models whose `qsam_stage` is not
-    "meta"; the mixer otherwise.
+def as_runner(
+    model: Evaluable, device: str | torch.device = "auto", *, qabn_routing: str = "auto"
+) -> Runner | Predictor:
+    """A Runner for `model`: an nn.Module or LoadedCheckpoint -> TorchRunner (QABN routing decided
+    there, `models.qabn.choose_routing`); an artifact path -> its default backend's runner (a checkpoint
+    through TorchRunner with `qabn_routing`); a Runner, or any callable predict(batch) -> logits, as it is.
 
     Raises:
-        ModelError: unreadable checkpoint. DctqError: bad device or routing name.
+        ModelError / ExportError: an unreadable checkpoint or artifact, a bad routing name.
+        DctqError: an unknown suffix, a missing file, a bad device, or a `model` of another type.
     """
-    if qabn_routing not in QABN_ROUTINGS:
-        raise DctqError(f"qabn_routing must be one of {QABN_ROUTINGS}, got {qabn_routing!r}")
-    if isinstance(model_or_checkpoint, str | Path | LoadedCheckpoint):
-        loaded = model_or_checkpoint
-        if not isinstance(loaded, LoadedCheckpoint):
-            loaded = load_checkpoint(loaded)
-        stage = (loaded.extra.get("qsam") or {}).get("stage")
-        routing = ("oracle" if stage == "base" else "mixer") if qabn_routing == "auto" else qabn_routing
-        predict = TorchPredictor(loaded.model, resolve_device(device), qabn_routing=routing)
-        name = loaded.arch if isinstance(model_or_checkpoint, LoadedCheckpoint) else str(model_or_checkpoint)
-        return predict, name, loaded.arch
-    if isinstance(model_or_checkpoint, nn.Module):
-        stage = getattr(model_or_checkpoint, "qsam_stage", "base")
-        routing = ("mixer" if stage == "meta" else "oracle") if qabn_routing == "auto" else qabn_routing
-        predict = TorchPredictor(model_or_checkpoint, resolve_device(device), qabn_routing=routing)
-        return predict, type(model_or_checkpoint).__name__, None
-    if callable(model_or_checkpoint):
-        return (
-            model_or_checkpoint,
-            getattr(model_or_checkpoint, "__name__", type(model_or_checkpoint).__name__),
-            None,
-        )
+    if isinstance(model, nn.Module | LoadedCheckpoint):
+        return TorchRunner(model, device=device, qabn_routing=qabn_routing)
+    if isinstance(model, str | Path):
+        art = load_artifact(model)
+        if art.kind == "checkpoint":
+            return TorchRunner(art, device=device, qabn_routing=qabn_routing)
+        return load_runner(art, device=str(device))
+    if callable(model):
+        return model
     raise DctqError(
-        f"cannot evaluate a {type(model_or_checkpoint).__name__}: give a model, a checkpoint path or a predictor"
+        f"cannot evaluate a {type(model).__name__}: give a model, a checkpoint path or a predictor"
     )
+
+
+def _describe(model: Evaluable, runner: Runner | Predictor) -> tuple[str, str | None]:
+    """(the report's model description, arch) of what `evaluate` was given."""
+    if isinstance(model, LoadedCheckpoint):
+        return model.arch, model.arch
+    if isinstance(model, nn.Module):
+        return type(model).__name__, None
+    if isinstance(model, str | Path):
+        art = getattr(runner, "artifact", None)
+        return str(model), art.meta.arch if art is not None else None
+    return getattr(runner, "__name__", type(runner).__name__), None
 
 
 def evaluate_loader(
@@ -191,7 +155,7 @@ def evaluate_loader(
 
 
 def evaluate(
-    model_or_checkpoint: nn.Module | Path | str | LoadedCheckpoint | Predictor,
+    model: Evaluable,
     dataset_factory: DatasetFactory,
     qualities: Sequence[int] | None,
     batch_size: int = 128,
@@ -204,22 +168,26 @@ def evaluate(
     """Top-1 / top-5 of a model at each JPEG quality.
 
     Args:
-        model_or_checkpoint: an nn.Module (DCT forward(y, cbcr, qt) or RGB forward(x, qt)), a dctq
-            checkpoint (path or LoadedCheckpoint), or any Predictor `predict(batch) -> logits [N, classes]`.
+        model: a Runner (any backend: `deploy.backends.registry.load_runner`), an nn.Module (DCT
+            forward(y, cbcr, qt) or RGB forward(x, qt)), a dctq checkpoint or artifact (path or
+            LoadedCheckpoint), or any Predictor `predict(batch) -> logits [N, classes]` (see `as_runner`).
         dataset_factory: quality -> evaluation dataset re-compressed at that quality (None: as stored),
             e.g. `lambda q: JpegFolder(root, input_size=32, train=False, qualities=QualityPolicy(test_quality=q))`.
         qualities: the qualities to test; None evaluates the files as stored (one row, quality None).
         batch_size, num_workers: of the evaluation loaders. device: for models and checkpoints.
-        qabn_routing: see `as_predictor`.
+        qabn_routing: "auto", "oracle" or "mixer", for QSAM models given as modules or checkpoints
+            (a Runner has decided its own).
 
     Raises:
-        ModelError: unreadable checkpoint. DataError / JpegError: bad data. DctqError: bad arguments.
+        ModelError: unreadable checkpoint, bad routing name. DataError / JpegError: bad data.
+        DctqError: bad arguments.
     """
-    predict, name, arch = as_predictor(model_or_checkpoint, device, qabn_routing=qabn_routing)
+    runner = as_runner(model, device, qabn_routing=qabn_routing)
+    name, arch = _describe(model, runner)
     rows = []
     for quality in list(qualities) if qualities else [None]:
         loader = make_loader(dataset_factory(quality), batch_size, shuffle=False, num_workers=num_workers)
-        row = evaluate_loader(predict, loader, quality=quality, progress=progress)
+        row = evaluate_loader(runner, loader, quality=quality, progress=progress)
         logger.info("quality %s: top-1 %.4f top-5 %.4f (%d images)", quality, row.top1, row.top5, row.images)
         rows.append(row)
     return EvalReport(name, arch, tuple(rows))

@@ -2,14 +2,13 @@
 
 DCT models read the file's quantized coefficients (read_jpeg), centre-crop/pad them to the model's
 block grid on MCU boundaries and pass the file's own quant tables; grayscale files get zero chroma
-(what an encoder writes for a colourless image). RGB models get Pillow-decoded pixels normalised
-like the training data (CIFAR-10 mean/std, jpeg/rgb.py), centre-cropped/padded to the input size.
+(what an encoder writes for a colourless image). RGB models get the training data's preprocessing
+(jpeg/rgb.py: Pillow decode, CIFAR-10 mean/std, centre crop or mean-colour padding to the input size).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.errors import CorruptJpegError, DctqError, JpegError, NotAJpegError
+from ..common.errors import DctqError, JpegError
+from ..jpeg.geometry import center_crop_or_pad
+from ..jpeg.reader import read_jpeg
+from ..jpeg.rgb import decode_rgb, preprocess_rgb
 from .artifact import Artifact, ArtifactMeta, load_artifact
 from .backends.registry import Runner, load_runner
 
@@ -58,9 +60,6 @@ def read_dct_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
 
     Raises JpegError (from read_jpeg) naming the file.
     """
-    from ..jpeg.geometry import center_crop_or_pad
-    from ..jpeg.reader import read_jpeg
-
     coefs = read_jpeg(path)
     y, cbcr = coefs.y, coefs.cbcr
     if cbcr is None:
@@ -71,37 +70,18 @@ def read_dct_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
 
 
 def read_rgb_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
-    """One file as RGB model inputs: x [3, S, S] float32 normalised, qt [3, 64] float32.
+    """One file as RGB model inputs: x [3, S, S] float32 (jpeg.rgb.preprocess_rgb, as the training data),
+    qt [3, 64] float32.
 
-    Raises NotAJpegError / CorruptJpegError naming the file.
+    Raises JpegError / NotAJpegError / CorruptJpegError naming the file.
     """
-    from PIL import Image
-
-    from ..jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD, pillow_quant_tables
-
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise JpegError(f"{path}: cannot read ({exc.strerror})") from None
-    if not data.startswith(b"\xff\xd8"):
-        raise NotAJpegError(f"{path} is not a JPEG file (starts with {data[:4]!r})")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            qt = pillow_quant_tables(img)
-            rgb = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise CorruptJpegError(f"{path}: Pillow cannot decode it ({exc})") from None
-    mean = np.asarray(CIFAR10_MEAN, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(CIFAR10_STD, dtype=np.float32).reshape(3, 1, 1)
-    x = (rgb.transpose(2, 0, 1).astype(np.float32) / 255.0 - mean) / std
-    out = np.zeros((3, input_size, input_size), dtype=np.float32)
-    h, w = x.shape[1:]
-    ch, cw = min(h, input_size), min(w, input_size)
-    sy, sx, dy, dx = (h - ch) // 2, (w - cw) // 2, (input_size - ch) // 2, (input_size - cw) // 2
-    out[:, dy : dy + ch, dx : dx + cw] = x[:, sy : sy + ch, sx : sx + cw]
-    return {"x": out, "qt": qt}
+    rgb, qt = decode_rgb(data, path)
+    return {"x": preprocess_rgb(rgb, input_size), "qt": qt}
 
 
 def read_input(path: Path | str, meta: ArtifactMeta) -> dict[str, np.ndarray]:

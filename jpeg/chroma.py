@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ..common.errors import UnsupportedJpegError
-from .dct import dct_matrix
+from .dct import Array, dct_matrix, is_tensor
 from .geometry import fit_block_grid
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,11 @@ def _pair_average_maps() -> np.ndarray:
 PAIR_MAP = _pair_average_maps()
 
 
-def round_half_away(x: np.ndarray) -> np.ndarray:
-    """Round half away from zero (libjpeg's quantizer rule), float in, float out."""
+def round_half_away(x: Array) -> Array:
+    """Round half away from zero (libjpeg's quantizer rule; np.round and torch.round tie to even),
+    float in, float out: a numpy array or a torch tensor (same kind, device and dtype back)."""
+    if is_tensor(x):
+        return x.sign() * (x.abs() + 0.5).floor()
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 

@@ -10,6 +10,7 @@ returns the input itself.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
 
 # torch is never imported here: tensor inputs bring it (see dct.is_tensor).
 Array = TypeVar("Array", np.ndarray, "torch.Tensor")
+
+
+def block_grid(size: tuple[int, int]) -> tuple[int, int]:
+    """Luma block grid (Hb, Wb) of an H x W pixel image on whole 4:2:0 MCUs: 2*ceil(H/16) x 2*ceil(W/16)."""
+    return (2 * math.ceil(size[0] / 16), 2 * math.ceil(size[1] / 16))
 
 
 def _zeros(x: Array, shape: tuple[int, ...]) -> Array:

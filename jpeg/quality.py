@@ -3,12 +3,22 @@
 libjpeg, libjpeg-turbo, Pillow, OpenCV and most cameras' "quality" scale the two example tables of the
 JPEG standard (ITU-T T.81 Annex K, tables K.1 and K.2) by `jpeg_quality_scaling`; this module rebuilds
 those tables for every quality 1..100 and reports the closest one. Files from encoders with their own
-tables (Photoshop, some phones, mozjpeg's defaults) fit none of them and get `None`.
+tables (Photoshop, some phones, mozjpeg's defaults) fit none of them and get `None`. The same tables,
+built for a chosen quality (`ijg_quant_table`, `ijg_qt`), give synthetic samples and QSAM's anchors
+the `qt` a reader would give for a file saved at that quality.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+from ..common.errors import DataError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # ITU-T T.81 Annex K.1 (luminance) and K.2 (chrominance), natural row-major order (k = 8*u + v).
 STD_LUMA_TABLE = np.array(
@@ -63,6 +73,31 @@ def scaled_table(basic: np.ndarray, quality: int, *, force_baseline: bool = True
     scale = jpeg_quality_scaling(quality)
     table = (np.asarray(basic, dtype=np.int64) * scale + 50) // 100
     return np.clip(table, 1, 255 if force_baseline else 32767)
+
+
+def ijg_quant_table(quality: int) -> np.ndarray:
+    """libjpeg's tables for IJG `quality` (1..100, clamped), baseline (steps 1..255): [2, 64] uint16.
+
+    Row 0 luma, row 1 chroma, natural order k = 8*u + v; what Pillow writes for `quality=`.
+    """
+    return np.stack([scaled_table(STD_LUMA_TABLE, quality), scaled_table(STD_CHROMA_TABLE, quality)]).astype(
+        np.uint16
+    )
+
+
+def ijg_qt(qualities: Sequence[int]) -> Tensor:
+    """qt [N, 3, 64] float32 (Y, Cb, Cr = Cb) for a list of IJG qualities, as a reader would give it.
+
+    Raises:
+        DataError: an empty list.
+    """
+    # torch is imported here, not at the top: the readers and `dctq inspect` stay free of it.
+    import torch
+
+    if len(qualities) == 0:
+        raise DataError("ijg_qt needs at least one quality")
+    tables = [ijg_quant_table(q) for q in qualities]
+    return torch.from_numpy(np.stack([np.stack([t[0], t[1], t[1]]) for t in tables]).astype(np.float32))
 
 
 def _candidate_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

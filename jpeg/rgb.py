@@ -5,6 +5,12 @@ Augmentation follows QSAM (METHODS.md section 1): reflect-pad 4, random crop bac
 size, horizontal flip, all after JPEG (re-)compression; then normalisation with CIFAR-10's mean/std
 by default. The quant tables of the (re-)compressed file travel with the pixels so QAC and QABN
 can be used by RGB models too.
+
+One preprocessing for every RGB consumer (this dataset, deploy/predict.py, and the GPU input path of
+deploy/profiling/gpu_input.py): `decode_rgb`, then `fit_pixels` (centre crop, or place a smaller image
+in the middle of the input) and `normalize_pixels` ((p/255 - mean) / std, and zero around a placed
+image, i.e. padding with the mean colour). `preprocess_rgb` is the two for one image on the CPU; the
+GPU path uploads the fitted uint8 pixels and runs `normalize_pixels` on the device.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +52,90 @@ def pillow_quant_tables(img: Image.Image) -> np.ndarray:
         ids = [0, 1, 1] if len(tables) > 1 else [0]
     ids = (ids * 3)[:3] if len(ids) == 1 else ids
     return np.array([list(tables[i]) for i in ids], dtype=np.float32).reshape(3, 64)
+
+
+Box = tuple[int, int, int, int]
+"""(top, left, height, width): where an image lies inside the input it was fitted to."""
+
+
+def decode_rgb(data: bytes, source: Path | str = "<bytes>") -> tuple[np.ndarray, np.ndarray]:
+    """(rgb [H, W, 3] uint8, qt [3, 64] float32) of JPEG bytes, decoded by Pillow (the RGB models' decoder).
+
+    Raises:
+        NotAJpegError / CorruptJpegError: naming `source`.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        raise NotAJpegError(f"{source} is not a JPEG file (starts with {data[:4]!r})")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            qt = pillow_quant_tables(img)
+            rgb = np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise CorruptJpegError(f"{source}: Pillow cannot decode it ({exc})") from exc
+    return rgb, qt
+
+
+def fit_pixels(
+    rgb: np.ndarray, size: int | tuple[int, int], out: np.ndarray | None = None
+) -> tuple[np.ndarray, Box]:
+    """Centre-crop `rgb` [H, W, C] uint8 to `size` pixels, or place it in the middle where it is smaller.
+
+    out: a [S, S', C] array to fill (the GPU path's pinned host buffer); else a new one. What lies
+    around a placed image is left black here and becomes the mean colour in `normalize_pixels`.
+    Returns (the fitted pixels, the image's box inside them).
+    """
+    sh, sw = (size, size) if isinstance(size, int) else size
+    h, w = rgb.shape[:2]
+    ch, cw = min(h, sh), min(w, sw)
+    sy, sx, dy, dx = (h - ch) // 2, (w - cw) // 2, (sh - ch) // 2, (sw - cw) // 2
+    if out is None:
+        out = np.zeros((sh, sw, rgb.shape[2]), dtype=rgb.dtype)
+    elif (ch, cw) != (sh, sw):
+        out[...] = 0
+    out[dy : dy + ch, dx : dx + cw] = rgb[sy : sy + ch, sx : sx + cw]
+    return out, (dy, dx, ch, cw)
+
+
+def normalize_pixels(
+    pixels: Any, mean: Any = CIFAR10_MEAN, std: Any = CIFAR10_STD, boxes: Sequence[Box | None] | None = None
+) -> Any:
+    """(p / 255 - mean) / std per channel of pixels [N, H, W, 3] uint8 -> [N, 3, H, W] float32, zero
+    outside each image's box (the mean colour: zero padding after normalising).
+
+    Works on numpy arrays and on torch tensors on any device (the same float32 operations, so the same
+    numbers); mean and std may be given as tensors already on that device.
+    """
+    if isinstance(pixels, torch.Tensor):
+        x = pixels.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).reshape(1, 3, 1, 1)
+        s = torch.as_tensor(std, dtype=torch.float32, device=x.device).reshape(1, 3, 1, 1)
+    else:
+        x = pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    x = (x - m) / s
+    height, width = x.shape[-2:]
+    for i, box in enumerate(boxes or ()):
+        if box is None or box == (0, 0, height, width):
+            continue
+        top, left, h, w = box
+        x[i, :, :top] = 0
+        x[i, :, top + h :] = 0
+        x[i, :, :, :left] = 0
+        x[i, :, :, left + w :] = 0
+    return x
+
+
+def preprocess_rgb(
+    rgb: np.ndarray, size: int | None, mean: Any = CIFAR10_MEAN, std: Any = CIFAR10_STD
+) -> np.ndarray:
+    """One image as an RGB model's input: [H, W, 3] uint8 -> [3, S, S] float32, normalised, centre
+    cropped or padded with the mean colour to `size` (None: the image's own size)."""
+    if size is None:
+        return normalize_pixels(rgb[None], mean, std)[0]
+    fitted, box = fit_pixels(rgb, size)
+    return normalize_pixels(fitted[None], mean, std, [box])[0]
 
 
 @dataclass(frozen=True)
@@ -128,19 +219,6 @@ class RgbJpegFolder(FolderDataset):
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
 
-    def _decode(self, path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        """-> (rgb [H, W, 3] uint8, qt [3, 64] float32)."""
-        if not data.startswith(b"\xff\xd8"):
-            raise NotAJpegError(f"{path} is not a JPEG file (starts with {data[:4]!r})")
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                qt = pillow_quant_tables(img)
-                rgb = np.asarray(img.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise CorruptJpegError(f"{path}: Pillow cannot decode it ({exc})") from exc
-        return rgb, qt
-
     def _augment(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Flip, then pad and random crop back to the size, on [H, W, 3] uint8 (numpy: per-sample
         torch ops on tiny images cost milliseconds in thread overhead)."""
@@ -157,7 +235,7 @@ class RgbJpegFolder(FolderDataset):
     def __getitem__(self, index: int) -> RgbSample:
         path, data, quality = self.load(index)
         try:
-            rgb, qt = self._decode(path, read_file_bytes(path) if data is None else data)
+            rgb, qt = decode_rgb(read_file_bytes(path) if data is None else data, path)
         except JpegError as exc:
             raise error_with_path(exc, path) from exc
         if quality is None:
@@ -165,23 +243,10 @@ class RgbJpegFolder(FolderDataset):
             quality, _ = estimate_ijg_quality(qt[0], None if gray else qt[1])
         if self.augment:
             rgb = self._augment(rgb, self.rng())
-        x = (rgb.transpose(2, 0, 1).astype(np.float32) / 255.0 - self.mean) / self.std
-        if self.input_size is not None:
-            x = _center_crop_or_pad(x, self.input_size)
+        x = preprocess_rgb(rgb, self.input_size, self.mean, self.std)
         return RgbSample(
             x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
             qt=torch.from_numpy(qt),
             label=self.samples[index].label,
             quality=-1 if quality is None else int(quality),
         )
-
-
-def _center_crop_or_pad(x: np.ndarray, size: int) -> np.ndarray:
-    """[C, H, W] -> [C, size, size], centred, zero-padded where the image is smaller."""
-    out = np.zeros((x.shape[0], size, size), dtype=x.dtype)
-    h, w = x.shape[-2:]
-    ch, cw = min(h, size), min(w, size)
-    sy, sx = (h - ch) // 2, (w - cw) // 2
-    dy, dx = (size - ch) // 2, (size - cw) // 2
-    out[:, dy : dy + ch, dx : dx + cw] = x[:, sy : sy + ch, sx : sx + cw]
-    return out

@@ -10,15 +10,25 @@ The pixel-space pipeline of QSAM (reflect-pad 4, random crop 32, horizontal flip
 one MCU of zero blocks on every side, random MCU-aligned crop back to the original grid, and the
 DCT-domain flip (block order reversed, odd horizontal frequencies negated). Zero blocks decode to
 flat mid-grey rather than a reflection: the block grid has no exact reflect padding.
+
+Batched forms draw one decision per sample from a torch Generator and work on whole batches of
+tensors (zero-shot fine-tuning augments synthetic batches this way): `random_flip_pad_crop` is the
+block-grid flip and shift above for `y: [B, 64, Hb, Wb]`, `cbcr: [B, 128, Hb/2, Wb/2]`, and
+`random_resized_crop_flip` is torchvision's RandomResizedCrop + RandomHorizontalFlip on pixels
+`[B, C, H, W]`, differentiable, in one grid_sample call.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from ..common.errors import DctqError
 from .geometry import center_crop_or_pad, hflip, random_block_crop
@@ -128,3 +138,112 @@ def grid_for_input_size(input_size: int) -> tuple[int, int]:
 def default_train_transforms() -> Compose:
     """QSAM's training augmentation on the block grid: random flip, then pad one MCU + random crop."""
     return Compose([RandomHFlip(0.5), RandomPadCrop(1)])
+
+
+# ------------------------------------------------------------------------------- batched, torch
+
+
+def random_flip_pad_crop(
+    y: Tensor, cbcr: Tensor, gen: torch.Generator, *, flip_p: float = 0.5, pad_mcus: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Per-sample DCT-domain flip and MCU-aligned random shift of a batch, drawn from `gen` (CPU):
+    the batched `Compose([RandomHFlip(flip_p), RandomPadCrop(pad_mcus)])`.
+
+    y [B, 64, Hb, Wb], cbcr [B, 128, Hb/2, Wb/2] -> the same shapes and dtypes; vacated blocks are zero
+    (flat mid-grey when decoded).
+    """
+    n = y.shape[0]
+    flip = torch.rand(n, generator=gen) < flip_p
+    y_f, c_f = hflip(y, cbcr)
+    y = torch.where(flip[:, None, None, None], y_f, y)
+    cbcr = torch.where(flip[:, None, None, None], c_f, cbcr)
+    if pad_mcus == 0:
+        return y, cbcr
+    hb, wb = int(y.shape[-2]), int(y.shape[-1])
+    y_p, c_p = center_crop_or_pad(y, cbcr, hb + 4 * pad_mcus, wb + 4 * pad_mcus)
+    top = torch.randint(0, 2 * pad_mcus + 1, (n,), generator=gen).tolist()
+    left = torch.randint(0, 2 * pad_mcus + 1, (n,), generator=gen).tolist()
+    y = torch.stack(
+        [
+            y_p[i, :, 2 * t : 2 * t + hb, 2 * s : 2 * s + wb]
+            for i, (t, s) in enumerate(zip(top, left, strict=True))
+        ]
+    )
+    cbcr = torch.stack(
+        [c_p[i, :, t : t + hb // 2, s : s + wb // 2] for i, (t, s) in enumerate(zip(top, left, strict=True))]  # type: ignore[index]
+    )
+    return y, cbcr
+
+
+def draw_crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    gen: torch.Generator,
+    *,
+    scale: tuple[float, float] = (0.5, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> Tensor:
+    """RandomResizedCrop boxes as torchvision draws them, one per image: [n, 4] float64 (top, left, h, w).
+
+    Area fraction uniform in `scale`, log aspect ratio uniform in log(`ratio`); the first of `attempts`
+    draws that fits is kept, otherwise the whole image (torchvision's fallback for a square image).
+    """
+    area = float(height * width)
+    target = area * (
+        scale[0] + (scale[1] - scale[0]) * torch.rand(n, attempts, generator=gen, dtype=torch.float64)
+    )
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(
+        log_lo + (log_hi - log_lo) * torch.rand(n, attempts, generator=gen, dtype=torch.float64)
+    )
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = ok.to(torch.int64).argmax(dim=1, keepdim=True)
+    found = ok.any(dim=1)
+    w = torch.where(found, w.gather(1, first).squeeze(1), torch.full((n,), float(width), dtype=torch.float64))
+    h = torch.where(
+        found, h.gather(1, first).squeeze(1), torch.full((n,), float(height), dtype=torch.float64)
+    )
+    top = torch.floor(torch.rand(n, generator=gen, dtype=torch.float64) * (height - h + 1))
+    left = torch.floor(torch.rand(n, generator=gen, dtype=torch.float64) * (width - w + 1))
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def resized_crop_flip(x: Tensor, boxes: Tensor, flip: Tensor) -> Tensor:
+    """Crop each image to its box, resize back to the full size (bilinear), mirror where `flip`.
+
+    x: [B, C, H, W] float; boxes: [B, 4] (top, left, h, w) in pixels; flip: [B] bool.
+    Returns [B, C, H, W], differentiable in x; an identity box without flip returns x's values.
+    One grid_sample call: the box is an affine map of the normalised output grid (align_corners=False,
+    so output pixel centres land on the crop's pixel centres as torchvision's resize places them).
+    """
+    b, c, height, width = x.shape
+    boxes = boxes.to(device=x.device, dtype=x.dtype)
+    top, left, h, w = boxes.unbind(1)
+    sx, sy = w / width, h / height
+    tx, ty = (2 * left + w) / width - 1, (2 * top + h) / height - 1
+    sx = torch.where(flip.to(x.device), -sx, sx)
+    theta = x.new_zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, tx
+    theta[:, 1, 1], theta[:, 1, 2] = sy, ty
+    grid = F.affine_grid(theta, [b, c, height, width], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_resized_crop_flip(
+    x: Tensor,
+    gen: torch.Generator,
+    *,
+    scale: tuple[float, float] = (0.5, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip_p: float = 0.5,
+) -> Tensor:
+    """`RandomHorizontalFlip(RandomResizedCrop(H, scale, ratio))` per image of x [B, C, H, W], drawing
+    from `gen` (CPU)."""
+    n, _, height, width = x.shape
+    boxes = draw_crop_boxes(n, height, width, gen, scale=scale, ratio=ratio)
+    flip = torch.rand(n, generator=gen) < flip_p
+    return resized_crop_flip(x, boxes, flip)

@@ -11,12 +11,13 @@ per base quality `QSAM_BASE_QUALITIES` (branch k <-> QSAM_BASE_QUALITIES[k]). Tw
   `sum_k w[:, k] * BN_k(x)` with each branch's running statistics.
 
 `dctq.calibration.qsam.meta_step.meta_step` runs QSAM's MAML-style episode that trains the mixer alone.
+Which branch serves which image under hard routing (plans, QSAM's chunked batches, oracle routing by
+the quant tables) is in models/qabn_routing.py; `choose_routing` says how a model is evaluated.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fnmatch
 import inspect
 from collections.abc import Iterator
@@ -25,52 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from ..common.errors import ModelError
+from .qabn_routing import QSAM_BASE_QUALITIES, RoutingPlan, plan_routing
 
-QSAM_BASE_QUALITIES: tuple[int, ...] = (90, 60, 30, 10)
-"""QSAM's base JPEG qualities; branch k of every QABN layer belongs to QSAM_BASE_QUALITIES[k]."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RoutingPlan:
-    """A branch index vector grouped once per batch: sorting by branch makes each group a slice."""
-
-    size: int
-    slices: tuple[tuple[int, int, int], ...]  # (branch, start, stop) in the sorted batch
-    order: Tensor | None  # [N] long, sorted position -> sample; None when already sorted
-    inverse: Tensor | None  # [N] long, sample -> sorted position
-
-
-def plan_routing(branch_index: Tensor, num_branches: int) -> RoutingPlan:
-    """Group `branch_index` [N] (integers in 0..num_branches-1) for hard routing.
-
-    Raises:
-        ModelError: empty vector, or an index outside 0..num_branches-1.
-    """
-    idx = torch.as_tensor(branch_index).reshape(-1).long()
-    if idx.numel() == 0:
-        raise ModelError("QABN routing got an empty branch_index; give one branch per sample")
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= num_branches:
-        raise ModelError(
-            f"QABN branch_index holds {lo}..{hi} but the model has {num_branches} branches (0..{num_branches - 1})"
-        )
-    order = inverse = None
-    if bool((idx[1:] < idx[:-1]).any()):
-        order = torch.argsort(idx, stable=True)
-        inverse = torch.argsort(order)
-        idx = idx[order]
-    counts = torch.bincount(idx.cpu(), minlength=num_branches).tolist()
-    slices, start = [], 0
-    for k, c in enumerate(counts):
-        if c:
-            slices.append((k, start, start + c))
-            start += c
-    return RoutingPlan(idx.numel(), tuple(slices), order, inverse)
-
-
-def chunk_branch_index(chunk_size: int, num_branches: int = len(QSAM_BASE_QUALITIES)) -> Tensor:
-    """[num_branches * chunk_size] long: QSAM's base-stage layout, chunk k of the batch -> branch k."""
-    return torch.arange(num_branches).repeat_interleave(chunk_size)
+ROUTINGS = ("auto", "oracle", "mixer")
+"""How a QABN model is evaluated: "oracle" (hard routing to the branch of the nearest base quality,
+`qabn_routing.oracle_branch_index`), "mixer" (the quant-table MLP mixes the branches), or "auto"."""
 
 
 class QABNState:
@@ -225,6 +185,10 @@ class QuantTableMixer(nn.Module):
         super().__init__()
         self.num_branches = num_branches
         self.eps = eps
+        # The QSAM stage whose result this mixer is: "base" (untrained: the base stage routes by the
+        # quant tables instead) or "meta" (trained by calibration.qsam.data.train_meta). Not saved in the
+        # state dict: checkpoints record it as extra["qsam"]["stage"]; see `choose_routing`.
+        self.stage = "base"
         self.net = nn.Sequential(
             nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, num_branches)
         )
@@ -253,6 +217,25 @@ class QuantTableMixer(nn.Module):
 def is_qabn(model: nn.Module) -> bool:
     """True when `apply_qabn` has converted `model`."""
     return isinstance(getattr(model, "_qabn_state", None), QABNState)
+
+
+def choose_routing(model: nn.Module, routing: str = "auto", *, stage: str | None = None) -> str | None:
+    """How to evaluate `model`: "oracle", "mixer", or None for a model without QABN layers.
+
+    routing "auto" follows QSAM: oracle routing after the base stage (the mixer is not trained yet),
+    the mixer after the meta stage. `stage` is the checkpoint's extra["qsam"]["stage"] (None when it
+    records none: the mixer); for an in-memory model, pass `model.qabn_mixer.stage`.
+
+    Raises:
+        ModelError: a routing outside ROUTINGS.
+    """
+    if routing not in ROUTINGS:
+        raise ModelError(f"qabn_routing must be one of {ROUTINGS}, got {routing!r}")
+    if not is_qabn(model):
+        return None
+    if routing != "auto":
+        return routing
+    return "oracle" if stage == "base" else "mixer"
 
 
 def _qt_position(model: nn.Module) -> int:

@@ -20,9 +20,9 @@ from torch import nn
 import dctq.jpeg.cifar
 import dctq.jpeg.dataset
 import dctq.jpeg.reader
-from dctq.calibration.qsam.qac import ijg_qt
-from dctq.calibration.zeroshot.images import round_half_away
+from dctq.jpeg.chroma import round_half_away
 from dctq.jpeg.dct import rgb_to_coefficients
+from dctq.jpeg.quality import ijg_qt
 from dctq.models.registry import create_model
 from dctq.models.stem import compute_stem_stats
 

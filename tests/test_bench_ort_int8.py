@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from helpers import load_bench
 
-from dctq.calibration.qsam.qac import ijg_quant_table
 from dctq.deploy.artifact import ArtifactMeta, TensorSpec, input_specs
+from dctq.jpeg.quality import ijg_quant_table
 
 
 def dct_meta(size: int = 64) -> ArtifactMeta:

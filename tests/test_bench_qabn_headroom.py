@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import load_bench, tiny_train_run
 
-from dctq.calibration.train.schedule import model_inputs
+from dctq.jpeg.batch import model_inputs
 from dctq.jpeg.dataset import make_loader
 
 headroom = load_bench("qabn_headroom")

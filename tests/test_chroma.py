@@ -7,6 +7,7 @@ import math
 import jpeglib
 import numpy as np
 import pytest
+import torch
 
 from dctq.common.errors import UnsupportedJpegError
 from dctq.jpeg.chroma import assemble_420, downsample_422, downsample_444, round_half_away
@@ -94,6 +95,9 @@ def test_round_half_away_from_zero():
     np.testing.assert_array_equal(
         round_half_away(np.array([-2.5, -1.5, -0.5, 0.49, 0.5, 1.5, 2.5])), [-3, -2, -1, 0, 1, 2, 3]
     )
+    # the same function rounds tensors (zero-shot synthesis quantizes with it)
+    t = round_half_away(torch.tensor([-2.5, -1.5, -0.5, 0.49, 0.5, 1.5, 2.5], dtype=torch.float64))
+    assert t.dtype == torch.float64 and t.tolist() == [-3, -2, -1, 0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("height,width", [(32, 32), (33, 47), (17, 9)])

@@ -13,7 +13,8 @@ import torch.distributed as dist
 from helpers import run_torchrun
 from PIL import Image
 
-from dctq.calibration.distributed import DistEnv, detect_env, resolve_device
+from dctq.calibration.distributed import DistEnv, detect_env
+from dctq.common.devices import resolve_device
 from dctq.common.errors import DctqError
 from dctq.models.registry import create_model
 
@@ -64,7 +65,7 @@ def test_detect_env_reads_torchrun_variables(monkeypatch):
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(DctqError, match="WORLD_SIZE"):
         detect_env()
-    assert resolve_device("cpu", env) == torch.device("cpu")
+    assert resolve_device("cpu", local_rank=env.local_rank) == torch.device("cpu")
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,16 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from dctq.calibration.qsam.data import oracle_branch_index
-from dctq.calibration.qsam.qac import ijg_qt
 from dctq.cli import evaluate_cmd
-from dctq.common.errors import DctqError
-from dctq.deploy.evaluate import EvalReport, QualityRow, as_predictor, evaluate
+from dctq.common.errors import DctqError, ModelError
+from dctq.deploy.evaluate import EvalReport, QualityRow, as_runner, evaluate
 from dctq.jpeg.dataset import JpegFolder
+from dctq.jpeg.quality import ijg_qt
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.jpeg.rgb import RgbJpegFolder
-from dctq.models.checkpoint import save_checkpoint
+from dctq.models.checkpoint import LoadedCheckpoint, save_checkpoint
 from dctq.models.qabn import apply_qabn
+from dctq.models.qabn_routing import oracle_branch_index
 from dctq.models.registry import create_model
 
 CLASSES = 7
@@ -83,7 +83,7 @@ def test_bad_predictor_and_empty_data_raise(seven_classes, tmp_path):
     with pytest.raises(DctqError, match="shape"):
         evaluate(lambda b: torch.zeros(1, CLASSES), dct_factory(seven_classes), None, batch_size=4)
     with pytest.raises(DctqError, match="give a model"):
-        as_predictor(42)
+        as_runner(42)
 
 
 def test_model_checkpoint_and_predictor_agree(seven_classes, tmp_path):
@@ -96,7 +96,7 @@ def test_model_checkpoint_and_predictor_agree(seven_classes, tmp_path):
     from_model = evaluate(model, dct_factory(seven_classes), [30, 70], batch_size=4, device="cpu")
     from_file = evaluate(path, dct_factory(seven_classes), [30, 70], batch_size=4, device="cpu")
     assert from_model.rows == from_file.rows and from_file.arch == "dct_cifar_upsampling"
-    predict, _, _ = as_predictor(model, "cpu")
+    predict = as_runner(model, "cpu")
     from_predictor = evaluate(predict, dct_factory(seven_classes), [30, 70], batch_size=4)
     assert from_predictor.rows == from_model.rows
 
@@ -129,6 +129,27 @@ def test_oracle_routing_picks_nearest_base_quality(seven_classes):
     mixer = evaluate(model, dct_factory(seven_classes), [10, 90], batch_size=8, qabn_routing="mixer")
     assert oracle.rows[0].loss == pytest.approx(float(np.log(CLASSES)), rel=1e-4)  # all-zero features
     assert mixer.rows[0].loss != pytest.approx(float(np.log(CLASSES)), rel=1e-4)
+
+
+def test_qabn_routing_is_decided_once_from_the_stage():
+    torch.manual_seed(0)
+    model = apply_qabn(create_model("dct_cifar_upsampling", num_classes=CLASSES, **TINY_DCT))
+    assert as_runner(model, "cpu").qabn_routing == "oracle"  # in memory: the mixer is untrained
+    model.qabn_mixer.stage = "meta"  # what calibration.qsam.data.train_meta records
+    assert as_runner(model, "cpu").qabn_routing == "mixer"
+    assert as_runner(model, "cpu", qabn_routing="oracle").qabn_routing == "oracle"
+    kwargs = {"num_classes": CLASSES, **TINY_DCT}
+    for extra, routing in [
+        ({"qsam": {"stage": "base"}}, "oracle"),
+        ({"qsam": {"stage": "meta"}}, "mixer"),
+        ({}, "mixer"),
+    ]:
+        loaded = LoadedCheckpoint(model, "dct_cifar_upsampling", kwargs, [], extra)
+        assert as_runner(loaded, "cpu").qabn_routing == routing  # checkpoints: their recorded stage
+    plain = create_model("dct_cifar_upsampling", **kwargs)
+    assert as_runner(plain, "cpu").qabn_routing is None
+    with pytest.raises(ModelError, match="qabn_routing must be one of"):
+        as_runner(plain, "cpu", qabn_routing="nearest")
 
 
 def test_cli_evaluate(seven_classes, tmp_path):

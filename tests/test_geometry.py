@@ -9,7 +9,14 @@ from PIL import Image
 
 from dctq.common.errors import DctqError
 from dctq.jpeg.dct import BlockGridError, block_dct
-from dctq.jpeg.geometry import center_crop_or_pad, fit_block_grid, hflip, pad_to_mcu, random_block_crop
+from dctq.jpeg.geometry import (
+    block_grid,
+    center_crop_or_pad,
+    fit_block_grid,
+    hflip,
+    pad_to_mcu,
+    random_block_crop,
+)
 from dctq.jpeg.pixels import psnr, to_pixels
 from dctq.jpeg.reader import read_jpeg
 
@@ -164,3 +171,8 @@ def test_pad_to_mcu_and_fit():
     ty, tc = pad_to_mcu(torch.ones(1, 64, 2, 3), None)
     assert ty.shape == (1, 64, 2, 4) and tc is None
     assert fit_block_grid(np.ones((64, 4, 4)), 2, 6).shape == (64, 2, 6)
+
+
+def test_block_grid_of_pixel_sizes_is_whole_mcus():
+    assert block_grid((32, 32)) == (4, 4)
+    assert block_grid((33, 31)) == (6, 4) and block_grid((224, 300)) == (28, 38)

@@ -104,18 +104,20 @@ def test_jpeg_folder_augments_training_samples_only(jpeg_folder):
 
 
 def test_train_data_crop_choice(jpeg_folder):
-    from dctq.calibration.train.data import make_dataset
+    from dctq.calibration.train.data import dataset_for_arch
     from dctq.jpeg.recompress import QualityPolicy
     from dctq.jpeg.rgb import RgbJpegFolder
     from dctq.jpeg.samples import list_samples
 
     samples, _ = list_samples(jpeg_folder)
-    dct = make_dataset(
+    dct = dataset_for_arch(
         "dct_cifar_deconv", jpeg_folder, samples, train=True, policy=QualityPolicy(), augment="crop"
     )
     assert (
         isinstance(dct, JpegFolder) and dct.pixel_augment == PixelCropFlip(pad=4) and dct.transforms is None
     )
     assert dct[0].y.shape == (64, 4, 4)
-    rgb = make_dataset("resnet20", jpeg_folder, samples, train=True, policy=QualityPolicy(), augment="crop")
+    rgb = dataset_for_arch(
+        "resnet20", jpeg_folder, samples, train=True, policy=QualityPolicy(), augment="crop"
+    )
     assert isinstance(rgb, RgbJpegFolder)

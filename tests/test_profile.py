@@ -17,7 +17,8 @@ from dctq.cli import check_cmd, export_cmd, predict_cmd, profile_cmd
 from dctq.common.errors import DataError, DctqError
 from dctq.deploy.artifact import load_artifact
 from dctq.deploy.export.onnx import export_onnx
-from dctq.deploy.profiling.latency import plot_profile, profile, synthetic_batch
+from dctq.deploy.profiling.cuda import ProfileRow
+from dctq.deploy.profiling.latency import BatchProfile, Latency, plot_profile, profile, synthetic_batch
 from dctq.models import create_model, example_inputs
 from dctq.models.checkpoint import LoadedCheckpoint
 
@@ -64,6 +65,18 @@ def test_profile_reports_percentiles_throughput_and_memory(checkpoint, tmp_path,
         assert img.format == "PNG" and img.size == (900, 380)
         low, high = img.convert("L").getextrema()
         assert low < 100 and high == 255  # dark strokes on white
+
+
+def test_both_profilers_share_one_latency_type_and_keep_their_json_names():
+    latency = Latency.of([1.0, 2.0, 3.0, 4.0])
+    row = BatchProfile(batch=8, iters=4, latency=latency, peak_mem_mb=None, peak_rss_delta_mb=None)
+    assert list(row.to_dict()) == [
+        "batch", "iters", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "throughput", "peak_mem_mb",
+        "peak_rss_delta_mb",
+    ]  # fmt: skip
+    assert row.p50_ms == 2.5 and row.throughput == latency.rate(8) == pytest.approx(3200.0)
+    cuda_row = ProfileRow(batch=8, h2d=latency, compute=latency, d2h=latency, total=latency, h2d_bytes=1)
+    assert cuda_row.images_per_second == row.throughput and cuda_row.to_dict()["total"]["p50"] == 2.5
 
 
 def test_profile_rejects_bad_arguments(checkpoint, tmp_path):

@@ -11,18 +11,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from dctq.calibration.qsam.meta_step import meta_step
-from dctq.calibration.qsam.qac import ijg_qt, qac_weighted_loss
+from dctq.calibration.qsam.qac import qac_weighted_loss
 from dctq.common.errors import ModelError
+from dctq.jpeg.quality import ijg_qt
 from dctq.models.qabn import (
     QSAM_BASE_QUALITIES,
     QABatchNorm2d,
     QuantTableMixer,
     apply_qabn,
-    chunk_branch_index,
     is_qabn,
     qabn_mixing,
     qabn_routing,
 )
+from dctq.models.qabn_routing import chunk_branch_index
 
 K = 4
 

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dctq.calibration.qsam.qac import ijg_qt, ijg_quant_table, qac_confidence, qac_weighted_loss
+from dctq.calibration.qsam.qac import qac_weighted_loss
 from dctq.common.errors import DataError
+from dctq.jpeg.quality import ijg_qt, ijg_quant_table
+from dctq.models.qabn_routing import qac_confidence
 
 
 def _pillow_jpeg(quality: int) -> bytes:

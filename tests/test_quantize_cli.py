@@ -21,7 +21,7 @@ from dctq.calibration.quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
 from dctq.calibration.quant.model import calibrate, iter_quantizers, quantize_model, recipe_of
 from dctq.calibration.quant.recipe import PRESETS, QuantRecipe, build_recipe, parse_bits
 from dctq.calibration.train.config import TrainConfig
-from dctq.calibration.train.data import make_dataset, split_data
+from dctq.calibration.train.data import dataset_for_arch
 from dctq.calibration.workflow.plan import PtqData, ZeroShotPlan
 from dctq.calibration.workflow.quantize import quantize_checkpoint
 from dctq.calibration.zeroshot.config import SynthConfig, ZeroShotConfig
@@ -32,6 +32,7 @@ from dctq.common.errors import QuantizationError
 from dctq.deploy.evaluate import evaluate
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
+from dctq.jpeg.splits import split_data
 from dctq.models.checkpoint import load_checkpoint, save_checkpoint
 from dctq.models.qabn import apply_qabn
 from dctq.models.registry import create_model
@@ -62,7 +63,7 @@ APP = _app()
 
 def _batches(folder):
     split = split_data(folder, 0.1)
-    data = make_dataset(ARCH, split.root, split.samples("all"), train=False, policy=QualityPolicy())
+    data = dataset_for_arch(ARCH, split.root, split.samples("all"), train=False, policy=QualityPolicy())
     return list(make_loader(data, 4, shuffle=False))
 
 
@@ -138,7 +139,7 @@ def test_ptq_checkpoint_reloads_as_the_quantized_model(fp_ckpt, jpeg_folder, tmp
             assert not torch.equal(q_out, f_out)
             assert _sqnr(f_out, q_out) > 10  # near the FP model (entropy clips hard on 8 images)
     # The evaluation path (deploy/evaluate) takes the quantized checkpoint like any other.
-    factory = lambda q: make_dataset(  # noqa: E731
+    factory = lambda q: dataset_for_arch(  # noqa: E731
         ARCH,
         jpeg_folder,
         split_data(jpeg_folder, 0.1).samples("all"),

@@ -15,16 +15,13 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
-from dctq.calibration.qsam.qac import ijg_qt
 from dctq.calibration.workflow.data import check_same_options, reused_synthetic
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.grid import decode_samples, synthetic_grid_png
 from dctq.calibration.zeroshot.images import (
     coefficients_from_z,
-    draw_crop_boxes,
     draw_qualities,
     pixels_to_z,
-    resized_crop_flip,
     z_to_pixels,
 )
 from dctq.calibration.zeroshot.losses import (
@@ -38,7 +35,9 @@ from dctq.calibration.zeroshot.synthesize import SynthBatchEnd, SynthConfig, Syn
 from dctq.cli import synthesize_cmd
 from dctq.common.errors import DataError, QuantizationError
 from dctq.jpeg.dct import rgb_to_coefficients
+from dctq.jpeg.quality import ijg_qt
 from dctq.jpeg.reader import read_jpeg
+from dctq.jpeg.transforms import draw_crop_boxes, resized_crop_flip
 from dctq.models.checkpoint import save_checkpoint
 from dctq.models.registry import create_model
 

@@ -15,17 +15,17 @@ import torch
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.recipe import QuantRecipe
 from dctq.common.errors import BackendUnavailable, ExportError
-from dctq.deploy.artifact import load_artifact
+from dctq.deploy.artifact import TensorSpec, load_artifact, read_sidecar
 from dctq.deploy.backends.tensorrt.build import (
     BuildConfig,
     engine_sidecar,
-    input_specs,
+    onnx_input_specs,
     plan_build,
     profile_shapes,
     recipe_sha256,
     size_range,
 )
-from dctq.deploy.backends.tensorrt.engine import check_environment, read_sidecar
+from dctq.deploy.backends.tensorrt.engine import check_environment, read_engine_sidecar
 from dctq.deploy.backends.tensorrt.env import INSTALL_HINT
 from dctq.deploy.export.onnx import export_onnx
 from dctq.models import create_model, example_inputs
@@ -62,7 +62,7 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory):
 def test_input_roles_and_profile_shapes(tiny_onnx) -> None:
     import onnx
 
-    specs = input_specs(onnx.load(str(tiny_onnx[0])))
+    specs = onnx_input_specs(onnx.load(str(tiny_onnx[0])))
     assert [(s.name, s.role) for s in specs] == [("y", "luma"), ("cbcr", "chroma"), ("qt", "qt")]
     assert specs[0].dims == (None, 64, 4, 4)  # dynamic batch, fixed 32 px grid
     shapes = profile_shapes(specs, (1, 8, 64), 32)
@@ -76,13 +76,12 @@ def test_input_roles_and_profile_shapes(tiny_onnx) -> None:
 
 
 def test_dynamic_grids_follow_pixel_sizes() -> None:
-    from dctq.deploy.backends.tensorrt.build import InputSpec
-
     specs = [
-        InputSpec("y", "luma", (None, 64, None, None), "float16"),
-        InputSpec("cbcr", "chroma", (None, 128, None, None), "float16"),
-        InputSpec("x", "rgb", (None, 3, None, None), "float32"),
+        TensorSpec("y", ("batch", 64, "h", "w"), "float16"),
+        TensorSpec("cbcr", ("batch", 128, "h2", "w2"), "float16"),
+        TensorSpec("x", ("batch", 3, "height", "width"), "float32"),
     ]
+    assert [s.role for s in specs] == ["luma", "chroma", "rgb"] and specs[0].dims == (None, 64, None, None)
     shapes = profile_shapes(specs, (1, 32, 256), ((200, 300), (224, 320), (500, 520)))
     # 200 px -> 13 MCUs -> 26 blocks; 300 -> 19 -> 38; 320 -> 20 -> 40; 520 -> 33 -> 66
     assert shapes["y"] == ((1, 64, 26, 38), (32, 64, 28, 40), (256, 64, 64, 66))
@@ -115,7 +114,22 @@ def test_build_plan_and_engine_sidecar(tiny_onnx, tmp_path) -> None:
     (tmp_path / "model.engine.json").write_text(json.dumps(sidecar))
     artifact = load_artifact(engine)
     assert artifact.kind == "engine" and artifact.meta.input_kind == "dct" and artifact.meta.input_size == 32
-    assert read_sidecar(engine)["build"]["tensorrt"] == "11.4.0"
+    assert read_engine_sidecar(engine)["build"]["tensorrt"] == "11.4.0"
+
+
+def test_one_sidecar_reader_for_artifacts_and_engines(tmp_path) -> None:
+    engine, sidecar = tmp_path / "m.engine", tmp_path / "m.engine.json"
+    assert read_sidecar(engine) is None and read_engine_sidecar(engine) is None
+    for text, message in [
+        ("{", "not readable JSON"),
+        ('{"format": "other"}', "not a dctq sidecar"),
+        ('{"format": "dctq.artifact", "kind": "onnx"}', "describes a 'onnx' artifact, not 'engine'"),
+        ('{"format": "dctq.artifact", "kind": "engine"}', "no 'build' section"),
+    ]:
+        sidecar.write_text(text)
+        with pytest.raises(ExportError, match=message):
+            read_engine_sidecar(engine)
+    assert read_sidecar(engine)["kind"] == "engine"
 
 
 def test_version_check() -> None:

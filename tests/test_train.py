@@ -18,7 +18,7 @@ from dctq.calibration.train.data import build_train_data
 from dctq.calibration.train.loop import EpochEnd, EpochStart, StepEnd, lr_factor, train
 from dctq.cli import evaluate_cmd, train_cmd, train_meta_cmd
 from dctq.common.errors import ConfigError, DataError
-from dctq.deploy.evaluate import as_predictor
+from dctq.deploy.evaluate import as_runner
 from dctq.jpeg.dataset import JpegFolder
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.models.checkpoint import load_checkpoint
@@ -290,8 +290,9 @@ def test_qsam_meta_stage_trains_the_mixer_alone(jpeg_folder, tmp_path):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("qabn_mixer.") for k in changed)
     assert after_ckpt.extra["qsam"]["stage"] == "meta"
-    assert not as_predictor(meta.best_path, "cpu")[0].oracle  # evaluated by mixing, not oracle routing
-    assert as_predictor(base.best_path, "cpu")[0].oracle
+    assert as_runner(meta.best_path, "cpu").qabn_routing == "mixer"  # evaluated by mixing, not oracle routing
+    assert as_runner(base.best_path, "cpu").qabn_routing == "oracle"
+    assert as_runner(meta.model, "cpu").qabn_routing == "mixer"  # the model train_meta returns, in memory
     assert MetaConfig.from_dict(after_ckpt.extra["meta_config"]) == meta_config
     assert meta_config.lr_factor(0) == 1.0 and meta_config.lr_factor(1) == pytest.approx(1e-3)
 
@@ -328,7 +329,10 @@ def test_cli_train_meta_after_a_qabn_base_stage(jpeg_folder, tmp_path):
     best = report["history"][report["best_epoch"] - 1]
     assert report["best_mean_top1"] == pytest.approx(sum(best["val_top1"].values()) / 2)
     meta = load_checkpoint(report["best_path"])
-    assert meta.extra["qsam"]["stage"] == "meta" and not as_predictor(report["best_path"], "cpu")[0].oracle
+    assert (
+        meta.extra["qsam"]["stage"] == "meta"
+        and as_runner(report["best_path"], "cpu").qabn_routing == "mixer"
+    )
     # The meta stage keeps the base run's split: its saved training config travels along.
     assert meta.extra["train_config"] == load_checkpoint(tmp_path / "base" / "best.pt").extra["train_config"]
 

@@ -23,7 +23,6 @@ from dctq.calibration.quant.recipe import QuantRecipe, get_recipe
 from dctq.calibration.zeroshot.config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotStep
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.distill import (
-    augment_dct,
     distill_on_synthetic,
     kd_loss,
     step_indices,
@@ -32,6 +31,7 @@ from dctq.calibration.zeroshot.distill import (
 from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
 from dctq.common.errors import QuantizationError
 from dctq.jpeg.geometry import hflip
+from dctq.jpeg.transforms import random_flip_pad_crop
 from dctq.models import example_inputs
 from dctq.models.registry import create_model
 
@@ -190,10 +190,10 @@ def test_dct_augmentation_flips_and_shifts_by_whole_mcus():
     gen = torch.Generator().manual_seed(0)
     y = torch.randint(-50, 50, (6, 64, 4, 4), dtype=torch.int16)
     c = torch.randint(-50, 50, (6, 128, 2, 2), dtype=torch.int16)
-    y_f, c_f = augment_dct(y, c, gen, flip_p=1.0, pad_mcus=0)
+    y_f, c_f = random_flip_pad_crop(y, c, gen, flip_p=1.0, pad_mcus=0)
     ref_y, ref_c = hflip(y, c)
     assert torch.equal(y_f, ref_y) and torch.equal(c_f, ref_c)
-    y_s, c_s = augment_dct(y, c, gen, flip_p=0.0, pad_mcus=1)
+    y_s, c_s = random_flip_pad_crop(y, c, gen, flip_p=0.0, pad_mcus=1)
     assert y_s.shape == y.shape and c_s.shape == c.shape and y_s.dtype == torch.int16
     padded_y = F.pad(y, (2, 2, 2, 2))
     padded_c = F.pad(c, (1, 1, 1, 1))

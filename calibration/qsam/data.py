@@ -8,7 +8,8 @@ as QSAM does: chunk k of the batch holds every image at quality k, and `batch["b
 This costs K re-compressions and reads per image (QSAM's own loader does the same).
 
 Before the meta stage has trained the mixing MLP, a QABN model is evaluated with oracle routing:
-each image goes to the branch of the base quality nearest to its quant tables (`oracle_branch_index`).
+each image goes to the branch of the base quality nearest to its quant tables
+(`models.qabn_routing.oracle_branch_index`).
 
 Meta stage (`train_meta`, one process): the backbone and BN branches are frozen and only the mixing
 MLP learns, by `models.qabn.meta_step` episodes pairing a meta-train batch at a random base quality
@@ -34,18 +35,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ...common.devices import resolve_device
 from ...common.errors import DataError, ModelError
 from ...common.files import atomic_path
 from ...common.seeding import mix_seed
+from ...jpeg.batch import model_inputs
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...models.checkpoint import load_checkpoint, save_checkpoint
+from ...models.metrics import topk_correct
 from ...models.qabn import QSAM_BASE_QUALITIES, is_qabn
-from ..distributed import DistEnv, resolve_device
-from ..train.schedule import model_inputs, topk_correct
 from .meta_config import MetaConfig, MetaEpochEnd, MetaResult
 from .meta_step import MetaStepLosses, meta_step
-from .qac import ijg_qt, qac_confidence, qac_weighted_loss
+from .qac import qac_weighted_loss
 
 logger = logging.getLogger(__name__)
 
@@ -117,17 +119,6 @@ def collate_versions(batch: Sequence[tuple[Any, ...]]) -> dict[str, Tensor]:
     out = {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
     out["branch"] = torch.arange(k).repeat_interleave(len(batch))
     return out
-
-
-def oracle_branch_index(qt: Tensor, qualities: Sequence[int] = QSAM_BASE_QUALITIES) -> Tensor:
-    """The QABN branch for each image: the base quality whose IJG tables are nearest to `qt`.
-
-    Distance is |log c(Q) - log c(Q_k)| with QSAM's confidence c (calibration.qac), so it works for
-    any table, also for files of unknown quality. qt: [N, 3, 64] -> [N] int64 in 0..K-1.
-    """
-    c = qac_confidence(qt).clamp_min(1e-12).log()
-    anchors = qac_confidence(ijg_qt(list(qualities))).log().to(c.device)
-    return (c[:, None] - anchors[None, :]).abs().argmin(dim=1)
 
 
 # ------------------------------------------------------------------------------------- meta stage
@@ -219,7 +210,7 @@ def train_meta(
     Raises:
         ModelError: the checkpoint has no QABN layers. DataError: empty data. ConfigError: bad config.
     """
-    device = resolve_device(config.device, DistEnv())
+    device = resolve_device(config.device, local_rank=0)
     loaded = load_checkpoint(base_checkpoint, map_location=device)
     model = loaded.model
     if not is_qabn(model):
@@ -301,5 +292,5 @@ def train_meta(
         )
         if progress is not None:
             progress(end)
-    model.qsam_stage = "meta"  # read by deploy.evaluate's "auto" routing
+    model.qabn_mixer.stage = "meta"  # evaluated with the mixer (models.qabn.choose_routing)
     return MetaResult(out_dir / "best.pt", out_dir / "last.pt", best_epoch, best, tuple(history), model)

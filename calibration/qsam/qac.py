@@ -2,45 +2,15 @@
 
 Ma et al. (METHODS.md section 1): c(Q) = (1/128) * sum over the luma and chroma tables of 1/Q[u, v],
 so 1 for all-ones (lossless) tables and ~0.006 at IJG quality 10; heavily quantized samples count less.
-Also builds IJG (libjpeg/Pillow) tables for a quality, to synthesise `qt` for a chosen quality.
+c(Q) itself (`qac_confidence`) lives in models/qabn_routing.py, where oracle routing measures with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...common.errors import DataError
-from ...jpeg.quality import STD_CHROMA_TABLE, STD_LUMA_TABLE, scaled_table
-
-
-def _check_qt(qt: Tensor) -> None:
-    if qt.dim() != 3 or qt.shape[1] < 2 or qt.shape[2] != 64:
-        raise DataError(
-            f"quant tables must be qt [N, 3, 64] (Y, Cb, Cr; natural order), got {tuple(qt.shape)}"
-        )
-
-
-def qac_confidence(qt: Tensor) -> Tensor:
-    """c(Q) per sample: qt [N, 3, 64] (any real dtype, steps >= 1) -> [N] float32.
-
-    Uses the Y and Cb tables (qt[:, 0], qt[:, 1]); Cr shares Cb's table in IJG files, as QSAM assumes.
-
-    Raises:
-        DataError: qt is not [N, >=2, 64] or holds a step below 1 (not a valid JPEG table).
-    """
-    _check_qt(qt)
-    steps = qt[:, :2].reshape(qt.shape[0], 128).to(torch.float32)
-    if bool((steps < 1).any()):
-        raise DataError(
-            f"quant tables hold a step of {float(steps.min()):g}; JPEG steps are >= 1 "
-            "(give raw table values, not normalised ones)"
-        )
-    return steps.reciprocal().sum(dim=1) / 128.0
+from ...models.qabn_routing import qac_confidence
 
 
 def qac_weighted_loss(
@@ -68,21 +38,3 @@ def qac_weighted_loss(
     if normalize:
         weights = weights / weights.mean()
     return (weights * ce).mean()
-
-
-def ijg_quant_table(quality: int) -> np.ndarray:
-    """libjpeg's tables for IJG `quality` (1..100, clamped), baseline (steps 1..255): [2, 64] uint16.
-
-    Row 0 luma, row 1 chroma, natural order k = 8*u + v; what Pillow writes for `quality=`.
-    """
-    return np.stack([scaled_table(STD_LUMA_TABLE, quality), scaled_table(STD_CHROMA_TABLE, quality)]).astype(
-        np.uint16
-    )
-
-
-def ijg_qt(qualities: Sequence[int]) -> Tensor:
-    """qt [N, 3, 64] float32 (Y, Cb, Cr = Cb) for a list of IJG qualities, as a reader would give it."""
-    if len(qualities) == 0:
-        raise DataError("ijg_qt needs at least one quality")
-    tables = [ijg_quant_table(q) for q in qualities]
-    return torch.from_numpy(np.stack([np.stack([t[0], t[1], t[1]]) for t in tables]).astype(np.float32))

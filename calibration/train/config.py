@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...common.config import DEVICES, Config, check
+from ...jpeg.splits import AUGMENTS
 
 SCHEDULES = ("cosine", "multistep")
-AUGMENTS = ("default", "flip", "crop", "none")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Training and validation datasets for an architecture, from a JPEG folder or the CIFAR-10 archive.
 
-The validation split is stratified and seeded with SPLIT_SEED, not with the training seed, so runs
-with different seeds (and `dctq evaluate --split val` later) share one validation set.
+The split itself (stratified, seeded with jpeg.splits.SPLIT_SEED so every run shares one validation
+set) and the choice of dataset by input kind are jpeg/splits.py; this module looks the architecture
+up in the model registry and applies a TrainConfig.
 """
 
 from __future__ import annotations
@@ -9,70 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...common.errors import DataError
-from ...jpeg.cifar import cifar10_root, cifar10_splits
-from ...jpeg.dataset import FolderDataset, JpegFolder
-from ...jpeg.pixel_augment import PixelCropFlip
+from ...jpeg.dataset import FolderDataset
 from ...jpeg.recompress import QualityPolicy
-from ...jpeg.rgb import RgbJpegFolder
-from ...jpeg.samples import Sample, list_samples, split_samples
-from ...jpeg.transforms import RandomHFlip
+from ...jpeg.samples import Sample
+from ...jpeg.splits import DataSplit, make_dataset, split_data
 from ...models.registry import get_model_info
-from .config import AUGMENTS, TrainConfig
-
-CIFAR10 = "cifar10"
-"""The `--data` value naming the shared CIFAR-10 JPEG archive (see jpeg/cifar.py)."""
-
-SPLIT_SEED = 0
-SPLITS = ("train", "val", "all")
+from .config import TrainConfig
 
 
-@dataclass(frozen=True)
-class DataSplit:
-    """Where the images are and which of them form each split."""
-
-    root: Path
-    train: list[Sample]
-    val: list[Sample]
-    class_names: list[str]
-    description: str = ""
-
-    def samples(self, split: str) -> list[Sample]:
-        """The samples of `split` ("train", "val" or "all").
-
-        Raises:
-            DataError: another split name, or an empty split.
-        """
-        if split not in SPLITS:
-            raise DataError(f"--split must be one of {SPLITS}, got {split!r}")
-        if split == "all":
-            return sorted(self.train + self.val)
-        chosen = self.train if split == "train" else self.val
-        if not chosen:
-            raise DataError(
-                f"splitting {self.description} leaves {len(self.train)} training and {len(self.val)} "
-                "validation images; use more images or another --val-fraction"
-            )
-        return chosen
-
-
-def split_data(data: str | Path, val_fraction: float, *, cache_dir: Path | None = None) -> DataSplit:
-    """Split `data` ("cifar10" or an ImageFolder of JPEGs) into train/val, stratified, seeded SPLIT_SEED.
-
-    Raises:
-        DataError: missing folder/archive or no JPEG files.
-    """
-    if str(data) == CIFAR10:
-        train, val, classes = cifar10_splits(val_fraction=val_fraction, seed=SPLIT_SEED, cache_dir=cache_dir)
-        root = cifar10_root(cache_dir)
-    else:
-        root = Path(data)
-        samples, classes = list_samples(root)
-        train, val = split_samples(samples, val_fraction, SPLIT_SEED)
-    return DataSplit(root, train, val, classes, f"{data} with --val-fraction {val_fraction}")
-
-
-def make_dataset(
+def dataset_for_arch(
     arch: str,
     root: Path,
     samples: list[Sample],
@@ -81,28 +27,15 @@ def make_dataset(
     policy: QualityPolicy,
     augment: str = "default",
 ) -> FolderDataset:
-    """The dataset an architecture reads: JpegFolder (DCT models) or RgbJpegFolder (RGB models),
-    cropped/padded to the architecture's input size.
-
-    augment (training only): "default" (the dataset's own), "flip" (random horizontal flip only),
-    "crop" (reflect-pad 4 + random crop + flip in pixels: RGB's default; DCT files are decoded and
-    re-encoded with their own tables, jpeg.pixel_augment) or "none".
+    """`jpeg.splits.make_dataset` with the input kind and size of the registered architecture `arch`.
 
     Raises:
-        ModelError: unknown architecture. DataError: bad folder or augment name.
+        ModelError: unknown architecture. DataError: as make_dataset.
     """
-    if augment not in AUGMENTS:
-        raise DataError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     info = get_model_info(arch)
-    common = {"input_size": info.input_size, "qualities": policy, "train": train, "samples": samples}
-    if info.input_kind == "dct":
-        if augment == "crop":
-            return JpegFolder(root, transforms=None, pixel_augment=PixelCropFlip(pad=4), **common)
-        transforms = {"default": "default", "flip": RandomHFlip(0.5), "none": None}[augment]
-        return JpegFolder(root, transforms=transforms if train else None, **common)
-    if augment in ("default", "crop"):
-        return RgbJpegFolder(root, **common)
-    return RgbJpegFolder(root, augment=train and augment == "flip", pad=0, **common)
+    return make_dataset(
+        info.input_kind, info.input_size, root, samples, train=train, policy=policy, augment=augment
+    )
 
 
 @dataclass(frozen=True)
@@ -125,9 +58,9 @@ def build_train_data(data: str | Path, config: TrainConfig, *, cache_dir: Path |
     split = split_data(data, config.val_fraction, cache_dir=cache_dir)
     policy = QualityPolicy(train_qualities=config.train_qualities, test_quality=config.eval_quality)
     return TrainData(
-        train=make_dataset(
+        train=dataset_for_arch(
             config.arch, split.root, split.samples("train"), train=True, policy=policy, augment=config.augment
         ),
-        val=make_dataset(config.arch, split.root, split.samples("val"), train=False, policy=policy),
+        val=dataset_for_arch(config.arch, split.root, split.samples("val"), train=False, policy=policy),
         split=split,
     )

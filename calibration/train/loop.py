@@ -25,15 +25,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
+from ...common.devices import resolve_device
 from ...common.errors import ConfigError, DataError
 from ...common.seeding import mix_seed
+from ...jpeg.batch import model_inputs
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
+from ...models.metrics import topk_correct
 from ...models.qabn import QSAM_BASE_QUALITIES, apply_qabn, qabn_routing
+from ...models.qabn_routing import oracle_branch_index
 from ...models.registry import create_model
 from ...models.stem import DctStem, compute_stem_stats
 from .. import distributed as dd
-from ..qsam.data import MultiQualityDataset, collate_versions, oracle_branch_index
+from ..qsam.data import MultiQualityDataset, collate_versions
 from ..qsam.qac import qac_weighted_loss
 from .config import TrainConfig
 from .events import (
@@ -45,7 +49,7 @@ from .events import (
     TrainResult,
     ValMetrics,
 )
-from .schedule import determinism, lr_factor, model_inputs, topk_correct
+from .schedule import determinism, lr_factor
 from .state import BEST, LAST, RunProgress, check_no_run, load_run, save_epoch
 
 __all__ = [
@@ -57,8 +61,6 @@ __all__ = [
     "TrainResult",
     "ValMetrics",
     "lr_factor",
-    "model_inputs",
-    "topk_correct",
     "train",
 ]
 
@@ -379,7 +381,7 @@ def train(
     if val_set is not None:
         _check_policy("val_set", val_set, policy)
     env = dd.detect_env()
-    device = dd.resolve_device(config.device, env)
+    device = resolve_device(config.device, local_rank=env.local_rank)
     with dd.process_group(device, env), determinism(device):
         if env.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)

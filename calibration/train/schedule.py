@@ -1,5 +1,5 @@
-"""Small pieces of the training loop shared with evaluation: batch -> model inputs, top-k counts,
-the learning-rate schedule and deterministic kernels (per-epoch seeds: common.seeding.mix_seed)."""
+"""Small pieces of the training loop: the learning-rate schedule and deterministic kernels.
+(Per-epoch seeds: common/seeding.py; batch -> model inputs: jpeg/batch.py; top-k counts: models/metrics.py.)"""
 
 from __future__ import annotations
 
@@ -8,25 +8,8 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch import Tensor
 
 from .config import TrainConfig
-
-
-def model_inputs(batch: dict[str, Tensor], device: torch.device) -> tuple[Tensor, ...]:
-    """The forward arguments of a batch: (y, cbcr, qt) as float for DCT models, (x, qt) for RGB."""
-    qt = batch["qt"].to(device, non_blocking=True)
-    if "y" in batch:
-        y = batch["y"].to(device, non_blocking=True).float()
-        return y, batch["cbcr"].to(device, non_blocking=True).float(), qt
-    return batch["x"].to(device, non_blocking=True), qt
-
-
-def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> list[Tensor]:
-    """Number of rows whose label is among the k highest logits, for each k (clipped to the classes)."""
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hits = top == labels[:, None]
-    return [hits[:, : min(k, logits.shape[1])].any(dim=1).sum() for k in ks]
 
 
 def lr_factor(step: int, *, config: TrainConfig, steps_per_epoch: int) -> float:

@@ -15,9 +15,10 @@ from torch import nn
 from ...common.errors import DataError
 from ...jpeg.dataset import make_loader
 from ...jpeg.recompress import QualityPolicy
+from ...jpeg.splits import split_data
 from ...models.checkpoint import LoadedCheckpoint
 from ..train.config import TrainConfig
-from ..train.data import make_dataset, split_data
+from ..train.data import dataset_for_arch
 from ..zeroshot.config import SynthConfig
 from ..zeroshot.data import SyntheticData, check_continuable, check_teacher, load_synthetic
 from ..zeroshot.synthesize import run_config
@@ -56,7 +57,7 @@ def calibration_loader(
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(pool), size=min(num_images, len(pool)), replace=False).tolist())
     samples = [pool[i] for i in chosen]
-    dataset = make_dataset(loaded.arch, splits.root, samples, train=False, policy=QualityPolicy())
+    dataset = dataset_for_arch(loaded.arch, splits.root, samples, train=False, policy=QualityPolicy())
     loader = make_loader(dataset, batch_size, shuffle=False, num_workers=workers)
     info = {
         "data": str(data),

@@ -18,9 +18,10 @@ from typing import Any
 
 from torch import nn
 
+from ...common.devices import resolve_device
 from ...common.errors import DataError, QuantizationError
 from ...models.checkpoint import LoadedCheckpoint, load_checkpoint
-from ..distributed import detect_env, resolve_device
+from ..distributed import detect_env
 from ..ptq import ptq
 from ..quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
 from ..quant.model import QuantizerSummary, quantization_summary
@@ -165,7 +166,7 @@ def _ptq(
         seed=calib.seed,
         workers=calib.workers,
     )
-    teacher = loaded.model.to(resolve_device(device, detect_env()))
+    teacher = loaded.model.to(resolve_device(device, local_rank=detect_env().local_rank))
     return ptq(teacher, recipe, _counted(loader, progress)), drawn
 
 

@@ -38,9 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...common.devices import resolve_device
 from ...common.errors import QuantizationError
 from ...common.seeding import mix_seed
-from ...jpeg.geometry import center_crop_or_pad, hflip
+from ...jpeg.transforms import random_flip_pad_crop, random_resized_crop_flip
 from .. import distributed as dd
 from ..frozen import frozen_eval
 from ..ptq import model_args
@@ -48,7 +49,6 @@ from ..quant.model import calibrate, calibrate_weights, fold_quantized_bn, quant
 from ..quant.recipe import QuantRecipe
 from .config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent, ZeroShotStep
 from .data import SyntheticData, check_fits
-from .images import random_resized_crop_flip
 from .synthesize import SynthConfig, SynthEvent, synthesize
 
 logger = logging.getLogger(__name__)
@@ -64,43 +64,13 @@ def kd_loss(
     return config.kd_alpha * t * t * kd + config.ce_weight * ce, kd, ce
 
 
-def augment_dct(
-    y: Tensor, cbcr: Tensor, gen: torch.Generator, *, flip_p: float = 0.5, pad_mcus: int = 1
-) -> tuple[Tensor, Tensor]:
-    """Per-sample DCT-domain flip and MCU-aligned random shift: y [B, 64, Hb, Wb], cbcr [B, 128, Hb/2, Wb/2].
-
-    Shapes and dtypes are kept; vacated blocks are zero (flat mid-grey when decoded).
-    """
-    n = y.shape[0]
-    flip = torch.rand(n, generator=gen) < flip_p
-    y_f, c_f = hflip(y, cbcr)
-    y = torch.where(flip[:, None, None, None], y_f, y)
-    cbcr = torch.where(flip[:, None, None, None], c_f, cbcr)
-    if pad_mcus == 0:
-        return y, cbcr
-    hb, wb = int(y.shape[-2]), int(y.shape[-1])
-    y_p, c_p = center_crop_or_pad(y, cbcr, hb + 4 * pad_mcus, wb + 4 * pad_mcus)
-    top = torch.randint(0, 2 * pad_mcus + 1, (n,), generator=gen).tolist()
-    left = torch.randint(0, 2 * pad_mcus + 1, (n,), generator=gen).tolist()
-    y = torch.stack(
-        [
-            y_p[i, :, 2 * t : 2 * t + hb, 2 * s : 2 * s + wb]
-            for i, (t, s) in enumerate(zip(top, left, strict=True))
-        ]
-    )
-    cbcr = torch.stack(
-        [c_p[i, :, t : t + hb // 2, s : s + wb // 2] for i, (t, s) in enumerate(zip(top, left, strict=True))]  # type: ignore[index]
-    )
-    return y, cbcr
-
-
 def augment_batch(
     batch: dict[str, Tensor], gen: torch.Generator, config: ZeroShotConfig
 ) -> dict[str, Tensor]:
     """A copy of a synthetic batch with the configured augmentation applied (see module docstring)."""
     out = dict(batch)
     if "y" in batch:
-        out["y"], out["cbcr"] = augment_dct(
+        out["y"], out["cbcr"] = random_flip_pad_crop(
             batch["y"], batch["cbcr"], gen, flip_p=config.flip_p, pad_mcus=config.dct_pad_mcus
         )
     else:
@@ -148,7 +118,7 @@ def distill_on_synthetic(
     calib_set = synthetic if calib_synthetic is None else calib_synthetic
     if calib_synthetic is not None:
         check_fits(calib_synthetic, teacher)
-    device = dd.resolve_device(config.device, env)
+    device = resolve_device(config.device, local_rank=env.local_rank)
     teacher.to(device)
     recipe = recipe or QuantRecipe()
     fold_later = config.tune_unfolded and config.epochs > 0 and recipe.fold_bn
@@ -263,7 +233,7 @@ def zero_shot_quantize(
             "distill_on_synthetic(teacher, recipe, synthetic, config)"
         )
     env = dd.detect_env()
-    device = dd.resolve_device((synth_config or SynthConfig()).device, env)
+    device = resolve_device((synth_config or SynthConfig()).device, local_rank=env.local_rank)
     # One process group for both stages (torchrun's rendezvous does not expect a second init).
     with dd.process_group(device, env):
         synthetic = synthesize(

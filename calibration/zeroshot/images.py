@@ -31,17 +31,17 @@ full input size, so DCT inputs stay whole images on the 16-px MCU grid.
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...common.errors import QuantizationError
+from ...jpeg.chroma import round_half_away
 from ...jpeg.dct import block_dct, block_idct, rgb_to_coefficients
+from ...jpeg.quality import ijg_qt
 from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD
+from ...jpeg.transforms import resized_crop_flip
 from ...models.stem import DctStem
-from ..qsam.qac import ijg_qt
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +67,6 @@ def pixels_to_z(rgb: Tensor) -> Tensor:
     """Inverse of `z_to_pixels`: [B, 3, H, W] grey levels -> normalised RGB."""
     mean, std = _pixel_affine(rgb.device, rgb.dtype)
     return (rgb - mean) / std
-
-
-def round_half_away(x: Tensor) -> Tensor:
-    """Round to the nearest integer, ties away from zero (libjpeg's quantizer; torch.round ties to even)."""
-    return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
 
 def ste_quantize(coef: Tensor, steps: Tensor) -> Tensor:
@@ -225,79 +220,3 @@ def draw_qualities(n: int, low: int, high: int, gen: torch.Generator) -> tuple[T
     """(quality [n] int64 uniform in low..high, qt [n, 3, 64] float32 IJG tables for them)."""
     quality = torch.randint(low, high + 1, (n,), generator=gen)
     return quality, ijg_qt(quality.tolist())
-
-
-# ------------------------------------------------------------------------- random resized crop
-
-
-def draw_crop_boxes(
-    n: int,
-    height: int,
-    width: int,
-    gen: torch.Generator,
-    *,
-    scale: tuple[float, float] = (0.5, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    attempts: int = 10,
-) -> Tensor:
-    """RandomResizedCrop boxes as torchvision draws them, one per image: [n, 4] float64 (top, left, h, w).
-
-    Area fraction uniform in `scale`, log aspect ratio uniform in log(`ratio`); the first of `attempts`
-    draws that fits is kept, otherwise the whole image (torchvision's fallback for a square image).
-    """
-    area = float(height * width)
-    target = area * (
-        scale[0] + (scale[1] - scale[0]) * torch.rand(n, attempts, generator=gen, dtype=torch.float64)
-    )
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(
-        log_lo + (log_hi - log_lo) * torch.rand(n, attempts, generator=gen, dtype=torch.float64)
-    )
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = ok.to(torch.int64).argmax(dim=1, keepdim=True)
-    found = ok.any(dim=1)
-    w = torch.where(found, w.gather(1, first).squeeze(1), torch.full((n,), float(width), dtype=torch.float64))
-    h = torch.where(
-        found, h.gather(1, first).squeeze(1), torch.full((n,), float(height), dtype=torch.float64)
-    )
-    top = torch.floor(torch.rand(n, generator=gen, dtype=torch.float64) * (height - h + 1))
-    left = torch.floor(torch.rand(n, generator=gen, dtype=torch.float64) * (width - w + 1))
-    return torch.stack([top, left, h, w], dim=1)
-
-
-def resized_crop_flip(x: Tensor, boxes: Tensor, flip: Tensor) -> Tensor:
-    """Crop each image to its box, resize back to the full size (bilinear), mirror where `flip`.
-
-    x: [B, C, H, W] float; boxes: [B, 4] (top, left, h, w) in pixels; flip: [B] bool.
-    Returns [B, C, H, W], differentiable in x; an identity box without flip returns x's values.
-    One grid_sample call: the box is an affine map of the normalised output grid (align_corners=False,
-    so output pixel centres land on the crop's pixel centres as torchvision's resize places them).
-    """
-    b, c, height, width = x.shape
-    boxes = boxes.to(device=x.device, dtype=x.dtype)
-    top, left, h, w = boxes.unbind(1)
-    sx, sy = w / width, h / height
-    tx, ty = (2 * left + w) / width - 1, (2 * top + h) / height - 1
-    sx = torch.where(flip.to(x.device), -sx, sx)
-    theta = x.new_zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = sx, tx
-    theta[:, 1, 1], theta[:, 1, 2] = sy, ty
-    grid = F.affine_grid(theta, [b, c, height, width], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def random_resized_crop_flip(
-    x: Tensor,
-    gen: torch.Generator,
-    *,
-    scale: tuple[float, float] = (0.5, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    flip_p: float = 0.5,
-) -> Tensor:
-    """`RandomHorizontalFlip(RandomResizedCrop(H, scale, ratio))` per image, drawing from `gen` (CPU)."""
-    n, _, height, width = x.shape
-    boxes = draw_crop_boxes(n, height, width, gen, scale=scale, ratio=ratio)
-    flip = torch.rand(n, generator=gen) < flip_p
-    return resized_crop_flip(x, boxes, flip)

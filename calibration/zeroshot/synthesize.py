@@ -41,8 +41,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...common.devices import resolve_device
 from ...common.errors import DctqError, QuantizationError
 from ...common.seeding import mix_seed
+from ...jpeg.transforms import draw_crop_boxes
 from ...models.checkpoint import load_checkpoint
 from .. import distributed as dd
 from ..frozen import frozen_eval
@@ -55,7 +57,7 @@ from .data import (
     save_synthetic,
     teacher_fingerprint,
 )
-from .images import SynthImages, draw_crop_boxes, draw_qualities
+from .images import SynthImages, draw_qualities
 from .losses import (
     BnStatsHooks,
     CentreBank,
@@ -320,7 +322,7 @@ def synthesize(
     config = config or SynthConfig()
     env = env or dd.detect_env()
     kind, size, num_classes = _model_facts(teacher)
-    device = dd.resolve_device(config.device, env)
+    device = resolve_device(config.device, local_rank=env.local_rank)
     asked, config = config.centre_every, run_config(config, env.world_size)
     if config.centre_every != asked:
         logger.warning(

@@ -16,10 +16,11 @@ from typing import Any
 import torch
 
 from ...common.errors import BackendUnavailable, DctqError, ExportError
+from ...jpeg.batch import model_arrays
 from ..artifact import Artifact
 from ..onnx.graph import load_onnx
 from ..onnx.ort_rewrite import is_qdq_model, rewrite_for_ort
-from .registry import batch_arrays, register_backend
+from .registry import register_backend
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class OrtRunner:
 
     def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Raises DctqError when an input is missing or ORT rejects the shapes."""
-        feeds = batch_arrays(batch, self.input_names, str(self.artifact.path))
+        feeds = model_arrays(batch, self.input_names, source=str(self.artifact.path))
         try:
             out = self.session.run([self.output_name], feeds)[0]
         except Exception as exc:  # onnxruntime raises its own exception types

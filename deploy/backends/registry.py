@@ -18,7 +18,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
 from ...common.errors import BackendUnavailable, DctqError
@@ -129,21 +128,3 @@ def load_runner(
             f"{', '.join(chosen.accepts)}. Use --backend {default_backend(artifact)}, or export the model first"
         )
     return chosen.load(artifact, device=device, **options)
-
-
-def batch_arrays(batch: Mapping[str, Any], names: tuple[str, ...], source: str) -> dict[str, np.ndarray]:
-    """The inputs `names` of a batch as contiguous float32 numpy arrays (int16 coefficients converted).
-
-    Raises DctqError naming the missing key.
-    """
-    out = {}
-    for name in names:
-        value = batch.get(name)
-        if value is None:
-            raise DctqError(
-                f"{source} needs input {name!r}; the batch has {sorted(k for k, v in batch.items() if v is not None)}"
-            )
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-        out[name] = np.ascontiguousarray(value, dtype=np.float32)
-    return out

@@ -10,7 +10,6 @@ tried and the sidecar records which one ran.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import warnings
@@ -20,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...common.errors import ExportError, QuantizationError
+from ...calibration.quant.export import prepare_for_export
+from ...common.errors import ExportError
 from ...common.files import atomic_path
 from ...models.checkpoint import LoadedCheckpoint
 from ...models.flops import example_inputs
@@ -34,44 +34,6 @@ MIN_OPSET = 17
 
 def _module(model: nn.Module | LoadedCheckpoint) -> nn.Module:
     return model.model if isinstance(model, LoadedCheckpoint) else model
-
-
-def prepare_for_export(model: nn.Module) -> nn.Module:
-    """An eval-mode copy ready to trace: quantizers checked, INT8 only, weights clipped to their ranges.
-
-    Raises QuantizationError for an uncalibrated quantizer or a recipe below 8 bits (simulated only).
-    """
-    from ...calibration.quant.model import clip_weights, iter_quantizers, recipe_of
-    from ...calibration.quant.quantizer import QuantState
-
-    quantizers = list(iter_quantizers(model))
-    if not quantizers:
-        return model.eval()
-    recipe = recipe_of(model)
-    if recipe is not None and not recipe.exportable:
-        raise QuantizationError(
-            f"recipe W{recipe.weight_bits}A{recipe.act_bits} is simulated in PyTorch only; only INT8 (W8A8) "
-            "models export to ONNX Q/DQ"
-        )
-    for name, q in quantizers:
-        if q.bits != 8:
-            raise QuantizationError(f"quantizer {name} has {q.bits} bits; only 8-bit quantizers export")
-        if q.state is QuantState.CALIBRATING or (q.state is QuantState.QUANTIZING and not q.is_calibrated):
-            raise QuantizationError(
-                f"quantizer {name} is not calibrated; run calibrate()/ptq() before exporting"
-            )
-    disabled = [name for name, q in quantizers if q.state is QuantState.DISABLED]
-    if disabled:
-        raise QuantizationError(
-            f"{len(disabled)} quantizer(s) are disabled ({', '.join(disabled[:3])}...): calibrate the model, or "
-            "export the float model instead"
-        )
-    model = copy.deepcopy(model).eval()
-    changed = clip_weights(model)
-    if changed:
-        # exported graphs leave out the weight clamp, so weights outside [-amax, amax] must go first
-        logger.info("clipped %d weight values into their quantizer ranges before export", changed)
-    return model
 
 
 def _example_args(model: nn.Module, batch: int) -> tuple[torch.Tensor, ...]:

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...calibration.quant.export import prepare_for_export
 from ...common.errors import ExportError
 from ...common.files import atomic_path
 from ...models.checkpoint import LoadedCheckpoint
 from ..artifact import describe_model, write_sidecar
-from .onnx import _example_args, _module, prepare_for_export
+from .onnx import _example_args, _module
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ autocast, a batch sweep, and an end-to-end mode from JPEG bytes to predictions.
 Model mode (`profile_cuda`): per batch size, each timed iteration records CUDA events around three
 phases on one stream: H2D (the batch's host inputs, pinned, in their wire form: int16 coefficients
 and float32 tables for DCT models, uint8 HWC pixels for RGB ones), compute (type conversion, RGB
-normalisation, the forward pass) and D2H (the logits). Reported: p50/p90/p99/mean per phase and in
-total, and images/s at the p50 total. The stream synchronises after every iteration: this is latency.
+normalisation as jpeg/rgb.py's, the forward pass) and D2H (the logits). Reported: p50/p90/p99/mean
+per phase and in total, and images/s at the p50 total. The stream synchronises after every iteration: this is latency.
 
 End-to-end mode (`profile_end_to_end`): a list of JPEG byte strings through gpu_input's DctInput or
 RgbInput (reading/decoding in threads, pinned upload, conversion on the GPU) into the model and back
@@ -13,7 +13,7 @@ as class indices: images/s over the whole run plus the input path's TransferStat
 get the same bytes, batch size, workers and precision, so their numbers compare on equal terms.
 
 device "cpu" runs the same code with host timers (no autocast for FP16 there): what the CPU tests
-use. The CPU latency profiler of the ONNX Runtime backends lives in deploy/profile.py.
+use. The latency profiler of any artifact on any backend is profiling/latency.py; both report `Latency`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...common.errors import BackendUnavailable, ModelError
-from ...models.flops import example_inputs
+from ...common.devices import resolve_device
+from ...common.errors import ModelError
+from ...jpeg.batch import DCT_INPUTS, model_inputs
+from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD, normalize_pixels
+from ..artifact import input_specs
 from .gpu_input import DctInput, RgbInput, TransferStats
+from .latency import Latency, synthetic_batch
 
 logger = logging.getLogger(__name__)
 
@@ -62,23 +66,6 @@ class ProfileConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Latency:
-    """Milliseconds over the timed iterations."""
-
-    p50: float
-    p90: float
-    p99: float
-    mean: float
-    min: float
-
-    @classmethod
-    def of(cls, samples_ms: Sequence[float]) -> Latency:
-        a = np.asarray(samples_ms, dtype=np.float64)
-        p50, p90, p99 = np.percentile(a, [50, 90, 99])
-        return cls(float(p50), float(p90), float(p99), float(a.mean()), float(a.min()))
-
-
-@dataclasses.dataclass(frozen=True)
 class ProfileRow:
     """One batch size: latency per phase and in total; images/s = batch / p50 total."""
 
@@ -91,7 +78,7 @@ class ProfileRow:
 
     @property
     def images_per_second(self) -> float:
-        return 1000.0 * self.batch / self.total.p50
+        return self.total.rate(self.batch)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "images_per_second": self.images_per_second}
@@ -121,13 +108,6 @@ class EndToEndResult:
         }
 
 
-def _device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable("CUDA profiling needs a CUDA device; torch.cuda.is_available() is False")
-    return device
-
-
 def _autocast(device: torch.device, precision: str) -> Any:
     dtype = PRECISIONS[precision]
     if dtype is None or device.type != "cuda":
@@ -137,7 +117,7 @@ def _autocast(device: torch.device, precision: str) -> Any:
 
 def prepare_model(model: nn.Module, config: ProfileConfig) -> nn.Module:
     """`model` in eval mode on the config's device (NHWC if asked), compiled if asked."""
-    device = _device(config.device)
+    device = resolve_device(config.device)
     model = model.eval().to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -172,13 +152,15 @@ class _Clock:
 
 
 def _host_inputs(model: nn.Module, batch: int, pin: bool) -> tuple[torch.Tensor, ...]:
-    """The batch as it leaves the host: int16 coefficients + float32 qt, or uint8 NHWC pixels."""
-    kind = getattr(model, "input_kind", None)
+    """The batch as it leaves the host: int16 coefficients + float32 qt (latency.synthetic_batch), or
+    uint8 NHWC pixels."""
+    kind, size = getattr(model, "input_kind", None), getattr(model, "input_size", None)
     if kind == "dct":
-        y, cbcr, qt = example_inputs(model, batch, device="cpu")
-        host = (y.to(torch.int16), cbcr.to(torch.int16), qt)
+        arrays = synthetic_batch(input_specs("dct", size), batch)
+        host = tuple(
+            torch.from_numpy(arrays[n].astype(np.int16) if n != "qt" else arrays[n]) for n in DCT_INPUTS
+        )
     elif kind == "rgb":
-        size = model.input_size
         gen = torch.Generator().manual_seed(0)
         host = (torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=gen),)
     else:
@@ -187,13 +169,16 @@ def _host_inputs(model: nn.Module, batch: int, pin: bool) -> tuple[torch.Tensor,
 
 
 def _on_device(
-    model: nn.Module, dev: Sequence[torch.Tensor], channels_last: bool
+    model: nn.Module,
+    dev: Sequence[torch.Tensor],
+    channels_last: bool,
+    stats: tuple[torch.Tensor, torch.Tensor],
 ) -> tuple[torch.Tensor, ...]:
+    """The model's inputs from the uploaded wire form: RGB normalised as jpeg/rgb.py does, DCT as floats."""
     if getattr(model, "input_kind", None) == "rgb":
-        x = dev[0].permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5).div_(0.25)
-        out: tuple[torch.Tensor, ...] = (x,)
+        out: tuple[torch.Tensor, ...] = (normalize_pixels(dev[0], *stats),)
     else:
-        out = tuple(t.float() for t in dev)
+        out = model_inputs(tuple(dev))  # type: ignore[assignment]
     if channels_last:
         out = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in out)
     return out
@@ -210,9 +195,11 @@ def profile_cuda(
     input kind or a bad config.
     """
     config = config or ProfileConfig()
-    device = _device(config.device)
+    device = resolve_device(config.device)
     raw = model
     prepared = prepared if prepared is not None else prepare_model(model, config)
+    # mean/std on the device once: creating them per call would time a host-to-device copy as compute
+    stats = tuple(torch.tensor(v, dtype=torch.float32, device=device) for v in (CIFAR10_MEAN, CIFAR10_STD))
     rows = []
     for batch in config.batch_sizes:
         host = _host_inputs(raw, batch, pin=device.type == "cuda")
@@ -224,7 +211,7 @@ def profile_cuda(
                 clock.mark(0)
                 dev = tuple(t.to(device, non_blocking=True) for t in host)
                 clock.mark(1)
-                logits = prepared(*_on_device(raw, dev, config.channels_last))
+                logits = prepared(*_on_device(raw, dev, config.channels_last, stats))
                 clock.mark(2)
                 if out_host is None:
                     out_host = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=device.type == "cuda")
@@ -267,7 +254,7 @@ def profile_end_to_end(
     batch runs once untimed (warm-up). Raises ModelError for a model without an input kind.
     """
     config = config or ProfileConfig()
-    device = _device(config.device)
+    device = resolve_device(config.device)
     prepared = prepared if prepared is not None else prepare_model(model, config)
     kind = getattr(model, "input_kind", None)
     if kind not in ("dct", "rgb"):

@@ -4,9 +4,10 @@ DCT path: a thread pool reads the next batch's coefficients (`read_jpeg`; the li
 releases the GIL) while the current batch runs; each batch is centre-cropped/padded to the model's
 block grid into pinned host buffers as int16 (qt as float32, exact for 16-bit tables), copied with
 non-blocking copies on a side stream, and converted to FP16 there (FP16 holds every baseline
-coefficient exactly). RGB path, for comparison on equal terms: Pillow decodes in the same pool,
-centre crop/pad to the pixel size, uint8 HWC pinned, the same side-stream copy, then NCHW, /255,
-mean/std normalisation and FP16 on the GPU.
+coefficient exactly). RGB path, for comparison on equal terms, with the preprocessing of the RGB
+training data (jpeg/rgb.py): Pillow decodes in the same pool, centre crop (or placement of a smaller
+image) to the pixel size, uint8 HWC pinned, the same side-stream copy, then NCHW, /255, mean/std
+normalisation, the mean colour around smaller images, and FP16 on the GPU.
 
 Host buffers are double-buffered: a buffer is refilled only after its previous copy finished, so
 packing batch k+1 overlaps the copy and the model of batch k. Without CUDA (device "cpu") the same
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import io
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,18 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...common.errors import BackendUnavailable, DataError
-from ...jpeg.geometry import center_crop_or_pad
+from ...common.devices import resolve_device
+from ...common.errors import DataError
+from ...jpeg.batch import DCT_INPUTS, model_inputs
+from ...jpeg.geometry import block_grid, center_crop_or_pad
 from ...jpeg.reader import read_jpeg
-from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD
+from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD, Box, decode_rgb, fit_pixels, normalize_pixels
 
 Source = str | Path | bytes
 Size = tuple[int, int]
-
-
-def block_grid(size: Size) -> Size:
-    """Luma block grid (Hb, Wb) of an H x W image: 2*ceil(H/16) x 2*ceil(W/16)."""
-    return (2 * math.ceil(size[0] / 16), 2 * math.ceil(size[1] / 16))
 
 
 def dct_h2d_bytes(height: int, width: int) -> int:
@@ -114,12 +110,8 @@ class _Uploader:
     def __init__(
         self, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], device: torch.device | str
     ) -> None:
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.cuda = self.device.type == "cuda"
-        if self.cuda and not torch.cuda.is_available():
-            raise BackendUnavailable(
-                f"device {self.device} asked for but torch.cuda.is_available() is False; use device='cpu'"
-            )
         self.buffers = [
             {k: torch.zeros(s, dtype=d, pin_memory=self.cuda) for k, (s, d) in shapes.items()}
             for _ in range(2)
@@ -185,7 +177,36 @@ def _prefetched(
             yield items, waited
 
 
-class DctInput:
+class _InputPath:
+    """What the DCT and RGB paths share: the reader threads (`_read` one source), counters, stats."""
+
+    batch_size: int
+    workers: int
+    up: _Uploader
+    decode_seconds: float = 0.0
+    pack_seconds: float = 0.0
+    images: int = 0
+
+    @staticmethod
+    def _read(source: Source) -> Any:
+        raise NotImplementedError
+
+    def pack(self, items: Sequence[Any]) -> DeviceBatch:
+        raise NotImplementedError
+
+    def batches(self, sources: Sequence[Source]) -> Iterator[DeviceBatch]:
+        """DeviceBatches of `sources` (paths or bytes), reading the next batch while yielding one."""
+        for items, waited in _prefetched(sources, self.batch_size, self._read, self.workers):
+            self.decode_seconds += waited
+            yield self.pack(items)
+
+    def stats(self) -> TransferStats:
+        return TransferStats(
+            self.images, self.up.h2d_bytes, self.up.h2d_seconds(), self.decode_seconds, self.pack_seconds
+        )
+
+
+class DctInput(_InputPath):
     """JPEG sources -> DeviceBatch(y [N, 64, Hb, Wb], cbcr [N, 128, Hb/2, Wb/2], qt [N, 3, 64]).
 
     y and cbcr arrive as `dtype` (FP16 by default; float32 for FP32 models), qt as float32. Grayscale
@@ -215,8 +236,10 @@ class DctInput:
         self.decode_seconds = self.pack_seconds = 0.0
         self.images = 0
 
+    _read = staticmethod(read_jpeg)
+
     def _convert(self, dev: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        return dev["y"].to(self.dtype), dev["cbcr"].to(self.dtype), dev["qt"]
+        return model_inputs(dev, names=DCT_INPUTS, int_dtype=self.dtype)  # type: ignore[return-value]
 
     def pack(self, coefs: Sequence[Any]) -> DeviceBatch:
         """Pack JpegCoefficients (at most batch_size) into the host buffers and upload them."""
@@ -236,39 +259,17 @@ class DctInput:
         self.images += len(coefs)
         return self.up.upload(len(coefs), self._convert)
 
-    def batches(self, sources: Sequence[Source]) -> Iterator[DeviceBatch]:
-        """DeviceBatches of `sources` (paths or bytes), reading the next batch while yielding one."""
-        for coefs, waited in _prefetched(sources, self.batch_size, read_jpeg, self.workers):
-            self.decode_seconds += waited
-            yield self.pack(coefs)
 
-    def stats(self) -> TransferStats:
-        return TransferStats(
-            self.images, self.up.h2d_bytes, self.up.h2d_seconds(), self.decode_seconds, self.pack_seconds
-        )
-
-
-def decode_rgb(source: Source) -> np.ndarray:
-    """[H, W, 3] uint8 pixels of a JPEG decoded by Pillow (the RGB models' decoder)."""
-    from PIL import Image
-
+def _pixels(source: Source) -> np.ndarray:
+    """[H, W, 3] uint8 pixels of a JPEG (path or bytes), decoded as the RGB models' data is (jpeg.rgb)."""
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
+    return decode_rgb(data, "<bytes>" if isinstance(source, bytes) else source)[0]
 
 
-def _crop_or_pad_hwc(x: np.ndarray, size: Size) -> np.ndarray:
-    out = np.zeros((size[0], size[1], x.shape[2]), dtype=x.dtype)
-    h, w = x.shape[:2]
-    ch, cw = min(h, size[0]), min(w, size[1])
-    sy, sx, dy, dx = (h - ch) // 2, (w - cw) // 2, (size[0] - ch) // 2, (size[1] - cw) // 2
-    out[dy : dy + ch, dx : dx + cw] = x[sy : sy + ch, sx : sx + cw]
-    return out
-
-
-class RgbInput:
-    """JPEG sources -> DeviceBatch(x [N, 3, H, W]): Pillow decode, centre crop/pad, uint8 upload,
-    normalisation ((x/255 - mean) / std) and `dtype` on the device."""
+class RgbInput(_InputPath):
+    """JPEG sources -> DeviceBatch(x [N, 3, H, W]): jpeg/rgb.py's preprocessing with the normalisation
+    on the device: Pillow decode, centre crop (or placement) to the size, uint8 upload, then
+    `normalize_pixels` ((x/255 - mean) / std, the mean colour around smaller images) and `dtype`."""
 
     def __init__(
         self,
@@ -288,25 +289,16 @@ class RgbInput:
         self.decode_seconds = self.pack_seconds = 0.0
         self.images = 0
 
-    def _convert(self, dev: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        x = dev["x"].permute(0, 3, 1, 2).float().div_(255.0)
-        return (((x - self.mean) / self.std).to(self.dtype).contiguous(),)
+    _read = staticmethod(_pixels)
+
+    def _convert(self, dev: dict[str, torch.Tensor], boxes: list[Box]) -> tuple[torch.Tensor, ...]:
+        x = normalize_pixels(dev["x"], self.mean, self.std, boxes)
+        return (x.to(self.dtype).contiguous(),)
 
     def pack(self, pixels: Sequence[np.ndarray]) -> DeviceBatch:
         start = time.perf_counter()
         host = self.up.host()["x"].numpy()
-        for i, p in enumerate(pixels):
-            host[i] = p if p.shape[:2] == self.size else _crop_or_pad_hwc(p, self.size)
+        boxes = [fit_pixels(p, self.size, out=host[i])[1] for i, p in enumerate(pixels)]
         self.pack_seconds += time.perf_counter() - start
         self.images += len(pixels)
-        return self.up.upload(len(pixels), self._convert)
-
-    def batches(self, sources: Sequence[Source]) -> Iterator[DeviceBatch]:
-        for pixels, waited in _prefetched(sources, self.batch_size, decode_rgb, self.workers):
-            self.decode_seconds += waited
-            yield self.pack(pixels)
-
-    def stats(self) -> TransferStats:
-        return TransferStats(
-            self.images, self.up.h2d_bytes, self.up.h2d_seconds(), self.decode_seconds, self.pack_seconds
-        )
+        return self.up.upload(len(pixels), lambda dev: self._convert(dev, boxes))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ...common.errors import DataError, DctqError
-from ..artifact import Artifact, ArtifactMeta, load_artifact
+from ..artifact import Artifact, ArtifactMeta, TensorSpec, load_artifact
 from ..backends.registry import Runner, load_runner
 from ..predict import read_input, stack_inputs
 
@@ -34,19 +34,73 @@ logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
+class Latency:
+    """Milliseconds over the timed iterations (this profiler's calls, or a phase of profiling/cuda.py's)."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    min: float
+
+    @classmethod
+    def of(cls, samples_ms: Sequence[float]) -> Latency:
+        a = np.asarray(samples_ms, dtype=np.float64)
+        p50, p90, p99 = np.percentile(a, [50, 90, 99])
+        return cls(float(p50), float(p90), float(p99), float(a.mean()), float(a.min()))
+
+    def rate(self, batch: int) -> float:
+        """Images per second at the median: batch / p50 (inf when p50 is 0)."""
+        return batch / (self.p50 / 1000.0) if self.p50 > 0 else float("inf")
+
+
+@dataclasses.dataclass(frozen=True)
 class BatchProfile:
-    """Timings of one batch size (milliseconds per call) and throughput (images per second)."""
+    """Timings of one batch size (milliseconds per call), throughput (images per second), peak memory.
+
+    JSON (`to_dict`): batch, iters, p50_ms, p90_ms, p99_ms, mean_ms, min_ms, throughput, peak_mem_mb,
+    peak_rss_delta_mb.
+    """
 
     batch: int
     iters: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    throughput: float
+    latency: Latency
     peak_mem_mb: float | None
     peak_rss_delta_mb: float | None
+
+    @property
+    def p50_ms(self) -> float:
+        return self.latency.p50
+
+    @property
+    def p90_ms(self) -> float:
+        return self.latency.p90
+
+    @property
+    def p99_ms(self) -> float:
+        return self.latency.p99
+
+    @property
+    def mean_ms(self) -> float:
+        return self.latency.mean
+
+    @property
+    def min_ms(self) -> float:
+        return self.latency.min
+
+    @property
+    def throughput(self) -> float:
+        return self.latency.rate(self.batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "iters": self.iters,
+            **{f"{f.name}_ms": getattr(self.latency, f.name) for f in dataclasses.fields(Latency)},
+            "throughput": self.throughput,
+            "peak_mem_mb": self.peak_mem_mb,
+            "peak_rss_delta_mb": self.peak_rss_delta_mb,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,15 +117,20 @@ class ProfileReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "rows"},
-            "rows": [dataclasses.asdict(r) for r in self.rows],
+            "rows": [r.to_dict() for r in self.rows],
         }
 
 
-def synthetic_batch(meta: ArtifactMeta, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of the artifact's shapes: coefficients as small integers, steps 1..15, RGB normal."""
+def synthetic_batch(
+    inputs: ArtifactMeta | Sequence[TensorSpec], batch: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Random float32 inputs of an artifact's (or input specs') shapes at `batch`, the profilers' one
+    synthetic batch: coefficients y/cbcr as small integers (std 4 and 2), qt steps 1 + u + v (1..15),
+    RGB standard normal."""
+    specs = inputs.inputs if isinstance(inputs, ArtifactMeta) else inputs
     rng = np.random.default_rng(seed)
     out = {}
-    for spec in meta.inputs:
+    for spec in specs:
         shape = (batch, *(int(d) for d in spec.shape[1:]))
         if spec.name in ("y", "cbcr"):
             out[spec.name] = np.round(rng.normal(size=shape) * (4 if spec.name == "y" else 2)).astype(
@@ -219,22 +278,8 @@ def profile(
         else:
             peak_kb = _peak_rss_kb()
             peak, delta = peak_kb / 1024, max(0, peak_kb - base) / 1024
-        p50 = float(np.percentile(times, 50))
-        rows.append(
-            BatchProfile(
-                batch=b,
-                iters=iters,
-                p50_ms=p50,
-                p90_ms=float(np.percentile(times, 90)),
-                p99_ms=float(np.percentile(times, 99)),
-                mean_ms=float(times.mean()),
-                min_ms=float(times.min()),
-                throughput=b / (p50 / 1000.0) if p50 > 0 else float("inf"),
-                peak_mem_mb=peak,
-                peak_rss_delta_mb=delta,
-            )
-        )
-        logger.info("batch %d: p50 %.3f ms, %.1f img/s", b, p50, rows[-1].throughput)
+        rows.append(BatchProfile(b, iters, Latency.of(times), peak_mem_mb=peak, peak_rss_delta_mb=delta))
+        logger.info("batch %d: p50 %.3f ms, %.1f img/s", b, rows[-1].p50_ms, rows[-1].throughput)
     return ProfileReport(
         str(art.path), run.backend, run.device, files is not None, memory_source, tuple(rows)
     )

@@ -143,7 +143,6 @@ def violations() -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="deploy.evaluate imports training and QSAM code (being moved)")
 def test_library_imports_follow_the_layering():
     found = violations()
     assert not found, "imports against the layering of docs/design.md:\n" + "\n".join(found)

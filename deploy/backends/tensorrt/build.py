@@ -31,14 +31,12 @@ from typing import Any
 
 from ....common.errors import ExportError
 from ....common.files import atomic_path, write_bytes_atomic
-from ...artifact import sidecar_path
+from ....jpeg.geometry import block_grid
+from ...artifact import TensorSpec, sidecar_path
 from ...onnx.graph import load_onnx
-from ...profiling.gpu_input import block_grid
 from .env import describe_environment, import_tensorrt, require_cuda, trt_logger
 
 logger = logging.getLogger(__name__)
-
-ROLES = ("luma", "chroma", "qt", "rgb")
 
 Size = tuple[int, int]
 
@@ -47,42 +45,19 @@ Size = tuple[int, int]
 # Inputs and optimization profiles (plain Python: tested without TensorRT)
 
 
-@dataclasses.dataclass(frozen=True)
-class InputSpec:
-    """One graph input: its role and its dims as the ONNX file declares them (None = dynamic).
-
-    role: "luma" [N, 64, Hb, Wb], "chroma" [N, 128, Hb/2, Wb/2], "qt" [N, 3, 64], "rgb" [N, 3, H, W].
-    """
-
-    name: str
-    role: str
-    dims: tuple[int | None, ...]
-    dtype: str
-
-
-def input_specs(model: Any) -> list[InputSpec]:
-    """Roles of an ONNX model's inputs, told by rank and channel count.
+def onnx_input_specs(model: Any) -> list[TensorSpec]:
+    """An ONNX model's inputs (initializers left out) as TensorSpecs, each with a known `role`.
 
     Raises ExportError for an input dctq does not know how to shape (named in the message).
     """
-    specs = []
     initializers = {i.name for i in model.graph.initializer}
-    for vi in model.graph.input:
-        if vi.name in initializers:
-            continue
-        tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
-        dtype = {1: "float32", 10: "float16"}.get(tt.elem_type, str(tt.elem_type))
-        if len(dims) == 4 and dims[1] in (64, 128, 3):
-            role = {64: "luma", 128: "chroma", 3: "rgb"}[dims[1]]
-        elif len(dims) == 3 and dims[1:] == (3, 64):
-            role = "qt"
-        else:
+    specs = [TensorSpec.from_onnx(vi) for vi in model.graph.input if vi.name not in initializers]
+    for spec in specs:
+        if spec.role is None:
             raise ExportError(
-                f"ONNX input {vi.name!r} has dims {list(dims)}; dctq builds profiles for DCT inputs "
+                f"ONNX input {spec.name!r} has dims {list(spec.dims)}; dctq builds profiles for DCT inputs "
                 "[N,64,Hb,Wb], [N,128,Hb/2,Wb/2], [N,3,64] and RGB [N,3,H,W] only"
             )
-        specs.append(InputSpec(vi.name, role, dims, dtype))
     return specs
 
 
@@ -113,7 +88,7 @@ def size_range(image_size: int | Sequence[Any]) -> tuple[Size, Size, Size]:
     return sizes  # type: ignore[return-value]
 
 
-def _shape(spec: InputSpec, batch: int, size: Size) -> tuple[int, ...]:
+def _shape(spec: TensorSpec, batch: int, size: Size) -> tuple[int, ...]:
     hb, wb = block_grid(size)
     wanted = {
         "luma": (batch, 64, hb, wb),
@@ -132,7 +107,7 @@ def _shape(spec: InputSpec, batch: int, size: Size) -> tuple[int, ...]:
 
 
 def profile_shapes(
-    specs: Sequence[InputSpec], batch: Sequence[int], image_size: int | Sequence[Any]
+    specs: Sequence[TensorSpec], batch: Sequence[int], image_size: int | Sequence[Any]
 ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """{input name: (min, opt, max) shape} for one optimization profile.
 
@@ -202,7 +177,7 @@ class BuildConfig:
             raise ExportError(f"optimization_level must be in 0..5, got {self.optimization_level}")
 
 
-def _image_size_from(specs: Sequence[InputSpec]) -> Size:
+def _image_size_from(specs: Sequence[TensorSpec]) -> Size:
     for spec in specs:
         if spec.role in ("luma", "rgb") and None not in spec.dims[2:]:
             h, w = spec.dims[2], spec.dims[3]
@@ -217,7 +192,7 @@ class BuildPlan:
     onnx_path: Path
     onnx_sha256: str
     onnx_bytes: bytes
-    specs: tuple[InputSpec, ...]
+    specs: tuple[TensorSpec, ...]
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
     image_size: tuple[Size, Size, Size]
     fp16_report: dict[str, Any] | None
@@ -242,11 +217,11 @@ def plan_build(
     if config.fp16:
         from ...onnx.fp16 import to_fp16
 
-        names = [s.name for s in input_specs(model) if s.role != "qt"] if config.fp16_inputs else []
+        names = [s.name for s in onnx_input_specs(model) if s.role != "qt"] if config.fp16_inputs else []
         model, rep = to_fp16(model, fp16_inputs=names)
         report = rep.to_dict()
     data = model.SerializeToString() if config.fp16 else raw
-    specs = tuple(input_specs(model))
+    specs = tuple(onnx_input_specs(model))
     image_size = config.image_size if config.image_size is not None else _image_size_from(specs)
     dtypes = {s.name: s.dtype for s in specs}
     meta = dataclasses.replace(

@@ -15,14 +15,13 @@ execution context: use one per thread.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ....common.errors import ExportError, ModelError
-from ...artifact import SIDECAR_FORMAT, sidecar_path
+from ...artifact import read_sidecar, sidecar_path
 from .env import describe_environment, import_tensorrt, require_cuda, trt_logger
 
 logger = logging.getLogger(__name__)
@@ -31,25 +30,15 @@ FATAL_KEYS = ("tensorrt", "compute_capability")
 WARN_KEYS = ("gpu", "cuda", "driver")
 
 
-def read_sidecar(engine_path: Path | str) -> dict[str, Any] | None:
-    """The engine's JSON sidecar (artifact sidecar + "build" section, see trt_build.engine_sidecar), or
-    None when there is none. Raises ExportError when unreadable or not an engine sidecar."""
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"{path}: unreadable engine sidecar ({exc}); rebuild the engine") from None
-    if (
-        not isinstance(data, dict)
-        or data.get("format") != SIDECAR_FORMAT
-        or data.get("kind") != "engine"
-        or not isinstance(data.get("build"), dict)
-    ):
-        raise ExportError(
-            f"{path} is not a dctq engine sidecar (format {SIDECAR_FORMAT!r}, kind 'engine', 'build')"
-        )
+def read_engine_sidecar(engine_path: Path | str) -> dict[str, Any] | None:
+    """The engine's sidecar (artifact.read_sidecar of kind "engine": the artifact sidecar plus the
+    "build" section of build.engine_sidecar), or None when there is none.
+
+    Raises ExportError when it is unreadable, not an engine sidecar, or has no "build" section.
+    """
+    data = read_sidecar(engine_path, kind="engine")
+    if data is not None and not isinstance(data.get("build"), dict):
+        raise ExportError(f"{sidecar_path(engine_path)} has no 'build' section; rebuild the engine")
     return data
 
 
@@ -125,7 +114,7 @@ class TrtEngine:
             plan = self.path.read_bytes()
         except OSError as exc:
             raise ExportError(f"{self.path}: cannot read the engine ({exc.strerror or exc})") from None
-        self.sidecar = read_sidecar(self.path)
+        self.sidecar = read_engine_sidecar(self.path)
         if self.sidecar is None:
             logger.warning(
                 "%s has no sidecar: versions cannot be checked before TensorRT loads it", self.path
