@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.qsam.meta_config import MetaConfig
+from ..calibration.qsam.meta import MetaConfig
 from ..common.errors import ModelError
 from .common import (
     Bar,
@@ -31,7 +31,7 @@ from .common import (
 from .train_cmd import parse_int_list
 
 if TYPE_CHECKING:
-    from ..calibration.qsam.meta_config import MetaEpochEnd, MetaResult
+    from ..calibration.qsam.meta import MetaEpochEnd, MetaResult
 
 _default = functools.partial(field_default_help, MetaConfig)
 
@@ -120,7 +120,7 @@ def train_meta_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """QSAM's meta stage: learn the QABN mixing MLP of a base-stage checkpoint (backbone frozen)."""
-    from ..calibration.qsam.data import train_meta
+    from ..calibration.qsam.meta import train_meta
     from ..calibration.train.config import TrainConfig
     from ..calibration.train.data import build_train_data
     from ..models.checkpoint import load_checkpoint

@@ -186,7 +186,7 @@ class QuantTableMixer(nn.Module):
         self.num_branches = num_branches
         self.eps = eps
         # The QSAM stage whose result this mixer is: "base" (untrained: the base stage routes by the
-        # quant tables instead) or "meta" (trained by calibration.qsam.data.train_meta). Not saved in the
+        # quant tables instead) or "meta" (trained by calibration.qsam.meta.train_meta). Not saved in the
         # state dict: checkpoints record it as extra["qsam"]["stage"]; see `choose_routing`.
         self.stage = "base"
         self.net = nn.Sequential(

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import dctq
-from dctq.calibration.qsam.meta_config import MetaConfig
+from dctq.calibration.qsam.meta import MetaConfig
 from dctq.calibration.quant.recipe import PRESETS, LayerRule, QuantRecipe
 from dctq.calibration.train.config import TrainConfig
 from dctq.calibration.workflow.data import calibration_loader, check_same_options

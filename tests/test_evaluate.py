@@ -135,7 +135,7 @@ def test_qabn_routing_is_decided_once_from_the_stage():
     torch.manual_seed(0)
     model = apply_qabn(create_model("dct_cifar_upsampling", num_classes=CLASSES, **TINY_DCT))
     assert as_runner(model, "cpu").qabn_routing == "oracle"  # in memory: the mixer is untrained
-    model.qabn_mixer.stage = "meta"  # what calibration.qsam.data.train_meta records
+    model.qabn_mixer.stage = "meta"  # what calibration.qsam.meta.train_meta records
     assert as_runner(model, "cpu").qabn_routing == "mixer"
     assert as_runner(model, "cpu", qabn_routing="oracle").qabn_routing == "oracle"
     kwargs = {"num_classes": CLASSES, **TINY_DCT}

@@ -12,7 +12,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from dctq.calibration.qsam.data import MetaConfig, MultiQualityDataset, collate_versions, train_meta
+from dctq.calibration.qsam.data import MultiQualityDataset, collate_versions
+from dctq.calibration.qsam.meta import MetaConfig, train_meta
 from dctq.calibration.train.config import TrainConfig
 from dctq.calibration.train.data import build_train_data
 from dctq.calibration.train.loop import EpochEnd, EpochStart, StepEnd, lr_factor, train

@@ -1,4 +1,4 @@
-"""QSAM's base stage on the data side, and oracle routing of QABN models (METHODS.md section 1).
+"""QSAM's data on both stages (METHODS.md section 1).
 
 Base stage: every training image is seen at all base qualities (90, 60, 30, 10) in one step, each
 version with the *same* crop and flip, and version k is normalised by QABN branch k (hard routing).
@@ -7,47 +7,33 @@ Generator for each quality, so the augmentation draws are identical; `collate_ve
 as QSAM does: chunk k of the batch holds every image at quality k, and `batch["branch"]` says so.
 This costs K re-compressions and reads per image (QSAM's own loader does the same).
 
-Before the meta stage has trained the mixing MLP, a QABN model is evaluated with oracle routing:
-each image goes to the branch of the base quality nearest to its quant tables
+Before the meta stage has trained the mixing MLP, a QABN model is evaluated with oracle routing
 (`models.qabn_routing.oracle_branch_index`).
 
-Meta stage (`train_meta`, one process): the backbone and BN branches are frozen and only the mixing
-MLP learns, by `models.qabn.meta_step` episodes pairing a meta-train batch at a random base quality
-with a meta-test batch at a random held-out quality (80, 70, 50, 40, 20), Adam with QSAM's
-constant-then-exponential rate; the best epoch has the best mean validation top-1 over
-`MetaConfig.eval_qualities` (MetaConfig: qsam_meta_config.py). Stage 1 is `calibration.train.train`
-with `TrainConfig(qabn=True)`.
+Meta stage (qsam/meta.py): `meta_train_data` rebuilds the base run's split, `QualityView` serves a sample
+at any quality and `EpisodeSampler` draws the episodes' (meta-train, meta-test) batch pairs. Stage 1 is `calibration.train.loop.train` with
+`TrainConfig(qabn=True)`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import shutil
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
 
-from ...common.devices import resolve_device
 from ...common.errors import DataError, ModelError
-from ...common.files import atomic_path
-from ...common.seeding import mix_seed
-from ...jpeg.batch import model_inputs
-from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
+from ...jpeg.dataset import FolderDataset, collate_samples
 from ...jpeg.recompress import QualityPolicy
-from ...models.checkpoint import load_checkpoint, save_checkpoint
-from ...models.metrics import topk_correct
-from ...models.qabn import QSAM_BASE_QUALITIES, is_qabn
-from .meta_config import MetaConfig, MetaEpochEnd, MetaResult
-from .meta_step import MetaStepLosses, meta_step
-from .qac import qac_weighted_loss
+from ...models.checkpoint import LoadedCheckpoint, load_checkpoint
+from ...models.qabn import QSAM_BASE_QUALITIES
+from ..train.config import TrainConfig
+from ..train.data import TrainData, build_train_data
 
 logger = logging.getLogger(__name__)
 
@@ -176,121 +162,21 @@ class EpisodeSampler(Sampler[list[tuple[int, int]]]):
                 yield [(int(i), quality) for i in rng.choice(self.size, self.batch_size, replace=False)]
 
 
-@torch.no_grad()
-def _top1(
-    model: nn.Module, dataset: FolderDataset, quality: int, config: MetaConfig, device: torch.device
-) -> float:
-    view = copy.copy(dataset)  # shares the sample list; only the quality policy differs
-    view.qualities = QualityPolicy(test_quality=quality)
-    correct = total = 0
-    for batch in make_loader(view, config.batch_size, shuffle=False, num_workers=config.num_workers):
-        logits = model(*model_inputs(batch, device))
-        correct += int(topk_correct(logits, batch["label"].to(device), (1,))[0])
-        total += batch["label"].shape[0]
-    return correct / max(total, 1)
-
-
-def train_meta(
-    config: MetaConfig,
-    base_checkpoint: Path,
-    train_set: FolderDataset,
-    val_set: FolderDataset,
-    out_dir: Path,
-    *,
-    progress: Callable[[MetaEpochEnd], None] | None = None,
-) -> MetaResult:
-    """QSAM's meta stage on a base-stage checkpoint (`dctq train --qabn`): trains `model.qabn_mixer`
-    with `models.qabn.meta_step` episodes, one process, and writes best.pt / last.pt into `out_dir`
-    (extra["qsam"]["stage"] = "meta", so evaluation mixes the branches with the mixer).
-
-    Args:
-        train_set: training JpegFolder / RgbJpegFolder (train=True) of the base stage's data.
-        val_set: its evaluation-mode validation set; re-compressed at each of config.eval_qualities.
+def meta_train_data(base_checkpoint: Path | str | LoadedCheckpoint, data: str | Path) -> TrainData:
+    """The training and validation sets of the base run of `base_checkpoint` on `data` ("cifar10" or an
+    ImageFolder): the same split (its TrainConfig's val_fraction) and input layout.
 
     Raises:
-        ModelError: the checkpoint has no QABN layers. DataError: empty data. ConfigError: bad config.
+        ModelError: the checkpoint holds no training config. ConfigError: one this dctq cannot read.
+        DataError: as build_train_data.
     """
-    device = resolve_device(config.device, local_rank=0)
-    loaded = load_checkpoint(base_checkpoint, map_location=device)
-    model = loaded.model
-    if not is_qabn(model):
-        raise ModelError(
-            f"{base_checkpoint} has no QABN layers; train the base stage with `dctq train --qabn` first"
-        )
-    model.requires_grad_(False)
-    mixer = model.qabn_mixer.requires_grad_(True)
-    optimizer = torch.optim.Adam(mixer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
-    steps = config.steps_per_epoch or max(1, len(train_set) // config.batch_size)
-    loss_fn = (
-        qac_weighted_loss if config.qac else (lambda logits, labels, qt: F.cross_entropy(logits, labels))
+    loaded = (
+        base_checkpoint if isinstance(base_checkpoint, LoadedCheckpoint) else load_checkpoint(base_checkpoint)
     )
-    extra = {
-        **{k: v for k, v in loaded.extra.items() if k in ("train_config", "qabn")},
-        "qsam": {
-            "stage": "meta",
-            "base_qualities": list(config.base_qualities),
-            "base": str(base_checkpoint),
-        },
-        "meta_config": config.to_dict(),
-    }
-    out_dir = Path(out_dir)
-    history: list[MetaEpochEnd] = []
-    best_epoch, best = 0, -1.0
-    for epoch in range(config.epochs):
-        tick = time.perf_counter()
-        # Three streams per epoch (episodes, worker seeds, augmentation), told apart by the last part.
-        episodes, workers, augment = (mix_seed(config.seed, epoch, stream) for stream in range(3))
-        sampler = EpisodeSampler(
-            len(train_set), config.batch_size, steps, config.base_qualities, config.held_out_qualities,
-            seed=episodes,
-        )  # fmt: skip
-        loader = DataLoader(
-            QualityView(train_set), batch_sampler=sampler, num_workers=config.num_workers,
-            collate_fn=collate_samples, generator=torch.Generator().manual_seed(workers),
-        )  # fmt: skip
-        if config.num_workers == 0:
-            train_set.reseed(augment)
-        sums = np.zeros(4)
-        batches = iter(loader)
-        for tr, te in zip(batches, batches, strict=True):
-            inputs_tr, inputs_te = model_inputs(tr, device), model_inputs(te, device)
-            branch = config.base_qualities.index(int(tr["quality"][0]))
-            losses = meta_step(
-                model,
-                (inputs_tr[:-1], tr["label"].to(device), inputs_tr[-1], branch),
-                (inputs_te[:-1], te["label"].to(device), inputs_te[-1]),
-                optimizer,
-                loss_fn=loss_fn,
-                inner_lr=config.inner_lr,
-                test_weight=config.test_weight,
-                base_weight=config.base_weight,
-            )
-            sums += (losses.train, losses.test, losses.base, losses.total)
-        scheduler.step()
-        model.eval()
-        val = {q: _top1(model, val_set, q, config, device) for q in config.eval_qualities}
-        mean = sum(val.values()) / len(val)
-        is_best = mean > best
-        if is_best:
-            best_epoch, best = epoch + 1, mean
-        info = {**extra, "epoch": epoch + 1, "val_top1": {str(q): v for q, v in val.items()}}
-        last = save_checkpoint(out_dir / "last.pt", model, arch=loaded.arch, arch_kwargs=loaded.arch_kwargs,
-                               class_names=loaded.class_names, extra=info)  # fmt: skip
-        if is_best:
-            with atomic_path(out_dir / "best.pt") as tmp:
-                shutil.copyfile(last, tmp)
-        end = MetaEpochEnd(epoch + 1, config.epochs, MetaStepLosses(*(float(x) for x in sums / steps)), val, mean, is_best,
-                           time.perf_counter() - tick)  # fmt: skip
-        history.append(end)
-        logger.info(
-            "meta epoch %d/%d: loss %.4f, mean val top-1 %.4f",
-            epoch + 1,
-            config.epochs,
-            end.losses.total,
-            mean,
+    saved = loaded.extra.get("train_config")
+    if saved is None:
+        raise ModelError(
+            f"{base_checkpoint} holds no training config, so its data split is unknown; "
+            "give the best.pt of a `dctq train --qabn` run"
         )
-        if progress is not None:
-            progress(end)
-    model.qabn_mixer.stage = "meta"  # evaluated with the mixer (models.qabn.choose_routing)
-    return MetaResult(out_dir / "best.pt", out_dir / "last.pt", best_epoch, best, tuple(history), model)
+    return build_train_data(data, TrainConfig.from_dict(saved))

@@ -80,17 +80,36 @@ def save_epoch(
     }
     with atomic_path(out_dir / STATE) as tmp:
         torch.save(state, tmp)
-    last = save_checkpoint(
-        out_dir / LAST,
+    save_last_and_best(
+        out_dir,
         model,
         arch=config.arch,
         arch_kwargs=arch_kwargs,
         class_names=class_names,
         extra=extra,
+        is_best=is_best,
+    )
+
+
+def save_last_and_best(
+    out_dir: Path,
+    model: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    class_names: list[str],
+    extra: dict[str, Any],
+    is_best: bool,
+) -> Path:
+    """Write `out_dir`/last.pt and, when `is_best`, copy it to best.pt (each atomically); returns last.pt.
+    The checkpoints of every epoch loop (training, QSAM's meta stage)."""
+    last = save_checkpoint(
+        out_dir / LAST, model, arch=arch, arch_kwargs=arch_kwargs, class_names=class_names, extra=extra
     )
     if is_best:
         with atomic_path(out_dir / BEST) as tmp:
             shutil.copyfile(last, tmp)
+    return last
 
 
 def load_run(
