@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from dctq import __version__
+from dctq.calibration.train.config import saved_val_fraction
 from dctq.calibration.train.data import dataset_for_arch
-from dctq.calibration.workflow.data import DEFAULT_VAL_FRACTION
 from dctq.common.errors import DataError
 from dctq.deploy.evaluate import as_runner
 from dctq.jpeg.dataset import make_loader
@@ -148,8 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.qualities is not None and args.quality is not None:
         raise DataError("give --quality or --qualities, not both")
-    saved = (first.extra.get("train_config") or {}).get("fields", {})
-    split = split_data(args.data, float(saved.get("val_fraction", DEFAULT_VAL_FRACTION)))
+    split = split_data(args.data, saved_val_fraction(first.extra))
 
     def scored(quality: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         policy = QualityPolicy(test_quality=quality)

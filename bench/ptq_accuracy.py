@@ -33,8 +33,9 @@ from dctq import __version__
 from dctq.calibration.calibrators.registry import CALIBRATORS
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.recipe import build_recipe
+from dctq.calibration.train.config import saved_val_fraction
 from dctq.calibration.train.data import dataset_for_arch
-from dctq.calibration.workflow.data import DEFAULT_VAL_FRACTION, calibration_loader
+from dctq.calibration.workflow.data import calibration_loader
 from dctq.deploy.evaluate import as_runner, evaluate_loader
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
@@ -76,11 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def val_fraction_of(loaded: LoadedCheckpoint) -> float:
-    saved = (loaded.extra.get("train_config") or {}).get("fields", {})
-    return float(saved.get("val_fraction", DEFAULT_VAL_FRACTION))
-
-
 def eval_set(
     loaded: LoadedCheckpoint,
     data: str,
@@ -91,7 +87,7 @@ def eval_set(
     seed: int,
 ) -> EvalSet:
     """The checkpoint's validation split (or a seeded subset), re-compressed at each quality, in memory."""
-    split = split_data(data, val_fraction_of(loaded))
+    split = split_data(data, saved_val_fraction(loaded.extra))
     samples = split.samples("val")
     if max_images is not None and max_images < len(samples):
         rng = np.random.default_rng(seed)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from dctq import __version__
-from dctq.calibration.train.config import TrainConfig
+from dctq.calibration.train.config import saved_train_config
 from dctq.calibration.train.data import build_train_data
 from dctq.common.errors import ModelError
 from dctq.jpeg.batch import model_inputs
@@ -84,12 +84,12 @@ def top1(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.checkpoint)
-    saved = loaded.extra.get("train_config")
-    if saved is None:
+    config = saved_train_config(loaded.extra)
+    if config is None:
         raise ModelError(
             f"{args.checkpoint} holds no training config; give a checkpoint written by `dctq train`"
         )
-    data = build_train_data(args.data, TrainConfig.from_dict(saved))
+    data = build_train_data(args.data, config)
     generator = torch.Generator().manual_seed(args.seed)
     picks = torch.randperm(len(data.train), generator=generator)[: args.num_images].tolist()
     rows = []
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "checkpoint": str(args.checkpoint),
         "arch": loaded.arch,
-        "train_qualities": saved["fields"].get("train_qualities"),
+        "train_qualities": list(config.train_qualities) if config.train_qualities else None,
         "num_images": len(picks),
         "eval_images": len(data.val),
         "rows": rows,

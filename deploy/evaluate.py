@@ -20,11 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..common.errors import DctqError
+from ..common.errors import ConfigError, DctqError
 from ..jpeg.dataset import make_loader
+from ..jpeg.recompress import QualityPolicy
+from ..jpeg.splits import make_dataset, split_data
 from ..models.checkpoint import LoadedCheckpoint
 from ..models.metrics import topk_correct
-from .artifact import load_artifact
+from .artifact import Artifact, load_artifact
 from .backends.pytorch import TorchRunner
 from .backends.registry import Runner, load_runner
 
@@ -191,3 +193,71 @@ def evaluate(
         logger.info("quality %s: top-1 %.4f top-5 %.4f (%d images)", quality, row.top1, row.top5, row.images)
         rows.append(row)
     return EvalReport(name, arch, tuple(rows))
+
+
+def evaluate_artifact(
+    artifact: Artifact | Path | str,
+    data: str | Path,
+    *,
+    val_fraction: float,
+    split: str = "val",
+    qualities: Sequence[int] | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str = "auto",
+    backend: str | None = None,
+    qabn_routing: str = "auto",
+    progress: Callable[[EvalProgress], None] | None = None,
+) -> EvalReport:
+    """`dctq evaluate`: top-1 / top-5 of any artifact on the `split` ("val", "train" or "all") of `data`
+    ("cifar10" or an ImageFolder of JPEGs), at each of `qualities` (None: the files as stored).
+
+    val_fraction: the share split off as validation images (jpeg.splits.split_data, fixed seed): the
+    run's own to get its validation set back (calibration.train.config.saved_val_fraction reads it from
+    a checkpoint). A checkpoint is evaluated through its model, so `qabn_routing` applies; any other
+    artifact through `backend` (default: the artifact's natural one).
+
+    Raises:
+        ConfigError: bad batch size or worker count, an artifact without a recorded architecture
+            (no sidecar), or data whose class folders differ from the model's classes.
+        DctqError / ModelError / ExportError: unreadable artifacts, unknown backends.
+        DataError / JpegError: bad data.
+    """
+    if batch_size < 1 or num_workers < 0:
+        raise ConfigError(f"--batch-size must be >= 1 and --workers >= 0, got {batch_size}, {num_workers}")
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    if art.meta.arch is None:
+        raise ConfigError(
+            f"{art.path}: no architecture recorded (missing JSON sidecar?); export it with `dctq export`"
+        )
+    splits = split_data(data, val_fraction)
+    samples = splits.samples(split)
+    if art.class_names and list(art.class_names) != list(splits.class_names):
+        raise ConfigError(
+            f"{data} has classes {splits.class_names[:5]}... but {art.path} was trained on "
+            f"{list(art.class_names)[:5]}...; evaluate on data with the same class folders"
+        )
+    meta = art.meta
+
+    def factory(quality: int | None) -> Dataset:
+        policy = QualityPolicy(test_quality=quality)
+        return make_dataset(
+            meta.input_kind, meta.input_size, splits.root, samples, train=False, policy=policy
+        )
+
+    # A checkpoint evaluates through its own model, so its QABN routing options apply.
+    if art.kind == "checkpoint" and backend in (None, "torch"):
+        target: Evaluable = art.checkpoint  # type: ignore[assignment]
+    else:
+        target = load_runner(art, backend, device=device)
+    report = evaluate(
+        target,
+        factory,
+        qualities,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        qabn_routing=qabn_routing,
+        progress=progress,
+    )
+    return report if report.arch else dataclasses.replace(report, arch=meta.arch)

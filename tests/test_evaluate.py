@@ -11,8 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from dctq.cli import evaluate_cmd
-from dctq.common.errors import DctqError, ModelError
-from dctq.deploy.evaluate import EvalReport, QualityRow, as_runner, evaluate
+from dctq.common.errors import ConfigError, DctqError, ModelError
+from dctq.deploy.evaluate import EvalReport, QualityRow, as_runner, evaluate, evaluate_artifact
 from dctq.jpeg.dataset import JpegFolder
 from dctq.jpeg.quality import ijg_qt
 from dctq.jpeg.recompress import QualityPolicy
@@ -189,3 +189,35 @@ def test_cli_evaluate(seven_classes, tmp_path):
         assert failed.exit_code == 1 and message in failed.output
     missing = runner.invoke(app, ["evaluate", str(tmp_path / "nope.pt"), "--data", str(seven_classes)])
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_evaluate_artifact_scores_checkpoints_and_exports_alike(seven_classes, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dctq.deploy.export.onnx import export_onnx
+    from dctq.models.checkpoint import load_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("dct_cifar_upsampling", num_classes=CLASSES, **TINY_DCT)
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, arch="dct_cifar_upsampling",
+        arch_kwargs={"num_classes": CLASSES, **TINY_DCT}, class_names=[f"c{c}" for c in range(CLASSES)],
+    )  # fmt: skip
+    onnx_path = export_onnx(load_checkpoint(path), tmp_path / "m.onnx")
+    expected = evaluate(path, dct_factory(seven_classes), [30, 70], device="cpu")
+    kwargs = {"val_fraction": 0.1, "split": "all", "qualities": [30, 70], "device": "cpu"}
+    from_checkpoint = evaluate_artifact(path, seven_classes, **kwargs)
+    assert from_checkpoint.rows == expected.rows and from_checkpoint.arch == "dct_cifar_upsampling"
+    from_onnx = evaluate_artifact(onnx_path, seven_classes, **kwargs)
+    assert from_onnx.arch == "dct_cifar_upsampling"
+    assert [r.images for r in from_onnx.rows] == [CLASSES, CLASSES]
+    assert all(
+        abs(a.top1 - b.top1) <= 1 / CLASSES for a, b in zip(from_onnx.rows, expected.rows, strict=True)
+    )
+    other = tmp_path / "other"
+    for c in range(CLASSES):
+        (other / f"k{c}").mkdir(parents=True)
+        (other / f"k{c}" / "0.jpg").write_bytes((seven_classes / f"c{c}" / "0.jpg").read_bytes())
+    with pytest.raises(ConfigError, match="same class folders"):
+        evaluate_artifact(path, other, **kwargs)
+    with pytest.raises(ConfigError, match="--batch-size must be >= 1"):
+        evaluate_artifact(path, seven_classes, **kwargs, batch_size=0)

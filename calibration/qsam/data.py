@@ -32,7 +32,7 @@ from ...jpeg.dataset import FolderDataset, collate_samples
 from ...jpeg.recompress import QualityPolicy
 from ...models.checkpoint import LoadedCheckpoint, load_checkpoint
 from ...models.qabn import QSAM_BASE_QUALITIES
-from ..train.config import TrainConfig
+from ..train.config import saved_train_config
 from ..train.data import TrainData, build_train_data
 
 logger = logging.getLogger(__name__)
@@ -173,10 +173,10 @@ def meta_train_data(base_checkpoint: Path | str | LoadedCheckpoint, data: str | 
     loaded = (
         base_checkpoint if isinstance(base_checkpoint, LoadedCheckpoint) else load_checkpoint(base_checkpoint)
     )
-    saved = loaded.extra.get("train_config")
-    if saved is None:
+    config = saved_train_config(loaded.extra)
+    if config is None:
         raise ModelError(
             f"{base_checkpoint} holds no training config, so its data split is unknown; "
             "give the best.pt of a `dctq train --qabn` run"
         )
-    return build_train_data(data, TrainConfig.from_dict(saved))
+    return build_train_data(data, config)

@@ -7,6 +7,7 @@ Holds registry names and plain values only (never classes), so `to_dict()` goes 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,3 +200,23 @@ class TrainConfig(Config):
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with `changes` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def saved_train_config(extra: Mapping[str, Any]) -> TrainConfig | None:
+    """The TrainConfig a checkpoint's `extra` records (written by `dctq train`), None when it has none.
+
+    Raises ConfigError for a saved config this dctq cannot read (another type, a newer version).
+    """
+    saved = extra.get("train_config")
+    return TrainConfig.from_dict(saved) if saved else None
+
+
+def saved_val_fraction(extra: Mapping[str, Any]) -> float:
+    """The validation fraction the run of a checkpoint split its data with (its saved TrainConfig), or
+    TrainConfig's default for a checkpoint that records none: what `--split val` must use to give back
+    that run's validation images."""
+    config = saved_train_config(extra)
+    return config.val_fraction if config is not None else _DEFAULT_VAL_FRACTION
+
+
+_DEFAULT_VAL_FRACTION = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "val_fraction")

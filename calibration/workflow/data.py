@@ -17,7 +17,7 @@ from ...jpeg.dataset import make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...jpeg.splits import split_data
 from ...models.checkpoint import LoadedCheckpoint
-from ..train.config import TrainConfig
+from ..train.config import saved_val_fraction
 from ..train.data import dataset_for_arch
 from ..zeroshot.config import SynthConfig
 from ..zeroshot.data import SyntheticData, check_continuable, check_teacher, load_synthetic
@@ -26,7 +26,6 @@ from ..zeroshot.synthesize import run_config
 logger = logging.getLogger(__name__)
 
 CALIB_SPLITS = ("train", "all")
-DEFAULT_VAL_FRACTION = 0.1
 
 
 def calibration_loader(
@@ -50,8 +49,7 @@ def calibration_loader(
         raise DataError(f"--calib-split must be one of {', '.join(CALIB_SPLITS)}, got {split!r}")
     if num_images < 1 or batch_size < 1:
         raise DataError(f"--num-images and --batch-size must be >= 1, got {num_images}, {batch_size}")
-    saved = loaded.extra.get("train_config")
-    val_fraction = TrainConfig.from_dict(saved).val_fraction if saved else DEFAULT_VAL_FRACTION
+    val_fraction = saved_val_fraction(loaded.extra)
     splits = split_data(data, val_fraction)
     pool = splits.samples(split)
     rng = np.random.default_rng(seed)
