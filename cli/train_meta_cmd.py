@@ -10,28 +10,21 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.qsam.meta_config import MetaConfig
+from ..calibration.qsam.data import train_meta
+from ..calibration.qsam.meta_config import MetaConfig, MetaResult
+from ..calibration.train.config import TrainConfig
+from ..calibration.train.data import build_train_data
 from ..common.errors import ModelError
-from .common import (
-    Bar,
-    err_console,
-    field_default_help,
-    make_progress,
-    out_console,
-    print_json,
-    to_jsonable,
-    user_errors,
-)
-from .train_cmd import parse_int_list
-
-if TYPE_CHECKING:
-    from ..calibration.qsam.meta_config import MetaEpochEnd, MetaResult
+from ..models.checkpoint import load_checkpoint
+from .common import err_console, out_console, print_json, to_jsonable, user_errors
+from .options import field_default_help, given, parse_int_list
+from .progress import MetaProgressView, make_progress
 
 _default = functools.partial(field_default_help, MetaConfig)
 
@@ -120,11 +113,6 @@ def train_meta_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """QSAM's meta stage: learn the QABN mixing MLP of a base-stage checkpoint (backbone frozen)."""
-    from ..calibration.qsam.data import train_meta
-    from ..calibration.train.config import TrainConfig
-    from ..calibration.train.data import build_train_data
-    from ..models.checkpoint import load_checkpoint
-
     with user_errors(ctx):
         options = {
             "epochs": epochs,
@@ -140,7 +128,7 @@ def train_meta_command(
             "num_workers": workers,
             "device": device,
         }
-        config = MetaConfig(**{k: v for k, v in options.items() if v is not None})
+        config = MetaConfig(**given(options))
         saved = load_checkpoint(checkpoint).extra.get("train_config")
         if saved is None:
             raise ModelError(
@@ -155,20 +143,7 @@ def train_meta_command(
                 highlight=False,
             )
         with make_progress() as progress:
-            bar = Bar(progress, "meta epochs")
-            bar.ensure(total=config.epochs)
-
-            def show(event: MetaEpochEnd) -> None:
-                bar.update(event.epoch)
-                per_quality = " ".join(f"q{q} {100 * v:.1f}%" for q, v in event.val_top1.items())
-                progress.console.print(
-                    f"meta epoch {event.epoch}/{event.epochs}  loss {event.losses.total:.4f}  "
-                    f"val {per_quality}  mean {100 * event.mean_top1:.2f}%  {event.seconds:.1f}s"
-                    + ("  [green]best[/]" if event.is_best else ""),
-                    highlight=False,
-                    soft_wrap=True,
-                )
-
+            show = MetaProgressView(progress, config.epochs)
             result = train_meta(config, checkpoint, data_sets.train, data_sets.val, out, progress=show)
     if as_json:
         print_json(meta_result_dict(result))
