@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -22,22 +22,11 @@ from ..calibration.train.config import TrainConfig
 from ..calibration.train.data import build_train_data
 from ..common.errors import ModelError
 from ..models.checkpoint import load_checkpoint
-from .common import err_console, out_console, print_json, to_jsonable, user_errors
+from .common import err_console, out_console, print_json, user_errors
 from .options import field_default_help, given, parse_int_list
 from .progress import MetaProgressView, make_progress
 
 _default = functools.partial(field_default_help, MetaConfig)
-
-
-def meta_result_dict(result: MetaResult) -> dict[str, Any]:
-    """The JSON form of a MetaResult (without the model)."""
-    return {
-        "best_path": str(result.best_path),
-        "last_path": str(result.last_path),
-        "best_epoch": result.best_epoch,
-        "best_mean_top1": result.best_mean_top1,
-        "history": to_jsonable(result.history),
-    }
 
 
 def _summary(result: MetaResult) -> Table:
@@ -146,7 +135,7 @@ def train_meta_command(
             show = MetaProgressView(progress, config.epochs)
             result = train_meta(config, checkpoint, data_sets.train, data_sets.val, out, progress=show)
     if as_json:
-        print_json(meta_result_dict(result))
+        print_json(result.to_dict())
     else:
         out_console.print(_summary(result))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -107,3 +108,14 @@ class MetaResult:
     best_mean_top1: float
     history: tuple[MetaEpochEnd, ...]
     model: nn.Module = dataclasses.field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`dctq train-meta --json`), without the model: paths as strings, each epoch of
+        the history as a plain dict (its `val_top1` keys are the qualities)."""
+        return {
+            "best_path": str(self.best_path),
+            "last_path": str(self.last_path),
+            "best_epoch": self.best_epoch,
+            "best_mean_top1": self.best_mean_top1,
+            "history": [dataclasses.asdict(h) for h in self.history],
+        }
