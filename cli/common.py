@@ -14,6 +14,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from ..common.errors import DctqError
 
@@ -47,6 +48,14 @@ def user_errors(ctx: typer.Context) -> Iterator[None]:
         # escape: messages hold brackets (pip extras like dctq[tensorrt]) that rich would eat as markup.
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
+
+
+def summary_table(title: str) -> Table:
+    """The what / value table a long command prints when it is done: add one row per fact."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what", style="dim")
+    table.add_column("value")
+    return table
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -21,7 +21,7 @@ from ..calibration.quant.recipe import build_recipe
 from ..calibration.workflow.plan import PtqData, ZeroShotPlan, check_plan
 from ..calibration.workflow.quantize import QuantizeResult, quantize_checkpoint
 from ..calibration.zeroshot.config import SynthConfig, ZeroShotConfig
-from .common import out_console, print_json, user_errors
+from .common import out_console, print_json, summary_table, user_errors
 from .options import field_default, field_default_help, given, parse_int_list
 from .progress import QuantizeProgressView, make_progress
 
@@ -45,9 +45,7 @@ def _data_line(result: QuantizeResult) -> str:
 
 def _summary(result: QuantizeResult) -> Table:
     recipe = result.recipe
-    table = Table(title="quantization done", show_header=False, title_justify="left")
-    table.add_column("what", style="dim")
-    table.add_column("value")
+    table = summary_table("quantization done")
     table.add_row("file", escape(str(result.path)) if result.path else "(not written)")
     table.add_row("method", result.method)
     table.add_row(

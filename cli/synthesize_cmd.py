@@ -19,7 +19,7 @@ from ..calibration.zeroshot.config import SynthConfig
 from ..calibration.zeroshot.data import SyntheticData
 from ..calibration.zeroshot.grid import synthetic_grid_png
 from ..calibration.zeroshot.synthesize import synthesize_checkpoint
-from .common import out_console, print_json, user_errors
+from .common import out_console, print_json, summary_table, user_errors
 from .options import field_default_help, given, parse_quality_range
 from .progress import SynthProgressView, make_progress
 
@@ -41,9 +41,7 @@ def result_dict(data: SyntheticData, out: Path) -> dict[str, Any]:
 
 
 def _summary(data: SyntheticData, out: Path) -> Table:
-    table = Table(title="synthesis done", show_header=False, title_justify="left")
-    table.add_column("what", style="dim")
-    table.add_column("value")
+    table = summary_table("synthesis done")
     table.add_row("file", escape(str(out)))
     table.add_row("images", f"{len(data)} ({data.kind}, {data.num_batches} batches)")
     table.add_row("method", str(data.config.get("method")))

@@ -20,7 +20,7 @@ from ..calibration.train.config import TrainConfig
 from ..calibration.train.data import build_train_data
 from ..calibration.train.events import TrainResult
 from ..calibration.train.loop import train
-from .common import err_console, out_console, print_json, user_errors
+from .common import err_console, out_console, print_json, summary_table, user_errors
 from .options import field_default_help, given, parse_arch_kwargs, parse_int_list
 from .progress import TrainProgressView, make_progress
 
@@ -41,9 +41,7 @@ def result_dict(result: TrainResult) -> dict[str, Any]:
 
 
 def _summary(result: TrainResult) -> Table:
-    table = Table(title="training done", show_header=False, title_justify="left")
-    table.add_column("what", style="dim")
-    table.add_column("value")
+    table = summary_table("training done")
     last = result.history[-1] if result.history else None
     table.add_row("best epoch", str(result.best_epoch))
     if result.best_top1 is not None:

@@ -22,7 +22,7 @@ from ..calibration.train.config import TrainConfig
 from ..calibration.train.data import build_train_data
 from ..common.errors import ModelError
 from ..models.checkpoint import load_checkpoint
-from .common import err_console, out_console, print_json, user_errors
+from .common import err_console, out_console, print_json, summary_table, user_errors
 from .options import field_default_help, given, parse_int_list
 from .progress import MetaProgressView, make_progress
 
@@ -30,9 +30,7 @@ _default = functools.partial(field_default_help, MetaConfig)
 
 
 def _summary(result: MetaResult) -> Table:
-    table = Table(title="meta stage done", show_header=False, title_justify="left")
-    table.add_column("what", style="dim")
-    table.add_column("value")
+    table = summary_table("meta stage done")
     table.add_row("best epoch", str(result.best_epoch))
     table.add_row("best mean val top-1", f"{100 * result.best_mean_top1:.2f}%")
     best = next((h for h in result.history if h.epoch == result.best_epoch), None)
