@@ -10,12 +10,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from dctq.cli.options import split_ints
 from dctq.common.files import write_text_atomic
 
 
 def int_list(text: str) -> list[int]:
-    """'1, 8,32' -> [1, 8, 32]."""
-    return [int(v) for v in text.replace(" ", "").split(",") if v]
+    """'1, 8,32' -> [1, 8, 32], split as the dctq commands split theirs (cli.options.split_ints). A
+    non-integer item raises ValueError, which argparse reports as a bad value of the option."""
+    return list(split_ints(text))
 
 
 def script_main(

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..deploy.onnx.lint import lint_qdq
 from .common import out_console, print_json, user_errors
 
 
@@ -20,8 +21,6 @@ def check_command(
 ) -> None:
     """Check an ONNX graph against TensorRT's Q/DQ rules: int8, zero point 0, scale axes, Q/DQ placement,
     opset and operator support. Exits with code 1 when any rule at error level is broken."""
-    from ..deploy.onnx.lint import lint_qdq
-
     with user_errors(ctx):
         report = lint_qdq(model)
     failed = not report.ok or (strict and report.warnings)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from .common import err_console, out_console, print_json, user_errors
+from .demo_pipeline import run_demo
 
 
 def demo_command(
@@ -26,7 +27,6 @@ def demo_command(
 ) -> None:
     """Run every stage on procedural 32x32 JPEGs: train a DCT-input net, evaluate it per JPEG quality,
     INT8 PTQ, export Q/DQ ONNX, lint it against TensorRT's rules, run it in ONNX Runtime, profile it."""
-    from .demo_pipeline import run_demo
 
     def stage(name: str) -> None:
         if not as_json:

@@ -11,28 +11,14 @@ from rich.table import Table
 
 from ..common.errors import ConfigError
 from ..common.files import write_text_atomic
-from .common import json_text, make_progress, out_console, print_json, user_errors
-from .train_cmd import parse_int_list
+from .common import json_text, out_console, print_json, user_errors
+from .options import parse_qualities
+from .progress import make_progress
 
 if TYPE_CHECKING:
     from ..deploy.evaluate import EvalReport
 
 DEFAULT_VAL_FRACTION = 0.1
-
-
-def parse_qualities(value: str | None) -> tuple[int, ...] | None:
-    """None or 'stored' -> None (files as stored); 'qsam' -> QSAM's 18 anchors 95..10; else '10,20,30'."""
-    if value is None or value == "stored":
-        return None
-    if value == "qsam":
-        from ..jpeg.recompress import QSAM_EVAL_QUALITIES
-
-        return tuple(QSAM_EVAL_QUALITIES)
-    qualities = parse_int_list(value, "--qualities")
-    bad = [q for q in qualities or () if not 1 <= q <= 100]
-    if bad:
-        raise ConfigError(f"--qualities must be JPEG qualities in 1..100, got {bad}")
-    return qualities
 
 
 def _table(report: EvalReport, title: str) -> Table:

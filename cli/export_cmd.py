@@ -8,6 +8,13 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from ..common.errors import DctqError
+from ..deploy.artifact import sidecar_path
+from ..deploy.backends.tensorrt.build import BuildConfig, export_engine
+from ..deploy.export.onnx import export_onnx
+from ..deploy.export.torchscript import export_program, export_torchscript
+from ..deploy.onnx.lint import lint_qdq
+from ..models.checkpoint import load_checkpoint
 from .common import err_console, out_console, print_json, user_errors
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "program": ".pt2", "tensorrt": ".engine"}
@@ -55,22 +62,15 @@ def export_command(
     Quantized ONNX graphs are checked against TensorRT's Q/DQ rules (as `dctq check` does) and the
     summary printed; the export itself succeeds either way.
     """
-    from ..common.errors import DctqError
-
     with user_errors(ctx):
         if fmt not in FORMATS:
             raise DctqError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        from ..deploy.artifact import sidecar_path
-        from ..models.checkpoint import load_checkpoint
-
         loaded = load_checkpoint(checkpoint)
         target = out or checkpoint.with_suffix(FORMATS[fmt])
         if target.resolve() == checkpoint.resolve():
             raise DctqError(f"--out {target} would overwrite the checkpoint; choose another path")
         lint = None
         if fmt == "onnx":
-            from ..deploy.export.onnx import export_onnx
-
             export_onnx(
                 loaded,
                 target,
@@ -79,23 +79,16 @@ def export_command(
                 example_batch=static_batch or 1,
                 dynamo=False if legacy else None,
             )
-            from ..deploy.onnx.lint import lint_qdq
-
             lint = lint_qdq(target)
         elif fmt == "tensorrt":
-            from ..deploy.backends.tensorrt.build import BuildConfig, export_engine
-
             batch = (1, min(32, max_batch), max_batch)
             export_engine(loaded, target, BuildConfig(batch=batch, timing_cache=timing_cache), opset=opset)
+        elif fmt == "torchscript":
+            export_torchscript(loaded, target)
         else:
-            from ..deploy.export.torchscript import export_program, export_torchscript
-
-            if fmt == "torchscript":
-                export_torchscript(loaded, target)
-            else:
-                export_program(
-                    loaded, target, dynamic_batch=static_batch is None, example_batch=static_batch or 2
-                )
+            export_program(
+                loaded, target, dynamic_batch=static_batch is None, example_batch=static_batch or 2
+            )
     result = {
         "artifact": str(target),
         "sidecar": str(sidecar_path(target)),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich import box
@@ -12,10 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..common.errors import DctqError
+from ..jpeg.decoders import BACKENDS, available_backends
+from ..jpeg.inspect import InspectReport, inspect_jpeg
 from .common import cli_state, err_console, out_console, print_json, to_jsonable
-
-if TYPE_CHECKING:
-    from ..jpeg.inspect import InspectReport
 
 
 def _format_quality(quality: int | None, fit_error: float) -> str:
@@ -102,8 +101,6 @@ def _print_details(report: InspectReport) -> None:
 
 
 def _check_backend(value: str) -> str:
-    from ..jpeg.decoders import BACKENDS, available_backends
-
     if value == "auto":
         return value
     if value not in BACKENDS:
@@ -155,9 +152,6 @@ def inspect_command(
 
     Every file is tried; each unreadable one gets one line on stderr and the exit code is then 1.
     """
-    # Imported here so that `dctq --help` does not pay for numpy and the JPEG readers.
-    from ..jpeg.inspect import inspect_jpeg
-
     debug = cli_state(ctx).debug
     reports: list[InspectReport] = []
     entries: list[dict] = []

@@ -2,68 +2,51 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from ..models.flops import summarize_models
 from .common import out_console, print_json, user_errors
 
-if TYPE_CHECKING:
-    from ..models.flops import ModelSummary
+
+def models_command(
+    ctx: typer.Context,
+    pattern: Annotated[
+        str, typer.Argument(help="Shell-style name filter, e.g. 'dct_*' (quote it in the shell).")
+    ] = "*",
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")
+    ] = False,
+    long: Annotated[
+        bool, typer.Option("--long", "-l", help="Add each model's description to the table.")
+    ] = False,
+) -> None:
+    """List registered models: input kind and size, parameters, GMACs and GFLOPs (= 2 x MACs)
+    of one image at the model's input size."""
+    with user_errors(ctx):
+        rows = summarize_models(pattern)
+    if json_out:
+        print_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        out_console.print(f"no model matches {pattern!r}")
+        return
+    table = Table(title="dctq models", caption="MACs/FLOPs: conv + linear layers, batch 1; FLOPs = 2 x MACs")
+    table.add_column("name", no_wrap=True)
+    table.add_column("input", no_wrap=True)
+    for col in ("size", "params (M)", "GMACs", "GFLOPs"):
+        table.add_column(col, justify="right", no_wrap=True)
+    if long:
+        table.add_column("description", overflow="fold", min_width=30)
+    for r in rows:
+        cells = [r.name, r.input_kind, str(r.input_size), f"{r.params / 1e6:.3f}"]
+        cells += [f"{r.macs / 1e9:.4f}", f"{r.flops / 1e9:.4f}"] + ([r.description] if long else [])
+        table.add_row(*cells)
+    out_console.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add the `models` command to `app`."""
-
-    @app.command("models")
-    def models_command(
-        ctx: typer.Context,
-        pattern: Annotated[
-            str, typer.Argument(help="Shell-style name filter, e.g. 'dct_*' (quote it in the shell).")
-        ] = "*",
-        json_out: Annotated[
-            bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")
-        ] = False,
-        long: Annotated[
-            bool, typer.Option("--long", "-l", help="Add each model's description to the table.")
-        ] = False,
-    ) -> None:
-        """List registered models: input kind and size, parameters, GMACs and GFLOPs (= 2 x MACs)
-        of one image at the model's input size."""
-        from ..models.flops import summarize_models  # torch import only when the command runs
-
-        with user_errors(ctx):
-            rows = summarize_models(pattern)
-        if json_out:
-            print_json([_row_dict(r) for r in rows])
-            return
-        if not rows:
-            out_console.print(f"no model matches {pattern!r}")
-            return
-        table = Table(
-            title="dctq models", caption="MACs/FLOPs: conv + linear layers, batch 1; FLOPs = 2 x MACs"
-        )
-        table.add_column("name", no_wrap=True)
-        table.add_column("input", no_wrap=True)
-        for col in ("size", "params (M)", "GMACs", "GFLOPs"):
-            table.add_column(col, justify="right", no_wrap=True)
-        if long:
-            table.add_column("description", overflow="fold", min_width=30)
-        for r in rows:
-            cells = [r.name, r.input_kind, str(r.input_size), f"{r.params / 1e6:.3f}"]
-            cells += [f"{r.macs / 1e9:.4f}", f"{r.flops / 1e9:.4f}"] + ([r.description] if long else [])
-            table.add_row(*cells)
-        out_console.print(table)
-
-
-def _row_dict(row: ModelSummary) -> dict[str, Any]:
-    return {
-        "name": row.name,
-        "input_kind": row.input_kind,
-        "input_size": row.input_size,
-        "params": row.params,
-        "macs": row.macs,
-        "flops": row.flops,
-        "description": row.description,
-    }
+    app.command(name="models")(models_command)

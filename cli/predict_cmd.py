@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..deploy.predict import predict
 from .common import out_console, print_json, user_errors
 
 
@@ -31,8 +32,6 @@ def predict_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
 ) -> None:
     """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients."""
-    from ..deploy.predict import predict
-
     with user_errors(ctx):
         predictions = predict(
             artifact, images, backend=backend, top_k=top_k, batch_size=batch_size, device=device

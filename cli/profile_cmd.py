@@ -9,19 +9,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..common.errors import DctqError
+from ..deploy.profiling.latency import plot_profile, profile
 from .common import err_console, out_console, print_json, user_errors
-
-
-def _parse_batches(value: str) -> tuple[int, ...]:
-    from ..common.errors import DctqError
-
-    try:
-        batches = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise DctqError(f"--batch takes comma-separated batch sizes like 1,8,32, got {value!r}") from None
-    if not batches or min(batches) < 1:
-        raise DctqError(f"--batch needs batch sizes >= 1, got {value!r}")
-    return batches
+from .options import parse_batches
 
 
 def profile_command(
@@ -51,11 +42,8 @@ def profile_command(
     ] = None,
 ) -> None:
     """Latency percentiles (p50/p90/p99), throughput and peak memory of an artifact per batch size."""
-    from ..common.errors import DctqError
-    from ..deploy.profiling.latency import plot_profile, profile
-
     with user_errors(ctx):
-        batches = _parse_batches(batch)
+        batches = parse_batches(batch)
         if end_to_end and data is None:
             raise DctqError("--end-to-end needs --data DIR (a folder of JPEG files)")
         options = {"threads": threads} if threads is not None else {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -19,58 +19,11 @@ from rich.table import Table
 from ..calibration.distributed import detect_env
 from ..calibration.quant.recipe import build_recipe
 from ..calibration.workflow.plan import PtqData, ZeroShotPlan, check_plan
-from ..calibration.workflow.quantize import (
-    CalibProgress,
-    QuantizeEvent,
-    QuantizeResult,
-    quantize_checkpoint,
-)
-from ..calibration.zeroshot.config import SynthConfig, ZeroShotConfig, ZeroShotEpochEnd, ZeroShotStep
-from .common import (
-    Bar,
-    field_default,
-    field_default_help,
-    make_progress,
-    out_console,
-    print_json,
-    user_errors,
-)
-from .synthesize_cmd import SynthProgressView
-from .train_cmd import parse_int_list
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
-
-class QuantizeProgressView:
-    """Bars for PTQ calibration batches, synthesis (as `dctq synthesize`) and fine-tuning epochs/steps."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.synth = SynthProgressView(progress)
-        self.calib = Bar(progress, "calibration")
-        self.epochs = Bar(progress, "fine-tune epochs")
-        self.steps = Bar(progress)
-
-    def __call__(self, event: QuantizeEvent) -> None:
-        if isinstance(event, CalibProgress):
-            self.calib.update(event.batch, total=event.batches)
-        elif isinstance(event, ZeroShotStep):
-            self.epochs.ensure(total=None)
-            self.steps.follow(event.epoch, f"epoch {event.epoch}", event.steps)
-            self.steps.update(
-                event.step,
-                stats=f"loss {event.loss:.4g}  kd {event.kd:.4g}  ce {event.ce:.3f}  "
-                f"agree {100 * event.agreement:.1f}%  lr {event.lr:.2g}",
-            )
-        elif isinstance(event, ZeroShotEpochEnd):
-            self.epochs.update(event.epoch, total=event.epochs)
-            self.epochs.progress.console.print(
-                f"fine-tune epoch {event.epoch}/{event.epochs}  loss {event.loss:.4g}  kd {event.kd:.4g}  "
-                f"agreement with FP {100 * event.agreement:.1f}%  {event.seconds:.1f}s",
-                highlight=False,
-            )
-        else:
-            self.synth(event)  # type: ignore[arg-type]
+from ..calibration.workflow.quantize import QuantizeResult, quantize_checkpoint
+from ..calibration.zeroshot.config import SynthConfig, ZeroShotConfig
+from .common import out_console, print_json, summary_table, user_errors
+from .options import field_default, field_default_help, given, parse_int_list
+from .progress import QuantizeProgressView, make_progress
 
 
 def _range(rows: list, weights: bool) -> str:
@@ -92,9 +45,7 @@ def _data_line(result: QuantizeResult) -> str:
 
 def _summary(result: QuantizeResult) -> Table:
     recipe = result.recipe
-    table = Table(title="quantization done", show_header=False, title_justify="left")
-    table.add_column("what", style="dim")
-    table.add_column("value")
+    table = summary_table("quantization done")
     table.add_row("file", escape(str(result.path)) if result.path else "(not written)")
     table.add_row("method", result.method)
     table.add_row(
@@ -273,7 +224,7 @@ def quantize_command(
             "--steps-per-epoch": steps_per_epoch,
             "--milestones": milestones,
         }
-        check_plan(method, calib, {flag for flag, value in flags.items() if value is not None})
+        check_plan(method, calib, set(given(flags)))
         ptq_data = plan = None
         if method == "ptq":
             options = {"split": calib_split, "num_images": num_images, "batch_size": batch_size}
@@ -281,21 +232,21 @@ def quantize_command(
                 calib,  # type: ignore[arg-type]  # check_plan: ptq has --calib
                 workers=workers,
                 seed=seed,
-                **{k: v for k, v in options.items() if v is not None},
+                **given(options),
             )
         else:
             synth_options = {"num": num_synthetic, "iterations": synth_iters, "batch_size": synth_batch_size}
-            given = {k: v for k, v in synth_options.items() if v is not None}
-            synth = SynthConfig(method=method, seed=seed, device=device, **given) if given else None
+            synth_given = given(synth_options)
+            synth = (
+                SynthConfig(method=method, seed=seed, device=device, **synth_given) if synth_given else None
+            )
             base = ZeroShotConfig() if epochs is None else ZeroShotConfig().with_epochs(epochs)
             tune_options = {
                 "steps_per_epoch": steps_per_epoch,
                 "batch_size": batch_size,
                 "milestones": parse_int_list(milestones, "--milestones"),
             }
-            fine_tune = dataclasses.replace(
-                base, seed=seed, device=device, **{k: v for k, v in tune_options.items() if v is not None}
-            )
+            fine_tune = dataclasses.replace(base, seed=seed, device=device, **given(tune_options))
             plan = ZeroShotPlan(synthetic, synth, fine_tune, calib_synthetic)
         quant_recipe = build_recipe(recipe, bits, calibrator, add_inputs)
         main = detect_env().is_main

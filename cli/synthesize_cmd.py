@@ -8,61 +8,22 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.distributed import detect_env
-from ..calibration.zeroshot.config import SynthBatchEnd, SynthConfig, SynthEvent, SynthStep
+from ..calibration.zeroshot.config import SynthConfig
+from ..calibration.zeroshot.data import SyntheticData
 from ..calibration.zeroshot.grid import synthetic_grid_png
 from ..calibration.zeroshot.synthesize import synthesize_checkpoint
-from ..common.errors import QuantizationError
-from .common import Bar, field_default_help, make_progress, out_console, print_json, user_errors
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
-    from ..calibration.zeroshot.data import SyntheticData
+from .common import out_console, print_json, summary_table, user_errors
+from .options import field_default_help, given, parse_quality_range
+from .progress import SynthProgressView, make_progress
 
 _default = functools.partial(field_default_help, SynthConfig)
-
-
-def _qualities(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        parts = [int(v) for v in value.replace(" ", "").split(",") if v]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2):
-        raise QuantizationError(f"--qualities takes LOW,HIGH (e.g. 50,95) or one quality, got {value!r}")
-    return (parts[0], parts[-1])
-
-
-class SynthProgressView:
-    """A batches bar and a steps bar (loss parts, learning rate); one line per finished batch."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.batches = Bar(progress, "batches")
-        self.steps = Bar(progress)
-
-    def __call__(self, event: SynthEvent) -> None:
-        if isinstance(event, SynthStep):
-            self.steps.follow(event.batch, f"batch {event.batch + 1}", event.iterations)
-            self.steps.update(
-                event.iteration,
-                stats=f"loss {event.loss:.4g}  bns {event.bns:.4g}  label {event.label:.3f}  "
-                f"mdc {event.mdc:.3f}  lr {event.lr:.2g}",
-            )
-        elif isinstance(event, SynthBatchEnd):
-            self.batches.update(event.done, total=event.batches)
-            self.batches.progress.console.print(
-                f"batch {event.batch + 1}/{event.batches}  loss {event.loss:.4g}  bns {event.bns:.4g}  "
-                f"{event.seconds:.1f}s",
-                highlight=False,
-            )
 
 
 def result_dict(data: SyntheticData, out: Path) -> dict[str, Any]:
@@ -80,9 +41,7 @@ def result_dict(data: SyntheticData, out: Path) -> dict[str, Any]:
 
 
 def _summary(data: SyntheticData, out: Path) -> Table:
-    table = Table(title="synthesis done", show_header=False, title_justify="left")
-    table.add_column("what", style="dim")
-    table.add_column("value")
+    table = summary_table("synthesis done")
     table.add_row("file", escape(str(out)))
     table.add_row("images", f"{len(data)} ({data.kind}, {data.num_batches} batches)")
     table.add_row("method", str(data.config.get("method")))
@@ -154,13 +113,13 @@ def synthesize_command(
             "method": method,
             "seed": seed,
             "lr": lr,
-            "qualities": _qualities(qualities),
+            "qualities": parse_quality_range(qualities),
             "sil_eps": sil_eps,
             "centre_every": centre_every,
             "dct_space": space,
             "device": device,
         }
-        config = SynthConfig(**{k: v for k, v in options.items() if v is not None})
+        config = SynthConfig(**given(options))
         main = detect_env().is_main
         with make_progress(main and not as_json) as progress:
             data = synthesize_checkpoint(

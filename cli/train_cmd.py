@@ -8,82 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..calibration.distributed import detect_env
 from ..calibration.train.config import TrainConfig
-from ..common.errors import ConfigError
-from .common import Bar, err_console, field_default_help, make_progress, out_console, print_json, user_errors
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
-    from ..calibration.train.loop import TrainEvent, TrainResult
+from ..calibration.train.data import build_train_data
+from ..calibration.train.events import TrainResult
+from ..calibration.train.loop import train
+from .common import err_console, out_console, print_json, summary_table, user_errors
+from .options import field_default_help, given, parse_arch_kwargs, parse_int_list
+from .progress import TrainProgressView, make_progress
 
 _default = functools.partial(field_default_help, TrainConfig)
-
-
-def parse_int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
-    """'90,60,30,10' -> (90, 60, 30, 10); None stays None. Raises ConfigError naming `flag`."""
-    if value is None:
-        return None
-    try:
-        items = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise ConfigError(f"{flag} takes comma-separated integers like 90,60,30,10, got {value!r}") from None
-    if not items:
-        raise ConfigError(f"{flag} is empty; give comma-separated integers like 90,60,30,10")
-    return items
-
-
-def _parse_kwargs(value: str | None) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"--arch-kwargs must be a JSON object like '{{\"widths\": [16, 32]}}': {exc}"
-        ) from None
-    if not isinstance(parsed, dict):
-        raise ConfigError(f"--arch-kwargs must be a JSON object, got {value!r}")
-    return parsed
-
-
-class ProgressView:
-    """Renders training events: an epochs bar, a steps bar with loss/accuracy/img/s, one line per epoch."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.epochs = Bar(progress, "epochs")
-        self.steps = Bar(progress)
-
-    def __call__(self, event: TrainEvent) -> None:
-        from ..calibration.train.loop import EpochEnd, EpochStart, StepEnd
-
-        if isinstance(event, EpochStart):
-            self.epochs.ensure(total=event.epochs, completed=event.epoch - 1)
-            self.steps.restart(f"epoch {event.epoch}", event.steps)
-        elif isinstance(event, StepEnd):
-            self.steps.update(
-                event.step,
-                stats=f"loss {event.loss:.4f}  acc {100 * event.top1:5.1f}%  "
-                f"{event.images_per_second:,.0f} img/s  lr {event.lr:.3g}",
-            )
-        elif isinstance(event, EpochEnd):
-            self.epochs.update(event.epoch)
-            line = (
-                f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
-                f"acc {100 * event.train_top1:.1f}%"
-            )
-            if event.val is not None:
-                line += f"  val loss {event.val.loss:.4f} top-1 {100 * event.val.top1:.2f}% top-5 {100 * event.val.top5:.2f}%"
-            line += f"  {event.seconds:.1f}s" + ("  [green]best[/]" if event.is_best else "")
-            self.epochs.progress.console.print(line, highlight=False, soft_wrap=True)
 
 
 def result_dict(result: TrainResult) -> dict[str, Any]:
@@ -100,9 +41,7 @@ def result_dict(result: TrainResult) -> dict[str, Any]:
 
 
 def _summary(result: TrainResult) -> Table:
-    table = Table(title="training done", show_header=False, title_justify="left")
-    table.add_column("what", style="dim")
-    table.add_column("value")
+    table = summary_table("training done")
     last = result.history[-1] if result.history else None
     table.add_row("best epoch", str(result.best_epoch))
     if result.best_top1 is not None:
@@ -240,10 +179,6 @@ def train_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch."""
-    from ..calibration.distributed import detect_env
-    from ..calibration.train.data import build_train_data
-    from ..calibration.train.loop import train
-
     with user_errors(ctx):
         options = {
             "epochs": epochs,
@@ -271,9 +206,9 @@ def train_command(
             "max_steps_per_epoch": max_steps,
             "log_every": log_every,
             "device": device,
-            "arch_kwargs": _parse_kwargs(arch_kwargs),
+            "arch_kwargs": parse_arch_kwargs(arch_kwargs),
         }
-        config = TrainConfig(arch=arch, **{k: v for k, v in options.items() if v is not None})
+        config = TrainConfig(arch=arch, **given(options))
         main = detect_env().is_main
         data_sets = build_train_data(data, config)
         if main and not as_json:
@@ -284,7 +219,12 @@ def train_command(
             )
         with make_progress(main) as progress:
             result = train(
-                config, data_sets.train, data_sets.val, out, resume=resume, progress=ProgressView(progress)
+                config,
+                data_sets.train,
+                data_sets.val,
+                out,
+                resume=resume,
+                progress=TrainProgressView(progress),
             )
     if not main:
         return

@@ -10,47 +10,23 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..calibration.qsam.meta import MetaConfig
-from ..common.errors import ModelError
-from .common import (
-    Bar,
-    err_console,
-    field_default_help,
-    make_progress,
-    out_console,
-    print_json,
-    to_jsonable,
-    user_errors,
-)
-from .train_cmd import parse_int_list
-
-if TYPE_CHECKING:
-    from ..calibration.qsam.meta import MetaEpochEnd, MetaResult
+from ..calibration.qsam.data import meta_train_data
+from ..calibration.qsam.meta import MetaConfig, MetaResult, train_meta
+from .common import err_console, out_console, print_json, summary_table, user_errors
+from .options import field_default_help, given, parse_int_list
+from .progress import MetaProgressView, make_progress
 
 _default = functools.partial(field_default_help, MetaConfig)
 
 
-def meta_result_dict(result: MetaResult) -> dict[str, Any]:
-    """The JSON form of a MetaResult (without the model)."""
-    return {
-        "best_path": str(result.best_path),
-        "last_path": str(result.last_path),
-        "best_epoch": result.best_epoch,
-        "best_mean_top1": result.best_mean_top1,
-        "history": to_jsonable(result.history),
-    }
-
-
 def _summary(result: MetaResult) -> Table:
-    table = Table(title="meta stage done", show_header=False, title_justify="left")
-    table.add_column("what", style="dim")
-    table.add_column("value")
+    table = summary_table("meta stage done")
     table.add_row("best epoch", str(result.best_epoch))
     table.add_row("best mean val top-1", f"{100 * result.best_mean_top1:.2f}%")
     best = next((h for h in result.history if h.epoch == result.best_epoch), None)
@@ -120,11 +96,6 @@ def train_meta_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """QSAM's meta stage: learn the QABN mixing MLP of a base-stage checkpoint (backbone frozen)."""
-    from ..calibration.qsam.meta import train_meta
-    from ..calibration.train.config import TrainConfig
-    from ..calibration.train.data import build_train_data
-    from ..models.checkpoint import load_checkpoint
-
     with user_errors(ctx):
         options = {
             "epochs": epochs,
@@ -140,14 +111,8 @@ def train_meta_command(
             "num_workers": workers,
             "device": device,
         }
-        config = MetaConfig(**{k: v for k, v in options.items() if v is not None})
-        saved = load_checkpoint(checkpoint).extra.get("train_config")
-        if saved is None:
-            raise ModelError(
-                f"{checkpoint} holds no training config, so its data split is unknown; "
-                "give the best.pt of a `dctq train --qabn` run"
-            )
-        data_sets = build_train_data(data, TrainConfig.from_dict(saved))
+        config = MetaConfig(**given(options))
+        data_sets = meta_train_data(checkpoint, data)
         if not as_json:
             err_console.print(
                 f"meta stage of [bold]{escape(str(checkpoint))}[/] on {len(data_sets.train)} images, "
@@ -155,23 +120,10 @@ def train_meta_command(
                 highlight=False,
             )
         with make_progress() as progress:
-            bar = Bar(progress, "meta epochs")
-            bar.ensure(total=config.epochs)
-
-            def show(event: MetaEpochEnd) -> None:
-                bar.update(event.epoch)
-                per_quality = " ".join(f"q{q} {100 * v:.1f}%" for q, v in event.val_top1.items())
-                progress.console.print(
-                    f"meta epoch {event.epoch}/{event.epochs}  loss {event.losses.total:.4f}  "
-                    f"val {per_quality}  mean {100 * event.mean_top1:.2f}%  {event.seconds:.1f}s"
-                    + ("  [green]best[/]" if event.is_best else ""),
-                    highlight=False,
-                    soft_wrap=True,
-                )
-
+            show = MetaProgressView(progress, config.epochs)
             result = train_meta(config, checkpoint, data_sets.train, data_sets.val, out, progress=show)
     if as_json:
-        print_json(meta_result_dict(result))
+        print_json(result.to_dict())
     else:
         out_console.print(_summary(result))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -142,6 +143,18 @@ class ModelSummary:
     @property
     def flops(self) -> int:
         return 2 * self.macs
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`dctq models --json`): the fields and `flops`."""
+        return {
+            "name": self.name,
+            "input_kind": self.input_kind,
+            "input_size": self.input_size,
+            "params": self.params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "description": self.description,
+        }
 
 
 def summarize_models(pattern: str = "*", *, num_classes: int | None = None) -> list[ModelSummary]:

@@ -10,7 +10,7 @@ per base quality `QSAM_BASE_QUALITIES` (branch k <-> QSAM_BASE_QUALITIES[k]). Tw
   tables to weights `w = QuantTableMixer(qt)` [N, K] and every layer returns
   `sum_k w[:, k] * BN_k(x)` with each branch's running statistics.
 
-`dctq.calibration.qsam.meta_step.meta_step` runs QSAM's MAML-style episode that trains the mixer alone.
+`dctq.calibration.qsam.meta.meta_step` runs QSAM's MAML-style episode that trains the mixer alone.
 Which branch serves which image under hard routing (plans, QSAM's chunked batches, oracle routing by
 the quant tables) is in models/qabn_routing.py; `choose_routing` says how a model is evaluated.
 """

@@ -19,6 +19,16 @@ def test_models_command_json():
     assert set(rows) == {"resnet50", "resnet20", "resnet18_cifar"}
     assert rows["resnet50"]["params"] == 25_557_032
     assert rows["resnet50"]["flops"] == 2 * rows["resnet50"]["macs"] == 2 * RESNET50_V1_MACS
+    # ModelSummary.to_dict's keys, in the order the command has always printed them.
+    assert list(rows["resnet50"]) == [
+        "name",
+        "input_kind",
+        "input_size",
+        "params",
+        "macs",
+        "flops",
+        "description",
+    ]
 
 
 def test_models_command_table():

@@ -1,14 +1,10 @@
-"""QSAM's meta stage (Ma et al., METHODS.md section 1, "Two-stage schedule"): the backbone and BN branches
-of a base-stage QABN model (`dctq train --qabn`) are frozen and only the mixing MLP learns.
-
-- `meta_step`: one second-order MAML episode on `model.qabn_mixer` (the QABN layers and the mixer live in
-  `dctq.models.qabn`);
-- `MetaConfig`: the stage's options, saved into its checkpoints as extra["meta_config"];
-- `train_meta`: the epoch loop (one process). Each episode pairs a meta-train batch at a random base
-  quality with a meta-test batch at a random held-out quality (80, 70, 50, 40, 20; qsam/data.py's
-  EpisodeSampler over a QualityView), Adam with QSAM's constant-then-exponential rate; the best epoch has
-  the best mean validation top-1 over `MetaConfig.eval_qualities`. Checkpoints record
-  extra["qsam"]["stage"] = "meta", so evaluation mixes the branches with the mixer;
+"""QSAM's meta stage (Ma et al., METHODS.md section 1, "Two-stage schedule"): a base-stage QABN model's
+backbone and BN branches frozen, its mixing MLP learns. `meta_step`: one second-order MAML episode on
+`model.qabn_mixer` (models/qabn.py); `MetaConfig`: the options, saved as extra["meta_config"];
+`train_meta`: the epoch loop, one process, each episode a meta-train batch at a random base quality and a
+meta-test batch at a random held-out quality (qsam/data.py's EpisodeSampler), Adam at QSAM's
+constant-then-exponential rate, best epoch by mean validation top-1 over `MetaConfig.eval_qualities`;
+its checkpoints record extra["qsam"]["stage"] = "meta", so evaluation mixes the branches.
 """
 
 from __future__ import annotations
@@ -20,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -223,6 +220,17 @@ class MetaResult:
     best_mean_top1: float
     history: tuple[MetaEpochEnd, ...]
     model: nn.Module = dataclasses.field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`dctq train-meta --json`), without the model: paths as strings, each epoch of
+        the history as a plain dict (its `val_top1` keys are the qualities)."""
+        return {
+            "best_path": str(self.best_path),
+            "last_path": str(self.last_path),
+            "best_epoch": self.best_epoch,
+            "best_mean_top1": self.best_mean_top1,
+            "history": [dataclasses.asdict(h) for h in self.history],
+        }
 
 
 @torch.no_grad()
