@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..common.errors import ConfigError
+from ..calibration.train.config import saved_val_fraction
 from ..common.files import write_text_atomic
+from ..deploy.artifact import load_artifact
+from ..deploy.evaluate import EvalReport, evaluate_artifact
 from .common import json_text, out_console, print_json, user_errors
 from .options import parse_qualities
-from .progress import make_progress
-
-if TYPE_CHECKING:
-    from ..deploy.evaluate import EvalReport
-
-DEFAULT_VAL_FRACTION = 0.1
+from .progress import EvalProgressView, make_progress
 
 
 def _table(report: EvalReport, title: str) -> Table:
@@ -92,59 +89,22 @@ def evaluate_command(
     ] = None,
 ) -> None:
     """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
-    from ..calibration.train.config import TrainConfig
-    from ..calibration.train.data import dataset_for_arch
-    from ..deploy.evaluate import evaluate
-    from ..deploy.predict import artifact_predictor
-    from ..jpeg.recompress import QualityPolicy
-    from ..jpeg.splits import split_data
-
     with user_errors(ctx):
         quality_list = parse_qualities(qualities)
-        if batch_size < 1 or workers < 0:
-            raise ConfigError(f"--batch-size must be >= 1 and --workers >= 0, got {batch_size}, {workers}")
-        runner, art = artifact_predictor(checkpoint, backend, device=device)
-        arch = art.meta.arch
-        if arch is None:
-            raise ConfigError(
-                f"{checkpoint}: no architecture recorded (missing JSON sidecar?); export it with `dctq export`"
-            )
-        # Checkpoints evaluate through the model itself, so QABN routing options apply.
-        target = art.checkpoint if art.kind == "checkpoint" else runner
-        extra = art.checkpoint.extra if art.checkpoint is not None else art.meta.extra
-        if val_fraction is None:
-            saved = (extra or {}).get("train_config")
-            val_fraction = TrainConfig.from_dict(saved).val_fraction if saved else DEFAULT_VAL_FRACTION
-        splits = split_data(data, val_fraction)
-        samples = splits.samples(split)
-        if art.class_names and list(art.class_names) != list(splits.class_names):
-            raise ConfigError(
-                f"{data} has classes {splits.class_names[:5]}... but {checkpoint} was trained on "
-                f"{list(art.class_names)[:5]}...; evaluate on data with the same class folders"
-            )
-
-        def factory(quality: int | None):
-            policy = QualityPolicy(test_quality=quality)
-            return dataset_for_arch(arch, splits.root, samples, train=False, policy=policy)
-
+        art = load_artifact(checkpoint)
         with make_progress(not as_json, detail=False, transient=True) as progress:
-            tasks: dict = {}
-
-            def on_progress(event) -> None:
-                if event.quality not in tasks:
-                    label = "stored" if event.quality is None else f"quality {event.quality}"
-                    tasks[event.quality] = progress.add_task(label, total=event.batches)
-                progress.update(tasks[event.quality], completed=event.batch)
-
-            report = evaluate(
-                target,
-                factory,
-                quality_list,
+            report = evaluate_artifact(
+                art,
+                data,
+                val_fraction=saved_val_fraction(art.extra) if val_fraction is None else val_fraction,
+                split=split,
+                qualities=quality_list,
                 batch_size=batch_size,
-                device=device,
                 num_workers=workers,
+                device=device,
+                backend=backend,
                 qabn_routing=routing,
-                progress=on_progress,
+                progress=EvalProgressView(progress),
             )
     result = {**report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split}
     if out is not None:

@@ -30,6 +30,7 @@ from ..calibration.zeroshot.config import (
     ZeroShotEpochEnd,
     ZeroShotStep,
 )
+from ..deploy.evaluate import EvalProgress
 from .common import err_console
 
 
@@ -156,6 +157,20 @@ class MetaProgressView:
             f"val {per_quality}  mean {100 * event.mean_top1:.2f}%  {event.seconds:.1f}s"
             + ("  [green]best[/]" if event.is_best else "")
         )
+
+
+class EvalProgressView:
+    """`dctq evaluate`: one transient bar per JPEG quality, filled batch by batch."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[int | None, TaskID] = {}
+
+    def __call__(self, event: EvalProgress) -> None:
+        if event.quality not in self.tasks:
+            label = "stored" if event.quality is None else f"quality {event.quality}"
+            self.tasks[event.quality] = self.progress.add_task(label, total=event.batches)
+        self.progress.update(self.tasks[event.quality], completed=event.batch)
 
 
 class SynthProgressView:

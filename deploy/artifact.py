@@ -181,6 +181,11 @@ class Artifact:
     def class_names(self) -> tuple[str, ...]:
         return self.meta.class_names
 
+    @property
+    def extra(self) -> dict[str, Any]:
+        """What the model's run recorded: the checkpoint's whole `extra`, else the sidecar's share of it."""
+        return self.checkpoint.extra if self.checkpoint is not None else self.meta.extra
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
