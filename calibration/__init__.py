@@ -1,1 +1,52 @@
-"""calibration."""
+"""calibration: everything that decides quantization parameters or trains a model.
+
+    quant/        how a model is quantized: TensorQuantizer, the quantized layers, Conv+BN folding, recipes
+                  (QuantRecipe, LayerRule, presets), quantize_model / calibrate, quantized checkpoints,
+                  export preparation
+    calibrators/  how a quantizer's range is chosen: max, percentile, entropy, mse (a registry by name)
+    ptq.py        post-training quantization: quantize_model + calibrate over your batches
+    zeroshot/     IntraQ and the BN-statistics baseline: synthetic images from the model alone, then
+                  calibration and KD fine-tuning on them (no real image)
+    qsam/         QSAM (Ma et al.): QAC loss weights, the multi-quality data, the meta stage
+    train/        the training loop (FP32 and QSAM's base stage), its config, state files and data
+    workflow/     `dctq quantize` as one call: FP checkpoint file in, quantized checkpoint file out
+    distributed.py, frozen.py  torchrun process groups; a model frozen in eval mode
+
+Layering (docs/design.md): quant and calibrators are what deploy/ may use; the rest is never imported by
+deploy/ or models/. The names below resolve on first use, so importing one light module (a quantized
+checkpoint's rebuild, quant/checkpoint.py) does not import training or synthesis.
+"""
+
+from ..common.lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "QuantRecipe",
+            "LayerRule",
+            "PRESETS",
+            "get_recipe",
+            "build_recipe",
+            "quantize_model",
+            "calibrate",
+            "quantization_summary",
+            "fold_conv_bn",
+            "save_quantized",
+            "TensorQuantizer",
+        ),
+        "dctq.calibration.quant",
+    ),
+    **dict.fromkeys(("CALIBRATORS", "create_calibrator"), "dctq.calibration.calibrators"),
+    "ptq": "dctq.calibration.ptq",
+    **dict.fromkeys(
+        ("SynthConfig", "ZeroShotConfig", "synthesize", "zero_shot_quantize", "distill_on_synthetic"),
+        "dctq.calibration.zeroshot",
+    ),
+    **dict.fromkeys(("MetaConfig", "train_meta", "qac_weighted_loss"), "dctq.calibration.qsam"),
+    **dict.fromkeys(("TrainConfig", "build_train_data", "train"), "dctq.calibration.train"),
+    **dict.fromkeys(
+        ("quantize_checkpoint", "PtqData", "ZeroShotPlan", "QuantizeResult"), "dctq.calibration.workflow"
+    ),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

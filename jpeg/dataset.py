@@ -295,7 +295,7 @@ def collate_samples(batch: Sequence[Any]) -> dict[str, torch.Tensor]:
 def make_loader(
     dataset: Dataset,
     batch_size: int,
-    shuffle: bool,
+    shuffle: bool = False,
     num_workers: int = 0,
     seed: int = 0,
     distributed: bool = False,
@@ -304,7 +304,8 @@ def make_loader(
     pin_memory: bool = False,
     collate_fn: Callable[[Sequence[Any]], Any] = collate_samples,
 ) -> DataLoader:
-    """A DataLoader over a dctq dataset whose batches are the same on every run with the same seed.
+    """A DataLoader over a dctq dataset whose batches are the same on every run with the same seed
+    (in order unless `shuffle`).
 
     Shuffling and the workers' seeds come from a torch Generator seeded with `seed` (+ rank when
     distributed, so ranks augment differently); without workers, a dataset with a `reseed(seed)`

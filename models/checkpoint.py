@@ -58,6 +58,11 @@ class LoadedCheckpoint:
     class_names: list[str]
     extra: dict[str, Any]
 
+    def with_model(self, model: nn.Module) -> LoadedCheckpoint:
+        """The same checkpoint around another model of its architecture, e.g. its quantized copy
+        (`ckpt.with_model(ptq(ckpt.model, ...))`), so exports keep its architecture and class names."""
+        return dataclasses.replace(self, model=model)
+
 
 def _check_plain(value: Any, where: str) -> None:
     """Raise ModelError unless `value` is tensors / str / numbers / bools / None in lists, tuples, dicts."""

@@ -16,12 +16,13 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from ...common.errors import BackendUnavailable, DctqError
-from ..artifact import Artifact
+from ..artifact import Artifact, load_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +115,16 @@ def default_backend(artifact: Artifact) -> str:
 
 
 def load_runner(
-    artifact: Artifact, backend: str | None = None, *, device: str = "auto", **options: Any
+    artifact: Artifact | Path | str, backend: str | None = None, *, device: str = "auto", **options: Any
 ) -> Runner:
-    """`get_backend(backend or default).load(artifact, ...)`, checking the backend takes this kind.
+    """`get_backend(backend or default).load(artifact, ...)`, checking the backend takes this kind;
+    `artifact` is a loaded Artifact or the path of one (.pt, .onnx, .ts, .pt2, .engine).
 
-    Raises DctqError when it does not (e.g. ort with a .pt checkpoint), BackendUnavailable as get_backend.
+    Raises DctqError when it does not (e.g. ort with a .pt checkpoint), BackendUnavailable as get_backend,
+    and what load_artifact raises for a path.
     """
+    if not isinstance(artifact, Artifact):
+        artifact = load_artifact(artifact)
     name = backend or default_backend(artifact)
     chosen = get_backend(name)
     if artifact.kind not in chosen.accepts:
