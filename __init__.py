@@ -49,7 +49,7 @@ _EXPORTS = {
     "ptq": "dctq.calibration.ptq",
     "SynthConfig": "dctq.calibration.zeroshot",
     "ZeroShotConfig": "dctq.calibration.zeroshot",
-    "synthesize": "dctq.calibration.zeroshot",
+    "synthesize": "dctq.calibration.zeroshot.synthesize",
     "zero_shot_quantize": "dctq.calibration.zeroshot",
     "distill_on_synthetic": "dctq.calibration.zeroshot",
     "quantize_checkpoint": "dctq.calibration.workflow",

@@ -4,7 +4,7 @@
                   (QuantRecipe, LayerRule, presets), quantize_model / calibrate, quantized checkpoints,
                   export preparation
     calibrators/  how a quantizer's range is chosen: max, percentile, entropy, mse (a registry by name)
-    ptq.py        post-training quantization: quantize_model + calibrate over your batches
+    ptq.py        post-training quantization: ptq.ptq = quantize_model + calibrate over your batches
     zeroshot/     IntraQ and the BN-statistics baseline: synthetic images from the model alone, then
                   calibration and KD fine-tuning on them (no real image)
     qsam/         QSAM (Ma et al.): QAC loss weights, the multi-quality data, the meta stage
@@ -37,13 +37,13 @@ _EXPORTS = {
         "dctq.calibration.quant",
     ),
     **dict.fromkeys(("CALIBRATORS", "create_calibrator"), "dctq.calibration.calibrators"),
-    "ptq": "dctq.calibration.ptq",
     **dict.fromkeys(
-        ("SynthConfig", "ZeroShotConfig", "synthesize", "zero_shot_quantize", "distill_on_synthetic"),
+        ("SynthConfig", "ZeroShotConfig", "zero_shot_quantize", "distill_on_synthetic"),
         "dctq.calibration.zeroshot",
     ),
+    "synthesize": "dctq.calibration.zeroshot.synthesize",
     **dict.fromkeys(("MetaConfig", "train_meta", "qac_weighted_loss"), "dctq.calibration.qsam"),
-    **dict.fromkeys(("TrainConfig", "build_train_data", "train"), "dctq.calibration.train"),
+    **dict.fromkeys(("TrainConfig", "build_train_data"), "dctq.calibration.train"),
     **dict.fromkeys(
         ("quantize_checkpoint", "PtqData", "ZeroShotPlan", "QuantizeResult"), "dctq.calibration.workflow"
     ),

@@ -5,8 +5,8 @@
     onnx/         graph -> graph tools over ONNX files: the shared graph index, the TensorRT Q/DQ linter,
                   the ONNX Runtime integer rewrite, the FP16 pass for strongly typed TensorRT networks
     backends/     one runtime per module, named as --backend: ort, pytorch (torch), tensorrt/ (build + run)
-    evaluate.py   accuracy per JPEG quality of any runner or artifact
-    predict.py    top-k classes of JPEG files with any artifact
+    evaluate.py   accuracy per JPEG quality of any runner or artifact (evaluate.evaluate, evaluate_artifact)
+    predict.py    top-k classes of JPEG files with any artifact (predict.predict)
     profiling/    latency percentiles and throughput (CPU and CUDA), the GPU input path
 
 deploy never imports training, synthesis or QSAM code: from calibration/ only quant/ and calibrators/
@@ -24,8 +24,8 @@ _EXPORTS = {
         ("Runner", "Backend", "get_backend", "list_backends", "load_runner", "register_backend"),
         "dctq.deploy.backends",
     ),
-    **dict.fromkeys(("evaluate", "evaluate_artifact", "EvalReport"), "dctq.deploy.evaluate"),
-    **dict.fromkeys(("predict", "Prediction"), "dctq.deploy.predict"),
+    **dict.fromkeys(("evaluate_artifact", "EvalReport"), "dctq.deploy.evaluate"),
+    "Prediction": "dctq.deploy.predict",
     **dict.fromkeys(("profile", "plot_profile"), "dctq.deploy.profiling"),
 }
 __all__ = sorted(_EXPORTS)

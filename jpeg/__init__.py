@@ -19,7 +19,7 @@ _EXPORTS = {
     "inspect_jpeg": "dctq.jpeg.inspect",
     **dict.fromkeys(("JpegFolder", "collate_samples", "make_loader"), "dctq.jpeg.dataset"),
     **dict.fromkeys(("RgbJpegFolder", "preprocess_rgb"), "dctq.jpeg.rgb"),
-    **dict.fromkeys(("QualityPolicy", "recompress"), "dctq.jpeg.recompress"),
+    "QualityPolicy": "dctq.jpeg.recompress",
     **dict.fromkeys(("split_data", "make_dataset", "DataSplit"), "dctq.jpeg.splits"),
     **dict.fromkeys(("model_inputs", "model_arrays", "input_names"), "dctq.jpeg.batch"),
     **dict.fromkeys(("center_crop_or_pad", "block_grid"), "dctq.jpeg.geometry"),

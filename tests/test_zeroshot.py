@@ -276,7 +276,8 @@ WORKER = textwrap.dedent(
     import json, os, sys
     from pathlib import Path
     import torch
-    from dctq.calibration.zeroshot import synthesize as synth_mod
+    import importlib
+    synth_mod = importlib.import_module("dctq.calibration.zeroshot.synthesize")
     from dctq.calibration.distributed import DistEnv
     from dctq.calibration.quant.recipe import get_recipe
     from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize

@@ -3,7 +3,8 @@
 - config: SynthConfig (synthesis) and ZeroShotConfig (calibration + KD fine-tuning), with their events;
 - images: the synthetic images' parametrization (JPEG coefficients through the DCT stem, or pixels);
 - losses: BN-statistics loss and hooks, IntraQ's SIL and MDC terms and its class-centre bank;
-- synthesize: the synthesis loop (resumable, split over torchrun processes), synthesize_checkpoint;
+- synthesize: the synthesis loop (synthesize.synthesize: resumable, split over torchrun processes),
+  synthesize_checkpoint;
 - data: SyntheticData files, their compatibility checks for resume and reuse;
 - distill: distill_on_synthetic (calibrate, then KD fine-tune on a synthetic set) and zero_shot_quantize
   (synthesize, then distill);
@@ -22,7 +23,7 @@ from .config import (
 from .data import SyntheticData, load_synthetic, save_synthetic, teacher_fingerprint
 from .distill import distill_on_synthetic, kd_loss, zero_shot_quantize
 from .grid import synthetic_grid_png
-from .synthesize import synthesize, synthesize_checkpoint
+from .synthesize import synthesize_checkpoint
 
 __all__ = [
     "SynthBatchEnd",
@@ -37,7 +38,6 @@ __all__ = [
     "kd_loss",
     "load_synthetic",
     "save_synthetic",
-    "synthesize",
     "synthesize_checkpoint",
     "synthetic_grid_png",
     "teacher_fingerprint",

@@ -4,6 +4,7 @@ imports no training or synthesis code, and the five-line flow of the README runs
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -38,6 +39,8 @@ def test_every_package_states_its_api_and_every_name_resolves(name):
     package = importlib.import_module(name)
     assert package.__doc__ and len(package.__doc__.split()) > 10, f"{name} has no docstring stating its API"
     for export in getattr(package, "__all__", ()):
+        # a name shared with a submodule would be the module or the object depending on import order
+        assert importlib.util.find_spec(f"{name}.{export}") is None, f"{name}.{export} is also a module"
         assert getattr(package, export) is not None, f"{name}.{export}"
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         package.nope  # noqa: B018
