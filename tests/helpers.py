@@ -98,10 +98,15 @@ def forbid_images(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.setattr(module, name, forbidden)
 
 
+TESTS_DIR = Path(__file__).resolve().parent
+
+
 def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 120) -> str:
     """Run `script` under `torchrun --standalone --nproc-per-node nproc`; returns its output and fails
-    the test on a non-zero exit or a hang (the whole process group is killed then)."""
+    the test on a non-zero exit or a hang (the whole process group is killed then). The workers find
+    these helpers (`from helpers import ...`) on their PYTHONPATH."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    path = os.pathsep.join(p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH", "")) if p)
     # A session of its own, so a hung job is killed with its worker processes.
     proc = subprocess.Popen(
         [*cmd, str(script), *args],
@@ -109,6 +114,7 @@ def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 120)
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, "PYTHONPATH": path},
     )
     try:
         output, _ = proc.communicate(timeout=timeout)
@@ -122,7 +128,7 @@ def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 120)
 
 def load_bench(name: str) -> ModuleType:
     """bench/<name>.py imported as a module (the bench folder is not a package)."""
-    script = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    script = TESTS_DIR.parent / "bench" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

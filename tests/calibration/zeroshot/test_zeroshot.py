@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import textwrap
 
 import pytest
@@ -284,7 +283,6 @@ WORKER = textwrap.dedent(
     from dctq.calibration.zeroshot.distill import distill_on_synthetic
     from dctq.calibration.zeroshot.config import ZeroShotConfig
 
-    sys.path.insert(0, sys.argv[2])
     from helpers import tiny_dct_teacher
 
     out, rank = Path(sys.argv[1]), int(os.environ["RANK"])
@@ -313,12 +311,12 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.dist
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
 def test_two_cpu_processes_synthesize_disjoint_batches_and_train_one_model(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    run_torchrun(script, str(tmp_path), tests_dir)
+    run_torchrun(script, str(tmp_path))
 
     # 5 batches over 2 ranks: rank r makes batches r, r+2, ...
     assert json.loads((tmp_path / "made-rank0.json").read_text()) == [0, 2, 4]

@@ -91,6 +91,7 @@ def _jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.dist
 @pytest.mark.parametrize("mode", ["plain", "qabn"])
 def test_two_cpu_ranks_end_identical(ddp_run, mode):
     rank0 = torch.load(ddp_run / f"{mode}-rank0.pt", weights_only=True)

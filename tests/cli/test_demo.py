@@ -23,15 +23,15 @@ def test_demo_pipeline_end_to_end(tmp_path):
         assert torch_row.quality == ort_row.quality and torch_row.images == ort_row.images > 0
         assert abs(torch_row.top1 - ort_row.top1) * torch_row.images <= 1.0
     assert [r.batch for r in report.ort_profile.rows] == [1, 32]
+    as_json = json.loads(json.dumps(report.to_dict()))  # what `dctq demo --json` prints
+    assert as_json["lint"]["errors"] == 0
 
 
 def test_demo_refuses_an_existing_run(tmp_path):
     out = tmp_path / "demo"
-    runner = CliRunner()
-    first = runner.invoke(app, ["demo", "--out", str(out), "--epochs", "1", "--per-class", "8", "--json"])
-    assert first.exit_code == 0, first.output
-    report = json.loads(first.stdout)
-    assert report["lint"]["errors"] == 0
-    again = runner.invoke(app, ["demo", "--out", str(out), "--epochs", "1", "--per-class", "8"])
+    (out / "fp32").mkdir(parents=True)
+    (out / "fp32" / "last.pt").write_bytes(b"an earlier run")
+    again = CliRunner().invoke(app, ["demo", "--out", str(out), "--epochs", "1", "--per-class", "8"])
     assert again.exit_code == 1
     assert "already holds a demo run" in again.output
+    assert sorted(p.name for p in out.rglob("*")) == ["fp32", "last.pt"]  # nothing else written
