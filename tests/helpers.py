@@ -31,7 +31,7 @@ TINY = {"widths": [8, 8], "depths": [1, 1]}
 
 
 def tiny_train_run(folder: Path, out: Path, **changes):
-    """`calibration.train.train` of TINY dct_cifar_upsampling for one step on `folder` (a quarter held out):
+    """`calibration.train.loop.train` of TINY dct_cifar_upsampling for one step on `folder` (a quarter held out):
     (TrainResult, TrainData). Checkpoints written by the real training loop, for scripts that need them."""
     from dctq.calibration.train.config import TrainConfig
     from dctq.calibration.train.data import build_train_data

@@ -19,7 +19,7 @@ SCHEDULES = ("cosine", "multistep")
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    """Options of `dctq train` / `calibration.train.train`; saved as {"type", "version", "fields"}
+    """Options of `dctq train` / `calibration.train.loop.train`; saved as {"type", "version", "fields"}
     (common.config), version 1. Invalid values raise ConfigError naming the CLI flag."""
 
     # A resumed run may change how long and where it runs: a new --epochs reshapes the cosine schedule and

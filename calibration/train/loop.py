@@ -3,7 +3,7 @@
 `train(config, train_set, val_set, out_dir)` builds the model by name, measures the DCT stem's
 statistics on training batches, trains with SGD (+Nesterov) under a cosine or multistep schedule
 with linear warm-up, validates every epoch and writes, atomically, `last.pt`, `best.pt` (the best
-validation top-1) and `last.state.pt` into `out_dir` (what they hold: train_state.py).
+validation top-1) and `last.state.pt` into `out_dir` (what they hold: state.py).
 
 Reproducibility: every epoch reseeds torch and the data order/augmentation from (seed, epoch), so a
 run resumed from `last.pt` repeats the uninterrupted run exactly on CPU (RNG states need no saving).
@@ -71,7 +71,7 @@ def _check_policy(name: str, dataset: Dataset, expected: QualityPolicy) -> None:
     if isinstance(dataset, FolderDataset) and dataset.qualities != expected:
         raise ConfigError(
             f"{name} re-compresses with {dataset.qualities} but the config asks for {expected} "
-            "(--qualities / --eval-quality); build the datasets with calibration.train_data.build_train_data"
+            "(--qualities / --eval-quality); build the datasets with calibration.train.data.build_train_data"
         )
 
 
@@ -360,7 +360,7 @@ def train(
 
     Args:
         train_set: a training dataset whose items collate to batches of y/cbcr (DCT models) or x
-            (RGB models) with qt and label, e.g. from `calibration.train_data.build_train_data`;
+            (RGB models) with qt and label, e.g. from `calibration.train.data.build_train_data`;
             needs `class_names`. With `config.qabn` it must be a JpegFolder / RgbJpegFolder.
         val_set: evaluation-mode dataset of the same kind, or None (best.pt then follows last.pt).
         out_dir: created if needed; must not hold a run unless `resume`.

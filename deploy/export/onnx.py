@@ -3,7 +3,7 @@
 `torch.onnx.export(..., dynamo=True, external_data=False, opset_version=18)` with inputs named
 y, cbcr, qt (DCT) or x [, qt] (RGB) and the output "logits"; the batch axis dynamic unless asked
 otherwise. The fake-quant ops become QuantizeLinear/DequantizeLinear with int8 zero points 0
-(calibration/quantizers.py registers the fake kernels the dynamo exporter needs for a dynamic
+(calibration/quant/quantizer.py registers the fake kernels the dynamo exporter needs for a dynamic
 batch). Should the dynamo exporter fail, the deprecated TorchScript exporter (dynamo=False) is
 tried and the sidecar records which one ran.
 """

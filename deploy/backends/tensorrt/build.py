@@ -2,7 +2,7 @@
 
 The build follows TensorRT 11, where every network is strongly typed and the INT8/FP16 builder flags
 and calibrators are gone: precision lives in the graph. So the ONNX file first goes through the FP16
-pass (trt_fp16.py: float parts FP16, INT8 where the Q/DQ nodes say so), then:
+pass (deploy/onnx/fp16.py: float parts FP16, INT8 where the Q/DQ nodes say so), then:
 
     trt.Builder -> create_network (STRONGLY_TYPED on TensorRT 10; the default, and the flag
     deprecated, on 11) -> OnnxParser -> builder config (workspace pool limit, one optimization
@@ -153,7 +153,7 @@ class BuildConfig:
     image_size: pixels, as `size_range` (N, (H, W), or (min, opt, max) of those); None takes the
         spatial dims the ONNX file fixes (an error when they are dynamic).
     workspace_mib: limit of TensorRT's workspace memory pool.
-    fp16: run the FP16 pass (trt_fp16.to_fp16) first; off only for graphs already typed.
+    fp16: run the FP16 pass (deploy.onnx.fp16.to_fp16) first; off only for graphs already typed.
     fp16_inputs: declare the coefficient/pixel inputs FP16 (exact for every baseline coefficient);
         the quant tables stay FP32 at the interface, 768 bytes an image, as the reader gives them.
     timing_cache: file to load tactic timings from and save them to (speeds rebuilds).

@@ -61,7 +61,7 @@ def check_environment(
         raise ExportError(
             f"{engine} was built for another setup: {'; '.join(fatal)}. TensorRT engines run only with the "
             "TensorRT version and GPU architecture that built them: rebuild it here "
-            "(`dctq engine build model.onnx`, or deploy.trt_build.build_engine)"
+            "(`dctq engine build model.onnx`, or deploy.backends.tensorrt.build.build_engine)"
         )
     return [
         f"{engine}: {key} was {built.get(key)!r} at build time, {current.get(key)!r} here"

@@ -1,10 +1,10 @@
-"""The TensorRT backend ("tensorrt"): `.engine` artifacts (trt_build.build_engine) on an NVIDIA GPU.
+"""The TensorRT backend ("tensorrt"): `.engine` artifacts (tensorrt/build.build_engine) on an NVIDIA GPU.
 
     runner = load_runner(load_artifact("model.engine"), "tensorrt")   # or get_backend("tensorrt")
     logits = runner.predict({"y": y, "cbcr": cbcr, "qt": qt})         # float32 [N, classes] on the GPU
 
 Batches may hold int16/float tensors or numpy arrays, on the CPU or the GPU; they are converted on
-the GPU to the engine's input types (trt_runtime.TrtEngine). Options: `cuda_graph=True` replays a
+the GPU to the engine's input types (tensorrt/engine.TrtEngine). Options: `cuda_graph=True` replays a
 CUDA graph for batches of the shape seen first (other shapes run normally); `check=False` skips the
 sidecar's version check. Importing this module does not import tensorrt: loading an engine does,
 and raises BackendUnavailable with the install command where it is missing.
