@@ -33,6 +33,7 @@ from ..common.errors import DctqError, ExportError, ModelError
 from ..common.files import write_text_atomic
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
 from ..models.qabn import is_qabn
+from .onnx.graph import load_onnx, opset_of
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +320,6 @@ def describe_model(
 
 def _onnx_meta(path: Path) -> ArtifactMeta:
     """Metadata read from an ONNX graph without a sidecar: input names and shapes; classes as numbers."""
-    from .onnx.graph import load_onnx, opset_of
 
     model = load_onnx(path, external_data=False)
 

@@ -67,7 +67,8 @@ def register_model(
 
 
 def _ensure_registered() -> None:
-    # Importing the package runs the architecture modules' decorators (no-op once imported).
+    # The architecture modules import this one to register, so they are imported here, at first use, and
+    # not at the top (a cycle); importing them runs their decorators (a no-op once imported).
     from . import dct_cifar, dct_variants, rgb  # noqa: F401
 
 

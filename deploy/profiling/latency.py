@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ...common.errors import DataError, DctqError
+from ...common.files import atomic_path
 from ..artifact import Artifact, ArtifactMeta, TensorSpec, load_artifact
 from ..backends.registry import Runner, load_runner
 from ..predict import read_input, stack_inputs
@@ -297,8 +298,6 @@ def plot_profile(report: ProfileReport, path: Path | str, *, width: int = 900, h
     (matplotlib is not a dctq dependency; two small panels do not need it.)
     """
     from PIL import Image, ImageDraw
-
-    from ...common.files import atomic_path
 
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)

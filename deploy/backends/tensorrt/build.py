@@ -32,7 +32,9 @@ from typing import Any
 from ....common.errors import ExportError
 from ....common.files import atomic_path, write_bytes_atomic
 from ....jpeg.geometry import block_grid
-from ...artifact import TensorSpec, sidecar_path
+from ...artifact import TensorSpec, load_artifact, sidecar_path
+from ...export.onnx import export_onnx
+from ...onnx.fp16 import to_fp16
 from ...onnx.graph import load_onnx
 from .env import describe_environment, import_tensorrt, require_cuda, trt_logger
 
@@ -207,16 +209,12 @@ def plan_build(
     recipe: overrides the recipe of the ONNX sidecar. Raises ExportError for an unreadable file, a
     graph the FP16 pass refuses, inputs of unknown roles, or a size the ONNX file cannot take.
     """
-    from ...artifact import load_artifact
-
     onnx_path = Path(onnx_path)
     meta = load_artifact(onnx_path).meta
     raw = onnx_path.read_bytes()
     model = load_onnx(onnx_path, data=raw)
     report = None
     if config.fp16:
-        from ...onnx.fp16 import to_fp16
-
         names = [s.name for s in onnx_input_specs(model) if s.role != "qt"] if config.fp16_inputs else []
         model, rep = to_fp16(model, fp16_inputs=names)
         report = rep.to_dict()
@@ -357,8 +355,6 @@ def export_engine(
     """
     import_tensorrt()
     require_cuda()
-    from ...export.onnx import export_onnx
-
     engine_path = Path(engine_path)
     onnx_path = Path(onnx_path) if onnx_path is not None else engine_path.with_suffix(".onnx")
     export_onnx(model, onnx_path, opset=opset, dynamic_batch=True)

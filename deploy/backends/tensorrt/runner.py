@@ -22,6 +22,7 @@ from ....common.errors import BackendUnavailable, DctqError
 from ....jpeg.batch import model_inputs
 from ...artifact import Artifact
 from ..registry import register_backend
+from .engine import TrtEngine
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ class TrtRunner:
     def __init__(
         self, artifact: Artifact, *, device: str = "auto", cuda_graph: bool = False, check: bool = True
     ) -> None:
-        from .engine import TrtEngine
-
         self.artifact = artifact
         self.__name__ = f"tensorrt:{artifact.path.name}"
         self.engine = TrtEngine(artifact.path, device=cuda_index(device), check=check)
