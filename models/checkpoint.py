@@ -32,7 +32,6 @@ from torch import nn
 from .. import __version__
 from ..common.errors import ModelError
 from ..common.files import atomic_path
-from .qabn import apply_qabn
 from .registry import create_model, is_model
 
 logger = logging.getLogger(__name__)
@@ -193,6 +192,13 @@ def _transform_keys(extra: dict[str, Any], path: Path) -> list[str]:
 
 
 def _apply_qabn(model: nn.Module, spec: Any, path: Path) -> nn.Module:
+    # Imported when a checkpoint needs it, so a damaged install fails only for QSAM checkpoints, clearly.
+    try:
+        from .qabn import apply_qabn
+    except ImportError as exc:
+        raise ModelError(
+            f"{path} holds a QABN model but dctq.models.qabn cannot be imported ({exc})"
+        ) from None
     kwargs = spec if isinstance(spec, dict) else {}
     return apply_qabn(model, **kwargs)
 
