@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -24,20 +24,6 @@ from .options import field_default_help, given, parse_quality_range
 from .progress import SynthProgressView, make_progress
 
 _default = functools.partial(field_default_help, SynthConfig)
-
-
-def result_dict(data: SyntheticData, out: Path) -> dict[str, Any]:
-    """The JSON form of a finished synthesis."""
-    counts = data.tensors["label"].bincount(minlength=data.num_classes).tolist()
-    return {
-        "out": str(out),
-        "kind": data.kind,
-        "images": len(data),
-        "batches": data.num_batches,
-        "per_class": dict(zip(data.class_names, counts, strict=True)),
-        "config": data.config,
-        "batch_losses": data.batch_losses,
-    }
 
 
 def _summary(data: SyntheticData, out: Path) -> Table:
@@ -130,7 +116,7 @@ def synthesize_command(
     if not main:
         return
     if as_json:
-        print_json(result_dict(data, out))
+        print_json(data.summary(out))
     else:
         out_console.print(_summary(data, out))
 

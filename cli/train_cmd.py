@@ -6,10 +6,9 @@ Several processes: `torchrun --nproc-per-node N $(which dctq) train ...`; only r
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -25,19 +24,6 @@ from .options import field_default_help, given, parse_arch_kwargs, parse_int_lis
 from .progress import TrainProgressView, make_progress
 
 _default = functools.partial(field_default_help, TrainConfig)
-
-
-def result_dict(result: TrainResult) -> dict[str, Any]:
-    """The JSON form of a TrainResult (without the model)."""
-    return {
-        "out_dir": str(result.out_dir),
-        "best_path": str(result.best_path),
-        "last_path": str(result.last_path),
-        "best_epoch": result.best_epoch,
-        "best_top1": result.best_top1,
-        "start_epoch": result.start_epoch,
-        "history": [dataclasses.asdict(h) for h in result.history],
-    }
 
 
 def _summary(result: TrainResult) -> Table:
@@ -229,7 +215,7 @@ def train_command(
     if not main:
         return
     if as_json:
-        print_json(result_dict(result))
+        print_json(result.to_dict())
     else:
         out_console.print(_summary(result))
 

@@ -395,6 +395,8 @@ def test_cli_synthesize_writes_the_file_and_refuses_to_overwrite(dct_teacher, tm
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["images"] == 4 and report["kind"] == "dct" and sum(report["per_class"].values()) == 4
+    assert set(report) == {"out", "kind", "images", "batches", "per_class", "config", "batch_losses"}
+    assert report["out"] == str(tmp_path / "s.pt") and list(report["per_class"]) == ["r", "g", "b"]
     data = load_synthetic(tmp_path / "s.pt")
     assert data.class_names == ["r", "g", "b"] and data.teacher["arch"] == "dct_cifar_upsampling"
     assert (tmp_path / "g.png").is_file()

@@ -82,6 +82,20 @@ class SyntheticData:
         """The samples at `index` (a slice or a [n] long tensor) as a loader-style batch dict."""
         return {k: self.tensors[k][index] for k in KEYS[self.kind]}
 
+    def summary(self, path: Path | str) -> dict[str, Any]:
+        """The JSON form of a finished synthesis written to `path` (`dctq synthesize --json`): counts,
+        images per class, the config and the per-batch losses (no tensors)."""
+        counts = self.tensors["label"].bincount(minlength=self.num_classes).tolist()
+        return {
+            "out": str(path),
+            "kind": self.kind,
+            "images": len(self),
+            "batches": self.num_batches,
+            "per_class": dict(zip(self.class_names, counts, strict=True)),
+            "config": self.config,
+            "batch_losses": self.batch_losses,
+        }
+
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[dict[str, Tensor]]:
         """Consecutive batches of `batch_size` (the last may be smaller), stopping after `limit` samples."""
         if batch_size < 1:
