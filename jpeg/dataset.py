@@ -15,7 +15,7 @@ workers; in the main process it is seeded from `reseed(seed)` or else `torch.ini
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -190,15 +190,11 @@ class DctSample:
             else -1 (custom tables).
     """
 
-    y: torch.Tensor
-    cbcr: torch.Tensor
+    y: torch.Tensor = field(metadata={"what": "block grid (y)"})
+    cbcr: torch.Tensor = field(metadata={"what": "block grid (cbcr)"})
     qt: torch.Tensor
     label: int
     quality: int
-
-    @staticmethod
-    def collate(batch: Sequence[DctSample]) -> dict[str, torch.Tensor]:
-        return collate_dct(batch)
 
 
 class JpegFolder(FolderDataset):
@@ -299,25 +295,23 @@ def stack_equal(tensors: Sequence[torch.Tensor], what: str) -> torch.Tensor:
     return torch.stack(list(tensors))
 
 
-def collate_dct(batch: Sequence[DctSample]) -> dict[str, torch.Tensor]:
-    """Stack DctSamples: y [N, 64, Hb, Wb] int16, cbcr [N, 128, Hb/2, Wb/2] int16,
-    qt [N, 3, 64] float32, label [N] int64, quality [N] int64.
+def collate_samples(batch: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """Stack a batch of dctq samples (DctSample, rgb.RgbSample) field by field into the loaders' dict:
+    tensor fields [N, ...] (DctSample: y [N, 64, Hb, Wb] int16, cbcr [N, 128, Hb/2, Wb/2] int16;
+    RgbSample: x [N, 3, H, W] float32; both qt [N, 3, 64] float32), int fields (label, quality) [N] int64.
 
     Raises:
-        DataError: the samples' block grids differ (set input_size).
+        DataError: the samples' block grids or image sizes differ (set input_size); the message names
+            the field's `what` metadata.
     """
-    return {
-        "y": stack_equal([s.y for s in batch], "block grid (y)"),
-        "cbcr": stack_equal([s.cbcr for s in batch], "block grid (cbcr)"),
-        "qt": torch.stack([s.qt for s in batch]),
-        "label": torch.tensor([s.label for s in batch], dtype=torch.int64),
-        "quality": torch.tensor([s.quality for s in batch], dtype=torch.int64),
-    }
-
-
-def collate_samples(batch: Sequence[Any]) -> dict[str, torch.Tensor]:
-    """Collate a batch of any dctq sample type with its own `collate` (DctSample, RgbSample)."""
-    return type(batch[0]).collate(batch)
+    out: dict[str, torch.Tensor] = {}
+    for f in fields(batch[0]):
+        values = [getattr(s, f.name) for s in batch]
+        if isinstance(values[0], torch.Tensor):
+            out[f.name] = stack_equal(values, f.metadata.get("what", f.name))
+        else:
+            out[f.name] = torch.tensor(values, dtype=torch.int64)
+    return out
 
 
 def make_loader(

@@ -11,7 +11,7 @@ every finished batch so that a killed run resumes from the last one:
   fingerprint}, batch_losses [{batch, loss, bns, label, mdc}], state (what resuming needs: MDC centres).
 
 N = done_batches * batch_size while the run is incomplete (the last batch may be smaller at the end).
-Batches are dicts in the loaders' layout (jpeg/dataset.collate_dct, jpeg/rgb.collate_rgb), so
+Batches are dicts in the loaders' layout (jpeg/dataset.collate_samples), so
 `calibration.ptq.model_args` feeds them to a model.
 """
 
