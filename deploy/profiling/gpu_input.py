@@ -180,23 +180,33 @@ def _prefetched(
 
 
 class _InputPath:
-    """What the DCT and RGB paths share: host buffers of `shapes` and the uploader, the reader threads
-    (`_read` one source), timing of `pack` (subclasses `_fill` the host buffers), counters, stats."""
+    """What the DCT and RGB paths share: host buffers (`_host_shapes`) and the uploader, the reader
+    threads (`_read` one source), timing of `pack` (subclasses `_fill` the host buffers), counters, stats.
+
+    Args:
+        batch_size: images per DeviceBatch (the last may hold fewer). size: (H, W) input pixels.
+        device: where the batches go ("cuda", "cuda:1", "cpu": plain tensors, no streams).
+        dtype: what the image inputs arrive as (FP16 by default; float32 for FP32 models).
+        workers: reader threads.
+    """
 
     def __init__(
         self,
         batch_size: int,
         size: Size,
-        shapes: dict[str, tuple[tuple[int, ...], torch.dtype]],
         *,
-        device: torch.device | str,
-        dtype: torch.dtype,
-        workers: int,
+        device: torch.device | str = "cuda",
+        dtype: torch.dtype = torch.float16,
+        workers: int = 4,
     ) -> None:
         self.batch_size, self.size, self.dtype, self.workers = batch_size, size, dtype, workers
-        self.up = _Uploader(shapes, device)
+        self.up = _Uploader(self._host_shapes(batch_size, size), device)
         self.decode_seconds = self.pack_seconds = 0.0
         self.images = 0
+
+    def _host_shapes(self, batch_size: int, size: Size) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """name -> (shape, dtype) of the host buffers of one batch."""
+        raise NotImplementedError
 
     @staticmethod
     def _read(source: Source) -> Any:
@@ -233,24 +243,16 @@ class DctInput(_InputPath):
 
     y and cbcr arrive as `dtype` (FP16 by default; float32 for FP32 models), qt as float32. Grayscale
     files get zero chroma, which is exactly what their colour decode is (neutral Cb = Cr = 128).
+    Arguments as _InputPath's.
     """
 
-    def __init__(
-        self,
-        batch_size: int,
-        size: Size,
-        *,
-        device: torch.device | str = "cuda",
-        dtype: torch.dtype = torch.float16,
-        workers: int = 4,
-    ) -> None:
+    def _host_shapes(self, batch_size: int, size: Size) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         self.grid = hb, wb = block_grid(size)
-        shapes = {
+        return {
             "y": ((batch_size, 64, hb, wb), torch.int16),
             "cbcr": ((batch_size, 128, hb // 2, wb // 2), torch.int16),
             "qt": ((batch_size, 3, 64), torch.float32),
         }
-        super().__init__(batch_size, size, shapes, device=device, dtype=dtype, workers=workers)
 
     _read = staticmethod(read_jpeg)
 
@@ -277,25 +279,29 @@ def _pixels(source: Source) -> np.ndarray:
 class RgbInput(_InputPath):
     """JPEG sources -> DeviceBatch(x [N, 3, H, W]): jpeg/rgb.py's preprocessing with the normalisation
     on the device: Pillow decode, centre crop (or placement) to the size, uint8 upload, then
-    `normalize_pixels` ((x/255 - mean) / std, the mean colour around smaller images) and `dtype`."""
+    `normalize_pixels` ((x/255 - mean) / std, the mean colour around smaller images) and `dtype`.
+
+    Arguments as _InputPath's (device, dtype, workers passed on as `options`), and the normalisation's
+    per-channel `mean` and `std` of [0, 1] pixels (default CIFAR-10's, as the RGB training data).
+    """
 
     def __init__(
         self,
         batch_size: int,
         size: Size,
         *,
-        device: torch.device | str = "cuda",
-        dtype: torch.dtype = torch.float16,
-        workers: int = 4,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
+        **options: Any,
     ) -> None:
-        shapes = {"x": ((batch_size, size[0], size[1], 3), torch.uint8)}
-        super().__init__(batch_size, size, shapes, device=device, dtype=dtype, workers=workers)
+        super().__init__(batch_size, size, **options)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.up.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.up.device).view(1, 3, 1, 1)
 
     _read = staticmethod(_pixels)
+
+    def _host_shapes(self, batch_size: int, size: Size) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        return {"x": ((batch_size, size[0], size[1], 3), torch.uint8)}
 
     def _convert(self, dev: dict[str, torch.Tensor], boxes: list[Box]) -> tuple[torch.Tensor, ...]:
         x = normalize_pixels(dev["x"], self.mean, self.std, boxes)
