@@ -20,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import pickle
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from torch import Tensor, nn
 
 from ...common.errors import DataError, QuantizationError
 from ...common.files import atomic_path
+from ...common.torch_files import load_torch_file
 from .config import SynthConfig
 
 logger = logging.getLogger(__name__)
@@ -152,14 +151,7 @@ def load_synthetic(path: Path | str, *, allow_partial: bool = False) -> Syntheti
     path = Path(path)
     if not path.is_file():
         raise DataError(f"synthetic data file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise DataError(
-            f"{path} is not a readable synthetic data file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise DataError(f"{path} is not a dctq synthetic data file (no format {FORMAT!r} marker)")
+    payload = load_torch_file(path, "dctq synthetic data file", DataError, fmt=FORMAT)
     if payload.get("version") != VERSION:
         raise DataError(
             f"{path} has synthetic-data version {payload.get('version')!r}; this dctq reads {VERSION}"
