@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_dct
 
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.checkpoint import save_quantized
@@ -25,19 +26,6 @@ pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
 ARCH_KWARGS = {"widths": [8, 16], "depths": [1, 1]}
-
-
-def tiny_dct(seed: int = 0) -> torch.nn.Module:
-    """A ~10k-parameter dct_cifar_upsampling with non-trivial BN statistics (so folded convs get biases)."""
-    torch.manual_seed(seed)
-    model = create_model("dct_cifar_upsampling", **ARCH_KWARGS).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.3, 0.3)
-    return model
 
 
 def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:

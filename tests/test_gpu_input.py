@@ -26,16 +26,6 @@ CPU = ProfileConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread (two spin-waiting OpenMP threads on a shared 2-core machine
-    measured ~100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _jpeg(h: int, w: int, seed: int, mode: str = "RGB") -> bytes:
     rng = np.random.default_rng(seed)
     small = rng.uniform(0, 255, (max(2, h // 8), max(2, w // 8), 3)).astype(np.uint8)

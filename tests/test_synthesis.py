@@ -42,11 +42,6 @@ from dctq.models.checkpoint import save_checkpoint
 from dctq.models.registry import create_model
 
 
-@pytest.fixture(scope="module")
-def dct_teacher() -> nn.Module:
-    return tiny_dct_teacher()
-
-
 def _cfg(**kw) -> SynthConfig:
     base = {"num": 8, "batch_size": 4, "iterations": 4, "device": "cpu", "log_every": 1}
     return SynthConfig(**{**base, **kw})
