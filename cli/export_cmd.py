@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from ..deploy.export.formats import export_artifact
 from .common import err_console, out_console, print_json, user_errors
+from .options import JsonResult
 
 
 def export_command(
@@ -47,7 +48,7 @@ def export_command(
             "--legacy-exporter", help="ONNX: use the deprecated TorchScript exporter (dynamo=False)."
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    as_json: JsonResult = False,
 ) -> None:
     """Export a checkpoint to ONNX, TorchScript or a torch.export program, with a JSON sidecar.
 

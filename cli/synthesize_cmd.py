@@ -20,7 +20,7 @@ from ..calibration.zeroshot.data import SyntheticData
 from ..calibration.zeroshot.grid import synthetic_grid_png
 from ..calibration.zeroshot.synthesize import synthesize_checkpoint
 from .common import out_console, print_json, summary_table, user_errors
-from .options import field_default_help, given, parse_quality_range
+from .options import JsonResult, field_default_help, given, parse_quality_range
 from .progress import SynthProgressView, make_progress
 
 _default = functools.partial(field_default_help, SynthConfig)
@@ -88,7 +88,7 @@ def synthesize_command(
     grid: Annotated[
         Path | None, typer.Option(help="Also write a PNG grid of the images (one row per class).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    as_json: JsonResult = False,
 ) -> None:
     """Make synthetic calibration images from CKPT alone (no data), for `dctq quantize --method intraq`."""
     with user_errors(ctx):

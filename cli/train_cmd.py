@@ -20,7 +20,7 @@ from ..calibration.train.data import build_train_data
 from ..calibration.train.events import TrainResult
 from ..calibration.train.loop import train
 from .common import err_console, out_console, print_json, summary_table, user_errors
-from .options import field_default_help, given, parse_arch_kwargs, parse_int_list
+from .options import JsonResult, field_default_help, given, parse_arch_kwargs, parse_int_list
 from .progress import TrainProgressView, make_progress
 
 _default = functools.partial(field_default_help, TrainConfig)
@@ -162,7 +162,7 @@ def train_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out after its last epoch.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    as_json: JsonResult = False,
 ) -> None:
     """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch."""
     with user_errors(ctx):
