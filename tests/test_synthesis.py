@@ -245,16 +245,7 @@ def test_resume_after_a_kill_equals_a_straight_run_and_same_seed_same_file(dct_t
     cfg = _cfg(num=10, batch_size=4, iterations=3)
     straight = synthesize(dct_teacher, cfg, tmp_path / "a.pt")
     assert straight.done_batches == straight.num_batches == 3 and len(straight) == 10
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first_batch(event):
-        if isinstance(event, SynthBatchEnd):
-            raise Killed
-
-    with pytest.raises(Killed):
-        synthesize(dct_teacher, cfg, tmp_path / "b.pt", progress=kill_after_first_batch)
+    _partial_file(dct_teacher, cfg, tmp_path / "b.pt")
     partial = load_synthetic(tmp_path / "b.pt", allow_partial=True)
     assert partial.done_batches == 1 and len(partial) == 4
     with pytest.raises(DataError, match="--resume"):
