@@ -1,6 +1,6 @@
 """Post-training quantization: quantize_model + calibrate over an iterable of batches.
 
-Batches are what dctq's loaders yield (jpeg/dataset.py `collate_dct`, jpeg/rgb.py `collate_rgb`):
+Batches are what dctq's loaders yield (jpeg/dataset.py `collate_samples`):
 - DCT: {"y": [N, 64, Hb, Wb] int16, "cbcr": [N, 128, Hb/2, Wb/2] int16 | None, "qt": [N, 3, 64], ...}
   -> model(y.float(), cbcr.float(), qt.float());
 - RGB: {"x": [N, 3, H, W] float32, "qt": [N, 3, 64] (optional), ...} -> model(x, qt);

@@ -11,12 +11,13 @@ from rich.table import Table
 
 from ..deploy.onnx.lint import lint_qdq
 from .common import out_console, print_json, user_errors
+from .options import JsonReport
 
 
 def check_command(
     ctx: typer.Context,
     model: Annotated[Path, typer.Argument(help="An ONNX file (FP32 or Q/DQ).", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    as_json: JsonReport = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit with code 1 on warnings too.")] = False,
 ) -> None:
     """Check an ONNX graph against TensorRT's Q/DQ rules: int8, zero point 0, scale axes, Q/DQ placement,

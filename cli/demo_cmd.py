@@ -10,6 +10,7 @@ from rich.table import Table
 
 from .common import err_console, out_console, print_json, user_errors
 from .demo_pipeline import run_demo
+from .options import JsonReport
 
 
 def demo_command(
@@ -23,7 +24,7 @@ def demo_command(
     epochs: Annotated[int, typer.Option(help="Training epochs of the toy DCT model.")] = 15,
     per_class: Annotated[int, typer.Option(help="Toy JPEGs per class (4 classes, 32x32).")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the data, weights and calibration subset.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    as_json: JsonReport = False,
 ) -> None:
     """Run every stage on procedural 32x32 JPEGs: train a DCT-input net, evaluate it per JPEG quality,
     INT8 PTQ, export Q/DQ ONNX, lint it against TensorRT's rules, run it in ONNX Runtime, profile it."""

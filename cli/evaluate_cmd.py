@@ -14,7 +14,7 @@ from ..common.files import write_text_atomic
 from ..deploy.artifact import load_artifact
 from ..deploy.evaluate import EvalReport, evaluate_artifact
 from .common import json_text, out_console, print_json, user_errors
-from .options import parse_qualities
+from .options import JsonReport, parse_qualities
 from .progress import EvalProgressView, make_progress
 
 
@@ -78,7 +78,7 @@ def evaluate_command(
         str | None,
         typer.Option(help="Runtime: 'torch', 'ort' or 'tensorrt' (default: the artifact's natural one)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    as_json: JsonReport = False,
     out: Annotated[
         Path | None,
         typer.Option(

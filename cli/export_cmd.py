@@ -8,16 +8,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..common.errors import DctqError
-from ..deploy.artifact import sidecar_path
-from ..deploy.backends.tensorrt.build import BuildConfig, export_engine
-from ..deploy.export.onnx import export_onnx
-from ..deploy.export.torchscript import export_program, export_torchscript
-from ..deploy.onnx.lint import lint_qdq
-from ..models.checkpoint import load_checkpoint
+from ..deploy.export.formats import export_artifact
 from .common import err_console, out_console, print_json, user_errors
-
-FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "program": ".pt2", "tensorrt": ".engine"}
+from .options import JsonResult
 
 
 def export_command(
@@ -55,7 +48,7 @@ def export_command(
             "--legacy-exporter", help="ONNX: use the deprecated TorchScript exporter (dynamo=False)."
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    as_json: JsonResult = False,
 ) -> None:
     """Export a checkpoint to ONNX, TorchScript or a torch.export program, with a JSON sidecar.
 
@@ -63,48 +56,28 @@ def export_command(
     summary printed; the export itself succeeds either way.
     """
     with user_errors(ctx):
-        if fmt not in FORMATS:
-            raise DctqError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        loaded = load_checkpoint(checkpoint)
-        target = out or checkpoint.with_suffix(FORMATS[fmt])
-        if target.resolve() == checkpoint.resolve():
-            raise DctqError(f"--out {target} would overwrite the checkpoint; choose another path")
-        lint = None
-        if fmt == "onnx":
-            export_onnx(
-                loaded,
-                target,
-                opset=opset,
-                dynamic_batch=static_batch is None,
-                example_batch=static_batch or 1,
-                dynamo=False if legacy else None,
-            )
-            lint = lint_qdq(target)
-        elif fmt == "tensorrt":
-            batch = (1, min(32, max_batch), max_batch)
-            export_engine(loaded, target, BuildConfig(batch=batch, timing_cache=timing_cache), opset=opset)
-        elif fmt == "torchscript":
-            export_torchscript(loaded, target)
-        else:
-            export_program(
-                loaded, target, dynamic_batch=static_batch is None, example_batch=static_batch or 2
-            )
-    result = {
-        "artifact": str(target),
-        "sidecar": str(sidecar_path(target)),
-        "format": fmt,
-        "quantized": bool(loaded.extra.get("quant_recipe")),
-        "lint": lint.to_dict() if lint is not None else None,
-    }
+        result = export_artifact(
+            checkpoint,
+            fmt,
+            out,
+            opset=opset,
+            static_batch=static_batch,
+            max_batch=max_batch,
+            timing_cache=timing_cache,
+            dynamo=False if legacy else None,
+        )
     if as_json:
-        print_json(result)
+        print_json(result.to_dict())
         return
-    kind = "Q/DQ INT8" if result["quantized"] else "FP32"
-    out_console.print(f"wrote {escape(str(target))} ({fmt}, {kind}) and {escape(sidecar_path(target).name)}")
+    kind = "Q/DQ INT8" if result.quantized else "FP32"
+    out_console.print(
+        f"wrote {escape(str(result.artifact))} ({fmt}, {kind}) and {escape(result.sidecar.name)}"
+    )
+    lint = result.lint
     if lint is not None and lint.violations:
         err_console.print(
             f"TensorRT Q/DQ check: {len(lint.errors)} error(s), {len(lint.warnings)} warning(s); "
-            f"run `dctq check {escape(str(target))}` for details",
+            f"run `dctq check {escape(str(result.artifact))}` for details",
             highlight=False,
         )
 

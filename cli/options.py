@@ -1,5 +1,5 @@
 """Option values of the commands: the parsers of comma lists and JSON, the rule that options left out
-keep the library's defaults, and those defaults in --help.
+keep the library's defaults, those defaults in --help, and the --json flag the commands share.
 
 Every parser takes the option's text (None when the option was left out, where that is allowed) and
 raises ConfigError (QuantizationConfigError for the synthesis qualities) naming the flag and the form
@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.markup import escape
 
 from ..common.errors import ConfigError, QuantizationConfigError
@@ -146,3 +147,9 @@ def field_default(dataclass_type: type, name: str) -> Any:
 def field_default_help(dataclass_type: type, name: str) -> str:
     """default_help of field `name`'s default in `dataclass_type`, e.g. ' [default: 30]'."""
     return default_help(field_default(dataclass_type, name))
+
+
+JsonResult = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+"""`--json` of the commands that make something (train, quantize, export...): `as_json: JsonResult = False`."""
+JsonReport = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+"""`--json` of the commands that report on something (check, evaluate, profile, demo)."""

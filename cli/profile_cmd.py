@@ -12,7 +12,7 @@ from rich.table import Table
 from ..common.errors import DctqError
 from ..deploy.profiling.latency import plot_profile, profile
 from .common import err_console, out_console, print_json, user_errors
-from .options import parse_batches
+from .options import JsonReport, parse_batches
 
 
 def profile_command(
@@ -36,7 +36,7 @@ def profile_command(
     threads: Annotated[
         int | None, typer.Option(help="ONNX Runtime intra-op threads (default: ORT's).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    as_json: JsonReport = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of latency and throughput against batch size.")
     ] = None,

@@ -22,7 +22,7 @@ from ..calibration.workflow.plan import PtqData, ZeroShotPlan, check_plan
 from ..calibration.workflow.quantize import QuantizeResult, quantize_checkpoint
 from ..calibration.zeroshot.config import SynthConfig, ZeroShotConfig
 from .common import out_console, print_json, summary_table, user_errors
-from .options import field_default, field_default_help, given, parse_int_list
+from .options import JsonResult, field_default, field_default_help, given, parse_int_list
 from .progress import QuantizeProgressView, make_progress
 
 
@@ -208,7 +208,7 @@ def quantize_command(
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
     workers: Annotated[int, typer.Option(help="ptq: data-loader worker processes.")] = 0,
     layers: Annotated[bool, typer.Option("--layers", help="Also print every quantizer's range.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    as_json: JsonResult = False,
 ) -> None:
     """Quantize an FP checkpoint (PTQ on real images, or zero-shot with IntraQ / BN-statistics images)."""
     with user_errors(ctx):

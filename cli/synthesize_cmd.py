@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -20,24 +20,10 @@ from ..calibration.zeroshot.data import SyntheticData
 from ..calibration.zeroshot.grid import synthetic_grid_png
 from ..calibration.zeroshot.synthesize import synthesize_checkpoint
 from .common import out_console, print_json, summary_table, user_errors
-from .options import field_default_help, given, parse_quality_range
+from .options import JsonResult, field_default_help, given, parse_quality_range
 from .progress import SynthProgressView, make_progress
 
 _default = functools.partial(field_default_help, SynthConfig)
-
-
-def result_dict(data: SyntheticData, out: Path) -> dict[str, Any]:
-    """The JSON form of a finished synthesis."""
-    counts = data.tensors["label"].bincount(minlength=data.num_classes).tolist()
-    return {
-        "out": str(out),
-        "kind": data.kind,
-        "images": len(data),
-        "batches": data.num_batches,
-        "per_class": dict(zip(data.class_names, counts, strict=True)),
-        "config": data.config,
-        "batch_losses": data.batch_losses,
-    }
 
 
 def _summary(data: SyntheticData, out: Path) -> Table:
@@ -102,7 +88,7 @@ def synthesize_command(
     grid: Annotated[
         Path | None, typer.Option(help="Also write a PNG grid of the images (one row per class).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    as_json: JsonResult = False,
 ) -> None:
     """Make synthetic calibration images from CKPT alone (no data), for `dctq quantize --method intraq`."""
     with user_errors(ctx):
@@ -130,7 +116,7 @@ def synthesize_command(
     if not main:
         return
     if as_json:
-        print_json(result_dict(data, out))
+        print_json(data.summary(out))
     else:
         out_console.print(_summary(data, out))
 

@@ -6,10 +6,9 @@ Several processes: `torchrun --nproc-per-node N $(which dctq) train ...`; only r
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -21,23 +20,10 @@ from ..calibration.train.data import build_train_data
 from ..calibration.train.events import TrainResult
 from ..calibration.train.loop import train
 from .common import err_console, out_console, print_json, summary_table, user_errors
-from .options import field_default_help, given, parse_arch_kwargs, parse_int_list
+from .options import JsonResult, field_default_help, given, parse_arch_kwargs, parse_int_list
 from .progress import TrainProgressView, make_progress
 
 _default = functools.partial(field_default_help, TrainConfig)
-
-
-def result_dict(result: TrainResult) -> dict[str, Any]:
-    """The JSON form of a TrainResult (without the model)."""
-    return {
-        "out_dir": str(result.out_dir),
-        "best_path": str(result.best_path),
-        "last_path": str(result.last_path),
-        "best_epoch": result.best_epoch,
-        "best_top1": result.best_top1,
-        "start_epoch": result.start_epoch,
-        "history": [dataclasses.asdict(h) for h in result.history],
-    }
 
 
 def _summary(result: TrainResult) -> Table:
@@ -176,7 +162,7 @@ def train_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out after its last epoch.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    as_json: JsonResult = False,
 ) -> None:
     """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch."""
     with user_errors(ctx):
@@ -229,7 +215,7 @@ def train_command(
     if not main:
         return
     if as_json:
-        print_json(result_dict(result))
+        print_json(result.to_dict())
     else:
         out_console.print(_summary(result))
 

@@ -19,7 +19,7 @@ from rich.table import Table
 from ..calibration.qsam.data import meta_train_data
 from ..calibration.qsam.meta import MetaConfig, MetaResult, train_meta
 from .common import err_console, out_console, print_json, summary_table, user_errors
-from .options import field_default_help, given, parse_int_list
+from .options import JsonResult, field_default_help, given, parse_int_list
 from .progress import MetaProgressView, make_progress
 
 _default = functools.partial(field_default_help, MetaConfig)
@@ -93,7 +93,7 @@ def train_meta_command(
         int | None, typer.Option(help="Data-loader worker processes." + _default("num_workers"))
     ] = None,
     device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda'." + _default("device"))] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    as_json: JsonResult = False,
 ) -> None:
     """QSAM's meta stage: learn the QABN mixing MLP of a base-stage checkpoint (backbone frozen)."""
     with user_errors(ctx):

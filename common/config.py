@@ -39,7 +39,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from .errors import ConfigError
@@ -121,13 +121,18 @@ class Config:
         if not isinstance(values, Mapping):
             raise error(f"the fields of a saved {name} must be a mapping, got {type(values).__name__}")
         known = _field_names(cls)
-        unknown = sorted(set(values) - set(known))
-        if unknown:
+        if unknown := unknown_names(values, known):
             raise error(
-                f"{name} (version {version}) has no field {', '.join(map(repr, unknown))}; it knows "
+                f"{name} (version {version}) has no field {unknown}; it knows "
                 f"{', '.join(known)}: remove the others, or {cls.UPGRADE} if a newer dctq wrote them"
             )
         return _build(cls, values, name, error)  # type: ignore[return-value]
+
+
+def unknown_names(given: Iterable[str], known: Iterable[str]) -> str:
+    """The names in `given` that `known` lacks, sorted, quoted and comma-joined ("" when there are
+    none): what the unknown-field and unknown-option errors name (configs, calibrator options)."""
+    return ", ".join(map(repr, sorted(set(given) - set(known))))
 
 
 def plain(value: Any) -> Any:
@@ -182,11 +187,9 @@ def _decode(hint: Any, value: Any, where: str, error: type[ConfigError]) -> Any:
         known = _field_names(hint)
         if not isinstance(value, Mapping):
             raise error(f"malformed {where}: expected an object {{{', '.join(known)}}}, got {value!r}")
-        unknown = sorted(set(value) - set(known))
-        if unknown:
+        if unknown := unknown_names(value, known):
             raise error(
-                f"malformed {where}: {hint.__name__} has no field {', '.join(map(repr, unknown))} "
-                f"(it has {', '.join(known)})"
+                f"malformed {where}: {hint.__name__} has no field {unknown} (it has {', '.join(known)})"
             )
         return _build(hint, value, where, error)
     return value

@@ -1,8 +1,8 @@
 """Classify JPEG files with any artifact on any backend: read, fit to the model's grid, batch, run.
 
-DCT models read the file's quantized coefficients (read_jpeg), centre-crop/pad them to the model's
-block grid on MCU boundaries and pass the file's own quant tables; grayscale files get zero chroma
-(what an encoder writes for a colourless image). RGB models get the training data's preprocessing
+DCT models get the training data's preprocessing of the file's quantized coefficients
+(jpeg/dataset.preprocess_dct: zero chroma for grayscale files, what an encoder writes for a colourless
+image; centre crop/pad to the model's block grid on MCU boundaries; the file's own quant tables). RGB models get the training data's preprocessing
 (jpeg/rgb.py: Pillow decode, CIFAR-10 mean/std, centre crop or mean-colour padding to the input size).
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..common.errors import DctqError, JpegError
-from ..jpeg.geometry import center_crop_or_pad
+from ..jpeg.dataset import preprocess_dct
 from ..jpeg.reader import read_jpeg
 from ..jpeg.rgb import decode_rgb, preprocess_rgb
 from .artifact import Artifact, ArtifactMeta, load_artifact
@@ -56,17 +56,12 @@ class Prediction:
 
 
 def read_dct_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
-    """One file as model inputs: y [64, S/8, S/8] int16, cbcr [128, S/16, S/16] int16, qt [3, 64] float32.
+    """One file as model inputs: y [64, S/8, S/8] int16, cbcr [128, S/16, S/16] int16, qt [3, 64] float32
+    (jpeg.dataset.preprocess_dct, as the evaluation data).
 
     Raises JpegError (from read_jpeg) naming the file.
     """
-    coefs = read_jpeg(path)
-    y, cbcr = coefs.y, coefs.cbcr
-    if cbcr is None:
-        cbcr = np.zeros((128, y.shape[1] // 2, y.shape[2] // 2), dtype=np.int16)
-    hb = input_size // 8
-    y, cbcr = center_crop_or_pad(y, cbcr, hb, hb)
-    return {"y": y, "cbcr": cbcr, "qt": coefs.qt.astype(np.float32)}
+    return preprocess_dct(read_jpeg(path), input_size)
 
 
 def read_rgb_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:

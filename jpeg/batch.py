@@ -1,6 +1,6 @@
 """A batch -> a model's positional inputs: the one mapping from what dctq's loaders yield to `model(*inputs)`.
 
-The loaders' batches are dicts (jpeg/dataset.py `collate_dct`, jpeg/rgb.py `collate_rgb`):
+The loaders' batches are dicts (jpeg/dataset.py `collate_samples` of DctSamples or RgbSamples):
 
 - DCT: {"y": [N, 64, Hb, Wb] int16, "cbcr": [N, 128, Hb/2, Wb/2] int16, "qt": [N, 3, 64] float32, ...}
   -> (y, cbcr, qt), the order of `forward(y, cbcr, qt)`;

@@ -15,7 +15,7 @@ workers; in the main process it is seeded from `reseed(seed)` or else `torch.ini
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,12 +24,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from ..common.errors import DataError, JpegError
+from .coefficients import JpegCoefficients
+from .geometry import block_grid, center_crop_or_pad
 from .pixel_augment import PixelCropFlip
 from .quality import estimate_ijg_quality
 from .reader import read_jpeg
 from .recompress import QualityPolicy, recompress
 from .samples import Sample, list_classes, list_samples, scan_samples
-from .transforms import CenterCropPad, CoefTransform, default_train_transforms
+from .transforms import CoefTransform, default_train_transforms, grid_for_input_size
 
 # ------------------------------------------------------------------------------------ file access
 
@@ -145,6 +147,38 @@ class FolderDataset(Dataset):
 # ------------------------------------------------------------------------ coefficient dataset
 
 
+def preprocess_dct(
+    coefs: JpegCoefficients,
+    size: int | tuple[int, int] | None,
+    *,
+    transform: CoefTransform | None = None,
+    rng: np.random.Generator | None = None,
+) -> dict[str, Any]:
+    """One file's coefficients as a DCT model's inputs, the same for every consumer (JpegFolder,
+    deploy/predict.py, the GPU input path of deploy/profiling/gpu_input.py).
+
+    Grayscale files get all-zero chroma, exactly what a JPEG encoder writes for a colourless image
+    (Cb = Cr = 128); `transform` (training augmentation, drawing from `rng`) runs next; then the planes
+    are centre-cropped or zero-padded on MCU boundaries to the block grid of `size` pixels
+    (geometry.block_grid: square for an int, (H, W) for a pair; None keeps the file's own grid).
+
+    Returns:
+        {"y": [64, Hb, Wb] int16, "cbcr": [128, Hb/2, Wb/2] int16, "qt": [3, 64] float32}: numpy arrays
+        (or what `transform` returns for y and cbcr).
+
+    Raises:
+        BlockGridError: planes that do not fit the 4:2:0 grid (see geometry.center_crop_or_pad).
+    """
+    y, cbcr = coefs.y, coefs.cbcr
+    if cbcr is None:
+        cbcr = np.zeros((128, y.shape[1] // 2, y.shape[2] // 2), dtype=np.int16)
+    if transform is not None:
+        y, cbcr = transform(y, cbcr, rng)
+    if size is not None:
+        y, cbcr = center_crop_or_pad(y, cbcr, *block_grid((size, size) if isinstance(size, int) else size))
+    return {"y": y, "cbcr": cbcr, "qt": coefs.qt.astype(np.float32)}
+
+
 @dataclass(frozen=True)
 class DctSample:
     """One sample of a JpegFolder.
@@ -156,15 +190,11 @@ class DctSample:
             else -1 (custom tables).
     """
 
-    y: torch.Tensor
-    cbcr: torch.Tensor
+    y: torch.Tensor = field(metadata={"what": "block grid (y)"})
+    cbcr: torch.Tensor = field(metadata={"what": "block grid (cbcr)"})
     qt: torch.Tensor
     label: int
     quality: int
-
-    @staticmethod
-    def collate(batch: Sequence[DctSample]) -> dict[str, torch.Tensor]:
-        return collate_dct(batch)
 
 
 class JpegFolder(FolderDataset):
@@ -207,8 +237,9 @@ class JpegFolder(FolderDataset):
                 raise DataError(f'transforms must be a callable, None or "default", got {transforms!r}')
             transforms = default_train_transforms() if train else None
         self.transforms: CoefTransform | None = transforms
+        if input_size is not None:
+            grid_for_input_size(input_size)  # a whole number of MCUs, or DctqError naming input_size
         self.input_size = input_size
-        self._crop = CenterCropPad.for_input_size(input_size) if input_size is not None else None
         self.allow_gray = allow_gray
 
     def __getitem__(self, index: int) -> DctSample:
@@ -226,22 +257,15 @@ class JpegFolder(FolderDataset):
             coefs = read_jpeg(path if data is None else data)
         except JpegError as exc:
             raise error_with_path(exc, path) from exc
-        y, cbcr = coefs.y, coefs.cbcr
-        if cbcr is None:
-            if not self.allow_gray:
-                raise DataError(f"{path} is a grayscale JPEG; convert it to colour or set allow_gray=True")
-            cbcr = np.zeros((128, y.shape[1] // 2, y.shape[2] // 2), dtype=np.int16)
+        if coefs.is_gray and not self.allow_gray:
+            raise DataError(f"{path} is a grayscale JPEG; convert it to colour or set allow_gray=True")
         if quality is None:
             quality, _ = estimate_ijg_quality(coefs.qt[0], None if coefs.is_gray else coefs.qt[1])
-        rng = self.rng()
-        if self.transforms is not None:
-            y, cbcr = self.transforms(y, cbcr, rng)
-        if self._crop is not None:
-            y, cbcr = self._crop(y, cbcr, rng)
+        inputs = preprocess_dct(coefs, self.input_size, transform=self.transforms, rng=self.rng())
         return DctSample(
-            y=_int16_tensor(y),
-            cbcr=_int16_tensor(cbcr),
-            qt=torch.from_numpy(coefs.qt.astype(np.float32)),
+            y=_int16_tensor(inputs["y"]),
+            cbcr=_int16_tensor(inputs["cbcr"]),
+            qt=torch.from_numpy(inputs["qt"]),
             label=self.samples[index].label,
             quality=-1 if quality is None else int(quality),
         )
@@ -271,25 +295,23 @@ def stack_equal(tensors: Sequence[torch.Tensor], what: str) -> torch.Tensor:
     return torch.stack(list(tensors))
 
 
-def collate_dct(batch: Sequence[DctSample]) -> dict[str, torch.Tensor]:
-    """Stack DctSamples: y [N, 64, Hb, Wb] int16, cbcr [N, 128, Hb/2, Wb/2] int16,
-    qt [N, 3, 64] float32, label [N] int64, quality [N] int64.
+def collate_samples(batch: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """Stack a batch of dctq samples (DctSample, rgb.RgbSample) field by field into the loaders' dict:
+    tensor fields [N, ...] (DctSample: y [N, 64, Hb, Wb] int16, cbcr [N, 128, Hb/2, Wb/2] int16;
+    RgbSample: x [N, 3, H, W] float32; both qt [N, 3, 64] float32), int fields (label, quality) [N] int64.
 
     Raises:
-        DataError: the samples' block grids differ (set input_size).
+        DataError: the samples' block grids or image sizes differ (set input_size); the message names
+            the field's `what` metadata.
     """
-    return {
-        "y": stack_equal([s.y for s in batch], "block grid (y)"),
-        "cbcr": stack_equal([s.cbcr for s in batch], "block grid (cbcr)"),
-        "qt": torch.stack([s.qt for s in batch]),
-        "label": torch.tensor([s.label for s in batch], dtype=torch.int64),
-        "quality": torch.tensor([s.quality for s in batch], dtype=torch.int64),
-    }
-
-
-def collate_samples(batch: Sequence[Any]) -> dict[str, torch.Tensor]:
-    """Collate a batch of any dctq sample type with its own `collate` (DctSample, RgbSample)."""
-    return type(batch[0]).collate(batch)
+    out: dict[str, torch.Tensor] = {}
+    for f in fields(batch[0]):
+        values = [getattr(s, f.name) for s in batch]
+        if isinstance(values[0], torch.Tensor):
+            out[f.name] = stack_equal(values, f.metadata.get("what", f.name))
+        else:
+            out[f.name] = torch.tensor(values, dtype=torch.int64)
+    return out
 
 
 def make_loader(

@@ -96,8 +96,9 @@ def ijg_qt(qualities: Sequence[int]) -> Tensor:
 
     if len(qualities) == 0:
         raise DataError("ijg_qt needs at least one quality")
-    tables = [ijg_quant_table(q) for q in qualities]
-    return torch.from_numpy(np.stack([np.stack([t[0], t[1], t[1]]) for t in tables]).astype(np.float32))
+    # Rows (Y, Cb, Cr) = (luma, chroma, chroma), as recompress.ijg_quant_tables gives them.
+    tables = np.stack([ijg_quant_table(q)[[0, 1, 1]] for q in qualities])
+    return torch.from_numpy(tables.astype(np.float32))
 
 
 def _candidate_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..common.errors import CorruptJpegError, DctqError, NotAJpegError
-from .quality import STD_CHROMA_TABLE, STD_LUMA_TABLE, scaled_table
+from .quality import ijg_quant_table
 
 # QSAM's qualities [C]: base (and meta-train), held-out meta-test, and the 18 evaluation anchors.
 QSAM_BASE_QUALITIES = (90, 60, 30, 10)
@@ -70,14 +70,16 @@ def recompress(jpeg: bytes, quality: int, subsampling: str = "4:2:0") -> bytes:
 
 
 def ijg_quant_tables(quality: int) -> np.ndarray:
-    """The quant tables libjpeg (and so Pillow, and `recompress`) writes at IJG `quality`.
+    """The quant tables libjpeg (and so Pillow, and `recompress`) writes at IJG `quality`: quality's
+    `ijg_quant_table` with the chroma row repeated, after the range check `recompress` makes.
 
     Returns:
         qt: [3, 64] uint16 (Y, Cb, Cr), natural row-major order (Cb and Cr share the chroma table).
+
+    Raises:
+        DctqError: `quality` is not an integer in 1..100 (ijg_quant_table alone would clamp it).
     """
-    quality = check_quality(quality)
-    chroma = scaled_table(STD_CHROMA_TABLE, quality)
-    return np.stack([scaled_table(STD_LUMA_TABLE, quality), chroma, chroma]).astype(np.uint16)
+    return ijg_quant_table(check_quality(quality))[[0, 1, 1]]
 
 
 @dataclass(frozen=True)

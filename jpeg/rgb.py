@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from ..common.errors import CorruptJpegError, DataError, JpegError, NotAJpegError
-from .dataset import FolderDataset, error_with_path, read_file_bytes, stack_equal
+from .dataset import FolderDataset, error_with_path, read_file_bytes
 from .quality import estimate_ijg_quality
 from .recompress import QualityPolicy
 from .samples import Sample
@@ -147,28 +147,10 @@ class RgbSample:
         label: class index; quality: re-compression quality, estimated file quality, or -1.
     """
 
-    x: torch.Tensor
+    x: torch.Tensor = field(metadata={"what": "image"})
     qt: torch.Tensor
     label: int
     quality: int
-
-    @staticmethod
-    def collate(batch: Sequence[RgbSample]) -> dict[str, torch.Tensor]:
-        return collate_rgb(batch)
-
-
-def collate_rgb(batch: Sequence[RgbSample]) -> dict[str, torch.Tensor]:
-    """Stack RgbSamples: x [N, 3, H, W] float32, qt [N, 3, 64] float32, label [N], quality [N] int64.
-
-    Raises:
-        DataError: image sizes differ (set input_size).
-    """
-    return {
-        "x": stack_equal([s.x for s in batch], "image"),
-        "qt": torch.stack([s.qt for s in batch]),
-        "label": torch.tensor([s.label for s in batch], dtype=torch.int64),
-        "quality": torch.tensor([s.quality for s in batch], dtype=torch.int64),
-    }
 
 
 class RgbJpegFolder(FolderDataset):

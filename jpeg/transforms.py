@@ -33,6 +33,11 @@ from torch import Tensor
 from ..common.errors import DctqError
 from .geometry import center_crop_or_pad, hflip, random_block_crop
 
+# RandomResizedCrop's ranges for the batched augmentations (zero-shot synthesis and fine-tuning): area
+# fraction and aspect ratio. The configs that expose them (SynthConfig, ZeroShotConfig) default to these.
+CROP_SCALE = (0.5, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+
 # (y, cbcr): one sample's luma and chroma planes.
 Planes = tuple[Any, Any]
 CoefTransform = Callable[[Any, Any, np.random.Generator], Planes]
@@ -181,8 +186,8 @@ def draw_crop_boxes(
     width: int,
     gen: torch.Generator,
     *,
-    scale: tuple[float, float] = (0.5, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    scale: tuple[float, float] = CROP_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
     attempts: int = 10,
 ) -> Tensor:
     """RandomResizedCrop boxes as torchvision draws them, one per image: [n, 4] float64 (top, left, h, w).
@@ -237,8 +242,8 @@ def random_resized_crop_flip(
     x: Tensor,
     gen: torch.Generator,
     *,
-    scale: tuple[float, float] = (0.5, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    scale: tuple[float, float] = CROP_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
     flip_p: float = 0.5,
 ) -> Tensor:
     """`RandomHorizontalFlip(RandomResizedCrop(H, scale, ratio))` per image of x [B, C, H, W], drawing

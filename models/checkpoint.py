@@ -20,8 +20,6 @@ import dataclasses
 import functools
 import importlib.metadata
 import logging
-import pickle
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from torch import nn
 from .. import __version__
 from ..common.errors import ModelError
 from ..common.files import atomic_path
+from ..common.torch_files import load_torch_file
 from .registry import create_model, is_model
 
 logger = logging.getLogger(__name__)
@@ -127,14 +126,7 @@ def save_checkpoint(
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ModelError(
-            f"{path} is not a readable dctq checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelError(f"{path} is a torch file but not a dctq checkpoint (no format {FORMAT!r} marker)")
+    payload = load_torch_file(path, "dctq checkpoint", ModelError, fmt=FORMAT, map_location=map_location)
     version = payload.get("version")
     if not isinstance(version, int) or version > VERSION:
         raise ModelError(

@@ -65,6 +65,14 @@ def jpeg_folder(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def dct_teacher():
+    """helpers.tiny_dct_teacher(), built once per test module (tests must not change it)."""
+    from helpers import tiny_dct_teacher
+
+    return tiny_dct_teacher()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """One intra-op thread: the tiny test models are overhead-bound, and on a loaded 2-core machine

@@ -1,5 +1,6 @@
-"""Helpers shared by test modules (and their torchrun subprocesses): a tiny trained DCT teacher, a
-one-step `dctq train` run, a data-free environment for zero-shot tests, a guarded torchrun launcher."""
+"""Helpers shared by test modules (and their torchrun subprocesses): a tiny trained DCT teacher, a tiny
+DCT net with non-trivial BN, a fresh model saved as a checkpoint, a one-step `dctq train` run, a data-free
+environment for zero-shot tests, a guarded torchrun launcher."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import PIL.Image
 import pytest
@@ -23,11 +26,46 @@ import dctq.jpeg.reader
 from dctq.jpeg.chroma import round_half_away
 from dctq.jpeg.dct import rgb_to_coefficients
 from dctq.jpeg.quality import ijg_qt
+from dctq.models.checkpoint import save_checkpoint
 from dctq.models.registry import create_model
 from dctq.models.stem import compute_stem_stats
 
 TINY = {"widths": [8, 8], "depths": [1, 1]}
 """dct_cifar_upsampling at a few thousand parameters."""
+
+
+def tiny_dct(seed: int = 0, **arch_kwargs: Any) -> nn.Module:
+    """A ~10k-parameter dct_cifar_upsampling (widths [8, 16], depths [1, 1] unless given) in eval mode,
+    with non-trivial BN statistics and affine parameters (so folded convs get biases)."""
+    torch.manual_seed(seed)
+    model = create_model(
+        "dct_cifar_upsampling", **{"widths": [8, 16], "depths": [1, 1], **arch_kwargs}
+    ).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    return model
+
+
+def saved_model(
+    path: Path,
+    arch: str,
+    class_names: Sequence[str],
+    *,
+    extra: dict[str, Any] | None = None,
+    **arch_kwargs: Any,
+) -> tuple[nn.Module, Path]:
+    """(model, checkpoint path): a fresh registered `arch` built after torch.manual_seed(0), in eval mode,
+    saved to `path` with its arch_kwargs and `class_names` (and `extra`)."""
+    torch.manual_seed(0)
+    model = create_model(arch, **arch_kwargs).eval()
+    saved = save_checkpoint(
+        path, model, arch=arch, arch_kwargs=arch_kwargs, class_names=list(class_names), extra=extra
+    )
+    return model, saved
 
 
 def tiny_train_run(folder: Path, out: Path, **changes):

@@ -6,6 +6,7 @@ import difflib
 import inspect
 from typing import Any
 
+from ...common.config import unknown_names
 from ...common.errors import QuantizationError
 from .base import Calibrator
 from .entropy import EntropyCalibrator
@@ -43,11 +44,9 @@ def calibrator_options(name: str) -> dict[str, Any]:
 def check_calibrator_args(name: str, args: dict[str, Any]) -> None:
     """Raise QuantizationError if `args` holds an option calibrator `name` does not take."""
     known = calibrator_options(name)
-    unknown = sorted(set(args) - set(known))
-    if unknown:
+    if unknown := unknown_names(args, known):
         raise QuantizationError(
-            f"calibrator {name!r} takes no option {', '.join(map(repr, unknown))}; "
-            f"its options are {', '.join(known) or 'none'}"
+            f"calibrator {name!r} takes no option {unknown}; its options are {', '.join(known) or 'none'}"
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...jpeg.dataset import FolderDataset
 from ...jpeg.recompress import QualityPolicy
@@ -18,24 +19,15 @@ from ...models.registry import get_model_info
 from .config import TrainConfig
 
 
-def dataset_for_arch(
-    arch: str,
-    root: Path,
-    samples: list[Sample],
-    *,
-    train: bool,
-    policy: QualityPolicy,
-    augment: str = "default",
-) -> FolderDataset:
-    """`jpeg.splits.make_dataset` with the input kind and size of the registered architecture `arch`.
+def dataset_for_arch(arch: str, root: Path, samples: list[Sample], **options: Any) -> FolderDataset:
+    """`jpeg.splits.make_dataset(kind, size, root, samples, **options)` with the input kind and size of
+    the registered architecture `arch`; options are make_dataset's (train, policy, augment).
 
     Raises:
         ModelError: unknown architecture. DataError: as make_dataset.
     """
     info = get_model_info(arch)
-    return make_dataset(
-        info.input_kind, info.input_size, root, samples, train=train, policy=policy, augment=augment
-    )
+    return make_dataset(info.input_kind, info.input_size, root, samples, **options)
 
 
 @dataclass(frozen=True)

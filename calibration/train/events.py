@@ -73,6 +73,19 @@ class TrainResult:
     history: tuple[EpochEnd, ...]
     model: nn.Module = dataclasses.field(repr=False, compare=False)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`dctq train --json`), without the model: paths as strings, each epoch of the
+        history as a plain dict."""
+        return {
+            "out_dir": str(self.out_dir),
+            "best_path": str(self.best_path),
+            "last_path": str(self.last_path),
+            "best_epoch": self.best_epoch,
+            "best_top1": self.best_top1,
+            "start_epoch": self.start_epoch,
+            "history": [dataclasses.asdict(h) for h in self.history],
+        }
+
 
 def epoch_end_from_dict(d: dict[str, Any]) -> EpochEnd:
     """Inverse of dataclasses.asdict for an EpochEnd (as kept in last.state.pt)."""

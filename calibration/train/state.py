@@ -18,6 +18,7 @@ from torch import nn
 
 from ...common.errors import ConfigError, DataError, ModelError
 from ...common.files import atomic_path
+from ...common.torch_files import load_torch_file
 from ...models.checkpoint import save_checkpoint
 from ...models.qabn import QSAM_BASE_QUALITIES
 from .config import TrainConfig
@@ -25,6 +26,7 @@ from .events import EpochEnd, ValMetrics, epoch_end_from_dict
 
 LAST, BEST, STATE = "last.pt", "best.pt", "last.state.pt"
 STATE_FORMAT = "dctq.train_state"
+_CUT_SHORT = "; was it cut short?"
 
 
 class RunProgress(NamedTuple):
@@ -133,10 +135,10 @@ def load_run(
         raise DataError(
             f"--resume: {out_dir} has no {LAST} and {STATE} to resume from; drop --resume to start afresh"
         )
-    payload = _load(last, "cpu")
-    state = _load(state_path, device)
-    if state.get("format") != STATE_FORMAT:
-        raise ModelError(f"{state_path} is not a dctq training state (no format {STATE_FORMAT!r})")
+    payload = load_torch_file(last, "dctq checkpoint", ModelError, hint=_CUT_SHORT)
+    state = load_torch_file(
+        state_path, "dctq training state", ModelError, fmt=STATE_FORMAT, map_location=device, hint=_CUT_SHORT
+    )
     extra = payload.get("extra", {})
     if extra.get("epoch") != state["epoch"]:
         raise ModelError(
@@ -157,12 +159,3 @@ def load_run(
         scaler.load_state_dict(state["scaler"])
     history = [epoch_end_from_dict(h) for h in state["history"]]
     return RunProgress(state["epoch"], state["best_epoch"], state["best_top1"], history)
-
-
-def _load(path: Path, map_location: str | torch.device) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for damaged files
-        raise ModelError(
-            f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); was it cut short?"
-        ) from None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ...common.config import DEVICES, Config, check
 from ...common.errors import QuantizationConfigError
+from ...jpeg.transforms import CROP_RATIO, CROP_SCALE
 from .images import DCT_SPACES
 
 METHODS = ("intraq", "bnstats")
@@ -74,8 +75,8 @@ class SynthConfig(_ZeroShotOptions):
     plateau_factor: float = 0.1
     min_lr: float = 1e-4
     lor_prob: float = 0.5
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    crop_scale: tuple[float, float] = CROP_SCALE
+    crop_ratio: tuple[float, float] = CROP_RATIO
     sil_eps: float = 0.95
     mdc_lo: float = 0.05
     mdc_up: float = 0.8
@@ -172,8 +173,8 @@ class ZeroShotConfig(_ZeroShotOptions):
     kd_alpha: float = 20.0
     ce_weight: float = 1.0
     augment: bool = True
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    crop_scale: tuple[float, float] = CROP_SCALE
+    crop_ratio: tuple[float, float] = CROP_RATIO
     flip_p: float = 0.5
     dct_pad_mcus: int = 1
     calib_images: int | None = None

@@ -11,7 +11,7 @@ every finished batch so that a killed run resumes from the last one:
   fingerprint}, batch_losses [{batch, loss, bns, label, mdc}], state (what resuming needs: MDC centres).
 
 N = done_batches * batch_size while the run is incomplete (the last batch may be smaller at the end).
-Batches are dicts in the loaders' layout (jpeg/dataset.collate_dct, jpeg/rgb.collate_rgb), so
+Batches are dicts in the loaders' layout (jpeg/dataset.collate_samples), so
 `calibration.ptq.model_args` feeds them to a model.
 """
 
@@ -20,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import pickle
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from torch import Tensor, nn
 
 from ...common.errors import DataError, QuantizationError
 from ...common.files import atomic_path
+from ...common.torch_files import load_torch_file
 from .config import SynthConfig
 
 logger = logging.getLogger(__name__)
@@ -81,6 +80,20 @@ class SyntheticData:
     def batch(self, index: Tensor | slice) -> dict[str, Tensor]:
         """The samples at `index` (a slice or a [n] long tensor) as a loader-style batch dict."""
         return {k: self.tensors[k][index] for k in KEYS[self.kind]}
+
+    def summary(self, path: Path | str) -> dict[str, Any]:
+        """The JSON form of a finished synthesis written to `path` (`dctq synthesize --json`): counts,
+        images per class, the config and the per-batch losses (no tensors)."""
+        counts = self.tensors["label"].bincount(minlength=self.num_classes).tolist()
+        return {
+            "out": str(path),
+            "kind": self.kind,
+            "images": len(self),
+            "batches": self.num_batches,
+            "per_class": dict(zip(self.class_names, counts, strict=True)),
+            "config": self.config,
+            "batch_losses": self.batch_losses,
+        }
 
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[dict[str, Tensor]]:
         """Consecutive batches of `batch_size` (the last may be smaller), stopping after `limit` samples."""
@@ -138,14 +151,7 @@ def load_synthetic(path: Path | str, *, allow_partial: bool = False) -> Syntheti
     path = Path(path)
     if not path.is_file():
         raise DataError(f"synthetic data file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise DataError(
-            f"{path} is not a readable synthetic data file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise DataError(f"{path} is not a dctq synthetic data file (no format {FORMAT!r} marker)")
+    payload = load_torch_file(path, "dctq synthetic data file", DataError, fmt=FORMAT)
     if payload.get("version") != VERSION:
         raise DataError(
             f"{path} has synthetic-data version {payload.get('version')!r}; this dctq reads {VERSION}"

@@ -1,8 +1,9 @@
 """The GPU input path: JPEG bytes -> batched tensors on the GPU, for the DCT and the RGB models alike.
 
 DCT path: a thread pool reads the next batch's coefficients (`read_jpeg`; the libjpeg-turbo extension
-releases the GIL) while the current batch runs; each batch is centre-cropped/padded to the model's
-block grid into pinned host buffers as int16 (qt as float32, exact for 16-bit tables), copied with
+releases the GIL) while the current batch runs; each file gets the evaluation data's preprocessing
+(jpeg/dataset.preprocess_dct: zero chroma for grayscale, centre crop/pad to the model's block grid),
+packed into pinned host buffers as int16 (qt as float32, exact for 16-bit tables), copied with
 non-blocking copies on a side stream, and converted to FP16 there (FP16 holds every baseline
 coefficient exactly). RGB path, for comparison on equal terms, with the preprocessing of the RGB
 training data (jpeg/rgb.py): Pillow decodes in the same pool, centre crop (or placement of a smaller
@@ -32,7 +33,8 @@ import torch
 from ...common.devices import resolve_device
 from ...common.errors import DataError
 from ...jpeg.batch import DCT_INPUTS, model_inputs
-from ...jpeg.geometry import block_grid, center_crop_or_pad
+from ...jpeg.dataset import preprocess_dct
+from ...jpeg.geometry import block_grid
 from ...jpeg.reader import read_jpeg
 from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD, Box, decode_rgb, fit_pixels, normalize_pixels
 
@@ -178,21 +180,51 @@ def _prefetched(
 
 
 class _InputPath:
-    """What the DCT and RGB paths share: the reader threads (`_read` one source), counters, stats."""
+    """What the DCT and RGB paths share: host buffers (`_host_shapes`) and the uploader, the reader
+    threads (`_read` one source), timing of `pack` (subclasses `_fill` the host buffers), counters, stats.
 
-    batch_size: int
-    workers: int
-    up: _Uploader
-    decode_seconds: float = 0.0
-    pack_seconds: float = 0.0
-    images: int = 0
+    Args:
+        batch_size: images per DeviceBatch (the last may hold fewer). size: (H, W) input pixels.
+        device: where the batches go ("cuda", "cuda:1", "cpu": plain tensors, no streams).
+        dtype: what the image inputs arrive as (FP16 by default; float32 for FP32 models).
+        workers: reader threads.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        size: Size,
+        *,
+        device: torch.device | str = "cuda",
+        dtype: torch.dtype = torch.float16,
+        workers: int = 4,
+    ) -> None:
+        self.batch_size, self.size, self.dtype, self.workers = batch_size, size, dtype, workers
+        self.up = _Uploader(self._host_shapes(batch_size, size), device)
+        self.decode_seconds = self.pack_seconds = 0.0
+        self.images = 0
+
+    def _host_shapes(self, batch_size: int, size: Size) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """name -> (shape, dtype) of the host buffers of one batch."""
+        raise NotImplementedError
 
     @staticmethod
     def _read(source: Source) -> Any:
         raise NotImplementedError
 
-    def pack(self, items: Sequence[Any]) -> DeviceBatch:
+    def _fill(
+        self, host: dict[str, torch.Tensor], items: Sequence[Any]
+    ) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]:
+        """Write `items` into the host buffers; returns the conversion to run on the uploaded ones."""
         raise NotImplementedError
+
+    def pack(self, items: Sequence[Any]) -> DeviceBatch:
+        """Pack read items (at most batch_size) into the next host buffers and upload them."""
+        start = time.perf_counter()
+        convert = self._fill(self.up.host(), items)
+        self.pack_seconds += time.perf_counter() - start
+        self.images += len(items)
+        return self.up.upload(len(items), convert)
 
     def batches(self, sources: Sequence[Source]) -> Iterator[DeviceBatch]:
         """DeviceBatches of `sources` (paths or bytes), reading the next batch while yielding one."""
@@ -211,53 +243,31 @@ class DctInput(_InputPath):
 
     y and cbcr arrive as `dtype` (FP16 by default; float32 for FP32 models), qt as float32. Grayscale
     files get zero chroma, which is exactly what their colour decode is (neutral Cb = Cr = 128).
+    Arguments as _InputPath's.
     """
 
-    def __init__(
-        self,
-        batch_size: int,
-        size: Size,
-        *,
-        device: torch.device | str = "cuda",
-        dtype: torch.dtype = torch.float16,
-        workers: int = 4,
-    ) -> None:
-        self.batch_size, self.size, self.dtype, self.workers = batch_size, size, dtype, workers
-        self.grid = block_grid(size)
-        hb, wb = self.grid
-        self.up = _Uploader(
-            {
-                "y": ((batch_size, 64, hb, wb), torch.int16),
-                "cbcr": ((batch_size, 128, hb // 2, wb // 2), torch.int16),
-                "qt": ((batch_size, 3, 64), torch.float32),
-            },
-            device,
-        )
-        self.decode_seconds = self.pack_seconds = 0.0
-        self.images = 0
+    def _host_shapes(self, batch_size: int, size: Size) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        self.grid = hb, wb = block_grid(size)
+        return {
+            "y": ((batch_size, 64, hb, wb), torch.int16),
+            "cbcr": ((batch_size, 128, hb // 2, wb // 2), torch.int16),
+            "qt": ((batch_size, 3, 64), torch.float32),
+        }
 
     _read = staticmethod(read_jpeg)
 
     def _convert(self, dev: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         return model_inputs(dev, names=DCT_INPUTS, int_dtype=self.dtype)  # type: ignore[return-value]
 
-    def pack(self, coefs: Sequence[Any]) -> DeviceBatch:
-        """Pack JpegCoefficients (at most batch_size) into the host buffers and upload them."""
-        start = time.perf_counter()
-        host = self.up.host()
+    def _fill(
+        self, host: dict[str, torch.Tensor], coefs: Sequence[Any]
+    ) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]:
+        """JpegCoefficients -> the host buffers, as preprocess_dct gives them."""
         y_h, c_h, q_h = host["y"].numpy(), host["cbcr"].numpy(), host["qt"].numpy()
-        hb, wb = self.grid
         for i, c in enumerate(coefs):
-            y, cbcr = center_crop_or_pad(c.y, c.cbcr, hb, wb)
-            y_h[i] = y
-            if cbcr is None:
-                c_h[i] = 0
-            else:
-                c_h[i] = cbcr
-            q_h[i] = c.qt
-        self.pack_seconds += time.perf_counter() - start
-        self.images += len(coefs)
-        return self.up.upload(len(coefs), self._convert)
+            inputs = preprocess_dct(c, self.size)
+            y_h[i], c_h[i], q_h[i] = inputs["y"], inputs["cbcr"], inputs["qt"]
+        return self._convert
 
 
 def _pixels(source: Source) -> np.ndarray:
@@ -269,36 +279,38 @@ def _pixels(source: Source) -> np.ndarray:
 class RgbInput(_InputPath):
     """JPEG sources -> DeviceBatch(x [N, 3, H, W]): jpeg/rgb.py's preprocessing with the normalisation
     on the device: Pillow decode, centre crop (or placement) to the size, uint8 upload, then
-    `normalize_pixels` ((x/255 - mean) / std, the mean colour around smaller images) and `dtype`."""
+    `normalize_pixels` ((x/255 - mean) / std, the mean colour around smaller images) and `dtype`.
+
+    Arguments as _InputPath's (device, dtype, workers passed on as `options`), and the normalisation's
+    per-channel `mean` and `std` of [0, 1] pixels (default CIFAR-10's, as the RGB training data).
+    """
 
     def __init__(
         self,
         batch_size: int,
         size: Size,
         *,
-        device: torch.device | str = "cuda",
-        dtype: torch.dtype = torch.float16,
-        workers: int = 4,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
+        **options: Any,
     ) -> None:
-        self.batch_size, self.size, self.dtype, self.workers = batch_size, size, dtype, workers
-        self.up = _Uploader({"x": ((batch_size, size[0], size[1], 3), torch.uint8)}, device)
+        super().__init__(batch_size, size, **options)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.up.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.up.device).view(1, 3, 1, 1)
-        self.decode_seconds = self.pack_seconds = 0.0
-        self.images = 0
 
     _read = staticmethod(_pixels)
+
+    def _host_shapes(self, batch_size: int, size: Size) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        return {"x": ((batch_size, size[0], size[1], 3), torch.uint8)}
 
     def _convert(self, dev: dict[str, torch.Tensor], boxes: list[Box]) -> tuple[torch.Tensor, ...]:
         x = normalize_pixels(dev["x"], self.mean, self.std, boxes)
         return (x.to(self.dtype).contiguous(),)
 
-    def pack(self, pixels: Sequence[np.ndarray]) -> DeviceBatch:
-        start = time.perf_counter()
-        host = self.up.host()["x"].numpy()
-        boxes = [fit_pixels(p, self.size, out=host[i])[1] for i, p in enumerate(pixels)]
-        self.pack_seconds += time.perf_counter() - start
-        self.images += len(pixels)
-        return self.up.upload(len(pixels), lambda dev: self._convert(dev, boxes))
+    def _fill(
+        self, host: dict[str, torch.Tensor], pixels: Sequence[np.ndarray]
+    ) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]:
+        """[H, W, 3] uint8 pixels -> the host buffer, fitted to the size (fit_pixels)."""
+        x_h = host["x"].numpy()
+        boxes = [fit_pixels(p, self.size, out=x_h[i])[1] for i, p in enumerate(pixels)]
+        return lambda dev: self._convert(dev, boxes)

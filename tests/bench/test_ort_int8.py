@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from helpers import load_bench
+from helpers import load_bench, saved_model
 
 from dctq.deploy.artifact import ArtifactMeta, TensorSpec, input_specs
 from dctq.jpeg.quality import ijg_quant_table
@@ -56,19 +56,13 @@ def test_kernel_summary_tells_integer_from_float_graphs():
 
 @pytest.mark.slow
 def test_end_to_end_on_a_tiny_checkpoint(tmp_path, jpeg_folder, capsys):
-    import torch
-
-    from dctq.models import create_model
-    from dctq.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    model = create_model("dct_cifar_upsampling", num_classes=2, widths=[8, 16], depths=[1, 1]).eval()
-    ckpt = save_checkpoint(
+    _, ckpt = saved_model(
         tmp_path / "fp.pt",
-        model,
-        arch="dct_cifar_upsampling",
-        arch_kwargs={"num_classes": 2, "widths": [8, 16], "depths": [1, 1]},
-        class_names=["cat", "dog"],
+        "dct_cifar_upsampling",
+        ["cat", "dog"],
+        num_classes=2,
+        widths=[8, 16],
+        depths=[1, 1],
     )
     out = tmp_path / "result.json"
     argv = [str(ckpt), "--calib", str(jpeg_folder), "--batches", "1,4", "--rounds", "2", "--iters", "2"]

@@ -8,11 +8,10 @@ import statistics
 
 import pytest
 import torch
-from helpers import load_bench, tiny_train_run
+from helpers import load_bench, saved_model, tiny_train_run
 
 from dctq.common.errors import DataError
-from dctq.models.checkpoint import load_checkpoint, save_checkpoint
-from dctq.models.registry import create_model
+from dctq.models.checkpoint import load_checkpoint
 
 paired = load_bench("paired_accuracy")
 
@@ -80,9 +79,6 @@ def test_script_compares_two_checkpoints_on_the_same_images(jpeg_folder, tmp_pat
 def test_script_refuses_to_pair_dct_with_rgb(jpeg_folder, tmp_path):
     dct, _ = tiny_train_run(jpeg_folder, tmp_path / "dct")
     loaded = load_checkpoint(dct.best_path)
-    rgb = save_checkpoint(
-        tmp_path / "rgb.pt", create_model("resnet20", num_classes=2), arch="resnet20",
-        arch_kwargs={"num_classes": 2}, class_names=loaded.class_names,
-    )  # fmt: skip
+    _, rgb = saved_model(tmp_path / "rgb.pt", "resnet20", loaded.class_names, num_classes=2)
     with pytest.raises(DataError, match="dct vs rgb"):
         paired.main([str(dct.best_path), str(rgb), "--data", str(jpeg_folder)])

@@ -6,29 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import load_bench
+from helpers import load_bench, saved_model
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fold", [True, False])
 def test_end_to_end_on_a_tiny_checkpoint(tmp_path, jpeg_folder, capsys, fold):
-    import torch
-
     from dctq.calibration.train.config import TrainConfig
-    from dctq.models import create_model
-    from dctq.models.checkpoint import load_checkpoint, save_checkpoint
+    from dctq.models.checkpoint import load_checkpoint
 
-    torch.manual_seed(0)
     kwargs = {"num_classes": 2, "widths": [8, 16], "depths": [1, 1]}
-    model = create_model("dct_cifar_upsampling", **kwargs).eval()
-    ckpt = save_checkpoint(
-        tmp_path / "fp.pt",
-        model,
-        arch="dct_cifar_upsampling",
-        arch_kwargs=kwargs,
-        class_names=["cat", "dog"],
-        extra={"train_config": TrainConfig("dct_cifar_upsampling", val_fraction=0.5).to_dict()},
-    )
+    extra = {"train_config": TrainConfig("dct_cifar_upsampling", val_fraction=0.5).to_dict()}
+    _, ckpt = saved_model(tmp_path / "fp.pt", "dct_cifar_upsampling", ["cat", "dog"], extra=extra, **kwargs)
     assert load_checkpoint(ckpt).arch == "dct_cifar_upsampling"
     out = tmp_path / "zs.json"
     argv = [

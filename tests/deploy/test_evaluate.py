@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import typer
+from helpers import saved_model
 from typer.testing import CliRunner
 
 from dctq.cli import evaluate_cmd
@@ -17,7 +18,7 @@ from dctq.jpeg.dataset import JpegFolder
 from dctq.jpeg.quality import ijg_qt
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.jpeg.rgb import RgbJpegFolder
-from dctq.models.checkpoint import LoadedCheckpoint, save_checkpoint
+from dctq.models.checkpoint import LoadedCheckpoint
 from dctq.models.qabn import apply_qabn
 from dctq.models.qabn_routing import oracle_branch_index
 from dctq.models.registry import create_model
@@ -32,6 +33,12 @@ def seven_classes(make_jpeg, tmp_path):
     for c in range(CLASSES):
         make_jpeg(f"seven/c{c}/0.jpg", seed=c, quality=95)
     return tmp_path / "seven"
+
+
+def _seven_class_checkpoint(tmp_path):
+    """(model, path): a fresh tiny dct_cifar_upsampling for classes c0..c6, saved as tmp_path/m.pt."""
+    classes = [f"c{c}" for c in range(CLASSES)]
+    return saved_model(tmp_path / "m.pt", "dct_cifar_upsampling", classes, num_classes=CLASSES, **TINY_DCT)
 
 
 def dct_factory(root):
@@ -87,12 +94,7 @@ def test_bad_predictor_and_empty_data_raise(seven_classes, tmp_path):
 
 
 def test_model_checkpoint_and_predictor_agree(seven_classes, tmp_path):
-    torch.manual_seed(0)
-    model = create_model("dct_cifar_upsampling", num_classes=CLASSES, **TINY_DCT).eval()
-    path = save_checkpoint(
-        tmp_path / "m.pt", model, arch="dct_cifar_upsampling",
-        arch_kwargs={"num_classes": CLASSES, **TINY_DCT}, class_names=[f"c{c}" for c in range(CLASSES)],
-    )  # fmt: skip
+    model, path = _seven_class_checkpoint(tmp_path)
     from_model = evaluate(model, dct_factory(seven_classes), [30, 70], batch_size=4, device="cpu")
     from_file = evaluate(path, dct_factory(seven_classes), [30, 70], batch_size=4, device="cpu")
     assert from_model.rows == from_file.rows and from_file.arch == "dct_cifar_upsampling"
@@ -153,12 +155,7 @@ def test_qabn_routing_is_decided_once_from_the_stage():
 
 
 def test_cli_evaluate(seven_classes, tmp_path):
-    torch.manual_seed(0)
-    model = create_model("dct_cifar_upsampling", num_classes=CLASSES, **TINY_DCT)
-    path = save_checkpoint(
-        tmp_path / "m.pt", model, arch="dct_cifar_upsampling",
-        arch_kwargs={"num_classes": CLASSES, **TINY_DCT}, class_names=[f"c{c}" for c in range(CLASSES)],
-    )  # fmt: skip
+    _, path = _seven_class_checkpoint(tmp_path)
     app = typer.Typer()
     evaluate_cmd.register(app)
     app.command("noop")(lambda: None)  # two commands: `evaluate` stays a sub-command name
@@ -196,12 +193,7 @@ def test_evaluate_artifact_scores_checkpoints_and_exports_alike(seven_classes, t
     from dctq.deploy.export.onnx import export_onnx
     from dctq.models.checkpoint import load_checkpoint
 
-    torch.manual_seed(0)
-    model = create_model("dct_cifar_upsampling", num_classes=CLASSES, **TINY_DCT)
-    path = save_checkpoint(
-        tmp_path / "m.pt", model, arch="dct_cifar_upsampling",
-        arch_kwargs={"num_classes": CLASSES, **TINY_DCT}, class_names=[f"c{c}" for c in range(CLASSES)],
-    )  # fmt: skip
+    _, path = _seven_class_checkpoint(tmp_path)
     onnx_path = export_onnx(load_checkpoint(path), tmp_path / "m.onnx")
     expected = evaluate(path, dct_factory(seven_classes), [30, 70], device="cpu")
     kwargs = {"val_fraction": 0.1, "split": "all", "qualities": [30, 70], "device": "cpu"}

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DistributedSampler
 
 from dctq.common.errors import DataError, DctqError, JpegError
-from dctq.jpeg.dataset import DctSample, JpegFolder, collate_dct, make_loader
+from dctq.jpeg.dataset import DctSample, JpegFolder, collate_samples, make_loader
 from dctq.jpeg.geometry import hflip
 from dctq.jpeg.reader import read_jpeg
 from dctq.jpeg.recompress import QualityPolicy, ijg_quant_tables
@@ -132,9 +132,9 @@ def test_collate_needs_equal_grids_and_input_size_fixes_it(tmp_path: Path, make_
     make_jpeg("root/a/wide.jpg", 32, 64, seed=1)
     ds = JpegFolder(tmp_path / "root", train=False)
     with pytest.raises(DataError, match="input_size"):
-        collate_dct([ds[0], ds[1]])
+        collate_samples([ds[0], ds[1]])
     fixed = JpegFolder(tmp_path / "root", train=False, input_size=32)
-    batch = collate_dct([fixed[0], fixed[1]])
+    batch = collate_samples([fixed[0], fixed[1]])
     assert batch["y"].shape == (2, 64, 4, 4) and batch["cbcr"].shape == (2, 128, 2, 2)
     assert batch["qt"].shape == (2, 3, 64) and batch["label"].dtype == torch.int64
     # the wide image is centre-cropped: its middle MCU columns survive
@@ -290,6 +290,25 @@ def test_rgb_augmentation_and_loader(jpeg_folder: Path) -> None:
     batch = next(iter(make_loader(small, batch_size=4, shuffle=False)))
     assert batch["x"].shape == (4, 3, 16, 16) and batch["qt"].shape == (4, 3, 64)
     assert torch.equal(batch["x"][1], plain[:, 8:24, 8:24])
+
+
+def test_one_collate_for_both_sample_types(tmp_path: Path, make_jpeg) -> None:
+    """collate_samples stacks DctSamples and RgbSamples field by field: the loaders' dict, dtypes and
+    the DataError naming what differs (block grid or image) when input_size is unset."""
+    make_jpeg("root/a/small.jpg", 32, 32)
+    make_jpeg("root/b/wide.jpg", 32, 64, seed=1)
+    rgb = RgbJpegFolder(tmp_path / "root", train=False, input_size=32)
+    batch = collate_samples([rgb[0], rgb[1]])
+    assert list(batch) == ["x", "qt", "label", "quality"]
+    assert batch["x"].dtype == torch.float32 and batch["qt"].dtype == torch.float32
+    assert batch["label"].tolist() == [0, 1] and batch["quality"].dtype == torch.int64
+    with pytest.raises(DataError, match=r"image shapes differ.*set input_size"):
+        collate_samples([RgbJpegFolder(tmp_path / "root", train=False)[i] for i in (0, 1)])
+    dct = collate_samples([JpegFolder(tmp_path / "root", train=False, input_size=32)[i] for i in (0, 1)])
+    assert list(dct) == ["y", "cbcr", "qt", "label", "quality"]
+    assert dct["y"].dtype == dct["cbcr"].dtype == torch.int16 and dct["label"].dtype == torch.int64
+    with pytest.raises(DataError, match=r"block grid \(y\) shapes differ"):
+        collate_samples([JpegFolder(tmp_path / "root", train=False)[i] for i in (0, 1)])
 
 
 def test_rgb_gray_file_decodes_to_three_equal_channels(tmp_path: Path, make_jpeg) -> None:

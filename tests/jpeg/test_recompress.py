@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from dctq.common.errors import CorruptJpegError, DctqError, NotAJpegError
+from dctq.jpeg.quality import ijg_qt, ijg_quant_table
 from dctq.jpeg.reader import read_jpeg
 from dctq.jpeg.recompress import QualityPolicy, ijg_quant_tables, recompress
 
@@ -77,6 +78,24 @@ def test_recompress_gray_stays_gray() -> None:
 def test_recompress_rejects_bad_quality(quality) -> None:
     with pytest.raises(DctqError, match=r"1\.\.100"):
         recompress(_encode(_rgb(), quality=75), quality)
+
+
+@pytest.mark.parametrize("quality", [0, 101, -5, 50.5, True])
+def test_ijg_quant_tables_reject_what_the_table_builder_clamps(quality) -> None:
+    """One table builder: recompress.ijg_quant_tables is quality.ijg_quant_table with the chroma row
+    repeated, except that it raises on qualities recompress refuses where the builder clamps."""
+    with pytest.raises(DctqError, match=r"1\.\.100"):
+        ijg_quant_tables(quality)
+    clamped = ijg_quant_table(int(min(max(quality, 1), 100)))
+    assert clamped.shape == (2, 64) and clamped.dtype == np.uint16
+
+
+def test_ijg_quant_tables_repeat_the_chroma_table_of_ijg_quant_table() -> None:
+    for quality in (1, 10, 50, 75, 100):
+        tables, table = ijg_quant_tables(quality), ijg_quant_table(quality)
+        assert tables.shape == (3, 64) and tables.dtype == np.uint16
+        np.testing.assert_array_equal(tables, table[[0, 1, 1]])
+        np.testing.assert_array_equal(ijg_qt([quality])[0].numpy(), tables.astype(np.float32))
 
 
 def test_recompress_rejects_bad_inputs() -> None:

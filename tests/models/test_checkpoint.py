@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from dctq.common.errors import ModelError
+from dctq.calibration.zeroshot.data import load_synthetic
+from dctq.common.errors import DataError, ModelError
+from dctq.common.torch_files import load_torch_file
 from dctq.models import compute_stem_stats, create_model, example_inputs, load_checkpoint, save_checkpoint
 
 
@@ -133,6 +135,30 @@ def test_missing_corrupt_and_foreign_files(tmp_path):
     torch.save({"format": "dctq.checkpoint", "obj": Path("x")}, pickled)  # needs unpickling a class
     with pytest.raises(ModelError, match="not a readable dctq checkpoint"):
         load_checkpoint(pickled)
+
+
+def test_one_reader_for_checkpoints_synthetic_sets_and_training_states(tmp_path):
+    """common.torch_files.load_torch_file reads every dctq torch file: unreadable ones (garbage, empty,
+    pickles) and foreign ones raise the caller's error naming the file and what it should be."""
+    garbage, empty, foreign = tmp_path / "garbage.pt", tmp_path / "empty.pt", tmp_path / "foreign.pt"
+    garbage.write_bytes(b"\x00not a zip" * 10)
+    empty.write_bytes(b"")
+    torch.save({"weights": torch.ones(2)}, foreign)
+    # An empty file: torch raises EOFError with no message (the readers once failed on it with IndexError).
+    with pytest.raises(ModelError, match=r"empty\.pt is not a readable dctq checkpoint \(EOFError: \)"):
+        load_checkpoint(empty)
+    for path in (garbage, empty):
+        with pytest.raises(DataError, match=rf"{path.name} is not a readable dctq synthetic data file \("):
+            load_synthetic(path)
+        with pytest.raises(ModelError, match=r"not a readable dctq training state .*; was it cut short\?$"):
+            load_torch_file(path, "dctq training state", ModelError, hint="; was it cut short?")
+    with pytest.raises(DataError, match=r"foreign\.pt is a torch file but not a dctq synthetic data file"):
+        load_synthetic(foreign)
+    with pytest.raises(
+        ModelError, match=r"not a dctq training state \(no format 'dctq.train_state' marker\)"
+    ):
+        load_torch_file(foreign, "dctq training state", ModelError, fmt="dctq.train_state")
+    assert load_torch_file(foreign, "anything", ModelError)["weights"].tolist() == [1.0, 1.0]
 
 
 def _rewrite(path: Path, **changes) -> Path:

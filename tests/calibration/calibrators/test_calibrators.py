@@ -216,3 +216,7 @@ def test_registry_names_and_options():
         create_calibrator("entropi")
     with pytest.raises(QuantizationError, match="no option 'percentile'"):
         create_calibrator("entropy", percentile=99.0)
+    with pytest.raises(
+        QuantizationError, match=r"calibrator 'max' takes no option 'a', 'b'; its options are none$"
+    ):
+        create_calibrator("max", b=1, a=2)

@@ -267,12 +267,17 @@ def test_intraq_quantizes_without_any_image(fp_ckpt, tmp_path, monkeypatch):
     assert ranges == {q["name"]: (q["amax_min"], q["amax_max"]) for q in report["quantizers"]}
 
 
+def _bnstats_file(fp_ckpt, path, monkeypatch) -> None:
+    """A tiny BN-statistics synthetic set of fp_ckpt at `path`; then every image read fails the test."""
+    synthesize_checkpoint(
+        fp_ckpt, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", device="cpu"), path
+    )
+    forbid_images(monkeypatch, path.parent)
+
+
 def test_bnstats_reuses_a_synthetic_file_and_checks_its_method(fp_ckpt, tmp_path, monkeypatch):
     synth = tmp_path / "synth.pt"
-    synthesize_checkpoint(
-        fp_ckpt, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", device="cpu"), synth
-    )
-    forbid_images(monkeypatch, tmp_path)
+    _bnstats_file(fp_ckpt, synth, monkeypatch)
     out = tmp_path / "q.pt"
     base = [
         "quantize",
@@ -300,10 +305,7 @@ def test_bnstats_reuses_a_synthetic_file_and_checks_its_method(fp_ckpt, tmp_path
 
 def test_intraq_calibrates_on_a_bnstats_file_when_asked(fp_ckpt, tmp_path, monkeypatch):
     calib = tmp_path / "bns.pt"
-    synthesize_checkpoint(
-        fp_ckpt, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", device="cpu"), calib
-    )
-    forbid_images(monkeypatch, tmp_path)
+    _bnstats_file(fp_ckpt, calib, monkeypatch)
     out = tmp_path / "q.pt"
     base = ["quantize", str(fp_ckpt), "--method", "intraq", "--out", str(out), "--device", "cpu"]
     small = ["--num-synthetic", "8", "--synth-iters", "2", "--synth-batch-size", "8", "--epochs", "0"]

@@ -42,11 +42,6 @@ from dctq.models.checkpoint import save_checkpoint
 from dctq.models.registry import create_model
 
 
-@pytest.fixture(scope="module")
-def dct_teacher() -> nn.Module:
-    return tiny_dct_teacher()
-
-
 def _cfg(**kw) -> SynthConfig:
     base = {"num": 8, "batch_size": 4, "iterations": 4, "device": "cpu", "log_every": 1}
     return SynthConfig(**{**base, **kw})
@@ -250,16 +245,7 @@ def test_resume_after_a_kill_equals_a_straight_run_and_same_seed_same_file(dct_t
     cfg = _cfg(num=10, batch_size=4, iterations=3)
     straight = synthesize(dct_teacher, cfg, tmp_path / "a.pt")
     assert straight.done_batches == straight.num_batches == 3 and len(straight) == 10
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first_batch(event):
-        if isinstance(event, SynthBatchEnd):
-            raise Killed
-
-    with pytest.raises(Killed):
-        synthesize(dct_teacher, cfg, tmp_path / "b.pt", progress=kill_after_first_batch)
+    _partial_file(dct_teacher, cfg, tmp_path / "b.pt")
     partial = load_synthetic(tmp_path / "b.pt", allow_partial=True)
     assert partial.done_batches == 1 and len(partial) == 4
     with pytest.raises(DataError, match="--resume"):
@@ -395,6 +381,8 @@ def test_cli_synthesize_writes_the_file_and_refuses_to_overwrite(dct_teacher, tm
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["images"] == 4 and report["kind"] == "dct" and sum(report["per_class"].values()) == 4
+    assert set(report) == {"out", "kind", "images", "batches", "per_class", "config", "batch_losses"}
+    assert report["out"] == str(tmp_path / "s.pt") and list(report["per_class"]) == ["r", "g", "b"]
     data = load_synthetic(tmp_path / "s.pt")
     assert data.class_names == ["r", "g", "b"] and data.teacher["arch"] == "dct_cifar_upsampling"
     assert (tmp_path / "g.png").is_file()

@@ -36,13 +36,8 @@ from dctq.models.registry import create_model
 
 
 @pytest.fixture(scope="module")
-def teacher() -> nn.Module:
-    return tiny_dct_teacher()
-
-
-@pytest.fixture(scope="module")
-def synthetic(teacher):
-    return synthesize(teacher, SynthConfig(num=16, batch_size=8, iterations=5, device="cpu"))
+def synthetic(dct_teacher):
+    return synthesize(dct_teacher, SynthConfig(num=16, batch_size=8, iterations=5, device="cpu"))
 
 
 def _zs(**kw) -> ZeroShotConfig:
@@ -79,32 +74,32 @@ def test_zero_shot_runs_end_to_end_without_any_data(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synth.pt"]
 
 
-def test_epochs_zero_is_ptq_on_the_synthetic_set(teacher, synthetic):
+def test_epochs_zero_is_ptq_on_the_synthetic_set(dct_teacher, synthetic):
     recipe = get_recipe("int8-max")
-    calibrated = distill_on_synthetic(teacher, recipe, synthetic, _zs(epochs=0, batch_size=4))
-    reference = ptq(teacher, recipe, synthetic.batches(4))
+    calibrated = distill_on_synthetic(dct_teacher, recipe, synthetic, _zs(epochs=0, batch_size=4))
+    reference = ptq(dct_teacher, recipe, synthetic.batches(4))
     ref = reference.state_dict()
     for k, v in calibrated.state_dict().items():
         assert torch.equal(v, ref[k]), k
 
 
-def test_tuned_unfolded_then_folded_into_the_recipes_form(teacher, synthetic):
+def test_tuned_unfolded_then_folded_into_the_recipes_form(dct_teacher, synthetic):
     """IntraQ tunes BN's affine with the statistics frozen; the result is folded afterwards, so it has
     exactly the layout (and recipe) of a folding quantize_model and saves/exports like PTQ output."""
     recipe = get_recipe("int8-max")
     events = []
     student = distill_on_synthetic(
-        teacher, recipe, synthetic, _zs(epochs=1, steps_per_epoch=4), progress=events.append
+        dct_teacher, recipe, synthetic, _zs(epochs=1, steps_per_epoch=4), progress=events.append
     )
     assert not any(isinstance(m, nn.BatchNorm2d) for m in student.modules())
     assert recipe_of(student) == recipe
-    assert set(student.state_dict()) == set(quantize_model(teacher, recipe).state_dict())
+    assert set(student.state_dict()) == set(quantize_model(dct_teacher, recipe).state_dict())
     # BN's affine did train: the student differs from the calibrated-only model.
-    calibrated = distill_on_synthetic(teacher, recipe, synthetic, _zs(epochs=0))
+    calibrated = distill_on_synthetic(dct_teacher, recipe, synthetic, _zs(epochs=0))
     x = model_args(synthetic.batch(list(range(8))), torch.device("cpu"))
     with torch.no_grad():
         assert not torch.allclose(student(*x), calibrated(*x))
-    folded_tuning = distill_on_synthetic(teacher, recipe, synthetic, _zs(epochs=1, tune_unfolded=False))
+    folded_tuning = distill_on_synthetic(dct_teacher, recipe, synthetic, _zs(epochs=1, tune_unfolded=False))
     assert set(folded_tuning.state_dict()) == set(student.state_dict())
 
 
@@ -132,23 +127,23 @@ def test_fold_quantized_bn_keeps_the_function():
     assert _sqnr(before, after) > 60.0
 
 
-def test_ranges_can_come_from_another_synthetic_set(teacher, synthetic):
+def test_ranges_can_come_from_another_synthetic_set(dct_teacher, synthetic):
     """calib_synthetic: activation ranges from that set (IntraQ's code: generator images), so the
     calibrated model equals PTQ on it, whatever set the (here: absent) fine-tuning would use."""
     recipe = get_recipe("int8-max")
-    other = synthesize(teacher, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", seed=3))
+    other = synthesize(dct_teacher, SynthConfig(num=8, batch_size=8, iterations=2, method="bnstats", seed=3))
     calibrated = distill_on_synthetic(
-        teacher, recipe, synthetic, _zs(epochs=0, batch_size=4), calib_synthetic=other
+        dct_teacher, recipe, synthetic, _zs(epochs=0, batch_size=4), calib_synthetic=other
     )
-    reference = ptq(teacher, recipe, other.batches(4)).state_dict()
-    own = distill_on_synthetic(teacher, recipe, synthetic, _zs(epochs=0, batch_size=4)).state_dict()
+    reference = ptq(dct_teacher, recipe, other.batches(4)).state_dict()
+    own = distill_on_synthetic(dct_teacher, recipe, synthetic, _zs(epochs=0, batch_size=4)).state_dict()
     amax = [k for k in reference if k.endswith("input_quantizer.amax")]
     assert amax and all(torch.equal(calibrated.state_dict()[k], reference[k]) for k in amax)
     assert any(not torch.equal(own[k], reference[k]) for k in amax)
     with pytest.raises(QuantizationError, match="classes"):
         bad = create_model("dct_cifar_upsampling", num_classes=5, **TINY)
         distill_on_synthetic(
-            teacher,
+            dct_teacher,
             None,
             synthetic,
             _zs(),
@@ -156,10 +151,10 @@ def test_ranges_can_come_from_another_synthetic_set(teacher, synthetic):
         )
 
 
-def test_fine_tuning_lowers_distillation_loss_and_weight_ranges_follow_weights(teacher, synthetic):
+def test_fine_tuning_lowers_distillation_loss_and_weight_ranges_follow_weights(dct_teacher, synthetic):
     events = []
     config = _zs(epochs=1, steps_per_epoch=40, lr=0.01, augment=False, log_every=1)
-    student = distill_on_synthetic(teacher, get_recipe("w4a4"), synthetic, config, progress=events.append)
+    student = distill_on_synthetic(dct_teacher, get_recipe("w4a4"), synthetic, config, progress=events.append)
     kd = [e.kd for e in events if isinstance(e, ZeroShotStep)]
     assert len(kd) == 40
     assert sum(kd[-5:]) < 0.5 * sum(kd[:5])
@@ -242,13 +237,13 @@ def test_synthetic_set_of_another_model_is_refused(synthetic):
         distill_on_synthetic(other, None, synthetic, _zs())
 
 
-def test_zero_shot_quantize_given_a_synthetic_set_names_distill_on_synthetic(teacher, synthetic):
+def test_zero_shot_quantize_given_a_synthetic_set_names_distill_on_synthetic(dct_teacher, synthetic):
     """zero_shot_quantize used to take the synthetic set (now distill_on_synthetic's job): an old call
     fails with the new name instead of a TypeError deep in synthesis."""
     with pytest.raises(
         QuantizationError, match=r"distill_on_synthetic\(teacher, recipe, synthetic, config\)"
     ):
-        zero_shot_quantize(teacher, None, synthetic, _zs())
+        zero_shot_quantize(dct_teacher, None, synthetic, _zs())
 
 
 def test_rgb_pipeline_bnstats_baseline(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_dct
 
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.checkpoint import save_quantized
@@ -14,7 +15,7 @@ from dctq.deploy.artifact import load_artifact
 from dctq.deploy.backends.registry import get_backend, list_backends, load_runner, register_backend
 from dctq.deploy.export.onnx import export_onnx
 from dctq.deploy.predict import predict
-from dctq.models import create_model, example_inputs, save_checkpoint
+from dctq.models import example_inputs, save_checkpoint
 from dctq.models.checkpoint import LoadedCheckpoint
 
 onnx = pytest.importorskip("onnx")
@@ -28,22 +29,11 @@ ARCH_KWARGS = {"num_classes": 2, "widths": [8, 16], "depths": [1, 1]}
 CLASSES = ["cat", "dog"]
 
 
-def tiny_dct(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = create_model("dct_cifar_upsampling", **ARCH_KWARGS).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.bias.data.uniform_(-0.3, 0.3)
-    return model
-
-
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """A float checkpoint, its quantized twin (checkpoint), and the Q/DQ ONNX export of the latter."""
     out = tmp_path_factory.mktemp("backends")
-    model = tiny_dct()
+    model = tiny_dct(num_classes=2)
     qmodel = ptq(model, QuantRecipe(calibrator="max"), [example_inputs(model, 16, seed=s) for s in range(4)])
     fp_pt = save_checkpoint(
         out / "f.pt", model, arch="dct_cifar_upsampling", arch_kwargs=ARCH_KWARGS, class_names=CLASSES

@@ -7,13 +7,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_dct
 
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.checkpoint import save_quantized
 from dctq.calibration.quant.model import quantize_model
 from dctq.calibration.quant.recipe import QuantRecipe
-from dctq.common.errors import ExportError, QuantizationError
+from dctq.common.errors import DctqError, ExportError, QuantizationError
 from dctq.deploy.artifact import load_artifact, sidecar_path
+from dctq.deploy.export.formats import FORMATS, export_artifact
 from dctq.deploy.export.onnx import export_onnx
 from dctq.deploy.export.torchscript import export_program, export_torchscript
 from dctq.models import create_model, example_inputs
@@ -24,19 +26,6 @@ pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
 ARCH_KWARGS = {"widths": [8, 16], "depths": [1, 1]}
-
-
-def tiny_dct(seed: int = 0) -> torch.nn.Module:
-    """A ~10k-parameter dct_cifar_upsampling with non-trivial BN statistics (so folded convs get biases)."""
-    torch.manual_seed(seed)
-    model = create_model("dct_cifar_upsampling", **ARCH_KWARGS).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.3, 0.3)
-    return model
 
 
 def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
@@ -182,6 +171,32 @@ def test_quantized_checkpoint_round_trip(models, tmp_path):
     art = load_artifact(path)
     assert art.kind == "checkpoint" and art.meta.quantized and art.class_names == tuple("abcdefghij")
     assert np.isclose(art.meta.recipe["version"], 1)
+
+
+def test_export_artifact_dispatches_on_the_format_and_guards_the_checkpoint(models, tmp_path):
+    """The library form of `dctq export`: default path from the format's suffix, the lint report for
+    ONNX only, the JSON form the CLI prints, and no overwriting of the checkpoint."""
+    model, qmodel = models
+    fp = LoadedCheckpoint(model, "dct_cifar_upsampling", ARCH_KWARGS, list("abcdefghij"), {})
+    ckpt = save_quantized(tmp_path / "q.pt", qmodel, fp)
+    ts = export_artifact(ckpt, "torchscript")
+    assert ts.artifact == tmp_path / "q.ts" and ts.artifact.is_file() and ts.lint is None
+    assert ts.to_dict() == {
+        "artifact": str(tmp_path / "q.ts"),
+        "sidecar": str(sidecar_path(tmp_path / "q.ts")),
+        "format": "torchscript",
+        "quantized": True,
+        "lint": None,
+    }
+    onnx_result = export_artifact(ckpt, "onnx", tmp_path / "out.onnx", static_batch=2, dynamo=False)
+    assert onnx_result.lint is not None and onnx_result.lint.ok
+    assert onnx_result.to_dict()["lint"] == onnx_result.lint.to_dict()
+    assert load_artifact(onnx_result.artifact).meta.fixed_batch == 2
+    with pytest.raises(DctqError, match="--format must be one of onnx, torchscript, program, tensorrt"):
+        export_artifact(ckpt, "tflite")
+    with pytest.raises(DctqError, match="would overwrite the checkpoint"):
+        export_artifact(ckpt, "program", tmp_path / "q.pt")
+    assert set(FORMATS) == {"onnx", "torchscript", "program", "tensorrt"}
 
 
 def test_deconv_front_folds_its_batchnorm_and_exports_lint_clean(tmp_path):

@@ -25,16 +25,6 @@ from dctq.models import create_model, example_inputs
 MIN_SQNR_DB = 30.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread (two spin-waiting OpenMP threads on a shared 2-core machine
-    measured ~100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     ref, got = ref.astype(np.float64), got.astype(np.float64)
     return float(10 * np.log10((ref**2).sum() / max(((ref - got) ** 2).sum(), 1e-30)))

@@ -9,6 +9,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from helpers import saved_model
 from PIL import Image
 
 from dctq.deploy.artifact import load_artifact
@@ -17,7 +18,7 @@ from dctq.deploy.profiling.cuda import ProfileConfig, profile_cuda, profile_end_
 from dctq.deploy.profiling.gpu_input import DctInput, RgbInput, dct_h2d_bytes
 from dctq.jpeg.geometry import center_crop_or_pad
 from dctq.jpeg.reader import read_jpeg
-from dctq.models import create_model, example_inputs, save_checkpoint
+from dctq.models import create_model, example_inputs
 
 pytestmark = [
     pytest.mark.gpu,
@@ -49,11 +50,7 @@ def _jpegs(n: int, size: int = 40) -> list[bytes]:
 
 @pytest.mark.parametrize("arch", ["dct_cifar_upsampling", "resnet20"])
 def test_torch_backend_cuda_matches_cpu(arch: str, tmp_path) -> None:
-    torch.manual_seed(0)
-    model = create_model(arch).eval()
-    path = save_checkpoint(
-        tmp_path / "m.pt", model, arch=arch, arch_kwargs={}, class_names=[str(i) for i in range(10)]
-    )
+    model, path = saved_model(tmp_path / "m.pt", arch, [str(i) for i in range(10)])
     artifact = load_artifact(path)
     inputs = example_inputs(model, 8, seed=1)
     batch = dict(zip(("y", "cbcr", "qt") if model.input_kind == "dct" else ("x",), inputs, strict=True))

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from dctq.common.errors import BackendUnavailable, DataError
-from dctq.deploy.predict import read_rgb_input
+from dctq.deploy.predict import read_dct_input, read_rgb_input
 from dctq.deploy.profiling.cuda import ProfileConfig, profile_cuda, profile_end_to_end
 from dctq.deploy.profiling.gpu_input import DctInput, RgbInput, dct_h2d_bytes, rgb_h2d_bytes
+from dctq.jpeg.dataset import JpegFolder
 from dctq.jpeg.geometry import center_crop_or_pad
 from dctq.jpeg.reader import read_jpeg
 from dctq.jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD, RgbJpegFolder
@@ -23,16 +24,6 @@ from dctq.models import create_model
 CPU = ProfileConfig(
     batch_sizes=(1, 4), warmup=1, iters=3, precision="fp32", device="cpu", channels_last=False
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread (two spin-waiting OpenMP threads on a shared 2-core machine
-    measured ~100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _jpeg(h: int, w: int, seed: int, mode: str = "RGB") -> bytes:
@@ -169,3 +160,28 @@ def test_rgb_inputs_are_identical_through_the_dataset_predict_and_the_gpu_path(
     from_gpu_path = batch.ready()[0][0].numpy()
     np.testing.assert_array_equal(from_predict, from_dataset)
     np.testing.assert_array_equal(from_gpu_path, from_dataset)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "mode"), [(32, 32, "L"), (48, 40, "RGB"), (17, 33, "RGB"), (24, 20, "L")]
+)
+def test_dct_inputs_are_identical_through_the_dataset_predict_and_the_gpu_path(
+    tmp_path, height, width, mode
+) -> None:
+    """One DCT preprocessing (jpeg.dataset.preprocess_dct): a grayscale, a 4:2:0 and an odd-size file
+    (larger or smaller than the input) give the same y, cbcr and qt through JpegFolder's evaluation
+    path, deploy.predict and gpu_input.DctInput (which converts y and cbcr to its dtype)."""
+    path = tmp_path / "cls" / "img.jpg"
+    path.parent.mkdir()
+    path.write_bytes(_jpeg(height, width, seed=3, mode=mode))
+    sample = JpegFolder(tmp_path, input_size=32, train=False)[0]
+    from_dataset = {"y": sample.y.numpy(), "cbcr": sample.cbcr.numpy(), "qt": sample.qt.numpy()}
+    from_predict = read_dct_input(path, 32)
+    (batch,) = DctInput(1, (32, 32), device="cpu", dtype=torch.float32, workers=1).batches([path])
+    from_gpu_path = dict(zip(("y", "cbcr", "qt"), (t[0].numpy() for t in batch.ready()), strict=True))
+    assert from_dataset["y"].shape == (64, 4, 4) and from_dataset["cbcr"].shape == (128, 2, 2)
+    assert (mode == "L") == (not from_dataset["cbcr"].any())
+    for name, want in from_dataset.items():
+        assert from_predict[name].dtype == want.dtype
+        np.testing.assert_array_equal(from_predict[name], want)
+        np.testing.assert_array_equal(from_gpu_path[name], want.astype(np.float32))

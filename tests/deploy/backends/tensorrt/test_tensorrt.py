@@ -39,16 +39,6 @@ ENV = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread (two spin-waiting OpenMP threads on a shared 2-core machine
-    measured ~100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory):
     """(path of a Q/DQ ONNX of a tiny calibrated DCT net with its sidecar, the quantized model)."""
