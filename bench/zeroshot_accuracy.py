@@ -45,9 +45,9 @@ from ptq_accuracy import (
 
 from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.recipe import build_recipe
-from dctq.calibration.zeroshot.config import ZeroShotConfig
+from dctq.calibration.zeroshot.config import SynthConfig, ZeroShotConfig
 from dctq.calibration.zeroshot.distill import distill_on_synthetic
-from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
+from dctq.calibration.zeroshot.synthesize import synthesize
 from dctq.models.checkpoint import load_checkpoint
 
 METHODS = {"ptq": "PTQ (real images)", "bnstats": "BN-stats zero-shot", "intraq": "IntraQ zero-shot"}

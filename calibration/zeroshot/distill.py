@@ -47,9 +47,9 @@ from ..frozen import frozen_eval
 from ..ptq import model_args
 from ..quant.model import calibrate, calibrate_weights, fold_quantized_bn, quantize_model
 from ..quant.recipe import QuantRecipe
-from .config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent, ZeroShotStep
+from .config import SynthConfig, SynthEvent, ZeroShotConfig, ZeroShotEpochEnd, ZeroShotEvent, ZeroShotStep
 from .data import SyntheticData, check_fits
-from .synthesize import SynthConfig, SynthEvent, synthesize
+from .synthesize import synthesize
 
 logger = logging.getLogger(__name__)
 

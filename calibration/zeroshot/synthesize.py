@@ -68,17 +68,7 @@ from .losses import (
     sil_loss,
 )
 
-__all__ = [
-    "SynthBatchEnd",
-    "SynthConfig",
-    "SynthEvent",
-    "SynthStep",
-    "SyntheticData",
-    "round_size",
-    "run_config",
-    "synthesize",
-    "synthesize_checkpoint",
-]
+__all__ = ["round_size", "run_config", "synthesize", "synthesize_checkpoint"]
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dctq.calibration.workflow.data import check_same_options, reused_synthetic
+from dctq.calibration.zeroshot.config import SynthBatchEnd, SynthConfig, SynthStep
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.grid import decode_samples, synthetic_grid_png
 from dctq.calibration.zeroshot.images import (
@@ -31,7 +32,7 @@ from dctq.calibration.zeroshot.losses import (
     mdc_loss,
     sil_loss,
 )
-from dctq.calibration.zeroshot.synthesize import SynthBatchEnd, SynthConfig, SynthStep, synthesize
+from dctq.calibration.zeroshot.synthesize import synthesize
 from dctq.cli import synthesize_cmd
 from dctq.common.errors import DataError, QuantizationError
 from dctq.jpeg.dct import rgb_to_coefficients

@@ -19,7 +19,7 @@ from dctq.calibration.quant.model import fold_quantized_bn, iter_quantizers, qua
 from dctq.calibration.quant.modules import QuantConv2d, QuantLinear
 from dctq.calibration.quant.quantizer import QuantState
 from dctq.calibration.quant.recipe import QuantRecipe, get_recipe
-from dctq.calibration.zeroshot.config import ZeroShotConfig, ZeroShotEpochEnd, ZeroShotStep
+from dctq.calibration.zeroshot.config import SynthConfig, ZeroShotConfig, ZeroShotEpochEnd, ZeroShotStep
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.distill import (
     distill_on_synthetic,
@@ -27,7 +27,7 @@ from dctq.calibration.zeroshot.distill import (
     step_indices,
     zero_shot_quantize,
 )
-from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
+from dctq.calibration.zeroshot.synthesize import synthesize
 from dctq.common.errors import QuantizationError
 from dctq.jpeg.geometry import hflip
 from dctq.jpeg.transforms import random_flip_pad_crop
@@ -274,7 +274,8 @@ WORKER = textwrap.dedent(
     synth_mod = importlib.import_module("dctq.calibration.zeroshot.synthesize")
     from dctq.calibration.distributed import DistEnv
     from dctq.calibration.quant.recipe import get_recipe
-    from dctq.calibration.zeroshot.synthesize import SynthConfig, synthesize
+    from dctq.calibration.zeroshot.config import SynthConfig
+    from dctq.calibration.zeroshot.synthesize import synthesize
     from dctq.calibration.zeroshot.distill import distill_on_synthetic
     from dctq.calibration.zeroshot.config import ZeroShotConfig
 
