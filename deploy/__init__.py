@@ -18,7 +18,9 @@ from ..common.lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(("Artifact", "ArtifactMeta", "load_artifact", "describe_model"), "dctq.deploy.artifact"),
-    **dict.fromkeys(("export_onnx", "export_torchscript", "export_program"), "dctq.deploy.export"),
+    **dict.fromkeys(
+        ("export_onnx", "export_torchscript", "export_program", "export_artifact"), "dctq.deploy.export"
+    ),
     **dict.fromkeys(("lint_qdq", "rewrite_for_ort", "to_fp16"), "dctq.deploy.onnx"),
     **dict.fromkeys(
         ("Runner", "Backend", "get_backend", "list_backends", "load_runner", "register_backend"),

@@ -17,7 +17,7 @@ _EXPORTS = {
     **dict.fromkeys(("read_jpeg", "read_blocks"), "dctq.jpeg.reader"),
     "JpegCoefficients": "dctq.jpeg.coefficients",
     "inspect_jpeg": "dctq.jpeg.inspect",
-    **dict.fromkeys(("JpegFolder", "collate_samples", "make_loader"), "dctq.jpeg.dataset"),
+    **dict.fromkeys(("JpegFolder", "collate_samples", "make_loader", "preprocess_dct"), "dctq.jpeg.dataset"),
     **dict.fromkeys(("RgbJpegFolder", "preprocess_rgb"), "dctq.jpeg.rgb"),
     "QualityPolicy": "dctq.jpeg.recompress",
     **dict.fromkeys(("split_data", "make_dataset", "DataSplit"), "dctq.jpeg.splits"),

@@ -1,44 +1,11 @@
-"""Shared fixtures: tiny JPEG files written with Pillow into tmp_path."""
+"""Shared fixtures: tiny JPEG files written with Pillow into tmp_path (the functions behind them: helpers.py)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-
-
-def smooth_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """[H, W, 3] uint8: a smooth random image (low-pass noise plus gradients), photo-like enough for JPEG."""
-    rng = np.random.default_rng(seed)
-    small = rng.uniform(0, 255, size=(max(2, height // 8), max(2, width // 8), 3)).astype(np.uint8)
-    img = Image.fromarray(small).resize((width, height), Image.BICUBIC)
-    arr = np.asarray(img).astype(np.float32)
-    yy, xx = np.mgrid[0:height, 0:width]
-    arr[..., 0] += 40 * np.sin(xx / 7.0)
-    arr[..., 1] += 40 * np.cos(yy / 5.0)
-    return np.clip(arr, 0, 255).astype(np.uint8)
-
-
-def jpeg_bytes(
-    rgb: np.ndarray,
-    quality: int = 75,
-    subsampling: int | str = 2,
-    progressive: bool = False,
-    mode: str = "RGB",
-) -> bytes:
-    """Encode `rgb` with Pillow. subsampling: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0."""
-    img = Image.fromarray(rgb)
-    if mode != "RGB":
-        img = img.convert(mode)
-    buf = io.BytesIO()
-    kwargs = {"quality": quality, "progressive": progressive}
-    if mode != "L":
-        kwargs["subsampling"] = subsampling
-    img.save(buf, format="JPEG", **kwargs)
-    return buf.getvalue()
+from helpers import jpeg_bytes, smooth_rgb
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
 """Helpers shared by test modules (and their torchrun subprocesses): a tiny trained DCT teacher, a tiny
 DCT net with non-trivial BN, a fresh model saved as a checkpoint, a one-step `dctq train` run, a data-free
-environment for zero-shot tests, a guarded torchrun launcher."""
+environment for zero-shot tests, a guarded torchrun launcher; tiny JPEGs made with Pillow."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -29,6 +31,38 @@ from dctq.jpeg.quality import ijg_qt
 from dctq.models.checkpoint import save_checkpoint
 from dctq.models.registry import create_model
 from dctq.models.stem import compute_stem_stats
+
+
+def smooth_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """[H, W, 3] uint8: a smooth random image (low-pass noise plus gradients), photo-like enough for JPEG."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, size=(max(2, height // 8), max(2, width // 8), 3)).astype(np.uint8)
+    img = PIL.Image.fromarray(small).resize((width, height), PIL.Image.BICUBIC)
+    arr = np.asarray(img).astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width]
+    arr[..., 0] += 40 * np.sin(xx / 7.0)
+    arr[..., 1] += 40 * np.cos(yy / 5.0)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(
+    rgb: np.ndarray,
+    quality: int = 75,
+    subsampling: int | str = 2,
+    progressive: bool = False,
+    mode: str = "RGB",
+) -> bytes:
+    """Encode `rgb` with Pillow. subsampling: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0."""
+    img = PIL.Image.fromarray(rgb)
+    if mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    kwargs = {"quality": quality, "progressive": progressive}
+    if mode != "L":
+        kwargs["subsampling"] = subsampling
+    img.save(buf, format="JPEG", **kwargs)
+    return buf.getvalue()
+
 
 TINY = {"widths": [8, 8], "depths": [1, 1]}
 """dct_cifar_upsampling at a few thousand parameters."""

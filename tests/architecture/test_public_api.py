@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import jpeg_bytes, smooth_rgb
+from helpers import jpeg_bytes, smooth_rgb
 
 PACKAGES = [
     "dctq",
