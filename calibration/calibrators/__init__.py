@@ -5,30 +5,24 @@ listed by name in registry.py (CALIBRATORS, create_calibrator): max, percentile,
 IInt8EntropyCalibrator2), mse. To add one: a file here with its class, and one line in CALIBRATORS.
 """
 
-from .base import Calibrator, HistogramCalibrator, qmax_for
-from .entropy import EntropyCalibrator
-from .max import MaxCalibrator
-from .mse import MseCalibrator
-from .percentile import PercentileCalibrator
-from .registry import (
-    CALIBRATORS,
-    calibrator_class,
-    calibrator_options,
-    check_calibrator_args,
-    create_calibrator,
-)
+from ...common.lazy import lazy_exports
 
-__all__ = [
-    "CALIBRATORS",
-    "Calibrator",
-    "EntropyCalibrator",
-    "HistogramCalibrator",
-    "MaxCalibrator",
-    "MseCalibrator",
-    "PercentileCalibrator",
-    "calibrator_class",
-    "calibrator_options",
-    "check_calibrator_args",
-    "create_calibrator",
-    "qmax_for",
-]
+_EXPORTS = {
+    **dict.fromkeys(("Calibrator", "HistogramCalibrator", "qmax_for"), "dctq.calibration.calibrators.base"),
+    "EntropyCalibrator": "dctq.calibration.calibrators.entropy",
+    "MaxCalibrator": "dctq.calibration.calibrators.max",
+    "MseCalibrator": "dctq.calibration.calibrators.mse",
+    "PercentileCalibrator": "dctq.calibration.calibrators.percentile",
+    **dict.fromkeys(
+        (
+            "CALIBRATORS",
+            "calibrator_class",
+            "calibrator_options",
+            "check_calibrator_args",
+            "create_calibrator",
+        ),
+        "dctq.calibration.calibrators.registry",
+    ),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,21 +9,18 @@ models/qabn_routing.py; this package holds the training side:
   TrainConfig(qabn=True).
 """
 
-from .data import EpisodeSampler, MultiQualityDataset, QualityView, collate_versions, meta_train_data
-from .meta import MetaConfig, MetaEpochEnd, MetaResult, MetaStepLosses, meta_step, train_meta
-from .qac import qac_weighted_loss
+from ...common.lazy import lazy_exports
 
-__all__ = [
-    "EpisodeSampler",
-    "MetaConfig",
-    "MetaEpochEnd",
-    "MetaResult",
-    "MetaStepLosses",
-    "MultiQualityDataset",
-    "QualityView",
-    "collate_versions",
-    "meta_step",
-    "meta_train_data",
-    "qac_weighted_loss",
-    "train_meta",
-]
+_EXPORTS = {
+    **dict.fromkeys(
+        ("EpisodeSampler", "MultiQualityDataset", "QualityView", "collate_versions", "meta_train_data"),
+        "dctq.calibration.qsam.data",
+    ),
+    **dict.fromkeys(
+        ("MetaConfig", "MetaEpochEnd", "MetaResult", "MetaStepLosses", "meta_step", "train_meta"),
+        "dctq.calibration.qsam.meta",
+    ),
+    "qac_weighted_loss": "dctq.calibration.qsam.qac",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,53 +10,38 @@
 - export: prepare_for_export (INT8 only, calibrated, weights clipped) for the ONNX / TorchScript exporters.
 """
 
-from .checkpoint import KEPT_EXTRA, QUANT_RECIPE_KEY, QUANTIZATION_KEY, rebuild_quantized, save_quantized
-from .export import prepare_for_export
-from .fold import find_conv_bn_pairs, fold_conv_bn
-from .model import (
-    QuantizerSummary,
-    calibrate,
-    clip_weights,
-    fold_quantized_bn,
-    iter_quantizers,
-    quantization_summary,
-    quantize_model,
-    recipe_of,
-    set_quant_state,
-)
-from .modules import QUANT_MODULES, QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantResidualAdd
-from .quantizer import QuantState, TensorQuantizer
-from .recipe import PRESETS, LayerRule, QuantRecipe, build_recipe, get_recipe, parse_bits
+from ...common.lazy import lazy_exports
 
-__all__ = [
-    "KEPT_EXTRA",
-    "PRESETS",
-    "QUANTIZATION_KEY",
-    "QUANT_MODULES",
-    "QUANT_RECIPE_KEY",
-    "LayerRule",
-    "QuantConv2d",
-    "QuantConvTranspose2d",
-    "QuantLinear",
-    "QuantRecipe",
-    "QuantResidualAdd",
-    "QuantState",
-    "QuantizerSummary",
-    "TensorQuantizer",
-    "build_recipe",
-    "calibrate",
-    "clip_weights",
-    "find_conv_bn_pairs",
-    "fold_conv_bn",
-    "fold_quantized_bn",
-    "get_recipe",
-    "iter_quantizers",
-    "parse_bits",
-    "prepare_for_export",
-    "quantization_summary",
-    "quantize_model",
-    "rebuild_quantized",
-    "recipe_of",
-    "save_quantized",
-    "set_quant_state",
-]
+_EXPORTS = {
+    **dict.fromkeys(
+        ("KEPT_EXTRA", "QUANTIZATION_KEY", "QUANT_RECIPE_KEY", "rebuild_quantized", "save_quantized"),
+        "dctq.calibration.quant.checkpoint",
+    ),
+    "prepare_for_export": "dctq.calibration.quant.export",
+    **dict.fromkeys(("find_conv_bn_pairs", "fold_conv_bn"), "dctq.calibration.quant.fold"),
+    **dict.fromkeys(
+        (
+            "QuantizerSummary",
+            "calibrate",
+            "clip_weights",
+            "fold_quantized_bn",
+            "iter_quantizers",
+            "quantization_summary",
+            "quantize_model",
+            "recipe_of",
+            "set_quant_state",
+        ),
+        "dctq.calibration.quant.model",
+    ),
+    **dict.fromkeys(
+        ("QUANT_MODULES", "QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "QuantResidualAdd"),
+        "dctq.calibration.quant.modules",
+    ),
+    **dict.fromkeys(("QuantState", "TensorQuantizer"), "dctq.calibration.quant.quantizer"),
+    **dict.fromkeys(
+        ("LayerRule", "PRESETS", "QuantRecipe", "build_recipe", "get_recipe", "parse_bits"),
+        "dctq.calibration.quant.recipe",
+    ),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

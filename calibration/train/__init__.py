@@ -7,23 +7,18 @@
 - events: what a run reports while it goes and returns; schedule: the learning-rate schedule.
 """
 
-from .config import TrainConfig, saved_train_config, saved_val_fraction
-from .data import TrainData, build_train_data, dataset_for_arch
-from .events import EpochEnd, EpochStart, StepEnd, TrainEvent, TrainResult, ValMetrics
-from .loop import train
+from ...common.lazy import lazy_exports
 
-__all__ = [
-    "EpochEnd",
-    "EpochStart",
-    "StepEnd",
-    "TrainConfig",
-    "TrainData",
-    "TrainEvent",
-    "TrainResult",
-    "ValMetrics",
-    "build_train_data",
-    "dataset_for_arch",
-    "saved_train_config",
-    "saved_val_fraction",
-    "train",
-]
+_EXPORTS = {
+    **dict.fromkeys(
+        ("TrainConfig", "saved_train_config", "saved_val_fraction"), "dctq.calibration.train.config"
+    ),
+    **dict.fromkeys(("TrainData", "build_train_data", "dataset_for_arch"), "dctq.calibration.train.data"),
+    **dict.fromkeys(
+        ("EpochEnd", "EpochStart", "StepEnd", "TrainEvent", "TrainResult", "ValMetrics"),
+        "dctq.calibration.train.events",
+    ),
+    "train": "dctq.calibration.train.loop",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

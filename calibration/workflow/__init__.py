@@ -7,18 +7,15 @@ quantize.py: the command (quantize_checkpoint: _ptq / _zero_shot) and what it re
 data.py: the real images PTQ draws and the synthetic files the zero-shot methods reuse.
 """
 
-from .data import calibration_loader
-from .plan import METHODS, PtqData, ZeroShotPlan, check_plan
-from .quantize import CalibProgress, QuantizeEvent, QuantizeResult, quantize_checkpoint
+from ...common.lazy import lazy_exports
 
-__all__ = [
-    "METHODS",
-    "CalibProgress",
-    "PtqData",
-    "QuantizeEvent",
-    "QuantizeResult",
-    "ZeroShotPlan",
-    "calibration_loader",
-    "check_plan",
-    "quantize_checkpoint",
-]
+_EXPORTS = {
+    "calibration_loader": "dctq.calibration.workflow.data",
+    **dict.fromkeys(("METHODS", "PtqData", "ZeroShotPlan", "check_plan"), "dctq.calibration.workflow.plan"),
+    **dict.fromkeys(
+        ("CalibProgress", "QuantizeEvent", "QuantizeResult", "quantize_checkpoint"),
+        "dctq.calibration.workflow.quantize",
+    ),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,35 +11,30 @@
 - grid: a PNG contact sheet of synthetic images.
 """
 
-from .config import (
-    SynthBatchEnd,
-    SynthConfig,
-    SynthEvent,
-    SynthStep,
-    ZeroShotConfig,
-    ZeroShotEpochEnd,
-    ZeroShotStep,
-)
-from .data import SyntheticData, load_synthetic, save_synthetic, teacher_fingerprint
-from .distill import distill_on_synthetic, kd_loss, zero_shot_quantize
-from .grid import synthetic_grid_png
-from .synthesize import synthesize_checkpoint
+from ...common.lazy import lazy_exports
 
-__all__ = [
-    "SynthBatchEnd",
-    "SynthConfig",
-    "SynthEvent",
-    "SynthStep",
-    "SyntheticData",
-    "ZeroShotConfig",
-    "ZeroShotEpochEnd",
-    "ZeroShotStep",
-    "distill_on_synthetic",
-    "kd_loss",
-    "load_synthetic",
-    "save_synthetic",
-    "synthesize_checkpoint",
-    "synthetic_grid_png",
-    "teacher_fingerprint",
-    "zero_shot_quantize",
-]
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "SynthBatchEnd",
+            "SynthConfig",
+            "SynthEvent",
+            "SynthStep",
+            "ZeroShotConfig",
+            "ZeroShotEpochEnd",
+            "ZeroShotStep",
+        ),
+        "dctq.calibration.zeroshot.config",
+    ),
+    **dict.fromkeys(
+        ("SyntheticData", "load_synthetic", "save_synthetic", "teacher_fingerprint"),
+        "dctq.calibration.zeroshot.data",
+    ),
+    **dict.fromkeys(
+        ("distill_on_synthetic", "kd_loss", "zero_shot_quantize"), "dctq.calibration.zeroshot.distill"
+    ),
+    "synthetic_grid_png": "dctq.calibration.zeroshot.grid",
+    "synthesize_checkpoint": "dctq.calibration.zeroshot.synthesize",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

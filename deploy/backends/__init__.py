@@ -7,24 +7,22 @@ in-memory models; CPU or CUDA), tensorrt/ (engine build and run; optional). A ru
 on first use, so a missing optional runtime raises BackendUnavailable with its install command.
 """
 
-from .registry import (
-    DEFAULT_FOR_KIND,
-    Backend,
-    Runner,
-    default_backend,
-    get_backend,
-    list_backends,
-    load_runner,
-    register_backend,
-)
+from ...common.lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_FOR_KIND",
-    "Backend",
-    "Runner",
-    "default_backend",
-    "get_backend",
-    "list_backends",
-    "load_runner",
-    "register_backend",
-]
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "Backend",
+            "DEFAULT_FOR_KIND",
+            "Runner",
+            "default_backend",
+            "get_backend",
+            "list_backends",
+            "load_runner",
+            "register_backend",
+        ),
+        "dctq.deploy.backends.registry",
+    ),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,16 +7,12 @@
   built from the ONNX file by deploy/backends/tensorrt/build.py).
 """
 
-from .formats import FORMATS, ExportResult, export_artifact
-from .onnx import MIN_OPSET, export_onnx
-from .torchscript import export_program, export_torchscript
+from ...common.lazy import lazy_exports
 
-__all__ = [
-    "FORMATS",
-    "MIN_OPSET",
-    "ExportResult",
-    "export_artifact",
-    "export_onnx",
-    "export_program",
-    "export_torchscript",
-]
+_EXPORTS = {
+    **dict.fromkeys(("ExportResult", "FORMATS", "export_artifact"), "dctq.deploy.export.formats"),
+    **dict.fromkeys(("MIN_OPSET", "export_onnx"), "dctq.deploy.export.onnx"),
+    **dict.fromkeys(("export_program", "export_torchscript"), "dctq.deploy.export.torchscript"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,41 +11,27 @@ Importing the package does not import onnx: each function imports it when called
 BackendUnavailable with the install command when it is missing.
 """
 
-from .dtypes import float_types_by_op, typing_problems
-from .fp16 import Fp16Report, convert_file, to_fp16
-from .graph import (
-    GraphIndex,
-    default_opset,
-    drop_unused,
-    dtype_name,
-    fold_weight_quantizers,
-    import_onnx,
-    load_onnx,
-    opset_of,
-    quantize_linear,
-)
-from .lint import LintReport, Violation, lint_qdq
-from .ort_rewrite import RewriteStats, is_qdq_model, rewrite_for_ort
+from ...common.lazy import lazy_exports
 
-__all__ = [
-    "Fp16Report",
-    "GraphIndex",
-    "LintReport",
-    "RewriteStats",
-    "Violation",
-    "convert_file",
-    "default_opset",
-    "drop_unused",
-    "dtype_name",
-    "float_types_by_op",
-    "fold_weight_quantizers",
-    "import_onnx",
-    "is_qdq_model",
-    "lint_qdq",
-    "load_onnx",
-    "opset_of",
-    "quantize_linear",
-    "rewrite_for_ort",
-    "to_fp16",
-    "typing_problems",
-]
+_EXPORTS = {
+    **dict.fromkeys(("float_types_by_op", "typing_problems"), "dctq.deploy.onnx.dtypes"),
+    **dict.fromkeys(("Fp16Report", "convert_file", "to_fp16"), "dctq.deploy.onnx.fp16"),
+    **dict.fromkeys(
+        (
+            "GraphIndex",
+            "default_opset",
+            "drop_unused",
+            "dtype_name",
+            "fold_weight_quantizers",
+            "import_onnx",
+            "load_onnx",
+            "opset_of",
+            "quantize_linear",
+        ),
+        "dctq.deploy.onnx.graph",
+    ),
+    **dict.fromkeys(("LintReport", "Violation", "lint_qdq"), "dctq.deploy.onnx.lint"),
+    **dict.fromkeys(("RewriteStats", "is_qdq_model", "rewrite_for_ort"), "dctq.deploy.onnx.ort_rewrite"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,6 +8,13 @@
   side-stream uploads) and the bytes each image moves.
 """
 
-from .latency import BatchProfile, Latency, ProfileReport, plot_profile, profile, synthetic_batch
+from ...common.lazy import lazy_exports
 
-__all__ = ["BatchProfile", "Latency", "ProfileReport", "plot_profile", "profile", "synthetic_batch"]
+_EXPORTS = {
+    **dict.fromkeys(
+        ("BatchProfile", "Latency", "ProfileReport", "plot_profile", "profile", "synthetic_batch"),
+        "dctq.deploy.profiling.latency",
+    ),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

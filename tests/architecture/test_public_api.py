@@ -54,6 +54,29 @@ def _run(code: str) -> str:
     return done.stdout
 
 
+def test_every_module_imports_first_in_a_fresh_process():
+    # Re-exports must not make the import order matter: each module imported first, with nothing of dctq
+    # loaded yet, would show a cycle (qsam.data <-> train.loop did, only when qsam came first).
+    out = _run("""
+        import importlib, pkgutil, sys
+        import dctq
+        names = sorted(m.name for m in pkgutil.walk_packages(dctq.__path__, "dctq.")
+                       if not m.name.split(".")[1] in ("tests", "bench", "dev", "docs"))
+        failed = []
+        for name in names:
+            for loaded in [m for m in sys.modules if m.startswith("dctq.")]:
+                del sys.modules[loaded]
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                failed.append(f"{name}: {type(exc).__name__}: {exc}")
+        print(len(names))
+        print("\\n".join(failed))
+    """)
+    count, *failed = out.strip().split("\n")
+    assert int(count) > 100 and not [f for f in failed if f], failed
+
+
 def test_import_dctq_imports_nothing_heavy():
     out = _run("""
         import sys, dctq

@@ -9,18 +9,15 @@
 Importing this package does not import tensorrt; nothing here runs without it and a CUDA GPU.
 """
 
-from .build import BuildConfig, BuildPlan, build_engine, export_engine, plan_build
-from .env import describe_environment, import_tensorrt
-from .runner import TrtBackend, TrtRunner
+from ....common.lazy import lazy_exports
 
-__all__ = [
-    "BuildConfig",
-    "BuildPlan",
-    "TrtBackend",
-    "TrtRunner",
-    "build_engine",
-    "describe_environment",
-    "export_engine",
-    "import_tensorrt",
-    "plan_build",
-]
+_EXPORTS = {
+    **dict.fromkeys(
+        ("BuildConfig", "BuildPlan", "build_engine", "export_engine", "plan_build"),
+        "dctq.deploy.backends.tensorrt.build",
+    ),
+    **dict.fromkeys(("describe_environment", "import_tensorrt"), "dctq.deploy.backends.tensorrt.env"),
+    **dict.fromkeys(("TrtBackend", "TrtRunner"), "dctq.deploy.backends.tensorrt.runner"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
