@@ -17,11 +17,13 @@ coefficients, data sets), models (architectures, checkpoints), calibration (quan
 IntraQ zero-shot, QSAM, training, the quantize workflow), deploy (export, ONNX passes, runtimes, evaluation,
 profiling), cli (the `dctq` command).
 
-Kept free of eager imports: pytest may import this file a second time under the checkout folder's name
-(see ARCHITECTURE.md), and `import dctq` must stay cheap for the CLI.
+Kept free of eager imports: `import dctq` must stay cheap for the CLI. pytest imports this file a second
+time as a top-level module named after the checkout folder (the root is a package; see ARCHITECTURE.md),
+where a relative import fails when that name is no identifier ("dctq-0.1.0" of an sdist): hence the one
+absolute import of the package.
 """
 
-from .common.lazy import lazy_exports
+from dctq.common.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
