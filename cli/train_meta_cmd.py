@@ -78,6 +78,14 @@ def train_meta_command(
             "--qac/--no-qac", help="Weight the episode losses by c(Q), as QSAM does." + _default("qac")
         ),
     ] = None,
+    qac_scale: Annotated[
+        str | None,
+        typer.Option(
+            help="Scale of the c(Q)-weighted episode losses: 'batch' (QSAM's code: c(Q) summed over the batch "
+            "times the batch-mean CE) or 'sample' (the per-sample mean, B times smaller)."
+            + _default("qac_scale")
+        ),
+    ] = None,
     held_out: Annotated[
         str | None,
         typer.Option(help="Meta-test qualities (never base qualities)." + _default("held_out_qualities")),
@@ -105,6 +113,7 @@ def train_meta_command(
             "constant_epochs": constant_epochs,
             "inner_lr": inner_lr,
             "qac": qac,
+            "qac_scale": qac_scale,
             "held_out_qualities": parse_int_list(held_out, "--held-out"),
             "eval_qualities": parse_int_list(eval_qualities, "--eval-qualities"),
             "seed": seed,

@@ -1,6 +1,6 @@
 """QSAM's meta stage (Ma et al., METHODS.md section 1, "Two-stage schedule"): a base-stage QABN model's
-backbone and BN branches frozen, its mixing MLP learns. `meta_step`: one second-order MAML episode on
-`model.qabn_mixer` (models/qabn.py); `MetaConfig`: the options, saved as extra["meta_config"];
+backbone and BN branches frozen, its mixing MLP learns, one `meta_step` episode (qsam/episode.py) at a
+time. `MetaConfig`: the options, saved as extra["meta_config"];
 `train_meta`: the epoch loop, one process, each episode a meta-train batch at a random base quality and a
 meta-test batch at a random held-out quality (qsam/data.py's EpisodeSampler), Adam at QSAM's
 constant-then-exponential rate, best epoch by mean validation top-1 over `MetaConfig.eval_qualities`;
@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -33,98 +32,15 @@ from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QSAM_META_TEST_QUALITIES, QualityPolicy
 from ...models.checkpoint import load_checkpoint
 from ...models.metrics import topk_correct
-from ...models.qabn import QSAM_BASE_QUALITIES, QuantTableMixer, is_qabn, qabn_mixing
+from ...models.qabn import QSAM_BASE_QUALITIES, is_qabn
 from ..train.state import BEST, LAST, save_last_and_best
 from .data import EpisodeSampler, QualityView
-from .qac import qac_weighted_loss
+from .episode import MetaStepLosses, meta_step, plain_ce
+from .qac import qac_batch_loss, qac_weighted_loss
 
 logger = logging.getLogger(__name__)
 
-
-# ------------------------------------------------------------------------------------- the step
-
-
-def _as_args(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    return (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
-
-
-def _plain_ce(logits: Tensor, labels: Tensor, qt: Tensor) -> Tensor:
-    return F.cross_entropy(logits, labels)
-
-
-@dataclasses.dataclass(frozen=True)
-class MetaStepLosses:
-    """Loss terms of one meta step (before the update): L_tr, L_te, L_base and the weighted total."""
-
-    train: float
-    test: float
-    base: float
-    total: float
-
-
-def meta_step(
-    model: nn.Module,
-    batch_train: tuple[Tensor | tuple[Tensor, ...], Tensor, Tensor, Tensor | int | None],
-    batch_test: tuple[Tensor | tuple[Tensor, ...], Tensor, Tensor],
-    optimizer: torch.optim.Optimizer,
-    *,
-    loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor] = _plain_ce,
-    inner_lr: float = 1e-3,
-    test_weight: float = 1.0,
-    base_weight: float = 1.0,
-) -> MetaStepLosses:
-    """One QSAM meta-stage episode: a second-order MAML step on `model.qabn_mixer` alone.
-
-    With theta the mixer's parameters: w = mixer_theta(qt_tr); L_tr = loss_fn(f(x_tr; w), y_tr, qt_tr);
-    L_base = mean |w - onehot(branch_index)|; theta' = theta - inner_lr * grad L_tr (graph kept);
-    L_te = loss_fn(f(x_te; mixer_theta'(qt_te)), y_te, qt_te); the optimizer then steps the mixer on
-    L_tr + test_weight * L_te + base_weight * L_base. The model runs in eval mode (frozen backbone and
-    BN statistics; its train/eval mode is restored afterwards) and only mixer parameters receive
-    gradients, so the optimizer may be built over `model.qabn_mixer.parameters()` only.
-
-    Args:
-        batch_train: (inputs, labels [N] long, qt [N, 3, 64], branch_index) at a base quality;
-            inputs = the forward arguments before qt ((y, cbcr) or x); branch_index = that quality's
-            branch (int or [N] long), or None to drop L_base (meta-train batch not at a base quality).
-        batch_test: (inputs, labels, qt) at a held-out quality.
-        loss_fn: (logits, labels, qt) -> scalar; QSAM uses `dctq.calibration.qsam.qac.qac_weighted_loss`
-            (the per-sample form; the reference code's meta stage weights L_tr/L_te B times larger).
-    Raises:
-        ModelError: `model` was not converted with apply_qabn.
-    """
-    if not is_qabn(model):
-        raise ModelError(f"{type(model).__name__} has no QABN layers; convert it with apply_qabn first")
-    mixer: QuantTableMixer = model.qabn_mixer
-    names = [n for n, _ in mixer.named_parameters()]
-    params = [p for _, p in mixer.named_parameters()]
-    inputs_tr, labels_tr, qt_tr, branch_index = batch_train
-    inputs_te, labels_te, qt_te = batch_test
-    was_training = model.training
-    model.eval()
-    try:
-        w_tr = mixer(qt_tr)
-        with qabn_mixing(model, w_tr):
-            l_tr = loss_fn(model(*_as_args(inputs_tr), qt=qt_tr), labels_tr, qt_tr)
-        if branch_index is None:
-            l_base = w_tr.new_zeros(())
-        else:
-            target_index = torch.as_tensor(branch_index, device=w_tr.device).long().expand(w_tr.shape[0])
-            target = F.one_hot(target_index, mixer.num_branches).to(w_tr.dtype)
-            l_base = F.l1_loss(w_tr, target)
-        grads = torch.autograd.grad(l_tr, params, create_graph=True)
-        adapted = {n: p - inner_lr * g for n, p, g in zip(names, params, grads, strict=True)}
-        w_te = torch.func.functional_call(mixer, adapted, (qt_te,))
-        with qabn_mixing(model, w_te):
-            l_te = loss_fn(model(*_as_args(inputs_te), qt=qt_te), labels_te, qt_te)
-        total = l_tr + test_weight * l_te + base_weight * l_base
-        optimizer.zero_grad(set_to_none=True)
-        # Gradients w.r.t. the mixer only, so frozen backbone parameters never get a .grad.
-        for p, g in zip(params, torch.autograd.grad(total, params), strict=True):
-            p.grad = g
-        optimizer.step()
-    finally:
-        model.train(was_training)
-    return MetaStepLosses(*(float(t.detach()) for t in (l_tr, l_te, l_base, total)))
+QAC_SCALES = ("batch", "sample")
 
 
 # ------------------------------------------------------------------------------------ options
@@ -134,8 +50,12 @@ def meta_step(
 class MetaConfig(Config):
     """QSAM's meta stage: learn the QABN mixing MLP alone, backbone and BN branches frozen.
 
-    Saved as {"type", "version", "fields"} (common.config), version 1; bad values raise ConfigError.
+    Saved as {"type", "version", "fields"} (common.config), version 2 (version 1 had no `qac_scale` and
+    trained with the per-sample scale); bad values raise ConfigError.
     """
+
+    VERSION = 2
+    READS = (1, 2)
 
     epochs: int = 150
     """Meta epochs (QSAM: 150)."""
@@ -159,6 +79,12 @@ class MetaConfig(Config):
     base_weight: float = 1.0
     qac: bool = True
     """Weight the episode losses by c(Q), as QSAM does."""
+
+    qac_scale: str = "batch"
+    """How the c(Q)-weighted episode losses are scaled: "batch" = QSAM's code (`qac(inputs) * CE`: c(Q)
+    summed over the batch times the batch-mean CE, B times the per-sample form; qac.qac_batch_loss), or
+    "sample" = the per-sample mean (qac.qac_weighted_loss), under which the L1 pull to one-hot weights
+    dominates and the inner step barely moves the mixer."""
 
     base_qualities: tuple[int, ...] = QSAM_BASE_QUALITIES
     held_out_qualities: tuple[int, ...] = QSAM_META_TEST_QUALITIES
@@ -188,6 +114,21 @@ class MetaConfig(Config):
                 f"MetaConfig.{name} must be JPEG qualities in 1..100, got {qualities}",
             )
         check(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}")
+        check(
+            self.qac_scale in QAC_SCALES,
+            f"--qac-scale must be one of {', '.join(QAC_SCALES)}, got {self.qac_scale!r}",
+        )
+
+    @classmethod
+    def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
+        """Version 1 meta stages weighted their losses per sample."""
+        return {"qac_scale": "sample", **fields} if version == 1 else fields
+
+    def episode_loss(self) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """(logits, labels, qt) -> the scalar loss of one episode batch, as `qac` and `qac_scale` say."""
+        if not self.qac:
+            return plain_ce
+        return qac_batch_loss if self.qac_scale == "batch" else qac_weighted_loss
 
     def lr_factor(self, epoch: int) -> float:
         """QSAM's schedule: 1 up to `constant_epochs`, then exponential down to `final_factor` at the end."""
@@ -276,7 +217,7 @@ class _MetaRun:
         self.optimizer = torch.optim.Adam(mixer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_factor)
         self.steps = config.steps_per_epoch or max(1, len(train_set) // config.batch_size)
-        self.loss_fn = qac_weighted_loss if config.qac else _plain_ce
+        self.loss_fn = config.episode_loss()
         self.extra = {
             **{k: v for k, v in self.loaded.extra.items() if k in ("train_config", "qabn")},
             "qsam": {
