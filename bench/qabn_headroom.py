@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from dctq import __version__
+from dctq.calibration.bn_stats import reestimate_bn
 from dctq.calibration.train.config import saved_train_config
 from dctq.calibration.train.data import build_train_data
 from dctq.common.errors import ModelError
@@ -54,22 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
-
-
-@torch.no_grad()
-def reestimate_bn(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> nn.Module:
-    """A copy of `model` whose BatchNorm running statistics are the exact averages over `batches`."""
-    model = copy.deepcopy(model)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        raise ModelError("the model has no BatchNorm layers, so there are no statistics to re-estimate")
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over all batches
-    model.train()
-    for batch in batches:
-        model(*model_inputs(batch, torch.device("cpu")))
-    return model.eval()
 
 
 @torch.no_grad()

@@ -41,6 +41,7 @@ def main(
 
 # Each command module adds its commands or group to `app` (one line per module, keep sorted).
 from . import (  # noqa: E402
+    adapt_bn_cmd,
     check_cmd,
     demo_cmd,
     evaluate_cmd,
@@ -64,6 +65,7 @@ for _module in (
     evaluate_cmd,
     synthesize_cmd,
     quantize_cmd,
+    adapt_bn_cmd,
     export_cmd,
     check_cmd,
     predict_cmd,
