@@ -41,37 +41,50 @@ def _device_of(module: nn.Module, fallback: torch.device) -> torch.device:
     return fallback
 
 
-def _act_quantizer(recipe: QuantRecipe, label: str) -> TensorQuantizer:
-    calibrator = create_calibrator(recipe.calibrator, bits=recipe.act_bits, **recipe.calibrator_kwargs())
+def _act_quantizer(recipe: QuantRecipe, bits: int | None, label: str) -> TensorQuantizer | None:
+    """An activation quantizer of `bits` (None: the tensor stays float, no quantizer)."""
+    if bits is None:
+        return None
+    calibrator = create_calibrator(recipe.calibrator, bits=bits, **recipe.calibrator_kwargs())
     return TensorQuantizer(
-        recipe.act_bits,
+        bits,
         None,
         narrow_range=recipe.act_narrow_range,
-        unsigned=None if recipe.act_unsigned else False,
+        # an 8-bit override inside a low-bit recipe stays signed (INT8 is signed)
+        unsigned=None if recipe.act_unsigned and bits < 8 else False,
         calibrator=calibrator,
         label=label,
     )
 
 
-def _weight_quantizer(recipe: QuantRecipe, axis: int, label: str) -> TensorQuantizer:
+def _weight_quantizer(bits: int | None, axis: int, label: str) -> TensorQuantizer | None:
+    if bits is None:
+        return None
     return TensorQuantizer(
-        recipe.weight_bits,
+        bits,
         axis,
         narrow_range=True,
-        calibrator=MaxCalibrator(recipe.weight_bits, axis),
+        calibrator=MaxCalibrator(bits, axis),
         label=label,
         is_weight=True,
     )
 
 
 def _quantized(module: nn.Module, name: str, recipe: QuantRecipe) -> nn.Module | None:
+    layer = recipe.layer_quant(name)
+    if layer is None:
+        return None
     kind = type(module)
     if kind is ResidualAdd:
+        if layer.input_bits is None:
+            return None  # an Add has no weight: with float inputs it is the float Add
         both = recipe.add_inputs == "both"
         return QuantResidualAdd.from_float(
             module,  # type: ignore[arg-type]
-            shortcut_quantizer=_act_quantizer(recipe, f"{name}.shortcut_quantizer"),
-            input_quantizer=_act_quantizer(recipe, f"{name}.input_quantizer") if both else None,
+            shortcut_quantizer=_act_quantizer(recipe, layer.input_bits, f"{name}.shortcut_quantizer"),  # type: ignore[arg-type]
+            input_quantizer=_act_quantizer(recipe, layer.input_bits, f"{name}.input_quantizer")
+            if both
+            else None,
         )
     if kind not in _WEIGHT_AXIS:
         return None  # subclasses (already quantized layers, exotic variants) are left alone
@@ -81,8 +94,8 @@ def _quantized(module: nn.Module, name: str, recipe: QuantRecipe) -> nn.Module |
     wrapper = {nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear, nn.ConvTranspose2d: QuantConvTranspose2d}[kind]
     return wrapper.from_float(
         module,  # type: ignore[arg-type]
-        input_quantizer=_act_quantizer(recipe, f"{name}.input_quantizer"),
-        weight_quantizer=_weight_quantizer(recipe, _WEIGHT_AXIS[kind], f"{name}.weight_quantizer"),
+        input_quantizer=_act_quantizer(recipe, layer.input_bits, f"{name}.input_quantizer"),
+        weight_quantizer=_weight_quantizer(layer.weight_bits, _WEIGHT_AXIS[kind], f"{name}.weight_quantizer"),
     )
 
 
@@ -102,11 +115,10 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe | None = None) -> nn.Mo
     for name, module in list(qmodel.named_modules()):
         if not name or (type(module) not in _WEIGHT_AXIS and type(module) is not ResidualAdd):
             continue
-        if recipe.action_for(name) == "skip":
-            skipped.append(name)
-            continue
         new = _quantized(module, name, recipe)
         if new is None:
+            if recipe.layer_quant(name) is None:
+                skipped.append(name)
             continue
         new.to(_device_of(module, fallback))
         parent_name, _, child = name.rpartition(".")
@@ -158,8 +170,12 @@ def iter_quantizers(model: nn.Module) -> Iterator[tuple[str, TensorQuantizer]]:
 
 
 def _weight_layers(model: nn.Module) -> Iterator[nn.Module]:
+    """The quantized layers whose weight is quantized (a rule may leave a layer's weight float)."""
     for module in model.modules():
-        if isinstance(module, QuantConv2d | QuantConvTranspose2d | QuantLinear):
+        if (
+            isinstance(module, QuantConv2d | QuantConvTranspose2d | QuantLinear)
+            and module.weight_quantizer is not None
+        ):
             yield module
 
 

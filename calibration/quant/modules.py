@@ -5,6 +5,7 @@ built by `from_float` sharing the float layer's parameters, with
 - `input_quantizer`: per tensor, on the activation entering the layer;
 - `weight_quantizer`: per output channel (axis 0 for Conv2d/Linear, 1 for ConvTranspose2d, whose
   weight is [in, out, kH, kW]);
+either of which is None where a recipe rule leaves that tensor float (LayerRule input/weight "float");
 - for the residual Add, `shortcut_quantizer` on the shortcut input: TensorRT fuses the Add into the
   conv producing the other input and needs Q/DQ on the residual one (ARCHITECTURE.md contract); with
   recipe add_inputs="both" also `input_quantizer` on the conv side (ONNX Runtime's integer kernels).
@@ -43,7 +44,9 @@ def _conv_args(conv: nn.Conv2d | nn.ConvTranspose2d) -> dict:
     return args
 
 
-def _adopt(q: M, layer: nn.Module, input_quantizer: TensorQuantizer, weight_quantizer: TensorQuantizer) -> M:
+def _adopt(
+    q: M, layer: nn.Module, input_quantizer: TensorQuantizer | None, weight_quantizer: TensorQuantizer | None
+) -> M:
     """Give the (meta-device) quantized layer `q` the float layer's own parameters and the quantizers."""
     q.weight = layer.weight
     q.bias = layer.bias
@@ -53,35 +56,45 @@ def _adopt(q: M, layer: nn.Module, input_quantizer: TensorQuantizer, weight_quan
     return q
 
 
+def _apply(quantizer: TensorQuantizer | None, x: torch.Tensor) -> torch.Tensor:
+    return x if quantizer is None else quantizer(x)
+
+
 class QuantConv2d(nn.Conv2d):
     """Conv2d whose input and weight pass through fake quantizers first."""
 
-    input_quantizer: TensorQuantizer
-    weight_quantizer: TensorQuantizer
+    input_quantizer: TensorQuantizer | None
+    weight_quantizer: TensorQuantizer | None
 
     @classmethod
     def from_float(
-        cls, conv: nn.Conv2d, *, input_quantizer: TensorQuantizer, weight_quantizer: TensorQuantizer
+        cls,
+        conv: nn.Conv2d,
+        *,
+        input_quantizer: TensorQuantizer | None,
+        weight_quantizer: TensorQuantizer | None,
     ) -> QuantConv2d:
         return _adopt(cls(**_conv_args(conv)), conv, input_quantizer, weight_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+        return self._conv_forward(
+            _apply(self.input_quantizer, x), _apply(self.weight_quantizer, self.weight), self.bias
+        )
 
 
 class QuantConvTranspose2d(nn.ConvTranspose2d):
     """ConvTranspose2d (groups == 1) with input and per-output-channel (axis 1) weight quantizers."""
 
-    input_quantizer: TensorQuantizer
-    weight_quantizer: TensorQuantizer
+    input_quantizer: TensorQuantizer | None
+    weight_quantizer: TensorQuantizer | None
 
     @classmethod
     def from_float(
         cls,
         conv: nn.ConvTranspose2d,
         *,
-        input_quantizer: TensorQuantizer,
-        weight_quantizer: TensorQuantizer,
+        input_quantizer: TensorQuantizer | None,
+        weight_quantizer: TensorQuantizer | None,
     ) -> QuantConvTranspose2d:
         return _adopt(cls(**_conv_args(conv)), conv, input_quantizer, weight_quantizer)
 
@@ -98,8 +111,8 @@ class QuantConvTranspose2d(nn.ConvTranspose2d):
                 self.dilation,  # type: ignore[arg-type]
             )
         return F.conv_transpose2d(
-            self.input_quantizer(x),
-            self.weight_quantizer(self.weight),
+            _apply(self.input_quantizer, x),
+            _apply(self.weight_quantizer, self.weight),
             self.bias,
             self.stride,
             self.padding,  # type: ignore[arg-type]
@@ -112,18 +125,24 @@ class QuantConvTranspose2d(nn.ConvTranspose2d):
 class QuantLinear(nn.Linear):
     """Linear whose input (per tensor) and weight (per output feature) are fake-quantized."""
 
-    input_quantizer: TensorQuantizer
-    weight_quantizer: TensorQuantizer
+    input_quantizer: TensorQuantizer | None
+    weight_quantizer: TensorQuantizer | None
 
     @classmethod
     def from_float(
-        cls, linear: nn.Linear, *, input_quantizer: TensorQuantizer, weight_quantizer: TensorQuantizer
+        cls,
+        linear: nn.Linear,
+        *,
+        input_quantizer: TensorQuantizer | None,
+        weight_quantizer: TensorQuantizer | None,
     ) -> QuantLinear:
         q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         return _adopt(q, linear, input_quantizer, weight_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+        return F.linear(
+            _apply(self.input_quantizer, x), _apply(self.weight_quantizer, self.weight), self.bias
+        )
 
 
 class QuantResidualAdd(ResidualAdd):
@@ -154,3 +173,22 @@ class QuantResidualAdd(ResidualAdd):
 
 
 QUANT_MODULES = (QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantResidualAdd)
+
+
+def as_float(layer: nn.Module) -> nn.Module:
+    """The float layer a quantized one wraps (Conv2d, ConvTranspose2d, Linear, ResidualAdd), sharing its
+    parameters: the inverse of `from_float`. Any other module comes back as it is."""
+    if isinstance(layer, QuantResidualAdd):
+        out: nn.Module = ResidualAdd()
+    elif isinstance(layer, QuantConv2d | QuantConvTranspose2d):
+        base = nn.ConvTranspose2d if isinstance(layer, QuantConvTranspose2d) else nn.Conv2d
+        out = base(**_conv_args(layer))
+    elif isinstance(layer, QuantLinear):
+        out = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+    else:
+        return layer
+    if not isinstance(out, ResidualAdd):
+        out.weight = layer.weight
+        out.bias = layer.bias
+    out.train(layer.training)
+    return out

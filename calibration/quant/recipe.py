@@ -1,10 +1,19 @@
 """Quantization recipes: frozen, validated on construction, serialised with type name and version.
 
 A recipe says how many bits weights and activations get, which calibrator sets the activation
-ranges (weights always use per-output-channel max), and which layers to leave in float through
-ordered wildcard rules on module names (fnmatch, first match wins, no match = quantize):
+ranges (weights always use per-output-channel max), and which layers to leave in float or quantize
+differently, through ordered wildcard rules on module names (fnmatch, first match wins, no match =
+quantize with the recipe's widths):
 
     QuantRecipe(rules=(LayerRule("stages.0.*", "skip"), LayerRule("fc", "skip")))
+    QuantRecipe(weight_bits=4, act_bits=4, rules=(LayerRule("front.upscale.0", input=8),))  # 8-bit input
+    QuantRecipe(rules=(LayerRule("stem_conv", input="float"),))   # weights quantized, input left float
+
+A rule's optional fields override the recipe for the quantizers of the layers it matches (`weight`: the
+weight quantizer; `input`: the layer's activation quantizers, i.e. a conv's or linear's input and both
+inputs of a residual Add); None inherits. Further per-layer settings (issue 14's learnable ranges, say)
+belong there as more optional fields: the saved form leaves out every field at its default, so a recipe
+that uses none of them is written exactly as version 1 wrote it, and older dctq reads it.
 
 `to_dict()` goes into checkpoints and engine sidecars (plain JSON types, so `torch.load(weights_only=True)`
 reads it) in common.config's flat layout, {"type": "QuantRecipe", <fields>, "version": 1}, the form every
@@ -15,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,15 +33,33 @@ from ...common.errors import QuantizationConfigError, QuantizationError
 from ..calibrators.registry import CALIBRATORS, calibrator_class, check_calibrator_args
 
 ACTIONS = ("skip", "quantize")
+FLOAT = "float"
+"""The value of a LayerRule's `weight` / `input` that leaves that quantizer out (the tensor stays float)."""
 _SCALARS = (bool, int, float, str)
+
+
+def _is_bits(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8
+
+
+def _check_width(pattern: str, field: str, value: object) -> None:
+    if value is None or value == FLOAT or _is_bits(value):
+        return
+    raise QuantizationConfigError(
+        f"LayerRule {pattern!r}: {field} must be a bit width 2..8 or {FLOAT!r} (leave it float), got {value!r}"
+    )
 
 
 @dataclass(frozen=True)
 class LayerRule:
-    """`action` ("skip" keeps float, "quantize") for modules whose dotted name matches `pattern`."""
+    """For modules whose dotted name matches `pattern`: `action` "skip" keeps the layer float, "quantize"
+    quantizes it, with the recipe's widths unless `weight` / `input` override them (2..8 bits, or "float"
+    to leave that quantizer out: `input="float"` quantizes the weights only)."""
 
     pattern: str
     action: str = "quantize"
+    weight: int | str | None = None
+    input: int | str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pattern, str) or not self.pattern:
@@ -43,9 +70,38 @@ class LayerRule:
             raise QuantizationConfigError(
                 f"LayerRule {self.pattern!r}: action must be one of {', '.join(ACTIONS)}, got {self.action!r}"
             )
+        _check_width(self.pattern, "weight", self.weight)
+        _check_width(self.pattern, "input", self.input)
+        if self.action == "skip" and self.overrides:
+            raise QuantizationConfigError(
+                f"LayerRule {self.pattern!r} skips the layer and also sets {', '.join(self.overrides)}; "
+                "a skipped layer has no quantizers: drop one of the two"
+            )
+
+    @property
+    def overrides(self) -> dict[str, int | str]:
+        """The quantizer overrides this rule sets: {"weight": 8, "input": "float"} (those not None)."""
+        return {k: v for k, v in (("weight", self.weight), ("input", self.input)) if v is not None}
 
     def matches(self, name: str) -> bool:
         return fnmatch.fnmatchcase(name, self.pattern)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The saved form: pattern and action, plus only the overrides that are set."""
+        return {"pattern": self.pattern, "action": self.action, **self.overrides}
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """How one layer is quantized once the rules are applied: bits of its weight and of its activation
+    quantizers, None where that tensor stays float (`QuantRecipe.layer_quant`)."""
+
+    weight_bits: int | None
+    input_bits: int | None
+
+    @property
+    def quantized(self) -> bool:
+        return self.weight_bits is not None or self.input_bits is not None
 
 
 DEFAULT_RULES: tuple[LayerRule, ...] = (LayerRule("qabn_mixer.*", "skip"),)
@@ -54,10 +110,6 @@ stays float: tiny, and a quantized sum near zero would be unstable. Nothing else
 DCT stem (dequantize + normalize) holds no Conv/Linear, so it stays float anyway and the first conv
 after it is quantized, its input Q/DQ after the normalization as the coefficient contract asks;
 RGB stems are convs and are quantized like every other layer."""
-
-
-def _is_bits(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8
 
 
 # Which inputs of residual Adds get Q/DQ (see QuantRecipe.add_inputs).
@@ -150,22 +202,51 @@ class QuantRecipe(Config):
 
     @property
     def exportable(self) -> bool:
-        """Whether the quantized model can be exported as ONNX Q/DQ (INT8 weights and activations)."""
-        return self.weight_bits == 8 and self.act_bits == 8
+        """Whether the quantized model can be exported as ONNX Q/DQ: every quantizer INT8 (the recipe's
+        widths and every width a rule sets; quantizers a rule leaves float do not count)."""
+        widths = [self.weight_bits, self.act_bits]
+        widths += [v for r in self.rules for v in r.overrides.values() if v != FLOAT]
+        return all(w == 8 for w in widths)
+
+    def rule_for(self, name: str) -> LayerRule | None:
+        """The first rule whose pattern matches module `name`, or None."""
+        for rule in self.rules:
+            if rule.matches(name):
+                return rule
+        return None
 
     def action_for(self, name: str) -> str:
         """ "skip" or "quantize" for module `name`: the first matching rule, else "quantize"."""
-        for rule in self.rules:
-            if rule.matches(name):
-                return rule.action
-        return "quantize"
+        rule = self.rule_for(name)
+        return rule.action if rule is not None else "quantize"
+
+    def layer_quant(self, name: str) -> LayerQuant | None:
+        """How module `name` is quantized (its first matching rule applied to the recipe's widths), or
+        None when it stays float (a "skip" rule, or a rule leaving both its weight and input float)."""
+        rule = self.rule_for(name)
+        if rule is not None and rule.action == "skip":
+            return None
+        weight = self.weight_bits if rule is None or rule.weight is None else rule.weight
+        act = self.act_bits if rule is None or rule.input is None else rule.input
+        found = LayerQuant(None if weight == FLOAT else weight, None if act == FLOAT else act)  # type: ignore[arg-type]
+        return found if found.quantized else None
+
+    def with_rules(self, rules: Sequence[LayerRule], *, first: bool = True) -> QuantRecipe:
+        """This recipe with `rules` in front of its own (first=True: they win over them) or after them."""
+        rules = tuple(rules)
+        return dataclasses.replace(self, rules=rules + self.rules if first else self.rules + rules)
 
     def calibrator_kwargs(self) -> dict[str, Any]:
         return dict(self.calibrator_args)
 
     def fields_dict(self) -> dict[str, Any]:
-        # calibrator_args as an object of options, as version 1 has always written it.
-        return {**super().fields_dict(), "calibrator_args": dict(self.calibrator_args)}
+        # calibrator_args as an object of options, as version 1 has always written it; rules without
+        # the overrides they do not set, so recipes without overrides are written as version 1 wrote them.
+        return {
+            **super().fields_dict(),
+            "calibrator_args": dict(self.calibrator_args),
+            "rules": [r.to_dict() for r in self.rules],
+        }
 
 
 PRESETS: dict[str, QuantRecipe] = {
@@ -206,23 +287,56 @@ def parse_bits(bits: str) -> tuple[int, int]:
     return weight_bits, act_bits
 
 
+def parse_override(text: str) -> LayerRule:
+    """`--override 'PATTERN:input=8,weight=4'` -> LayerRule(PATTERN, input=8, weight=4); a value is a
+    bit width 2..8 or "float". Raises QuantizationError naming --override and the form it takes."""
+    form = "PATTERN:input=BITS|float[,weight=BITS|float], e.g. 'front.upscale.0:input=8'"
+    pattern, sep, settings = str(text).rpartition(":")
+    if not sep or not pattern or not settings:
+        raise QuantizationError(f"--override takes {form}, got {text!r}")
+    values: dict[str, int | str] = {}
+    for item in settings.split(","):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not eq or key not in ("input", "weight") or key in values:
+            raise QuantizationError(
+                f"--override {text!r}: each setting is input=... or weight=..., once; {form}"
+            )
+        values[key] = FLOAT if value == FLOAT else int(value) if value.isdigit() else value
+    try:
+        return LayerRule(pattern, **values)  # type: ignore[arg-type]
+    except QuantizationConfigError as exc:
+        raise QuantizationError(f"--override {text!r}: {exc}") from None
+
+
+def skip_rules(patterns: Sequence[str]) -> tuple[LayerRule, ...]:
+    """`--skip PATTERN` (repeatable) as "skip" rules, in order."""
+    return tuple(LayerRule(p, "skip") for p in patterns)
+
+
 def build_recipe(
-    preset: str | None = None,
+    preset: str | QuantRecipe | None = None,
     bits: str | None = None,
     calibrator: str | None = None,
     add_inputs: str | None = None,
+    *,
+    rules: Sequence[LayerRule] = (),
 ) -> QuantRecipe:
-    """The recipe of `dctq quantize --recipe PRESET --bits wNaM --calibrator NAME` (each optional).
+    """The recipe of `dctq quantize --recipe PRESET|FILE --bits wNaM --calibrator NAME --skip/--override`
+    (each optional).
 
-    Without a preset, `bits` picks the preset of that name when there is one (w4a4, w3a3), else
+    `preset`: a preset's name or a recipe (read from a `--recipe recipe.toml`: recipe_file.load_recipe).
+    Without one, `bits` picks the preset of that name when there is one (w4a4, w3a3), else
     "int8" for w8a8 and the low-bit settings (MSE calibration, unsigned post-ReLU grids) below 8 bits.
-    `bits` then overrides the preset's widths (unsigned activation grids exactly when act_bits < 8),
-    and `calibrator` its calibrator (keeping the preset's calibrator options only for the same one);
-    `add_inputs` ("residual" or "both") which inputs of residual Adds are quantized.
+    `bits` then overrides the base's widths (unsigned activation grids exactly when act_bits < 8),
+    and `calibrator` its calibrator (keeping the base's calibrator options only for the same one);
+    `add_inputs` ("residual" or "both") which inputs of residual Adds are quantized; `rules` go in
+    front of the base's own rules (first match wins, so they take precedence).
     Raises QuantizationError for an unknown preset, calibrator or bit width.
     """
     widths = parse_bits(bits) if bits is not None else None
-    if preset is not None:
+    if isinstance(preset, QuantRecipe):
+        base = preset
+    elif preset is not None:
         base = get_recipe(preset)
     elif widths is None or widths == (8, 8):
         base = PRESETS["int8"]
@@ -236,4 +350,6 @@ def build_recipe(
         changes.update(calibrator=calibrator, calibrator_args=())
     if add_inputs is not None:
         changes.update(add_inputs=add_inputs)
+    if rules:
+        changes.update(rules=tuple(rules) + base.rules)
     return dataclasses.replace(base, **changes) if changes else base
