@@ -5,6 +5,8 @@
                   export preparation
     calibrators/  how a quantizer's range is chosen: max, percentile, entropy, mse (a registry by name)
     ptq.py        post-training quantization: ptq.ptq = quantize_model + calibrate over your batches
+    calib_cache.py  the statistics of one calibration pass in a file, reused for any recipe (--calib-cache)
+    sensitivity/  per-layer sensitivity on held-out images, and the fallback of layers to float (--max-drop)
     zeroshot/     IntraQ and the BN-statistics baseline: synthetic images from the model alone, then
                   calibration and KD fine-tuning on them (no real image)
     qsam/         QSAM (Ma et al.): QAC loss weights, the multi-quality data, the meta stage

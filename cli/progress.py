@@ -22,6 +22,7 @@ from rich.progress import (
 
 from ..calibration.qsam.meta import MetaEpochEnd
 from ..calibration.train.events import EpochEnd, EpochStart, StepEnd, TrainEvent
+from ..calibration.workflow.control import LayerProgress
 from ..calibration.workflow.quantize import CalibProgress, QuantizeEvent
 from ..calibration.zeroshot.config import (
     SynthBatchEnd,
@@ -206,10 +207,13 @@ class QuantizeProgressView:
         self.synth = SynthProgressView(progress)
         self.calib = Bar(progress, "calibration")
         self.fine_tune = NestedBars(progress, "fine-tune epochs")
+        self.layers = {stage: Bar(progress, f"{stage} (layers)") for stage in ("sensitivity", "fallback")}
 
     def __call__(self, event: QuantizeEvent) -> None:
         if isinstance(event, CalibProgress):
             self.calib.update(event.batch, total=event.batches)
+        elif isinstance(event, LayerProgress):
+            self.layers[event.stage].update(event.done, total=event.total, stats=event.layer)
         elif isinstance(event, ZeroShotStep):
             self.fine_tune.step(
                 event.epoch,

@@ -1,7 +1,10 @@
 """`dctq quantize CKPT --method ptq|intraq|bnstats --out q.pt`: a quantized checkpoint from an FP one.
 
-ptq calibrates on real images (`--calib DIR|cifar10`); intraq and bnstats are zero-shot: synthetic
-images from the model alone (or a file of `dctq synthesize`), then KD fine-tuning; they read no image.
+ptq calibrates on real images (`--calib DIR|cifar10`, or the statistics of an earlier pass in
+`--calib-cache FILE`); intraq and bnstats are zero-shot: synthetic images from the model alone (or a file
+of `dctq synthesize`), then KD fine-tuning; they read no image. Layer control: `--skip`, `--override`,
+`--recipe recipe.toml`; after calibration `--sensitivity` (ranking JSON + PNG beside --out) and
+`--max-drop POINTS` (layers back to float, most sensitive first) on held-out images (`--val`).
 Options left out keep the library's defaults (SynthConfig, ZeroShotConfig), shown in --help.
 Several processes (zero-shot): `torchrun --nproc-per-node N $(which dctq) quantize ...`; rank 0 writes.
 """
@@ -17,13 +20,23 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.distributed import detect_env
-from ..calibration.quant.recipe import build_recipe
-from ..calibration.workflow.plan import PtqData, ZeroShotPlan, check_plan
+from ..calibration.quant.recipe import DEFAULT_RULES, build_recipe, parse_override, skip_rules
+from ..calibration.quant.recipe_file import recipe_option, save_recipe
+from ..calibration.workflow.plan import (
+    LayerPlan,
+    PtqData,
+    ValData,
+    ZeroShotPlan,
+    check_layer_plan,
+    check_plan,
+)
 from ..calibration.workflow.quantize import QuantizeResult, quantize_checkpoint
 from ..calibration.zeroshot.config import SynthConfig, ZeroShotConfig
 from .common import out_console, print_json, summary_table, user_errors
 from .options import JsonResult, field_default, field_default_help, given, parse_int_list
 from .progress import QuantizeProgressView, make_progress
+
+ListOption = list[str] | None
 
 
 def _range(rows: list, weights: bool) -> str:
@@ -54,7 +67,45 @@ def _summary(result: QuantizeResult) -> Table:
         + (f" {dict(recipe.calibrator_args)}" if recipe.calibrator_args else "")
         + (", BN folded" if recipe.fold_bn else ""),
     )
+    overrides = [r for r in recipe.rules if r not in DEFAULT_RULES]
+    if overrides:
+        table.add_row(
+            "layer rules",
+            escape(
+                ", ".join(
+                    f"{r.pattern}: {r.action if r.action == 'skip' else r.overrides}" for r in overrides[:8]
+                )
+            )
+            + (f", ... ({len(overrides)} rules)" if len(overrides) > 8 else ""),
+        )
     table.add_row("calibration data", _data_line(result))
+    cache = result.info.get("ptq", {}).get("calib_cache")
+    if cache:
+        table.add_row(
+            "calibration cache",
+            escape(cache["file"]) + (" (reused, no forward pass)" if cache["reused"] else " (written)"),
+        )
+    layers = result.info.get("layers")
+    if layers:
+        table.add_row(
+            "held-out top-1",
+            f"FP {layers['fp_top1']:.2f}%, quantized {layers['quantized_top1']:.2f}% "
+            f"({layers['val']['images']} images of {escape(layers['val']['data'])}, {layers['val']['split']} split)",
+        )
+        table.add_row("most sensitive", escape(", ".join(layers["ranking"][:5])))
+        fb = layers.get("fallback")
+        if fb:
+            returned = fb["returned_to_float"]
+            table.add_row(
+                "fallback",
+                f"{'met' if fb['met'] else 'NOT met'}: drop {fb['final_drop_points']:.2f} points (asked <= {fb['max_drop_points']:g}) "
+                f"with {len(returned)} layer(s) in float"
+                + (f": {escape(', '.join(returned))}" if returned else ""),
+            )
+        if layers.get("files"):
+            table.add_row(
+                "sensitivity report", escape(f"{layers['files']['json']}, {layers['files']['png']}")
+            )
     if result.method != "ptq":
         zs = result.info["zero_shot"]
         line = f"{zs['epochs']} epochs x {zs['steps_per_epoch']} steps, batch {zs['batch_size']}"
@@ -127,7 +178,36 @@ def quantize_command(
     ] = None,
     recipe: Annotated[
         str | None,
-        typer.Option(help="Recipe preset: int8 (default), int8-max, int8-percentile, int8-mse, w4a4, w3a3."),
+        typer.Option(
+            help="Recipe preset (int8 (default), int8-max, int8-percentile, int8-mse, w4a4, w3a3) or a recipe "
+            "file recipe.toml (fields, optionally on a preset, and [[rules]]; see --save-recipe)."
+        ),
+    ] = None,
+    skip: Annotated[
+        ListOption,
+        typer.Option(
+            "--skip",
+            help="Keep the layers whose module name matches this glob in float, e.g. fc or 'stages.0.*' "
+            "(repeatable; before the recipe's rules).",
+            show_default=False,
+        ),
+    ] = None,
+    override: Annotated[
+        ListOption,
+        typer.Option(
+            "--override",
+            help="Per-quantizer widths of matching layers: PATTERN:input=BITS|float[,weight=BITS|float], e.g. "
+            "front.upscale.0:input=8 (8-bit input, weights at --bits) (repeatable; after --skip).",
+            show_default=False,
+        ),
+    ] = None,
+    save_recipe_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-recipe",
+            help="Also write the recipe the model was quantized with (after any --max-drop fallback) as TOML.",
+            show_default=False,
+        ),
     ] = None,
     bits: Annotated[
         str | None, typer.Option(help="Bit widths wNaM: w8a8 (exportable), w5a5, w4a4, w3a3 (simulated).")
@@ -204,6 +284,56 @@ def quantize_command(
             )
         ),
     ] = None,
+    calib_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="ptq: a calibration cache: when the file exists, its statistics calibrate this recipe without "
+            "a forward pass (any calibrator, width, --skip/--override; same model only; --calib optional); "
+            "otherwise this run's statistics are written there.",
+            show_default=False,
+        ),
+    ] = None,
+    sensitivity: Annotated[
+        bool,
+        typer.Option(
+            "--sensitivity",
+            help="Rank the quantized layers (each alone quantized, each alone in float) on held-out images; "
+            "write OUT.sensitivity.json and OUT.sensitivity.png.",
+        ),
+    ] = False,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="Return layers to float, most sensitive first, until held-out top-1 is at most this many points "
+            "below FP, e.g. 0.5; the recipe written skips them.",
+            show_default=False,
+        ),
+    ] = None,
+    val: Annotated[
+        str | None,
+        typer.Option(
+            help="Labelled held-out images for --sensitivity / --max-drop: an ImageFolder or 'cifar10' [default: "
+            "the validation split of --calib, when calibrating on its train split].",
+            show_default=False,
+        ),
+    ] = None,
+    val_split: Annotated[
+        str | None,
+        typer.Option(help="'val' (the FP run's validation split; default) or 'all' (a separate folder)."),
+    ] = None,
+    val_images: Annotated[
+        int | None,
+        typer.Option(
+            help="Held-out images drawn (seeded by --seed)." + field_default_help(ValData, "num_images")
+        ),
+    ] = None,
+    sensitivity_metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Rank layers by 'accuracy' (top-1 points, ties by SQNR) or 'sqnr' (dB of the logits vs FP)."
+            + field_default_help(LayerPlan, "metric")
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the calibration subset / synthesis / fine-tuning.")] = 0,
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
     workers: Annotated[int, typer.Option(help="ptq: data-loader worker processes.")] = 0,
@@ -224,16 +354,14 @@ def quantize_command(
             "--steps-per-epoch": steps_per_epoch,
             "--milestones": milestones,
         }
-        check_plan(method, calib, set(given(flags)))
         ptq_data = plan = None
+        if method == "ptq" and calib is None and calib_cache is not None and calib_cache.is_file():
+            check_plan(method, str(calib_cache), set(given(flags)))  # the cache stands for the images
+        else:
+            check_plan(method, calib, set(given(flags)))
         if method == "ptq":
             options = {"split": calib_split, "num_images": num_images, "batch_size": batch_size}
-            ptq_data = PtqData(
-                calib,  # type: ignore[arg-type]  # check_plan: ptq has --calib
-                workers=workers,
-                seed=seed,
-                **given(options),
-            )
+            ptq_data = PtqData(calib, workers=workers, seed=seed, cache=calib_cache, **given(options))
         else:
             synth_options = {"num": num_synthetic, "iterations": synth_iters, "batch_size": synth_batch_size}
             synth_given = given(synth_options)
@@ -248,7 +376,19 @@ def quantize_command(
             }
             fine_tune = dataclasses.replace(base, seed=seed, device=device, **given(tune_options))
             plan = ZeroShotPlan(synthetic, synth, fine_tune, calib_synthetic)
-        quant_recipe = build_recipe(recipe, bits, calibrator, add_inputs)
+        val_options = {"split": val_split, "num_images": val_images}
+        layer_plan = LayerPlan(
+            sensitivity=sensitivity,
+            max_drop=max_drop,
+            val=ValData(val, seed=seed, **given(val_options)) if val is not None else None,
+            **given({"metric": sensitivity_metric}),
+        )
+        layer_flags = {"--val": val, "--val-split": val_split, "--val-images": val_images,
+                       "--sensitivity-metric": sensitivity_metric, "--calib-cache": calib_cache}  # fmt: skip
+        check_layer_plan(method, layer_plan, ptq_data, set(given(layer_flags)))
+        rules = skip_rules(skip or []) + tuple(parse_override(o) for o in override or [])
+        base = recipe_option(recipe) if recipe is not None else None
+        quant_recipe = build_recipe(base, bits, calibrator, add_inputs, rules=rules)
         main = detect_env().is_main
         with make_progress(main and not as_json) as progress:
             result = quantize_checkpoint(
@@ -259,8 +399,11 @@ def quantize_command(
                 calib=ptq_data,
                 zero_shot=plan,
                 device=device,
+                layers=layer_plan if layer_plan.active else None,
                 progress=QuantizeProgressView(progress),
             )
+        if save_recipe_to is not None and main:
+            save_recipe(save_recipe_to, result.recipe)
     if not main:
         return
     if as_json:

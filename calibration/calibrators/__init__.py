@@ -2,7 +2,8 @@
 
 Every calibrator shares `observe / reset / compute_amax` (base.py: Calibrator, HistogramCalibrator) and is
 listed by name in registry.py (CALIBRATORS, create_calibrator): max, percentile, entropy (TensorRT's
-IInt8EntropyCalibrator2), mse. To add one: a file here with its class, and one line in CALIBRATORS.
+IInt8EntropyCalibrator2), mse. statistics.py keeps what one pass observed (max, sign, |x| histogram) so
+that any of them can derive its range later (`load_statistics`; calibration caches). To add one: a file here with its class, and one line in CALIBRATORS.
 """
 
 from ...common.lazy import lazy_exports
@@ -13,6 +14,9 @@ _EXPORTS = {
     "MaxCalibrator": "dctq.calibration.calibrators.max",
     "MseCalibrator": "dctq.calibration.calibrators.mse",
     "PercentileCalibrator": "dctq.calibration.calibrators.percentile",
+    **dict.fromkeys(
+        ("ActivationStatistics", "StatisticsCalibrator"), "dctq.calibration.calibrators.statistics"
+    ),
     **dict.fromkeys(
         (
             "CALIBRATORS",

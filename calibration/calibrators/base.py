@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ...common.errors import QuantizationError
+
+if TYPE_CHECKING:
+    from .statistics import ActivationStatistics
 
 
 def qmax_for(bits: int, unsigned: bool) -> int:
@@ -56,6 +60,12 @@ class Calibrator(abc.ABC):
     @abc.abstractmethod
     def compute_amax(self) -> torch.Tensor:
         """amax: [] float32 (per tensor) or [C] (per channel). Raises QuantizationError with no data."""
+
+    def load_statistics(self, stats: ActivationStatistics) -> None:
+        """Take cached statistics (calibrators/statistics.py) as if the data had been observed: after
+        `reset()`, `compute_amax()` then gives the range calibrating on that data gives. Per-tensor
+        calibrators only. Raises QuantizationError when this calibrator cannot use them."""
+        raise QuantizationError(f"{type(self).__name__} cannot derive a range from cached statistics")
 
     def _no_data(self) -> QuantizationError:
         return QuantizationError(
@@ -144,6 +154,18 @@ class HistogramCalibrator(Calibrator):
             needed = math.ceil(needed / factor)
         if needed > self._hist.numel():
             self._hist = torch.cat([self._hist, self._hist.new_zeros(needed - self._hist.numel())])
+
+    def load_statistics(self, stats: ActivationStatistics) -> None:
+        if stats.num_bins != self.num_bins:
+            raise QuantizationError(
+                f"{type(self).__name__} with num_bins={self.num_bins} cannot use statistics collected with "
+                f"{stats.num_bins} bins; collect a new calibration cache, or keep num_bins={stats.num_bins}"
+            )
+        self.reset()
+        self._zeros = stats.zeros
+        if stats.hist.numel():
+            self._hist = stats.hist.clone().to(torch.float64)
+            self._width = stats.width
 
     def histogram(self) -> tuple[np.ndarray, np.ndarray]:
         """(counts [n] float64, edges [n+1] float64) of |x|. Raises QuantizationError with no data."""

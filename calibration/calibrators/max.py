@@ -6,10 +6,15 @@ only adds error; for activations it keeps outliers and so wastes resolution on t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ...common.errors import QuantizationError
 from .base import Calibrator
+
+if TYPE_CHECKING:
+    from .statistics import ActivationStatistics
 
 
 class MaxCalibrator(Calibrator):
@@ -47,6 +52,11 @@ class MaxCalibrator(Calibrator):
                 )
             else:
                 self._amax = torch.maximum(self._amax, cur)
+
+    def load_statistics(self, stats: ActivationStatistics) -> None:
+        if self.axis is not None:
+            raise QuantizationError("per-channel max calibration (weights) needs no cached statistics")
+        self._amax = torch.tensor(stats.amax, dtype=torch.float32)
 
     def compute_amax(self) -> torch.Tensor:
         if self._amax is None:

@@ -34,6 +34,7 @@ from torch import nn
 
 from ...common.errors import QuantizationError
 from ..calibrators.base import Calibrator, qmax_for
+from ..calibrators.statistics import ActivationStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,14 @@ class TensorQuantizer(nn.Module):
         amax = self.calibrator.compute_amax()
         self.set_amax(amax)
         return self.amax.detach()
+
+    def calibrate_from(self, stats: ActivationStatistics) -> torch.Tensor:
+        """Calibrate from cached statistics (calibrators/statistics.py) instead of observing data: the
+        same amax, grid and state `start_calibration`, the forward passes and `finish_calibration` give."""
+        self.start_calibration()
+        self.calibrator.load_statistics(stats)  # type: ignore[union-attr]
+        self._saw_negative = stats.negative
+        return self.finish_calibration()
 
     # -- checkpoints --------------------------------------------------------------------------
     def _load_from_state_dict(

@@ -112,5 +112,5 @@ def recipe_option(value: str) -> QuantRecipe:
     if path.suffix.lower() == ".toml" or path.is_file():
         return load_recipe(path)
     raise QuantizationError(
-        f"--recipe {value!r} is neither a preset ({', '.join(PRESETS)}) nor a recipe file (recipe.toml)"
+        f"unknown recipe {value!r}: --recipe takes a preset ({', '.join(PRESETS)}) or a recipe file (recipe.toml)"
     )

@@ -4,7 +4,9 @@ quantized) and `dctq adapt-bn` (BatchNorm statistics for a deployment JPEG quali
     quantize_checkpoint("best.pt", "q.pt", recipe=build_recipe(bits="w8a8"), calib=PtqData("cifar10"))
     adapt_bn_checkpoint("best.pt", "q30.pt", PtqData("cifar10", num_images=3000), quality=30)
 
-plan.py: what may be asked (METHODS, PtqData, ZeroShotPlan) and the option rules (check_plan);
+plan.py: what may be asked (METHODS, PtqData, ZeroShotPlan, LayerPlan, ValData) and the option rules
+(check_plan, check_layer_plan);
+control.py: the calibration cache path of PTQ, the sensitivity report and the fallback to float;
 quantize.py: the command (quantize_checkpoint: _ptq / _zero_shot) and what it reports;
 data.py: the real images PTQ draws and the synthetic files the zero-shot methods reuse;
 adapt_bn.py: adapt_bn_checkpoint.
@@ -15,7 +17,14 @@ from ...common.lazy import lazy_exports
 _EXPORTS = {
     **dict.fromkeys(("AdaptResult", "adapt_bn_checkpoint"), "dctq.calibration.workflow.adapt_bn"),
     "calibration_loader": "dctq.calibration.workflow.data",
-    **dict.fromkeys(("METHODS", "PtqData", "ZeroShotPlan", "check_plan"), "dctq.calibration.workflow.plan"),
+    **dict.fromkeys(
+        ("LayerProgress", "apply_layer_plan", "held_out_batches", "ptq_through_cache"),
+        "dctq.calibration.workflow.control",
+    ),
+    **dict.fromkeys(
+        ("METHODS", "LayerPlan", "PtqData", "ValData", "ZeroShotPlan", "check_layer_plan", "check_plan"),
+        "dctq.calibration.workflow.plan",
+    ),
     **dict.fromkeys(
         ("CalibProgress", "QuantizeEvent", "QuantizeResult", "quantize_checkpoint"),
         "dctq.calibration.workflow.quantize",

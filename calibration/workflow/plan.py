@@ -1,7 +1,9 @@
 """What `dctq quantize` is asked to do, and the one place its option rules live.
 
-A quantization method (METHODS), then either the real images PTQ calibrates on (`PtqData`) or how the
-zero-shot methods get and use their synthetic images (`ZeroShotPlan`). `check_plan` holds the rules
+A quantization method (METHODS), then either the real images PTQ calibrates on (`PtqData`, with an optional
+calibration cache) or how the zero-shot methods get and use their synthetic images (`ZeroShotPlan`), and
+what is done with the calibrated model's layers (`LayerPlan`: the sensitivity report and the fallback to
+float, on held-out images `ValData`). `check_plan` and `check_layer_plan` hold the rules
 (which flags go with which method) and words them with the CLI's flags: the CLI calls it with the
 flags it was given, `quantize_checkpoint` with the flags its arguments stand for (`plan_flags`), so
 both refuse the same combinations with the same message.
@@ -39,14 +41,107 @@ class PtqData:
     JPEGs): "train", the FP checkpoint's training split (its validation split stays unseen), or "all"
     (a separate calibration folder); read as stored, in batches of `batch_size`, by `workers` loader
     processes. Checked where it is read (workflow.data.calibration_loader).
+    cache: a calibration cache file (`--calib-cache`, calibration/calib_cache.py): when it exists its
+    statistics calibrate the recipe without a forward pass (`source` may then be None: the images it was
+    collected on); otherwise the statistics of this calibration are written there.
     """
 
-    source: str | Path
+    source: str | Path | None
     split: str = "train"
     num_images: int = 512
     batch_size: int = 64
     workers: int = 0
     seed: int = 0
+    cache: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.cache is not None:
+            object.__setattr__(self, "cache", Path(self.cache))
+        if self.source is None and (self.cache is None or not self.cache.is_file()):
+            raise QuantizationError(
+                "PTQ needs calibration images: give --calib DIR|cifar10, or an existing --calib-cache file"
+                + (f" ({self.cache} does not exist yet)" if self.cache is not None else "")
+            )
+
+
+SENSITIVITY_METRICS = ("accuracy", "sqnr")
+"""How layers are ranked: top-1 points on the held-out images, or SQNR of the logits against FP (dB)."""
+VAL_FLAGS = ("--val-split", "--val-images", "--sensitivity-metric")
+"""Flags that only mean something with --sensitivity or --max-drop."""
+
+
+@dataclass(frozen=True)
+class ValData:
+    """Labelled held-out images the layer decisions are measured on (`--val` and the options after it).
+
+    `num_images` images drawn (seeded by `seed`) from `split` of `source` ("cifar10" or an ImageFolder):
+    "val", the FP checkpoint's validation split (unseen by training and by PTQ's default calibration
+    split), or "all" (a separate folder); files as stored, in batches of `batch_size`.
+    """
+
+    source: str | Path
+    split: str = "val"
+    num_images: int = 1000
+    batch_size: int = 250
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What is done with the calibrated model's layers before it is written.
+
+    sensitivity: rank every quantized layer (one alone quantized, one alone in float) by `metric` and
+        write the ranking as JSON and a bar-chart PNG beside the output (`--sensitivity`).
+    max_drop: return layers to float, most sensitive first, until top-1 on `val` is at most this many
+        points below FP (`--max-drop`); None: no fallback.
+    val: the held-out images; None takes the "val" split of PTQ's --calib images (quantize_checkpoint).
+    """
+
+    sensitivity: bool = False
+    metric: str = "accuracy"
+    max_drop: float | None = None
+    val: ValData | None = None
+
+    def __post_init__(self) -> None:
+        if self.metric not in SENSITIVITY_METRICS:
+            raise QuantizationError(
+                f"--sensitivity-metric must be one of {', '.join(SENSITIVITY_METRICS)}, got {self.metric!r}"
+            )
+        if self.max_drop is not None and not self.max_drop >= 0:
+            raise QuantizationError(f"--max-drop takes top-1 points >= 0, e.g. 0.5, got {self.max_drop}")
+
+    @property
+    def active(self) -> bool:
+        return self.sensitivity or self.max_drop is not None
+
+
+def check_layer_plan(
+    method: str, plan: LayerPlan | None, calib: PtqData | None, given: Collection[str] = ()
+) -> None:
+    """The rules of --sensitivity / --max-drop / --val / --calib-cache: the held-out options need one of the
+    first two; both need labelled held-out images: --val, or (ptq calibrating on its "train" split) the
+    "val" split of --calib; --calib-cache belongs to ptq. given: the flags set (VAL_FLAGS, "--val",
+    "--calib-cache").
+
+    Raises QuantizationError naming the flags and the fix.
+    """
+    active = plan is not None and plan.active
+    idle = [f for f in (*VAL_FLAGS, "--val") if f in given]
+    if idle and not active:
+        raise QuantizationError(f"{', '.join(idle)} only apply with --sensitivity or --max-drop")
+    if "--calib-cache" in given and method != "ptq":
+        raise QuantizationError(f"--calib-cache applies to --method ptq only, not to --method {method}")
+    if not active or plan.val is not None:  # type: ignore[union-attr]
+        return
+    if method != "ptq" or calib is None or calib.source is None or calib.split != "train":
+        raise QuantizationError(
+            "--sensitivity and --max-drop measure accuracy on labelled held-out images: give --val DIR|cifar10"
+            + (
+                ""
+                if method != "ptq"
+                else " (only with --calib-split train is --calib's validation split used by default)"
+            )
+        )
 
 
 @dataclass(frozen=True)

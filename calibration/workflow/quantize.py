@@ -6,6 +6,9 @@ is rebuilt on load: calibration/quant/checkpoint.py; what may be asked: plan.py.
                                  calib=PtqData("cifar10", num_images=512))
     result = quantize_checkpoint("best.pt", "q.pt", method="intraq", recipe=get_recipe("w4a4"),
                                  zero_shot=ZeroShotPlan(fine_tune=ZeroShotConfig().with_epochs(8)))
+    result = quantize_checkpoint("best.pt", "q.pt", recipe=get_recipe("w4a4"),
+                                 calib=PtqData("cifar10", cache=Path("calib.pt")),       # --calib-cache
+                                 layers=LayerPlan(sensitivity=True, max_drop=1.0))        # control.py
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from ...models.checkpoint import LoadedCheckpoint, load_checkpoint
 from ..distributed import detect_env
 from ..ptq import ptq
 from ..quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
-from ..quant.model import QuantizerSummary, quantization_summary
+from ..quant.model import QuantizerSummary, quantization_summary, recipe_of
 from ..quant.recipe import QuantRecipe
 from ..zeroshot.config import SynthConfig, SynthEvent, ZeroShotEpochEnd, ZeroShotEvent
 from ..zeroshot.distill import distill_on_synthetic, zero_shot_quantize
+from .control import LayerProgress, apply_layer_plan, ptq_through_cache
 from .data import calibration_loader, check_same_options, reused_synthetic
-from .plan import PtqData, ZeroShotPlan, check_plan, plan_flags
+from .plan import LayerPlan, PtqData, ZeroShotPlan, check_layer_plan, check_plan, plan_flags
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ class CalibProgress:
     batches: int
 
 
-QuantizeEvent = CalibProgress | SynthEvent | ZeroShotEvent
+QuantizeEvent = CalibProgress | SynthEvent | ZeroShotEvent | LayerProgress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +94,13 @@ def quantize_checkpoint(
     calib: PtqData | None = None,
     zero_shot: ZeroShotPlan | None = None,
     device: str = "auto",
+    layers: LayerPlan | None = None,
     progress: Callable[[QuantizeEvent], None] | None = None,
 ) -> QuantizeResult:
     """Quantize the FP model of `checkpoint` by `recipe` (default QuantRecipe()) and write the quantized
     checkpoint to `out` (None keeps the model in memory only; under torchrun only rank 0 writes).
+    `layers`: the sensitivity report and the fallback of layers to float after calibration (control.py);
+    the recipe written (and returned) then holds a "skip" rule per layer returned to float.
 
     method "ptq": calibrate on the real images of `calib`, on `device`.
     method "intraq" / "bnstats": zero-shot, no real image is read; `zero_shot` (default ZeroShotPlan())
@@ -106,7 +113,10 @@ def quantize_checkpoint(
     sets, ptq and the zero-shot functions raise.
     """
     _check_types(calib, zero_shot)
-    check_plan(method, calib.source if calib is not None else None, plan_flags(zero_shot))
+    # a calibration cache stands for the images it was collected on (PtqData checks it exists)
+    images = None if calib is None else calib.source if calib.source is not None else calib.cache
+    check_plan(method, images, plan_flags(zero_shot))
+    check_layer_plan(method, layers, calib, {"--calib-cache"} if calib is not None and calib.cache else ())
     recipe = recipe or QuantRecipe()
     checkpoint = Path(checkpoint)
     if out is not None and Path(out).resolve() == checkpoint.resolve():
@@ -127,6 +137,17 @@ def quantize_checkpoint(
         plan = zero_shot or ZeroShotPlan()
         qmodel, zero_shot_info = _zero_shot(checkpoint, loaded, recipe, method, plan, progress)
         info.update(zero_shot_info)
+    if layers is not None and layers.active:
+        base = Path(out).with_suffix("") if out is not None and detect_env().is_main else None
+        info["layers"], _, _ = apply_layer_plan(
+            loaded,
+            qmodel,
+            layers,
+            calib,
+            report_base=base,
+            progress=progress,  # type: ignore[arg-type]
+        )
+        recipe = recipe_of(qmodel) or recipe
     qmodel = qmodel.cpu().eval()
     written = None
     if out is not None and detect_env().is_main:
@@ -139,7 +160,7 @@ def _check_types(calib: object, zero_shot: object) -> None:
     """Name the plan types when a caller passes the values quantize_checkpoint took before them."""
     if calib is not None and not isinstance(calib, PtqData):
         raise QuantizationError(
-            f"quantize_checkpoint's calib takes PtqData(source, split, num_images, batch_size, workers, seed), "
+            f"quantize_checkpoint's calib takes PtqData(source, split, num_images, batch_size, workers, seed, cache), "
             f"got {type(calib).__name__}"
         )
     if zero_shot is not None and not isinstance(zero_shot, ZeroShotPlan):
@@ -156,7 +177,11 @@ def _ptq(
     device: str,
     progress: Callable[[QuantizeEvent], None] | None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """(quantized model, what was drawn): PTQ of the loaded FP model on `calib`'s images."""
+    """(quantized model, what was drawn): PTQ of the loaded FP model on `calib`'s images (through the
+    calibration cache `calib.cache` when given)."""
+    teacher = loaded.model.to(resolve_device(device, local_rank=detect_env().local_rank))
+    if calib.cache is not None:
+        return ptq_through_cache(loaded, teacher, recipe, calib, lambda loader: _counted(loader, progress))
     loader, drawn = calibration_loader(
         loaded,
         calib.source,
@@ -166,7 +191,6 @@ def _ptq(
         seed=calib.seed,
         workers=calib.workers,
     )
-    teacher = loaded.model.to(resolve_device(device, local_rank=detect_env().local_rank))
     return ptq(teacher, recipe, _counted(loader, progress)), drawn
 
 
