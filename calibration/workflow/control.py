@@ -117,11 +117,16 @@ def val_for(plan: LayerPlan, calib: PtqData | None) -> ValData:
     """The held-out images of `plan`: its own, else the "val" split of PTQ's calibration source."""
     if plan.val is not None:
         return plan.val
-    if calib is None or calib.source is None:
+    source, split = (calib.source, calib.split) if calib is not None else (None, None)
+    if calib is not None and source is None and calib.cache is not None:
+        drawn = load_cache(calib.cache).data  # the images the cached statistics were collected on
+        source, split = drawn.get("data"), drawn.get("split")
+    if source is None or split != "train":
         raise QuantizationError(
-            "--sensitivity and --max-drop need labelled held-out images: give --val DIR|cifar10"
+            "--sensitivity and --max-drop need labelled held-out images: give --val DIR|cifar10 (by default the "
+            "validation split of the calibration images is used, when they came from the train split)"
         )
-    return ValData(calib.source, seed=calib.seed)
+    return ValData(source, seed=calib.seed if calib is not None else 0)
 
 
 def held_out_batches(loaded: LoadedCheckpoint, val: ValData) -> tuple[list[Any], dict[str, Any]]:

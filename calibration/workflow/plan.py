@@ -133,7 +133,9 @@ def check_layer_plan(
         raise QuantizationError(f"--calib-cache applies to --method ptq only, not to --method {method}")
     if not active or plan.val is not None:  # type: ignore[union-attr]
         return
-    if method != "ptq" or calib is None or calib.source is None or calib.split != "train":
+    if calib is not None and calib.source is None:
+        return  # a calibration cache: control.val_for takes its images' validation split, or says why not
+    if method != "ptq" or calib is None or calib.split != "train":
         raise QuantizationError(
             "--sensitivity and --max-drop measure accuracy on labelled held-out images: give --val DIR|cifar10"
             + (

@@ -206,3 +206,19 @@ def test_cli_sensitivity_summary(fp_ckpt, jpeg_folder, tmp_path):
     text = " ".join(result.output.split())
     assert "most sensitive" in text and "met: drop" in text and "sensitivity report" in text
     assert (tmp_path / "q.sensitivity.png").is_file() and (tmp_path / "q.sensitivity.json").is_file()
+
+
+def test_a_cache_alone_gives_the_held_out_images_of_its_source(fp_ckpt, jpeg_folder, tmp_path):
+    cache = tmp_path / "calib.pt"
+    quantize_checkpoint(fp_ckpt, None, calib=PtqData(jpeg_folder, cache=cache))
+    result = quantize_checkpoint(
+        fp_ckpt,
+        None,
+        recipe=PRESETS["w4a4"],
+        calib=PtqData(None, cache=cache),
+        layers=LayerPlan(max_drop=5.0),
+    )
+    assert (
+        result.info["layers"]["val"]["data"] == str(jpeg_folder)
+        and result.info["layers"]["val"]["split"] == "val"
+    )
