@@ -43,6 +43,7 @@ def main(
 from . import (  # noqa: E402
     adapt_bn_cmd,
     check_cmd,
+    compare_cmd,
     demo_cmd,
     evaluate_cmd,
     export_cmd,
@@ -68,6 +69,7 @@ for _module in (
     adapt_bn_cmd,
     export_cmd,
     check_cmd,
+    compare_cmd,
     predict_cmd,
     profile_cmd,
 ):

@@ -55,7 +55,7 @@ class Prediction:
         }
 
 
-def read_dct_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
+def read_dct_input(path: Path | str | bytes, input_size: int) -> dict[str, np.ndarray]:
     """One file as model inputs: y [64, S/8, S/8] int16, cbcr [128, S/16, S/16] int16, qt [3, 64] float32
     (jpeg.dataset.preprocess_dct, as the evaluation data).
 
@@ -64,23 +64,26 @@ def read_dct_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
     return preprocess_dct(read_jpeg(path), input_size)
 
 
-def read_rgb_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
-    """One file as RGB model inputs: x [3, S, S] float32 (jpeg.rgb.preprocess_rgb, as the training data),
-    qt [3, 64] float32.
+def read_rgb_input(path: Path | str | bytes, input_size: int) -> dict[str, np.ndarray]:
+    """One file (or JPEG bytes) as RGB model inputs: x [3, S, S] float32 (jpeg.rgb.preprocess_rgb, as the
+    training data), qt [3, 64] float32.
 
     Raises JpegError / NotAJpegError / CorruptJpegError naming the file.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise JpegError(f"{path}: cannot read ({exc.strerror})") from None
+    if isinstance(path, bytes):
+        data, path = path, "<bytes>"
+    else:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise JpegError(f"{path}: cannot read ({exc.strerror})") from None
     rgb, qt = decode_rgb(data, path)
     return {"x": preprocess_rgb(rgb, input_size), "qt": qt}
 
 
-def read_input(path: Path | str, meta: ArtifactMeta) -> dict[str, np.ndarray]:
-    """One file as the inputs of the model `meta` describes (DCT or RGB)."""
+def read_input(path: Path | str | bytes, meta: ArtifactMeta) -> dict[str, np.ndarray]:
+    """One file (or JPEG bytes) as the inputs of the model `meta` describes (DCT or RGB)."""
     if meta.input_kind == "dct":
         return read_dct_input(path, meta.input_size)
     return read_rgb_input(path, meta.input_size)
