@@ -2,7 +2,7 @@
 
 Reading: sniff (header checks), decoders (libjpeg-turbo extension `_turbo`, jpeglib fallback), reader
 (read_jpeg -> JpegCoefficients: y [64, Hb, Wb], cbcr [128, Hb/2, Wb/2] on the 4:2:0 grid, qt [3, 64]),
-chroma (4:4:4 / 4:2:2 mapped exactly in the DCT domain), quality (IJG tables and quality estimates),
+chroma (4:4:4 / 4:2:2 / 4:4:0 mapped exactly in the DCT domain), quality (IJG tables and quality estimates),
 inspect. Geometry and pixels: geometry (MCU-aligned crop/pad, flips), transforms (augmentations), dct (the
 8x8 DCT in numpy and torch), pixels (coefficients back to RGB), rgb (the pixel path of RGB models),
 recompress (JPEG re-compression, QSAM's quality policy), pixel_augment. Data: samples (ImageFolder

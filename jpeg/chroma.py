@@ -1,9 +1,10 @@
 """Chroma layouts: bring a file's per-component block arrays onto the 4:2:0 coefficient grid.
 
-4:2:0 chroma is taken as it is. 4:4:4 and 4:2:2 chroma is mapped in the DCT domain by an exact linear map,
-never by decoding to pixels: dequantize, apply the matrix equivalent to "IDCT each block, average each
-2x2 pixel group (4:4:4) or each vertical pixel pair (4:2:2), DCT", then re-quantize with the component's
-own table (round half away from zero). Averaging is what libjpeg's encoder does when it subsamples, so a
+4:2:0 chroma is taken as it is. 4:4:4, 4:2:2 and 4:4:0 chroma is mapped in the DCT domain by an exact
+linear map, never by decoding to pixels: dequantize, apply the matrix equivalent to "IDCT each block,
+average each 2x2 pixel group (4:4:4), each vertical pixel pair (4:2:2: chroma already halved across) or
+each horizontal pixel pair (4:4:0: chroma already halved down), DCT", then re-quantize with the
+component's own table (round half away from zero). Averaging is what libjpeg's encoder does when it subsamples, so a
 mapped file is close to the same picture saved as 4:2:0 with the same tables.
 
 Averaging 16 source pixels down to 8 never mixes two source blocks into one output pixel, so the map is a
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 ACCEPTED_LAYOUTS = (
     "4:2:0 (Y 2x2, Cb/Cr 1x1)",
     "4:2:2 (Y 2x1, Cb/Cr 1x1)",
+    "4:4:0 (Y 1x2, Cb/Cr 1x1)",
     "4:4:4 (all 1x1)",
     "grayscale (1 component)",
 )
@@ -79,6 +81,19 @@ def downsample_422(blocks: np.ndarray) -> np.ndarray:
     return out.reshape(*lead, 64, r2, c)
 
 
+def downsample_440(blocks: np.ndarray) -> np.ndarray:
+    """Exact DCT-domain averaging of horizontal pixel pairs: [..., 64, R, C] -> [..., 64, R, ceil(C/2)] float."""
+    x = fit_block_grid(blocks, blocks.shape[-2], 2 * math.ceil(blocks.shape[-1] / 2))
+    lead = x.shape[:-3]
+    r, c2 = x.shape[-2], x.shape[-1] // 2
+    x = x.reshape(*lead, 8, 8, r, c2, 2)
+    out = np.einsum("bvq,...uqijb->...uvij", PAIR_MAP, x, optimize=True)
+    return out.reshape(*lead, 64, r, c2)
+
+
+_DOWNSAMPLE = {"4:4:4": downsample_444, "4:2:2": downsample_422, "4:4:0": downsample_440}
+
+
 def _layout_name(sampling: list[tuple[int, int]]) -> str:
     return " ".join(f"{h}x{v}" for h, v in sampling)
 
@@ -90,6 +105,8 @@ def _check_layout(sampling: list[tuple[int, int]]) -> str:
             return "4:2:0"
         if (hy, vy) == (2, 1):
             return "4:2:2"
+        if (hy, vy) == (1, 2):
+            return "4:4:0"
         if (hy, vy) == (1, 1):
             return "4:4:4"
     raise UnsupportedJpegError(
@@ -103,7 +120,7 @@ def _map_chroma(blocks: np.ndarray, table: np.ndarray, layout: str) -> np.ndarra
     """Dequantize, average in the DCT domain, re-quantize with the same table: float [64, r, c]."""
     q = np.asarray(table, dtype=np.float64).reshape(64, 1, 1)
     deq = blocks.astype(np.float64) * q
-    mapped = downsample_444(deq) if layout == "4:4:4" else downsample_422(deq)
+    mapped = _DOWNSAMPLE[layout](deq)
     return round_half_away(mapped / q)
 
 
@@ -130,7 +147,7 @@ def assemble_420(
 
     Raises:
         UnsupportedJpegError: a component count other than 1 or 3, or a sampling layout other than
-            4:2:0, 4:2:2 or 4:4:4 (e.g. 4:4:0, 4:1:1, all 2x2, chroma sampled finer than luma).
+            4:2:0, 4:2:2, 4:4:0 or 4:4:4 (e.g. 4:1:1, all 2x2, chroma sampled finer than luma).
     """
     if len(components) not in (1, 3) or len(sampling) != len(components) or len(qt) != len(components):
         raise UnsupportedJpegError(
@@ -161,8 +178,8 @@ def assemble_420(
         else:
             # Blocks past the image's own block count carry only encoder padding: drop them so that
             # the averaged output sees zeros there, whatever the reader padded to.
-            rows = math.ceil(height / 8)
-            cols = math.ceil(width / 8) if layout == "4:4:4" else math.ceil(math.ceil(width / 2) / 8)
+            rows = math.ceil(height / 8) if layout != "4:4:0" else math.ceil(math.ceil(height / 2) / 8)
+            cols = math.ceil(width / 8) if layout != "4:2:2" else math.ceil(math.ceil(width / 2) / 8)
             comp = fit_block_grid(comp, min(rows, comp.shape[-2]), min(cols, comp.shape[-1]))
             mapped = _map_chroma(comp, table, layout)
         mapped = np.clip(fit_block_grid(mapped, hb // 2, wb // 2), -32768, 32767)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # Sampling layouts a file can arrive in; everything is brought onto the 4:2:0 grid.
-SUBSAMPLINGS = ("4:2:0", "4:2:2", "4:4:4", "gray")
+SUBSAMPLINGS = ("4:2:0", "4:2:2", "4:4:0", "4:4:4", "gray")
 
 
 @dataclass(frozen=True)

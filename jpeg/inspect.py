@@ -24,7 +24,7 @@ class InspectReport:
         path: the file, as given.
         file_size: size of the file in bytes.
         width, height: pixel size stored in the file.
-        subsampling: the file's own layout ("4:2:0", "4:2:2", "4:4:4" or "gray").
+        subsampling: the file's own layout ("4:2:0", "4:2:2", "4:4:0", "4:4:4" or "gray").
         progressive: whether the file is progressive.
         block_grid: (Hb, Wb), the luma block grid after mapping onto 4:2:0 (even, MCU-padded).
         qtables: [3][8][8] quant tables (Y, Cb, Cr) in natural order; grayscale files repeat Y.

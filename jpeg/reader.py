@@ -40,6 +40,7 @@ _NORMALISED = {
     "gray": [(1, 1)],
     "4:4:4": [(1, 1), (1, 1), (1, 1)],
     "4:2:2": [(2, 1), (1, 1), (1, 1)],
+    "4:4:0": [(1, 2), (1, 1), (1, 1)],
     "4:2:0": [(2, 2), (1, 1), (1, 1)],
 }
 
@@ -205,7 +206,7 @@ def read_jpeg(
         NotAJpegError: empty input, or not a JPEG (PNG, text, ...).
         CorruptJpegError: truncated or damaged data (unless allow_truncated=True), bad header.
         UnsupportedJpegError: CMYK/YCCK/RGB-coded, 12-bit, arithmetic-coded, lossless/hierarchical,
-            sampling other than 4:2:0, 4:2:2, 4:4:4, grayscale.
+            sampling other than 4:2:0, 4:2:2, 4:4:0, 4:4:4, grayscale.
         ValueError: an unknown backend name (a programming error, not a file problem).
     """
     out, source_name, layout = _read(source, allow_truncated, backend, grid=True)

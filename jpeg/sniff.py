@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from ..common.errors import CorruptJpegError, NotAJpegError, UnsupportedJpegError
 
 # (luma h, luma v) over the chroma factors -> layout name. Everything else is rejected.
-LAYOUTS = {(1, 1): "4:4:4", (2, 1): "4:2:2", (2, 2): "4:2:0"}
-ACCEPTED = "4:2:0 (Y sampled 2x2), 4:2:2 (Y 2x1), 4:4:4 (1x1) and grayscale"
+LAYOUTS = {(1, 1): "4:4:4", (2, 1): "4:2:2", (1, 2): "4:4:0", (2, 2): "4:2:0"}
+ACCEPTED = "4:2:0 (Y sampled 2x2), 4:2:2 (Y 2x1), 4:4:0 (Y 1x2), 4:4:4 (1x1) and grayscale"
 
 _SOF_NAMES = {
     0xC0: "baseline",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dctq.common.errors import UnsupportedJpegError
-from dctq.jpeg.chroma import assemble_420, downsample_422, downsample_444, round_half_away
+from dctq.jpeg.chroma import assemble_420, downsample_422, downsample_440, downsample_444, round_half_away
 from dctq.jpeg.dct import block_dct, block_idct
 from dctq.jpeg.geometry import fit_block_grid
 
@@ -31,17 +31,21 @@ def _raw(path):
 def _decoded_chroma(path, layout: str) -> list[np.ndarray]:
     """Cb, Cr at the file's own chroma resolution, decoded by libjpeg without colour conversion.
 
-    Without fancy upsampling libjpeg replicates 4:2:2 chroma samples, so every other column is the plane.
+    Without fancy upsampling libjpeg replicates 4:2:2 (4:4:0) chroma samples, so every other column (row)
+    is the plane.
     """
     ycc = jpeglib.read_spatial(str(path), out_color_space=jpeglib.JCS_YCbCr, flags=["-DO_FANCY_UPSAMPLING"])
     planes = ycc.spatial.astype(np.float64)
-    step = 2 if layout == "4:2:2" else 1
-    return [planes[:, ::step, i] for i in (1, 2)]
+    cols = 2 if layout == "4:2:2" else 1
+    rows = 2 if layout == "4:4:0" else 1
+    return [planes[::rows, ::cols, i] for i in (1, 2)]
 
 
 def _average(plane: np.ndarray, layout: str) -> np.ndarray:
     if layout == "4:4:4":
         return plane.reshape(plane.shape[0] // 2, 2, plane.shape[1] // 2, 2).mean(axis=(1, 3))
+    if layout == "4:4:0":
+        return plane.reshape(plane.shape[0], plane.shape[1] // 2, 2).mean(axis=2)
     return plane.reshape(plane.shape[0] // 2, 2, plane.shape[1]).mean(axis=1)
 
 
@@ -53,7 +57,7 @@ def _reference(path, layout, tables, height, width) -> np.ndarray:
         h, w = plane.shape
         rows, cols = math.ceil(h / 8), math.ceil(w / 8)
         plane = np.pad(plane, ((0, 8 * rows - h), (0, 8 * cols - w)), mode="edge")
-        even_cols = 2 * math.ceil(cols / 2) if layout == "4:4:4" else cols
+        even_cols = 2 * math.ceil(cols / 2) if layout != "4:2:2" else cols
         plane = np.pad(
             plane,
             ((0, 16 * math.ceil(rows / 2) - 8 * rows), (0, 8 * even_cols - 8 * cols)),
@@ -65,6 +69,14 @@ def _reference(path, layout, tables, height, width) -> np.ndarray:
 
 
 def _write(make_jpeg, layout, height, width, quality, seed=3):
+    if layout == "4:4:0":  # Pillow cannot write vertical-only subsampling; libjpeg (jpeglib) can
+        path = make_jpeg(f"src_{height}x{width}.jpg", height, width, seed=seed, quality=100, subsampling=0)
+        rgb = np.asarray(__import__("PIL.Image").Image.open(path).convert("RGB"))
+        img = jpeglib.from_spatial(np.ascontiguousarray(rgb))
+        img.samp_factor = "4:4:0"
+        out = path.with_name(f"440_{height}x{width}_q{quality}.jpg")
+        img.write_spatial(str(out), qt=quality)
+        return out
     return make_jpeg(
         f"{layout.replace(':', '')}_{height}x{width}_q{quality}.jpg",
         height,
@@ -83,12 +95,15 @@ def test_pair_map_is_idct_average_dct():
     np.testing.assert_allclose(downsample_444(x), block_dct(avg_444), atol=1e-9)
     avg_422 = pixels.reshape(2, 16, 2, 48).mean(axis=2)
     np.testing.assert_allclose(downsample_422(x), block_dct(avg_422), atol=1e-9)
+    avg_440 = pixels.reshape(2, 32, 24, 2).mean(axis=3)
+    np.testing.assert_allclose(downsample_440(x), block_dct(avg_440), atol=1e-9)
     # Odd grids are zero-padded (zero blocks = level-shifted 0) before averaging.
     odd = x[0, :, :3, :5]
     padded = np.zeros((64, 4, 6))
     padded[:, :3, :5] = odd
     np.testing.assert_allclose(downsample_444(odd), downsample_444(padded), atol=1e-12)
     assert downsample_444(odd).shape == (64, 2, 3) and downsample_422(odd).shape == (64, 2, 5)
+    assert downsample_440(odd).shape == (64, 3, 3)
 
 
 def test_round_half_away_from_zero():
@@ -116,12 +131,12 @@ def test_420_is_taken_as_stored(make_jpeg, height, width):
     np.testing.assert_array_equal(cbcr[64:], fit_block_grid(blocks[2], hb // 2, wb // 2))
 
 
-@pytest.mark.parametrize("layout", ["4:4:4", "4:2:2"])
+@pytest.mark.parametrize("layout", ["4:4:4", "4:2:2", "4:4:0"])
 @pytest.mark.parametrize("height,width,quality", [(32, 32, 75), (33, 47, 90), (17, 9, 50), (48, 64, 95)])
 def test_mapped_chroma_matches_pixel_domain_subsampling(make_jpeg, layout, height, width, quality):
     path = _write(make_jpeg, layout, height, width, quality)
     blocks, sampling, tables, h, w = _raw(path)
-    assert sampling[0] == {"4:4:4": (1, 1), "4:2:2": (2, 1)}[layout]
+    assert sampling[0] == {"4:4:4": (1, 1), "4:2:2": (2, 1), "4:4:0": (1, 2)}[layout]
     y, cbcr = assemble_420(blocks, sampling, tables, h, w)
     hb, wb = 2 * math.ceil(height / 16), 2 * math.ceil(width / 16)
     assert y.shape == (64, hb, wb) and cbcr.shape == (128, hb // 2, wb // 2) and cbcr.dtype == np.int16
@@ -135,18 +150,18 @@ def test_mapped_chroma_matches_pixel_domain_subsampling(make_jpeg, layout, heigh
     assert (diff == 0).mean() >= 0.9
 
 
-@pytest.mark.parametrize("layout", ["4:4:4", "4:2:2"])
+@pytest.mark.parametrize("layout", ["4:4:4", "4:2:2", "4:4:0"])
 def test_map_before_rounding_is_within_decoder_rounding(make_jpeg, layout):
     """Dequantized tolerance: on whole 16x16 regions, the unrounded map differs from averaging the decoded
     pixels by less than 1.5 DCT units (rms < 0.35): the decoder's own 8-bit rounding, nothing more."""
     path = _write(make_jpeg, layout, 33, 47, 75)
     blocks, _, tables, _, _ = _raw(path)
     for plane, comp, table in zip(_decoded_chroma(path, layout), blocks[1:], tables[1:], strict=True):
-        rows = (plane.shape[0] // 16) * 16
-        cols = (plane.shape[1] // 16) * 16 if layout == "4:4:4" else (plane.shape[1] // 8) * 8
+        rows = (plane.shape[0] // 16) * 16 if layout != "4:4:0" else (plane.shape[0] // 8) * 8
+        cols = (plane.shape[1] // 16) * 16 if layout != "4:2:2" else (plane.shape[1] // 8) * 8
         ref = block_dct(_average(plane[:rows, :cols], layout) - 128)
         deq = comp.astype(np.float64) * table.reshape(64, 1, 1)
-        mapped = (downsample_444 if layout == "4:4:4" else downsample_422)(deq)[
+        mapped = {"4:4:4": downsample_444, "4:2:2": downsample_422, "4:4:0": downsample_440}[layout](deq)[
             :, : ref.shape[1], : ref.shape[2]
         ]
         err = np.abs(mapped - ref)
@@ -165,7 +180,7 @@ def test_grayscale_has_no_chroma(make_jpeg):
     "sampling,name",
     [
         ([(2, 2), (2, 2), (2, 2)], "2x2 2x2 2x2"),
-        ([(1, 2), (1, 1), (1, 1)], "1x2 1x1 1x1"),
+        ([(1, 4), (1, 1), (1, 1)], "1x4 1x1 1x1"),
         ([(4, 1), (1, 1), (1, 1)], "4x1 1x1 1x1"),
         ([(1, 1), (2, 2), (2, 2)], "1x1 2x2 2x2"),
         ([(2, 2), (1, 1), (2, 1)], "2x2 1x1 2x1"),
@@ -192,3 +207,20 @@ def test_oversized_arrays_are_cropped_to_the_grid():
     y, cbcr = assemble_420(big, [(2, 2), (1, 1), (1, 1)], [np.ones(64)] * 3, 20, 30)
     assert y.shape == (64, 4, 4) and cbcr.shape == (128, 2, 2)
     np.testing.assert_array_equal(y, big[0][:, :4, :4])
+
+
+@pytest.mark.parametrize("backend", ["turbo", "jpeglib"])
+def test_the_reader_maps_440_files_onto_the_420_grid(make_jpeg, backend):
+    """4:4:0 (vertical-only subsampling, rotated 4:2:2 photographs) is read like 4:2:2: mapped exactly."""
+    from dctq.jpeg.decoders import available_backends
+    from dctq.jpeg.reader import read_jpeg
+
+    if backend not in available_backends():
+        pytest.skip(f"{backend} backend not built here")
+    path = _write(make_jpeg, "4:4:0", 33, 47, 80)
+    coefs = read_jpeg(path, backend=backend)
+    blocks, sampling, tables, h, w = _raw(path)
+    y, cbcr = assemble_420(blocks, sampling, tables, h, w)
+    assert coefs.subsampling == "4:4:0" and (coefs.height, coefs.width) == (33, 47)
+    np.testing.assert_array_equal(coefs.y, y)
+    np.testing.assert_array_equal(coefs.cbcr, cbcr)
