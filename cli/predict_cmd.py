@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..deploy.predict import predict
-from .common import out_console, print_json, user_errors
+from .common import err_console, out_console, print_json, user_errors
 
 
 def predict_command(
@@ -36,6 +36,9 @@ def predict_command(
         predictions = predict(
             artifact, images, backend=backend, top_k=top_k, batch_size=batch_size, device=device
         )
+    for p in predictions:
+        if p.note:
+            err_console.print(f"[yellow]warning:[/] {escape(p.note)}", highlight=False, soft_wrap=True)
     if as_json:
         print_json([p.to_dict() for p in predictions])
         return

@@ -380,7 +380,9 @@ def quantize_command(
         layer_plan = LayerPlan(
             sensitivity=sensitivity,
             max_drop=max_drop,
-            val=ValData(val, seed=seed, **given(val_options)) if val is not None else None,
+            val=ValData(val, seed=seed, **given(val_options))
+            if val is not None or given(val_options)
+            else None,
             **given({"metric": sensitivity_metric}),
         )
         layer_flags = {"--val": val, "--val-split": val_split, "--val-images": val_images,

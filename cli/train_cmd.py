@@ -138,7 +138,9 @@ def train_command(
         str | None,
         typer.Option(
             help="'default' (flip + pad/crop; on 32x32 DCT inputs the crop moves 16 px), 'flip', "
-            "'crop' (flip + 4-px pad/crop in pixels; DCT files are re-encoded with their own tables) or 'none'."
+            "'crop' (flip + 4-px pad/crop in pixels; DCT files are re-encoded with their own tables), 'none'; "
+            "photographs: 'rrc' (RandomResizedCrop + flip; DCT models in the DCT domain, no decode) or "
+            "'rrc-pixels' (the exact crop in pixels, re-encoded with the file's tables)."
             + _default("augment")
         ),
     ] = None,

@@ -298,7 +298,11 @@ def describe_model(
     else:
         found = recipe_of(module)
         recipe = found.to_dict() if found is not None else None
-    extra = {k: v for k, v in (loaded.extra if loaded else {}).items() if k in ("qabn", "qsam", "epoch")}
+    extra = {
+        k: v
+        for k, v in (loaded.extra if loaded else {}).items()
+        if k in ("qabn", "qsam", "epoch", "input_policy")
+    }
     return ArtifactMeta(
         arch=loaded.arch if loaded else None,
         arch_kwargs=dict(loaded.arch_kwargs) if loaded else {},

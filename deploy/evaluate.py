@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..common.errors import ConfigError, DctqError
 from ..jpeg.dataset import make_loader
+from ..jpeg.input_policy import policy_from
 from ..jpeg.recompress import QualityPolicy
 from ..jpeg.splits import make_dataset, split_data
 from ..models.checkpoint import LoadedCheckpoint
@@ -238,11 +239,18 @@ def evaluate_artifact(
             f"{list(art.class_names)[:5]}...; evaluate on data with the same class folders"
         )
     meta = art.meta
+    inputs = policy_from(art.extra, meta.input_kind, meta.input_size)
 
     def factory(quality: int | None) -> Dataset:
         policy = QualityPolicy(test_quality=quality)
         return make_dataset(
-            meta.input_kind, meta.input_size, splits.root, samples, train=False, policy=policy
+            meta.input_kind,
+            meta.input_size,
+            splits.root,
+            samples,
+            train=False,
+            policy=policy,
+            input_policy=inputs,
         )
 
     # A checkpoint evaluates through its own model, so its QABN routing options apply.

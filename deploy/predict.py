@@ -1,9 +1,12 @@
 """Classify JPEG files with any artifact on any backend: read, fit to the model's grid, batch, run.
 
-DCT models get the training data's preprocessing of the file's quantized coefficients
-(jpeg/dataset.preprocess_dct: zero chroma for grayscale files, what an encoder writes for a colourless
-image; centre crop/pad to the model's block grid on MCU boundaries; the file's own quant tables). RGB models get the training data's preprocessing
-(jpeg/rgb.py: Pillow decode, CIFAR-10 mean/std, centre crop or mean-colour padding to the input size).
+Every file is fitted by the model's input policy (jpeg/input_policy.py, recorded in its checkpoint and
+sidecar; the legacy crop/pad for models trained before policies were recorded): DCT models get the file's
+quantized coefficients resized in the DCT domain (1/2, 1/4, 1/8) or by re-encoding with the file's own
+tables, then the training data's preprocessing (jpeg/dataset.preprocess_dct: zero chroma for grayscale
+files; centre crop/pad to the block grid on MCU boundaries); RGB models get Pillow's decode, the shorter
+side resized, the centre crop and the policy's mean/std. A file cropped or padded against the policy's
+view carries a note (Prediction.note), which is also logged as a warning.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from ..common.errors import DctqError, JpegError
 from ..jpeg.dataset import preprocess_dct
-from ..jpeg.reader import read_jpeg
+from ..jpeg.input_policy import Fit, InputPolicy, fit_dct, fit_rgb, legacy_policy, policy_from
 from ..jpeg.rgb import decode_rgb, preprocess_rgb
 from .artifact import Artifact, ArtifactMeta, load_artifact
 from .backends.registry import Runner, load_runner
@@ -33,6 +36,7 @@ class Prediction:
 
     path: str
     top: tuple[tuple[str, int, float], ...]
+    note: str | None = None
 
     @property
     def label(self) -> str:
@@ -52,41 +56,65 @@ class Prediction:
             "label": self.label,
             "probability": self.probability,
             "top": [{"label": n, "index": i, "probability": p} for n, i, p in self.top],
+            "note": self.note,
         }
 
 
-def read_dct_input(path: Path | str | bytes, input_size: int) -> dict[str, np.ndarray]:
-    """One file as model inputs: y [64, S/8, S/8] int16, cbcr [128, S/16, S/16] int16, qt [3, 64] float32
-    (jpeg.dataset.preprocess_dct, as the evaluation data).
+def read_dct_input(
+    path: Path | str | bytes, input_size: int, policy: InputPolicy | None = None
+) -> dict[str, np.ndarray]:
+    """One file (or JPEG bytes) as model inputs: y [64, S/8, S/8] int16, cbcr [128, S/16, S/16] int16,
+    qt [3, 64] float32, fitted by `policy` (default: the legacy crop/pad; jpeg.input_policy) and cropped to
+    the block grid as the evaluation data (jpeg.dataset.preprocess_dct).
 
-    Raises JpegError (from read_jpeg) naming the file.
+    Raises JpegError (from the reader) naming the file.
     """
-    return preprocess_dct(read_jpeg(path), input_size)
+    inputs, _ = fit_input(path, policy or legacy_policy("dct", input_size))
+    return inputs
 
 
-def read_rgb_input(path: Path | str | bytes, input_size: int) -> dict[str, np.ndarray]:
-    """One file (or JPEG bytes) as RGB model inputs: x [3, S, S] float32 (jpeg.rgb.preprocess_rgb, as the
-    training data), qt [3, 64] float32.
+def read_rgb_input(
+    path: Path | str | bytes, input_size: int, policy: InputPolicy | None = None
+) -> dict[str, np.ndarray]:
+    """One file (or JPEG bytes) as RGB model inputs: x [3, S, S] float32 (resized, centre-cropped and
+    normalised by `policy`; default the legacy crop/pad with CIFAR-10 statistics), qt [3, 64] float32.
 
     Raises JpegError / NotAJpegError / CorruptJpegError naming the file.
     """
+    inputs, _ = fit_input(path, policy or legacy_policy("rgb", input_size))
+    return inputs
+
+
+def fit_input(path: Path | str | bytes, policy: InputPolicy) -> tuple[dict[str, np.ndarray], Fit]:
+    """(model inputs, what was done to the file) for one file or JPEG bytes under `policy`."""
+    name = "<bytes>" if isinstance(path, bytes) else str(path)
+    if policy.kind == "dct":
+        coefs, fit = fit_dct(path if isinstance(path, bytes) else Path(path), policy, source=name)
+        return preprocess_dct(coefs, policy.size), fit
     if isinstance(path, bytes):
-        data, path = path, "<bytes>"
+        data = path
     else:
-        path = Path(path)
         try:
-            data = path.read_bytes()
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise JpegError(f"{path}: cannot read ({exc.strerror})") from None
-    rgb, qt = decode_rgb(data, path)
-    return {"x": preprocess_rgb(rgb, input_size), "qt": qt}
+    rgb, qt = decode_rgb(data, name)
+    rgb, fit = fit_rgb(rgb, policy, source=name)
+    return {"x": preprocess_rgb(rgb, policy.size, policy.mean, policy.std), "qt": qt}, fit
+
+
+def artifact_policy(meta: ArtifactMeta) -> InputPolicy:
+    """The input policy an artifact records (its sidecar's or checkpoint's extra), else the legacy one."""
+    return policy_from(meta.extra, meta.input_kind, meta.input_size)
 
 
 def read_input(path: Path | str | bytes, meta: ArtifactMeta) -> dict[str, np.ndarray]:
-    """One file (or JPEG bytes) as the inputs of the model `meta` describes (DCT or RGB)."""
-    if meta.input_kind == "dct":
-        return read_dct_input(path, meta.input_size)
-    return read_rgb_input(path, meta.input_size)
+    """One file (or JPEG bytes) as the inputs of the model `meta` describes, by its input policy; a file
+    cropped or padded against the policy's view is logged as a warning."""
+    inputs, fit = fit_input(path, artifact_policy(meta))
+    if fit.note:
+        logger.warning("%s", fit.note)
+    return inputs
 
 
 def stack_inputs(samples: Sequence[dict[str, np.ndarray]], batch: int | None = None) -> dict[str, np.ndarray]:
@@ -132,18 +160,20 @@ def predict(
     size = fixed or batch_size
     names = art.class_names
     out: list[Prediction] = []
+    policy = artifact_policy(art.meta)
     for chunk in _chunks(list(images), size):
-        batch = stack_inputs([read_input(p, art.meta) for p in chunk], fixed)
+        fitted = [fit_input(p, policy) for p in chunk]  # notes travel in Prediction.note
+        batch = stack_inputs([inputs for inputs, _ in fitted], fixed)
         logits = run.predict(batch)[: len(chunk)].float().cpu()
         probs = torch.softmax(logits, dim=1)
         k = min(top_k, probs.shape[1])
         values, indices = probs.topk(k, dim=1)
-        for path, vals, idxs in zip(chunk, values.tolist(), indices.tolist(), strict=True):
+        for path, vals, idxs, (_, fit) in zip(chunk, values.tolist(), indices.tolist(), fitted, strict=True):
             top = tuple(
                 (names[i] if i < len(names) else str(i), int(i), float(v))
                 for v, i in zip(vals, idxs, strict=True)
             )
-            out.append(Prediction(str(path), top))
+            out.append(Prediction(str(path), top, fit.note))
     return out
 
 

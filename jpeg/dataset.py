@@ -14,6 +14,7 @@ workers; in the main process it is seeded from `reseed(seed)` or else `torch.ini
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,12 +27,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker
 from ..common.errors import DataError, JpegError
 from .coefficients import JpegCoefficients
 from .geometry import block_grid, center_crop_or_pad
-from .pixel_augment import PixelCropFlip
+from .input_policy import Fit, InputPolicy, fit_dct, legacy_policy
+from .pixel_augment import PixelCropFlip, PixelResizedCrop
 from .quality import estimate_ijg_quality
 from .reader import read_jpeg
 from .recompress import QualityPolicy, recompress
 from .samples import Sample, list_classes, list_samples, scan_samples
-from .transforms import CoefTransform, default_train_transforms, grid_for_input_size
+from .transforms import CoefTransform, DctResizedCrop, default_train_transforms, grid_for_input_size
+
+logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------ file access
 
@@ -137,6 +141,17 @@ class FolderDataset(Dataset):
         except JpegError as exc:
             raise error_with_path(exc, path) from exc
 
+    def report(self, fit: Fit | None) -> None:
+        """Log a fit's note (input_policy.Fit: cropped or padded against the policy's view): the first one
+        of this data set (per loader process) as a warning, the others at debug level."""
+        if fit is None or fit.note is None:
+            return
+        if getattr(self, "_noted", False):
+            logger.debug("%s", fit.note)
+            return
+        self._noted = True
+        logger.warning("%s (further such notes of this data set at debug level)", fit.note)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(root={self.root}, samples={len(self)}, classes={len(self.class_names)}, "
@@ -211,7 +226,12 @@ class JpegFolder(FolderDataset):
             colourless image (Cb = Cr = 128), and rows 1-2 of qt repeat the luma table. False raises
             DataError on them instead.
         pixel_augment: when training, move the decoded pixels and re-encode (with the file's tables,
-            or at the policy's quality) before reading coefficients: jpeg.pixel_augment.PixelCropFlip.
+            or at the policy's quality) before reading coefficients: jpeg.pixel_augment.PixelCropFlip or
+            PixelResizedCrop.
+        input_policy: how files of other sizes become the input (jpeg.input_policy: resize in the DCT
+            domain or by re-encoding, centre crop); None: the legacy policy (crop/pad only) of input_size.
+        resized_crop: when training, a DCT-domain random resized crop + flip (transforms.DctResizedCrop)
+            on the file's coefficients instead of the policy's view.
 
     `__getitem__` returns a DctSample; it raises the reader's JpegError naming the file on a bad
     file (use `scan()` to list them beforehand).
@@ -228,10 +248,16 @@ class JpegFolder(FolderDataset):
         samples: Sequence[Sample] | None = None,
         allow_gray: bool = True,
         seed: int | None = None,
-        pixel_augment: PixelCropFlip | None = None,
+        pixel_augment: PixelCropFlip | PixelResizedCrop | None = None,
+        input_policy: InputPolicy | None = None,
+        resized_crop: DctResizedCrop | None = None,
     ) -> None:
         super().__init__(root, qualities=qualities, train=train, samples=samples, seed=seed)
         self.pixel_augment = pixel_augment
+        self.resized_crop = resized_crop
+        if input_policy is None and input_size is not None:
+            input_policy = legacy_policy("dct", input_size)
+        self.input_policy = input_policy
         if isinstance(transforms, str):
             if transforms != "default":
                 raise DataError(f'transforms must be a callable, None or "default", got {transforms!r}')
@@ -253,8 +279,15 @@ class JpegFolder(FolderDataset):
                 raise error_with_path(exc, path) from exc
         else:
             path, data, quality = self.load(index)
+        source = path if data is None else data
         try:
-            coefs = read_jpeg(path if data is None else data)
+            if self.train and self.resized_crop is not None:
+                coefs = self.resized_crop(read_jpeg(source), self.rng())
+            elif self.input_policy is not None and not (self.train and self.pixel_augment is not None):
+                coefs, fit = fit_dct(source, self.input_policy, source=str(path))
+                self.report(fit)
+            else:
+                coefs = read_jpeg(source)
         except JpegError as exc:
             raise error_with_path(exc, path) from exc
         if coefs.is_gray and not self.allow_gray:

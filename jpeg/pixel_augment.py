@@ -94,3 +94,44 @@ class PixelCropFlip:
         if rng.random() < self.flip_p:
             pixels = pixels[:, ::-1]
         return np.ascontiguousarray(pixels)
+
+
+@dataclass(frozen=True)
+class PixelResizedCrop:
+    """RandomResizedCrop to `size` px + horizontal flip in pixels, re-encoded with the file's own quant
+    tables (4:2:0), for DCT models trained on photographs (augment "rrc-pixels"): torchvision's augmentation
+    exactly (box drawn by transforms.draw_box, bilinear resize), at the cost of a decode and an encode.
+
+    `__call__(jpeg, rng, quality=None) -> bytes` of a size x size JPEG (at Pillow's IJG `quality` instead
+    when given). Raises as PixelCropFlip.
+    """
+
+    size: int
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+
+    def __call__(self, jpeg: bytes, rng: np.random.Generator, quality: int | None = None) -> bytes:
+        from .transforms import draw_box
+
+        if not jpeg.startswith(b"\xff\xd8"):
+            raise NotAJpegError(f"cannot augment: input does not start with a JPEG SOI marker ({jpeg[:4]!r})")
+        try:
+            with Image.open(io.BytesIO(jpeg)) as src:
+                src.load()
+                tables = [src.quantization[k] for k in sorted(src.quantization)]
+                img = src.convert("L" if src.mode == "L" else "RGB")
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise CorruptJpegError(f"cannot augment: Pillow failed to decode the JPEG ({exc})") from exc
+        top, left, h, w = draw_box(img.size[1], img.size[0], rng, self.scale, self.ratio)
+        out = img.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + w, top + h))
+        if rng.random() < self.flip_p:
+            out = out.transpose(Image.FLIP_LEFT_RIGHT)
+        kwargs: dict[str, object] = (
+            {"quality": check_quality(quality)} if quality is not None else {"qtables": tables}
+        )
+        if out.mode != "L":
+            kwargs["subsampling"] = 2
+        buffer = io.BytesIO()
+        out.save(buffer, format="JPEG", **kwargs)
+        return buffer.getvalue()

@@ -27,13 +27,12 @@ from PIL import Image
 
 from ..common.errors import CorruptJpegError, DataError, JpegError, NotAJpegError
 from .dataset import FolderDataset, error_with_path, read_file_bytes
+from .input_policy import CIFAR10_MEAN, CIFAR10_STD, InputPolicy, fit_rgb
 from .quality import estimate_ijg_quality
 from .recompress import QualityPolicy
 from .samples import Sample
 
-# QSAM's normalisation [C]: mean (125.3, 123.0, 113.9)/255, std (63.0, 62.1, 66.7)/255.
-CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
-CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+# QSAM's normalisation [C]: mean (125.3, 123.0, 113.9)/255, std (63.0, 62.1, 66.7)/255 (input_policy.py).
 _NUMPY_PAD_MODES = {"reflect": "reflect", "constant": "constant", "replicate": "edge"}
 
 
@@ -163,7 +162,12 @@ class RgbJpegFolder(FolderDataset):
         pad: pixels padded on each side before the random crop (QSAM: 4); pad_mode: "reflect"
             (QSAM), "constant" or "replicate".
         flip_p: probability of a horizontal flip.
-        mean, std: per-channel normalisation of [0, 1] pixels (default CIFAR-10's, from QSAM).
+        mean, std: per-channel normalisation of [0, 1] pixels (default CIFAR-10's, from QSAM); an
+            input_policy's own take precedence.
+        input_policy: how images of other sizes become the input (jpeg.input_policy: shorter side resized,
+            centre crop, the policy's mean/std); None: crop/pad to input_size only.
+        resized_crop: when training, torchvision's RandomResizedCrop to input_size (+ flip with flip_p)
+            instead of the pad/crop augmentation (photographs; augment "rrc").
 
     Raises:
         DataError: bad layout or arguments. `__getitem__` raises a JpegError naming a bad file.
@@ -184,8 +188,14 @@ class RgbJpegFolder(FolderDataset):
         std: Sequence[float] = CIFAR10_STD,
         samples: Sequence[Sample] | None = None,
         seed: int | None = None,
+        input_policy: InputPolicy | None = None,
+        resized_crop: bool = False,
     ) -> None:
         super().__init__(root, qualities=qualities, train=train, samples=samples, seed=seed)
+        if input_policy is not None:
+            mean, std = input_policy.mean or mean, input_policy.std or std
+        self.input_policy = input_policy
+        self.resized_crop = resized_crop
         if input_size is not None and (not isinstance(input_size, int) or input_size <= 0):
             raise DataError(f"input_size must be a positive number of pixels, got {input_size!r}")
         if pad < 0 or pad_mode not in _NUMPY_PAD_MODES or not 0 <= flip_p <= 1:
@@ -214,6 +224,17 @@ class RgbJpegFolder(FolderDataset):
             rgb = rgb[top : top + h, left : left + w]
         return rgb
 
+    def _resized_crop(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """torchvision's RandomResizedCrop to input_size (bilinear) and a flip with flip_p, on [H, W, 3] uint8."""
+        from .transforms import draw_box
+
+        top, left, h, w = draw_box(rgb.shape[0], rgb.shape[1], rng)
+        size = (self.input_size, self.input_size)
+        out = np.asarray(
+            Image.fromarray(rgb).resize(size, Image.BILINEAR, box=(left, top, left + w, top + h))
+        )
+        return out[:, ::-1] if rng.random() < self.flip_p else out
+
     def __getitem__(self, index: int) -> RgbSample:
         path, data, quality = self.load(index)
         try:
@@ -223,8 +244,14 @@ class RgbJpegFolder(FolderDataset):
         if quality is None:
             gray = bool((qt[1:] == qt[0]).all())
             quality, _ = estimate_ijg_quality(qt[0], None if gray else qt[1])
-        if self.augment:
-            rgb = self._augment(rgb, self.rng())
+        if self.train and self.resized_crop and self.input_size is not None:
+            rgb = self._resized_crop(rgb, self.rng())
+        else:
+            if self.input_policy is not None:
+                rgb, fit = fit_rgb(rgb, self.input_policy, source=str(path))
+                self.report(fit)
+            if self.augment:
+                rgb = self._augment(rgb, self.rng())
         x = preprocess_rgb(rgb, self.input_size, self.mean, self.std)
         return RgbSample(
             x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),

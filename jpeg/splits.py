@@ -15,18 +15,19 @@ from pathlib import Path
 from ..common.errors import DataError
 from .cifar import cifar10_root, cifar10_splits
 from .dataset import FolderDataset, JpegFolder
-from .pixel_augment import PixelCropFlip
+from .input_policy import InputPolicy
+from .pixel_augment import PixelCropFlip, PixelResizedCrop
 from .recompress import QualityPolicy
 from .rgb import RgbJpegFolder
 from .samples import Sample, list_samples, split_samples
-from .transforms import RandomHFlip
+from .transforms import DctResizedCrop, RandomHFlip
 
 CIFAR10 = "cifar10"
 """The `--data` value naming the shared CIFAR-10 JPEG archive (see jpeg/cifar.py)."""
 
 SPLIT_SEED = 0
 SPLITS = ("train", "val", "all")
-AUGMENTS = ("default", "flip", "crop", "none")
+AUGMENTS = ("default", "flip", "crop", "none", "rrc", "rrc-pixels")
 """Training augmentations of `make_dataset` (TrainConfig.augment)."""
 
 
@@ -84,13 +85,17 @@ def make_dataset(
     train: bool,
     policy: QualityPolicy,
     augment: str = "default",
+    input_policy: InputPolicy | None = None,
 ) -> FolderDataset:
-    """The dataset a model reads: JpegFolder (input_kind "dct") or RgbJpegFolder ("rgb"),
-    cropped/padded to `input_size` pixels.
+    """The dataset a model reads: JpegFolder (input_kind "dct") or RgbJpegFolder ("rgb"), each file fitted
+    to `input_size` pixels by `input_policy` (jpeg.input_policy; None: the legacy crop/pad, CIFAR-10
+    statistics for RGB).
 
     augment (training only): "default" (the dataset's own), "flip" (random horizontal flip only),
     "crop" (reflect-pad 4 + random crop + flip in pixels: RGB's default; DCT files are decoded and
-    re-encoded with their own tables, jpeg.pixel_augment) or "none".
+    re-encoded with their own tables, jpeg.pixel_augment), "none"; for photographs "rrc" (RandomResizedCrop
+    + flip: DCT models in the DCT domain, transforms.DctResizedCrop, no decode; RGB models in pixels) or
+    "rrc-pixels" (the exact torchvision crop in pixels for DCT models too, re-encoded with the file's tables).
 
     Raises:
         DataError: bad folder, input kind or augment name.
@@ -99,12 +104,24 @@ def make_dataset(
         raise DataError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     if input_kind not in ("dct", "rgb"):
         raise DataError(f"input_kind must be 'dct' or 'rgb', got {input_kind!r}")
-    common = {"input_size": input_size, "qualities": policy, "train": train, "samples": samples}
+    common = {
+        "input_size": input_size,
+        "qualities": policy,
+        "train": train,
+        "samples": samples,
+        "input_policy": input_policy,
+    }
     if input_kind == "dct":
         if augment == "crop":
             return JpegFolder(root, transforms=None, pixel_augment=PixelCropFlip(pad=4), **common)
+        if augment == "rrc-pixels":
+            return JpegFolder(root, transforms=None, pixel_augment=PixelResizedCrop(input_size), **common)
+        if augment == "rrc":
+            return JpegFolder(root, transforms=None, resized_crop=DctResizedCrop(input_size), **common)
         transforms = {"default": "default", "flip": RandomHFlip(0.5), "none": None}[augment]
         return JpegFolder(root, transforms=transforms if train else None, **common)
     if augment in ("default", "crop"):
         return RgbJpegFolder(root, **common)
+    if augment in ("rrc", "rrc-pixels"):
+        return RgbJpegFolder(root, augment=False, resized_crop=True, **common)
     return RgbJpegFolder(root, augment=train and augment == "flip", pad=0, **common)

@@ -20,6 +20,7 @@ block-grid flip and shift above for `y: [B, 64, Hb, Wb]`, `cbcr: [B, 128, Hb/2, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -252,3 +253,80 @@ def random_resized_crop_flip(
     boxes = draw_crop_boxes(n, height, width, gen, scale=scale, ratio=ratio)
     flip = torch.rand(n, generator=gen) < flip_p
     return resized_crop_flip(x, boxes, flip)
+
+
+# ------------------------------------------------------------------ random resized crops (photographs)
+
+RRC_SCALE = (0.08, 1.0)
+"""torchvision's RandomResizedCrop area range, for training on photographs (augment "rrc")."""
+
+
+def draw_box(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = RRC_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
+    attempts: int = 10,
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of one RandomResizedCrop box, drawn from `rng` as torchvision draws it (area
+    fraction uniform in `scale`, log aspect ratio uniform in log(`ratio`), 10 attempts, then the whole image
+    cropped to the ratio range)."""
+    area = height * width
+    for _ in range(attempts):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@dataclass(frozen=True)
+class DctResizedCrop:
+    """RandomResizedCrop + horizontal flip in the DCT domain, for DCT models trained on photographs
+    (augment "rrc"): no decode. The torchvision box is drawn, snapped to the MCU grid (16 px), the crop is
+    downscaled by the power of two (1, 2, 4, 8; input_policy.dct_downscale) nearest in log scale to
+    box / size, flipped with `flip_p`, and the caller centre-crops or pads it to `size`. Unlike torchvision
+    the scale comes in powers of two and the aspect ratio is never stretched (the crop to a square does it),
+    the price of not decoding: `bench/photo_input.py` measures both.
+
+    `__call__(coefs, rng) -> JpegCoefficients` (a new one; cbcr None for grayscale).
+    """
+
+    size: int
+    scale: tuple[float, float] = RRC_SCALE
+    ratio: tuple[float, float] = CROP_RATIO
+    flip_p: float = 0.5
+
+    def __post_init__(self) -> None:
+        grid_for_input_size(self.size)
+        if not 0 < self.scale[0] <= self.scale[1] <= 1 or not 0 < self.ratio[0] <= self.ratio[1]:
+            raise DctqError(f"DctResizedCrop: bad scale {self.scale} or ratio {self.ratio}")
+
+    def __call__(self, coefs: Any, rng: np.random.Generator) -> Any:
+        from .input_policy import dct_downscale
+
+        top, left, h, w = draw_box(coefs.height, coefs.width, rng, self.scale, self.ratio)
+        # snap to MCUs: the window's blocks, at least one MCU each way
+        t0, l0 = top // 16, left // 16
+        t1, l1 = max(t0 + 1, round((top + h) / 16)), max(l0 + 1, round((left + w) / 16))
+        y = coefs.y[:, 2 * t0 : 2 * t1, 2 * l0 : 2 * l1]
+        cbcr = None if coefs.cbcr is None else coefs.cbcr[:, t0:t1, l0:l1]
+        height = min(coefs.height - 16 * t0, 16 * (t1 - t0))
+        width = min(coefs.width - 16 * l0, 16 * (l1 - l0))
+        crop = dataclasses.replace(coefs, y=y, cbcr=cbcr, height=height, width=width)
+        factor = 2 ** min(3, max(0, round(math.log2(max(1.0, min(height, width) / self.size)))))
+        out = dct_downscale(crop, factor)
+        if rng.random() < self.flip_p:
+            fy, fc = hflip(out.y, out.cbcr)
+            out = dataclasses.replace(out, y=fy, cbcr=fc)
+        return out

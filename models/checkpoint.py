@@ -31,6 +31,7 @@ from .. import __version__
 from ..common.errors import ModelError
 from ..common.files import atomic_path
 from ..common.torch_files import load_torch_file
+from ..jpeg.input_policy import InputPolicy, policy_from
 from .registry import create_model, is_model
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,20 @@ class LoadedCheckpoint:
         """The same checkpoint around another model of its architecture, e.g. its quantized copy
         (`ckpt.with_model(ptq(ckpt.model, ...))`), so exports keep its architecture and class names."""
         return dataclasses.replace(self, model=model)
+
+
+INPUT_POLICY_KEY = "input_policy"
+"""extra[INPUT_POLICY_KEY]: the model's jpeg.input_policy.InputPolicy (to_dict), recorded by training."""
+
+
+def input_policy_of(loaded: LoadedCheckpoint) -> InputPolicy:
+    """The input policy recorded in the checkpoint, or the legacy one (crop/pad, CIFAR-10 statistics) that
+    every checkpoint written before policies were recorded was trained with.
+
+    Raises ConfigError for a recorded policy this dctq cannot read or that does not fit the model.
+    """
+    model = loaded.model
+    return policy_from(loaded.extra, getattr(model, "input_kind", "dct"), getattr(model, "input_size", 32))
 
 
 def _check_plain(value: Any, where: str) -> None:

@@ -205,3 +205,47 @@ def load_bench(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina")
+"""scikit-image's bundled colour photographs, all public domain or CC0 (NASA, SpaceX, CC0 by their
+photographers; see skimage.data's docstrings)."""
+
+
+def photo(name: str = "chelsea") -> np.ndarray:
+    """[H, W, 3] uint8 RGB photograph `name` of PHOTOS (skimage.data; a dev dependency)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    return np.ascontiguousarray(getattr(skimage_data, name)()[..., :3])
+
+
+def photo_jpeg(
+    name: str = "chelsea",
+    size: tuple[int, int] | None = None,
+    *,
+    subsampling: str = "4:2:0",
+    quality: int = 90,
+) -> bytes:
+    """A photograph re-encoded as a JPEG: resized to `size` (H, W; None keeps its own), at `subsampling`
+    ("4:2:0", "4:2:2", "4:4:4" by Pillow, "4:4:0" by libjpeg through jpeglib, "gray") and IJG `quality`."""
+    img = PIL.Image.fromarray(photo(name))
+    if size is not None:
+        img = img.resize((size[1], size[0]), PIL.Image.LANCZOS)
+    if subsampling == "gray":
+        img = img.convert("L")
+    buf = io.BytesIO()
+    if subsampling == "4:4:0":
+        import tempfile
+
+        import jpeglib
+
+        im = jpeglib.from_spatial(np.ascontiguousarray(np.asarray(img)))
+        im.samp_factor = "4:4:0"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "p.jpg"
+            im.write_spatial(str(path), qt=quality)
+            return path.read_bytes()
+    kwargs: dict[str, Any] = {"quality": quality}
+    if subsampling != "gray":
+        kwargs["subsampling"] = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}[subsampling]
+    img.save(buf, format="JPEG", **kwargs)
+    return buf.getvalue()

@@ -31,8 +31,8 @@ from .recipe import QuantRecipe
 
 QUANT_RECIPE_KEY = "quant_recipe"
 QUANTIZATION_KEY = "quantization"
-KEPT_EXTRA = ("train_config", "qabn", "qsam")
-"""FP checkpoint entries a quantized checkpoint keeps: its validation split and QABN layout."""
+KEPT_EXTRA = ("train_config", "qabn", "qsam", "input_policy")
+"""FP checkpoint entries a quantized checkpoint keeps: its validation split, QABN layout and input policy."""
 
 
 def rebuild_quantized(model: nn.Module, spec: Any, path: Path) -> nn.Module:

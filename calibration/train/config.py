@@ -105,7 +105,10 @@ class TrainConfig(Config):
     random crop for DCT models, flip + reflect-pad-4 crop for RGB ones), "flip" = random flip only,
     "crop" = flip + reflect-pad-4 crop in pixels for every model (DCT files are decoded and re-encoded
     with their own quant tables), "none". On 32x32 images the DCT default crop shifts by 16 px, so
-    most padded blocks are blank; "crop" is the CIFAR recipe's choice for DCT models."""
+    most padded blocks are blank; "crop" is the CIFAR recipe's choice for DCT models. For photographs (224 px):
+    "rrc" = RandomResizedCrop + flip (DCT models in the DCT domain: jpeg.transforms.DctResizedCrop, no
+    decode; RGB models in pixels), "rrc-pixels" = the exact crop in pixels for DCT models too (decoded and
+    re-encoded with the file's tables)."""
 
     num_workers: int = 0
     """Data-loader worker processes per training process (`--workers`)."""

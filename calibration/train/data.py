@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...jpeg.dataset import FolderDataset
+from ...jpeg.input_policy import InputPolicy, default_policy
 from ...jpeg.recompress import QualityPolicy
 from ...jpeg.samples import Sample
 from ...jpeg.splits import DataSplit, make_dataset, split_data
@@ -21,13 +22,20 @@ from .config import TrainConfig
 
 def dataset_for_arch(arch: str, root: Path, samples: list[Sample], **options: Any) -> FolderDataset:
     """`jpeg.splits.make_dataset(kind, size, root, samples, **options)` with the input kind and size of
-    the registered architecture `arch`; options are make_dataset's (train, policy, augment).
+    the registered architecture `arch`; options are make_dataset's (train, policy, augment, input_policy:
+    a checkpoint's own, models.checkpoint.input_policy_of; None the legacy crop/pad).
 
     Raises:
         ModelError: unknown architecture. DataError: as make_dataset.
     """
     info = get_model_info(arch)
     return make_dataset(info.input_kind, info.input_size, root, samples, **options)
+
+
+def train_input_policy(arch: str) -> InputPolicy:
+    """The input policy a new run of `arch` trains with and records (jpeg.input_policy.default_policy)."""
+    info = get_model_info(arch)
+    return default_policy(info.input_kind, info.input_size)
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,19 @@ def build_train_data(data: str | Path, config: TrainConfig, *, cache_dir: Path |
     get_model_info(config.arch)  # an unknown name fails before the data is read
     split = split_data(data, config.val_fraction, cache_dir=cache_dir)
     policy = QualityPolicy(train_qualities=config.train_qualities, test_quality=config.eval_quality)
+    inputs = train_input_policy(config.arch)
     return TrainData(
         train=dataset_for_arch(
-            config.arch, split.root, split.samples("train"), train=True, policy=policy, augment=config.augment
+            config.arch,
+            split.root,
+            split.samples("train"),
+            train=True,
+            policy=policy,
+            augment=config.augment,
+            input_policy=inputs,
         ),
-        val=dataset_for_arch(config.arch, split.root, split.samples("val"), train=False, policy=policy),
+        val=dataset_for_arch(
+            config.arch, split.root, split.samples("val"), train=False, policy=policy, input_policy=inputs
+        ),
         split=split,
     )

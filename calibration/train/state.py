@@ -19,8 +19,10 @@ from torch import nn
 from ...common.errors import ConfigError, DataError, ModelError
 from ...common.files import atomic_path
 from ...common.torch_files import load_torch_file
+from ...jpeg.input_policy import default_policy
 from ...models.checkpoint import save_checkpoint
 from ...models.qabn import QSAM_BASE_QUALITIES
+from ...models.registry import get_model_info
 from .config import TrainConfig
 from .events import EpochEnd, ValMetrics, epoch_end_from_dict
 
@@ -61,8 +63,10 @@ def save_epoch(
     is_best: bool,
 ) -> None:
     """Write last.state.pt and last.pt for the epoch `progress.epoch` ends, and best.pt when `is_best`."""
+    info = get_model_info(config.arch)
     extra: dict[str, Any] = {
         "train_config": config.to_dict(),
+        "input_policy": default_policy(info.input_kind, info.input_size).to_dict(),  # = train_input_policy
         "epoch": progress.epoch,
         "val": dataclasses.asdict(val) if val is not None else None,
     }

@@ -20,7 +20,7 @@ from ...common.files import write_text_atomic
 from ...jpeg.dataset import make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...jpeg.splits import split_data
-from ...models.checkpoint import LoadedCheckpoint
+from ...models.checkpoint import LoadedCheckpoint, input_policy_of
 from ..calib_cache import collect_statistics, load_cache, ptq_from_cache, save_cache
 from ..quant.model import recipe_of
 from ..quant.recipe import QuantRecipe
@@ -114,9 +114,12 @@ def _calib_loader(loaded: LoadedCheckpoint, calib: PtqData) -> tuple[Any, dict[s
 
 
 def val_for(plan: LayerPlan, calib: PtqData | None) -> ValData:
-    """The held-out images of `plan`: its own, else the "val" split of PTQ's calibration source."""
-    if plan.val is not None:
-        return plan.val
+    """The held-out images of `plan`: its own, else (or for a ValData without source) the "val" split of
+    PTQ's calibration source (the images a calibration cache was collected on, when only the cache is given).
+    """
+    val = plan.val or ValData(None, seed=calib.seed if calib is not None else 0)
+    if val.source is not None:
+        return val
     source, split = (calib.source, calib.split) if calib is not None else (None, None)
     if calib is not None and source is None and calib.cache is not None:
         drawn = load_cache(calib.cache).data  # the images the cached statistics were collected on
@@ -126,7 +129,7 @@ def val_for(plan: LayerPlan, calib: PtqData | None) -> ValData:
             "--sensitivity and --max-drop need labelled held-out images: give --val DIR|cifar10 (by default the "
             "validation split of the calibration images is used, when they came from the train split)"
         )
-    return ValData(source, seed=calib.seed if calib is not None else 0)
+    return dataclasses.replace(val, source=source)
 
 
 def held_out_batches(loaded: LoadedCheckpoint, val: ValData) -> tuple[list[Any], dict[str, Any]]:
@@ -145,7 +148,12 @@ def held_out_batches(loaded: LoadedCheckpoint, val: ValData) -> tuple[list[Any],
     rng = np.random.default_rng(val.seed)
     chosen = sorted(rng.choice(len(pool), size=min(val.num_images, len(pool)), replace=False).tolist())
     dataset = dataset_for_arch(
-        loaded.arch, splits.root, [pool[i] for i in chosen], train=False, policy=QualityPolicy()
+        loaded.arch,
+        splits.root,
+        [pool[i] for i in chosen],
+        train=False,
+        policy=QualityPolicy(),
+        input_policy=input_policy_of(loaded),
     )
     batches = list(make_loader(dataset, val.batch_size, shuffle=False))
     info = {

@@ -16,7 +16,7 @@ from ...common.errors import DataError
 from ...jpeg.dataset import make_loader
 from ...jpeg.recompress import QualityPolicy
 from ...jpeg.splits import split_data
-from ...models.checkpoint import LoadedCheckpoint
+from ...models.checkpoint import LoadedCheckpoint, input_policy_of
 from ..train.config import saved_val_fraction
 from ..train.data import dataset_for_arch
 from ..zeroshot.config import SynthConfig
@@ -59,7 +59,9 @@ def calibration_loader(
     chosen = sorted(rng.choice(len(pool), size=min(num_images, len(pool)), replace=False).tolist())
     samples = [pool[i] for i in chosen]
     policy = QualityPolicy(test_quality=quality)
-    dataset = dataset_for_arch(loaded.arch, splits.root, samples, train=False, policy=policy)
+    dataset = dataset_for_arch(
+        loaded.arch, splits.root, samples, train=False, policy=policy, input_policy=input_policy_of(loaded)
+    )
     loader = make_loader(dataset, batch_size, shuffle=False, num_workers=workers)
     info = {
         "data": str(data),

@@ -74,12 +74,13 @@ VAL_FLAGS = ("--val-split", "--val-images", "--sensitivity-metric")
 class ValData:
     """Labelled held-out images the layer decisions are measured on (`--val` and the options after it).
 
-    `num_images` images drawn (seeded by `seed`) from `split` of `source` ("cifar10" or an ImageFolder):
-    "val", the FP checkpoint's validation split (unseen by training and by PTQ's default calibration
-    split), or "all" (a separate folder); files as stored, in batches of `batch_size`.
+    `num_images` images drawn (seeded by `seed`) from `split` of `source` ("cifar10" or an ImageFolder;
+    None: the images PTQ calibrates on, from their validation split): "val", the FP checkpoint's validation
+    split (unseen by training and by PTQ's default calibration split), or "all" (a separate folder); files
+    as stored, in batches of `batch_size`.
     """
 
-    source: str | Path
+    source: str | Path | None
     split: str = "val"
     num_images: int = 1000
     batch_size: int = 250
@@ -94,7 +95,8 @@ class LayerPlan:
         write the ranking as JSON and a bar-chart PNG beside the output (`--sensitivity`).
     max_drop: return layers to float, most sensitive first, until top-1 on `val` is at most this many
         points below FP (`--max-drop`); None: no fallback.
-    val: the held-out images; None takes the "val" split of PTQ's --calib images (quantize_checkpoint).
+    val: the held-out images; None (or a ValData without source) takes the "val" split of PTQ's --calib
+        images (quantize_checkpoint).
     """
 
     sensitivity: bool = False
@@ -131,7 +133,7 @@ def check_layer_plan(
         raise QuantizationError(f"{', '.join(idle)} only apply with --sensitivity or --max-drop")
     if "--calib-cache" in given and method != "ptq":
         raise QuantizationError(f"--calib-cache applies to --method ptq only, not to --method {method}")
-    if not active or plan.val is not None:  # type: ignore[union-attr]
+    if not active or (plan.val is not None and plan.val.source is not None):  # type: ignore[union-attr]
         return
     if calib is not None and calib.source is None:
         return  # a calibration cache: control.val_for takes its images' validation split, or says why not

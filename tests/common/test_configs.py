@@ -21,6 +21,7 @@ from dctq.calibration.zeroshot.config import SynthConfig, ZeroShotConfig
 from dctq.calibration.zeroshot.data import SyntheticData, load_resumable, save_synthetic
 from dctq.common.config import RESERVED, Config
 from dctq.common.errors import ConfigError, DataError, QuantizationConfigError, QuantizationError
+from dctq.jpeg.input_policy import InputPolicy
 from dctq.models.checkpoint import LoadedCheckpoint
 
 CASES = {
@@ -71,6 +72,18 @@ CASES = {
             qualities=(60, 70),
             dct_space="pixels",
             device="cpu",
+        ),
+    ],
+    InputPolicy: [
+        InputPolicy(),
+        InputPolicy(
+            "rgb",
+            224,
+            resize=256,
+            dct_resize="pixels",
+            tolerance=0.1,
+            mean=(0.5, 0.4, 0.3),
+            std=(0.2, 0.2, 0.2),
         ),
     ],
     ZeroShotConfig: [

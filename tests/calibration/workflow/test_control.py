@@ -222,3 +222,14 @@ def test_a_cache_alone_gives_the_held_out_images_of_its_source(fp_ckpt, jpeg_fol
         result.info["layers"]["val"]["data"] == str(jpeg_folder)
         and result.info["layers"]["val"]["split"] == "val"
     )
+
+
+def test_held_out_options_apply_to_the_default_validation_split(fp_ckpt, jpeg_folder, tmp_path):
+    result = runner.invoke(
+        APP,
+        ["quantize", str(fp_ckpt), "--out", str(tmp_path / "q.pt"), "--calib", str(jpeg_folder), "--bits", "w4a4",
+         "--max-drop", "100", "--val-images", "1", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    val = json.loads(result.output)["quantization"]["layers"]["val"]
+    assert (val["data"], val["split"], val["images"]) == (str(jpeg_folder), "val", 1)
