@@ -37,8 +37,8 @@ def _table(title: str, rows: tuple[TensorComparison, ...], *, status: bool) -> T
         cells = [
             escape(r.name),
             _db(r.sqnr_db),
-            f"{r.cosine_min:.6f}",
-            f"{r.cosine_mean:.6f}",
+            f"{r.cosine_min:.5f}",
+            f"{r.cosine_mean:.5f}",
             f"{r.max_abs_diff:.4g}",
             f"{r.mean_abs_diff:.4g}",
             "-" if r.agreement is None else f"{100 * r.agreement:.2f}%",

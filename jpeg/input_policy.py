@@ -41,9 +41,9 @@ import numpy as np
 
 from ..common.config import Config, check
 from ..common.errors import ConfigError, CorruptJpegError, DctqError, NotAJpegError
-from .chroma import downsample_444, round_half_away
+from .chroma import PAIR_MAP, round_half_away
 from .coefficients import JpegCoefficients
-from .geometry import block_grid, pad_to_mcu
+from .geometry import block_grid, fit_block_grid, pad_to_mcu
 from .reader import read_jpeg
 
 logger = logging.getLogger(__name__)
@@ -206,6 +206,20 @@ def _note(source: str, policy: InputPolicy, fit: Fit) -> str | None:
     return None
 
 
+_PAIR_MATRIX = PAIR_MAP.transpose(1, 0, 2).reshape(8, 16)  # out frequency <- (source block, in frequency)
+
+
+def halve(blocks: np.ndarray) -> np.ndarray:
+    """One plane's dequantized blocks [64, R, C] downscaled by 2 in the DCT domain: chroma.downsample_444's
+    exact separable map (odd grids padded by edge replication), as two matrix products, about twice as fast
+    as its einsum on one plane (equal to ~1e-15, tested)."""
+    r2, c2 = -(-blocks.shape[-2] // 2), -(-blocks.shape[-1] // 2)
+    x = np.asarray(fit_block_grid(blocks, 2 * r2, 2 * c2), dtype=np.float64)
+    t = x.reshape(8, 8, r2, 2, c2, 2).transpose(3, 0, 1, 2, 4, 5).reshape(16, -1)
+    t = (_PAIR_MATRIX @ t).reshape(8, 8, r2, c2, 2).transpose(4, 1, 0, 2, 3).reshape(16, -1)
+    return (_PAIR_MATRIX @ t).reshape(8, 8, r2, c2).transpose(1, 0, 2, 3).reshape(64, r2, c2)
+
+
 def dct_downscale(coefs: JpegCoefficients, factor: int) -> JpegCoefficients:
     """`coefs` downscaled by `factor` (1, 2, 4 or 8) in the DCT domain (see the module docstring): luma and
     chroma dequantized, 2x2-averaged log2(factor) times, re-quantized with the file's own tables."""
@@ -220,7 +234,7 @@ def dct_downscale(coefs: JpegCoefficients, factor: int) -> JpegCoefficients:
         cbcr = coefs.cbcr.astype(np.float64)
         planes += [cbcr[:64] * qt[1].reshape(64, 1, 1), cbcr[64:] * qt[2].reshape(64, 1, 1)]
     for _ in range(int(math.log2(factor))):
-        planes = [downsample_444(p) for p in planes]
+        planes = [halve(p) for p in planes]
     quantized = [round_half_away(p / qt[i].reshape(64, 1, 1)) for i, p in enumerate(planes)]
     new_y = np.clip(quantized[0], -32768, 32767).astype(np.int16)
     new_c = None

@@ -13,7 +13,7 @@ from helpers import photo_jpeg
 from PIL import Image
 
 from dctq.common.errors import ConfigError
-from dctq.jpeg.chroma import round_half_away
+from dctq.jpeg.chroma import downsample_444, round_half_away
 from dctq.jpeg.dataset import JpegFolder, preprocess_dct
 from dctq.jpeg.dct import block_dct, block_idct
 from dctq.jpeg.input_policy import (
@@ -24,6 +24,7 @@ from dctq.jpeg.input_policy import (
     default_policy,
     fit_dct,
     fit_rgb,
+    halve,
     legacy_policy,
     policy_from,
 )
@@ -50,6 +51,13 @@ def test_policies_per_model_size():
         InputPolicy("rgb", 32)
     with pytest.raises(ConfigError, match="resize must be None or >= size"):
         InputPolicy("dct", 224, resize=200)
+
+
+@pytest.mark.parametrize("shape", [(64, 4, 6), (64, 3, 5), (64, 1, 1)])
+def test_halve_is_the_chroma_map(shape):
+    """The one-plane fast path is chroma.downsample_444's map, odd grids included."""
+    x = np.random.default_rng(0).normal(0, 50, shape)
+    np.testing.assert_allclose(halve(x), downsample_444(x), atol=1e-9)
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8])
