@@ -128,26 +128,32 @@ turbo() {
 pytest_gpu() { "$PY" -m pytest -q -p no:cacheprovider -m gpu tests; }
 pytest_trt() { "$PY" -m pytest -q -p no:cacheprovider -m trt tests/deploy/backends/tensorrt; }
 cuda_profile() {
-  "$PY" - "$OUT/cuda_profile.json" "$WORK" <<'EOF' || return 1
+  "$PY" - "$OUT/cuda_profile.json" "$WORK" cuda <<'EOF' || return 1
 import json, subprocess, sys
 from dctq.deploy.profiling.cuda import ProfileConfig, profile_cuda
 from dctq.models import create_model
 from dctq.models.checkpoint import save_checkpoint
+out, work, device = sys.argv[1:4]
+small = device == "cpu"  # tests/dev/test_gpu_check.py runs this on the CPU, briefly
+batches = (1, 2) if small else (1, 32, 256)
+config = ProfileConfig(batch_sizes=batches, warmup=1 if small else 10, iters=2 if small else 30,
+                       precision="fp32" if small else "fp16", device=device)
 report = {}
 for name in ("dct_cifar_upsampling", "resnet20"):
-    rows = profile_cuda(create_model(name), ProfileConfig(batch_sizes=(1, 32, 256), warmup=10, iters=30))
+    rows = profile_cuda(create_model(name), config)
     report[name] = [r.to_dict() for r in rows]
     for r in rows:
         print(f"{name} batch {r.batch}: p50 {r.total.p50:.3f} ms (H2D {r.h2d.p50:.3f}, compute {r.compute.p50:.3f}), "
               f"{r.images_per_second:.0f} images/s")
-ckpt = f"{sys.argv[2]}/small.pt"
-save_checkpoint(create_model("dct_cifar_upsampling"), ckpt)
+ckpt = f"{work}/small.pt"
+save_checkpoint(ckpt, create_model("dct_cifar_upsampling"), arch="dct_cifar_upsampling", arch_kwargs={},
+                class_names=[str(i) for i in range(10)])
 cli = [sys.executable, "-c", "import sys; from dctq.cli.main import app; sys.argv[0] = 'dctq'; app()"]
-done = subprocess.run([*cli, "profile", ckpt, "--device", "cuda", "--batch", "1,32,256", "--json"],
-                      capture_output=True, text=True, timeout=120)
+args = ["profile", ckpt, "--device", device, "--batch", ",".join(map(str, batches)), "--iters", str(config.iters), "--json"]
+done = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=120)
 print(done.stderr[-2000:], file=sys.stderr)
 report["dctq_profile"] = json.loads(done.stdout) if done.returncode == 0 else {"error": done.stderr[-2000:]}
-json.dump(report, open(sys.argv[1], "w"), indent=2)
+json.dump(report, open(out, "w"), indent=2)
 sys.exit(done.returncode)
 EOF
 }

@@ -66,3 +66,22 @@ def test_what_it_would_run_is_accepted_here(tmp_path) -> None:
     assert len(snippets) == 2
     for code in snippets:
         compile(code, "gpu_check snippet", "exec")
+
+
+def test_the_cuda_profile_step_runs_on_the_cpu(tmp_path) -> None:
+    """The cuda_profile step's Python, with "cpu" for its device argument (small batches, FP32)."""
+    snippets = re.findall(r"<<'EOF'[^\n]*\n(.*?)\nEOF\n", SCRIPT.read_text(), flags=re.S)
+    (code,) = [c for c in snippets if "profile_cuda" in c]
+    out = tmp_path / "cuda_profile.json"
+    done = subprocess.run(
+        [sys.executable, "-", str(out), str(tmp_path), "cpu"],
+        input=code,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [r["batch"] for r in report["resnet20"]] == [1, 2]
+    assert [r["batch"] for r in report["dctq_profile"]["rows"]] == [1, 2]

@@ -199,3 +199,15 @@ def test_engine_refuses_a_foreign_sidecar(trt, tiny_onnx, tmp_path) -> None:
     side.write_text(json.dumps(data))
     with pytest.raises(ExportError, match="rebuild"):
         TrtEngine(tmp_path / "m.engine")
+
+
+def test_the_tensorrt_extra_installs_what_the_build_imports() -> None:
+    """The build reads the ONNX graph (onnx) and export_engine exports with the dynamo exporter
+    (onnxscript): `pip install 'dctq[tensorrt]'` alone must bring both."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[4] / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["tensorrt"]
+    names = {req.split(">")[0].split("=")[0].split("<")[0].strip() for req in extra}
+    assert {"tensorrt", "onnx", "onnxscript"} <= names
