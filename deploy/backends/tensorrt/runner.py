@@ -91,7 +91,7 @@ class TrtRunner:
         return (memory["weights"] + memory["context"] * memory["contexts"]) / 2**20
 
     def synchronize(self) -> None:
-        torch.cuda.synchronize(self.engine.device)
+        self.engine.cuda.synchronize()
 
 
 class TrtBackend:

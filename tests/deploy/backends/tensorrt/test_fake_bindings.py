@@ -222,7 +222,7 @@ def test_cuda_graph_has_its_own_context_and_returns_new_tensors(fake, tiny_onnx,
 
 
 def test_runner_graph_path_memory_and_profile_column(fake, tiny_onnx, tmp_path) -> None:
-    _, _, device = fake()
+    state, _, device = fake()
     _build(tiny_onnx, tmp_path, device)
     runner = TrtRunner(load_artifact(tmp_path / "m.engine"), cuda_graph=True)
     weights = runner.engine.engine.get_engine_stat()
@@ -231,6 +231,8 @@ def test_runner_graph_path_memory_and_profile_column(fake, tiny_onnx, tmp_path) 
         feeds = _feeds(tiny_onnx[1], batch, seed)
         np.testing.assert_allclose(runner.predict(feeds).numpy(), _expected(feeds), rtol=1e-5)
     assert runner.engine.contexts == 2
+    runner.synchronize()  # through the engine's device
+    assert state.events[-1] == ("sync-device",)
     assert native_memory_mb(runner) == pytest.approx((weights + 2 * (3 << 20)) / 2**20)
 
 
