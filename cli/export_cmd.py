@@ -1,4 +1,5 @@
-"""`dctq export CKPT --format onnx|torchscript|program|tensorrt [--out PATH]`: a checkpoint to a deployable file."""
+"""`dctq export CKPT --format onnx|torchscript|program|tensorrt [--out PATH]`: a checkpoint to a deployable file
+(`dctq export model.onnx --format tensorrt`: an engine from a Q/DQ ONNX file)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from .options import JsonResult
 def export_command(
     ctx: typer.Context,
     checkpoint: Annotated[
-        Path, typer.Argument(help="A dctq checkpoint (.pt), float or quantized.", show_default=False)
+        Path,
+        typer.Argument(
+            help="A dctq checkpoint (.pt), float or quantized; or, with --format tensorrt, a Q/DQ .onnx file "
+            "(from `dctq export --format onnx`) to build the engine from.",
+            show_default=False,
+        ),
     ],
     fmt: Annotated[
         str,
@@ -50,7 +56,8 @@ def export_command(
     ] = False,
     as_json: JsonResult = False,
 ) -> None:
-    """Export a checkpoint to ONNX, TorchScript or a torch.export program, with a JSON sidecar.
+    """Export a checkpoint to ONNX, TorchScript, a torch.export program or a TensorRT engine, with a JSON
+    sidecar; or build a TensorRT engine from a Q/DQ ONNX file.
 
     Quantized ONNX graphs are checked against TensorRT's Q/DQ rules (as `dctq check` does) and the
     summary printed; the export itself succeeds either way.

@@ -5,6 +5,9 @@ picks the output path (the checkpoint's name with the format's suffix unless giv
 overwrite the checkpoint, runs the format's exporter (onnx.export_onnx, torchscript.export_torchscript /
 export_program, or the TensorRT engine build) and, for ONNX, checks the graph against TensorRT's Q/DQ
 rules. The export succeeds whatever that check finds; the report travels in the ExportResult.
+
+An ONNX file (a Q/DQ export, `dctq export ckpt.pt --format onnx`) exports to "tensorrt" too: the engine
+is built from it directly (`dctq export model.onnx --format tensorrt`), its sidecar giving the recipe.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 from ...common.errors import DctqError
 from ...models.checkpoint import load_checkpoint
 from ..artifact import sidecar_path
-from ..backends.tensorrt.build import BuildConfig, export_engine
+from ..backends.tensorrt.build import BuildConfig, build_engine, export_engine
 from ..onnx.lint import LintReport, lint_qdq
 from .onnx import export_onnx
 from .torchscript import export_program, export_torchscript
@@ -65,6 +68,7 @@ def export_artifact(
     """Export a dctq checkpoint (.pt, float or quantized) to `fmt`, with a JSON sidecar beside it.
 
     Args:
+        checkpoint: the checkpoint; or, for fmt "tensorrt" only, a Q/DQ .onnx file to build the engine from.
         fmt: "onnx" (FP32, or Q/DQ INT8 for TensorRT), "torchscript" (.ts), "program" (.pt2,
             torch.export) or "tensorrt" (.engine built from the Q/DQ ONNX, written beside it).
         out: the file to write; default the checkpoint's path with the format's suffix (FORMATS).
@@ -81,6 +85,8 @@ def export_artifact(
     if fmt not in FORMATS:
         raise DctqError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     checkpoint = Path(checkpoint)
+    if checkpoint.suffix.lower() == ".onnx":
+        return _engine_from_onnx(checkpoint, fmt, out, static_batch, _build_config(max_batch, timing_cache))
     loaded = load_checkpoint(checkpoint)
     target = Path(out) if out is not None else checkpoint.with_suffix(FORMATS[fmt])
     if target.resolve() == checkpoint.resolve():
@@ -97,9 +103,7 @@ def export_artifact(
         )
         lint = lint_qdq(target)
     elif fmt == "tensorrt":
-        batch = (1, min(32, max_batch), max_batch)
-        cache = Path(timing_cache) if timing_cache is not None else None
-        export_engine(loaded, target, BuildConfig(batch=batch, timing_cache=cache), opset=opset)
+        export_engine(loaded, target, _build_config(max_batch, timing_cache), opset=opset)
     elif fmt == "torchscript":
         export_torchscript(loaded, target)
     else:
@@ -110,4 +114,36 @@ def export_artifact(
         format=fmt,
         quantized=bool(loaded.extra.get("quant_recipe")),
         lint=lint,
+    )
+
+
+def _build_config(max_batch: int, timing_cache: Path | str | None) -> BuildConfig:
+    """The engine build of `dctq export --format tensorrt`: batches 1..max_batch, optimised for min(32, max_batch)."""
+    cache = Path(timing_cache) if timing_cache is not None else None
+    return BuildConfig(batch=(1, min(32, max_batch), max_batch), timing_cache=cache)
+
+
+def _engine_from_onnx(
+    onnx_path: Path, fmt: str, out: Path | str | None, static_batch: int | None, config: BuildConfig
+) -> ExportResult:
+    """`dctq export model.onnx --format tensorrt`: the engine built from a Q/DQ ONNX file (default
+    path: the ONNX file's with `.engine`). Raises DctqError for another format or --static-batch."""
+    if fmt != "tensorrt":
+        raise DctqError(
+            f"{onnx_path} is an ONNX file: it exports to --format tensorrt only; export {fmt} from the checkpoint (.pt)"
+        )
+    if static_batch is not None:
+        raise DctqError(
+            "--static-batch does not apply to an .onnx input (its batch axis is already exported); "
+            "the engine takes batches 1..--max-batch"
+        )
+    target = Path(out) if out is not None else onnx_path.with_suffix(FORMATS["tensorrt"])
+    if target.resolve() == onnx_path.resolve():
+        raise DctqError(f"--out {target} would overwrite the ONNX file; choose another path")
+    sidecar = build_engine(onnx_path, target, config)
+    return ExportResult(
+        artifact=target,
+        sidecar=sidecar_path(target),
+        format="tensorrt",
+        quantized=bool(sidecar.get("recipe")),
     )

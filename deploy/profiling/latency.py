@@ -5,7 +5,9 @@ random batch (integer-valued coefficients like real files); end-to-end mode time
 reading `batch` JPEG files (read_jpeg, crop to the grid, stack) plus the run. Timing: CUDA events
 around each call on CUDA (model-only), perf_counter after a synchronize otherwise.
 
-Peak memory: on CUDA `torch.cuda.max_memory_allocated` after a reset; on the CPU the process's
+Peak memory: on CUDA `torch.cuda.max_memory_allocated` after a reset, plus, for runtimes that
+allocate device memory themselves (a TensorRT engine's weights and execution-context memory, which
+torch's allocator never sees), what the runner reports through `native_memory_mb()`; on the CPU the process's
 peak resident set (VmHWM), which Linux lets us reset per batch size through /proc/self/clear_refs,
 reported as the rise over the resident set before the batch (`peak_rss_delta_mb`). tracemalloc
 would miss the runtimes' native allocations. Where the reset is refused, ru_maxrss is used and
@@ -198,6 +200,14 @@ class _Feeder:
         self.runner.predict(stack_inputs([read_input(p, self.meta) for p in picked]))
 
 
+def native_memory_mb(run: Runner) -> float | None:
+    """MiB of device memory `run`'s runtime holds outside torch's allocator, when it says
+    (`native_memory_mb()`, e.g. TrtRunner: engine weights + execution contexts); else None."""
+    report = getattr(run, "native_memory_mb", None)
+    value = report() if callable(report) else None
+    return None if value is None else float(value)
+
+
 class _Timer:
     """Per-call milliseconds: CUDA events on a CUDA runner (when `events`), else perf_counter."""
 
@@ -259,6 +269,7 @@ def profile(
     memory_source = (
         "cuda.max_memory_allocated" if cuda else ("VmHWM reset per batch" if can_reset else "ru_maxrss")
     )
+    native_mb = None
     timer = _Timer(run, events=files is None)
     rows = []
     for b in batches:
@@ -266,6 +277,7 @@ def profile(
         for _ in range(warmup):
             call()
         if cuda:
+            native_mb = native_memory_mb(run)  # after the warm-up: a CUDA graph adds a context
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
@@ -274,13 +286,15 @@ def profile(
             base = _rss_kb()
         times = np.array([timer.time(call) for _ in range(iters)])
         if cuda:
-            peak = torch.cuda.max_memory_allocated() / 2**20
+            peak = torch.cuda.max_memory_allocated() / 2**20 + (native_mb or 0.0)
             delta = (torch.cuda.max_memory_allocated() - base) / 2**20
         else:
             peak_kb = _peak_rss_kb()
             peak, delta = peak_kb / 1024, max(0, peak_kb - base) / 1024
         rows.append(BatchProfile(b, iters, Latency.of(times), peak_mem_mb=peak, peak_rss_delta_mb=delta))
         logger.info("batch %d: p50 %.3f ms, %.1f img/s", b, rows[-1].p50_ms, rows[-1].throughput)
+    if native_mb is not None:
+        memory_source += f" + what the runtime allocated itself ({native_mb:.1f} MiB at the last batch size)"
     return ProfileReport(
         str(art.path), run.backend, run.device, files is not None, memory_source, tuple(rows)
     )

@@ -222,3 +222,39 @@ def test_check_cli_exit_codes_and_json(tmp_path):
     assert data["ok"] is False and data["violations"][0]["rule"] == "zero-point"
     missing = runner.invoke(app, ["check", str(tmp_path / "none.onnx")])
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_scales_outside_fp16_are_flagged_where_the_fp16_pass_keeps_them_fp32():
+    """An activation scale below 2^-14 makes the FP16 pass keep its pair FP32 behind Casts (fp16-scale on
+    the exported graph, dq-cast on the converted one); a float weight's tiny scale is raised by the pass
+    instead, so it is not flagged."""
+    from dctq.deploy.onnx.fp16 import to_fp16
+
+    tiny = conv_graph(act_scale=np.float32(1e-6))
+    found = lint_qdq(tiny)
+    assert found.rules() == {"fp16-scale"} and found.ok
+    assert [v.node for v in found.violations] == ["q_x"]  # one warning per Q/DQ pair
+    tiny.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C_OUT, 8, 8]))
+    converted, report = to_fp16(tiny)
+    assert report.scales == "mixed" and report.scales_fp32 == ("s_x",)
+    after = lint_qdq(converted)
+    # the same scale, now behind a DQ -> Cast -> Conv chain (and no half-quantized error for it)
+    assert after.rules() == {"fp16-scale", "dq-cast"} and after.ok
+    (cast_fed,) = [v for v in after.violations if v.rule == "dq-cast"]
+    assert cast_fed.node == "conv" and "data input" in cast_fed.message
+
+    float_weight = conv_graph(quantize_weight=False)  # w is a float constant: quantize it with a tiny channel
+    w_scale = np.full(C_OUT, 0.01, np.float32)
+    w_scale[2] = 1e-9
+    float_weight.graph.initializer.extend([_const("s_w", w_scale), _const("z_w", np.zeros(C_OUT, np.int8))])
+    conv = next(n for n in float_weight.graph.node if n.op_type == "Conv")
+    conv.input[1] = "w_dq"
+    float_weight.graph.node.insert(
+        0, helper.make_node("QuantizeLinear", ["w", "s_w", "z_w"], ["w_q"], axis=0)
+    )
+    float_weight.graph.node.insert(
+        1, helper.make_node("DequantizeLinear", ["w_q", "s_w", "z_w"], ["w_dq"], axis=0)
+    )
+    assert lint_qdq(float_weight).violations == ()
+    folded_tiny = conv_graph(w_scale=np.where(np.arange(C_OUT) == 2, 1e-9, 0.01).astype(np.float32))
+    assert rules_of(folded_tiny) == {"fp16-scale": "warning"}  # an int8 weight already folded: not raised
