@@ -50,6 +50,7 @@ from . import (  # noqa: E402
     predict_cmd,
     profile_cmd,
     quantize_cmd,
+    report_cmd,
     synthesize_cmd,
     train_cmd,
     train_meta_cmd,
@@ -68,5 +69,6 @@ for _module in (
     check_cmd,
     predict_cmd,
     profile_cmd,
+    report_cmd,
 ):
     _module.register(app)
