@@ -71,7 +71,7 @@ def _fmt(value: Scalar, column: str = "") -> str:
     if isinstance(value, bool):
         return "yes" if value else ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     return str(value).replace("|", "\\|")
 
 
@@ -130,7 +130,15 @@ def epoch_panels(rows: Sequence[dict[str, Scalar]]) -> list[Panel]:
             ticks = tuple(epochs) if len(epochs) <= 12 else None
             title, ylabel = titles[key]
             panels.append(
-                Panel(title, "epoch", ylabel, tuple(series), xticks=ticks, y_from_zero=key == "accuracy")
+                Panel(
+                    title,
+                    "epoch",
+                    ylabel,
+                    tuple(series),
+                    xticks=ticks,
+                    y_from_zero=key == "accuracy",
+                    y_max=100.0 if key == "accuracy" else None,
+                )
             )
     return panels
 
@@ -174,6 +182,8 @@ def quality_panels(records: dict[str, list[dict[str, Scalar]]]) -> list[Panel]:
                         "loss" if "loss" in column else ylabel,
                         tuple(series),
                         xticks=qualities,
+                        y_from_zero=scale == 1.0,  # accuracies zoom in: INT8 vs FP32 differ by points
+                        y_max=100.0 if scale == 100.0 else None,
                     )
                 )
     return panels[:3]

@@ -45,7 +45,7 @@ class Series:
 @dataclasses.dataclass(frozen=True)
 class Panel:
     """One chart. log2_x: a base-2 x axis (batch sizes); xticks: where to tick x (default: round
-    values); y_from_zero: the y axis starts at 0."""
+    values); y_from_zero: the y axis starts at 0; y_max: the axis never goes above it (100 for percent)."""
 
     title: str
     xlabel: str
@@ -54,6 +54,7 @@ class Panel:
     log2_x: bool = False
     xticks: tuple[float, ...] | None = None
     y_from_zero: bool = True
+    y_max: float | None = None
 
 
 def plot_format(path: Path | str) -> str:
@@ -143,6 +144,9 @@ def _draw_matplotlib(panels: Sequence[Panel], title: str, tmp: Path, fmt: str) -
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: tick_label(v)))
         if panel.y_from_zero:
             ax.set_ylim(bottom=0)
+        low, high = ax.get_ylim()
+        if panel.y_max is not None and high > panel.y_max:
+            ax.set_ylim(top=panel.y_max + 0.03 * (panel.y_max - min(low, panel.y_max - 1)))
         ax.set_title(panel.title, fontsize=10)
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)

@@ -132,8 +132,15 @@ def _x_axis(panel: Panel) -> tuple[Any, list[float]]:
 def _panel(canvas: Any, panel: Panel, x0: float, width: float, height: float) -> None:
     left, right, top, bottom = x0 + LEFT, x0 + width - RIGHT, TOP, height - BOTTOM
     ys = [y for s in panel.series for y in (*s.y, *(s.low or ()), *(s.high or ()))]
-    lo = 0.0 if panel.y_from_zero else min(ys)
-    yticks = nice_ticks(lo, max(ys) if ys else 1.0)
+    lo = 0.0 if panel.y_from_zero else min(ys, default=0.0)
+    hi = max(ys, default=1.0)
+    if hi - lo < 1e-12:  # a flat line: give it room (below only when it sits on y_max, e.g. 100 %)
+        pad = max(abs(hi) * 0.05, 1.0)
+        lo = lo if panel.y_from_zero and lo < hi else lo - pad
+        hi = hi if panel.y_max is not None and hi >= panel.y_max else hi + pad
+    yticks = nice_ticks(lo, hi)
+    if panel.y_max is not None and yticks[-1] > panel.y_max >= yticks[1]:
+        yticks = [t for t in yticks if t < panel.y_max] + [panel.y_max]
     ylo, yhi = yticks[0], yticks[-1]
     fx, xticks = _x_axis(panel)
 

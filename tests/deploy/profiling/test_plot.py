@@ -136,3 +136,20 @@ def test_profile_command_overlays_fp32_and_int8_and_keeps_the_format(tmp_path):
     assert [[row.batch for row in r.rows] for r in saved] == [[1, 4], [1, 4]]
     bad = runner.invoke(app, ["profile", str(fp32), "--plot", str(tmp_path / "x.gif")])
     assert bad.exit_code == 1 and ".svg" in bad.output
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_flat_line_at_the_axis_cap_still_gets_an_axis(tmp_path, engine):
+    # Top-5 of 100 % at every quality: the axis opens below the line and stops at 100.
+    flat = Panel(
+        "top5",
+        "JPEG quality",
+        "accuracy (%)",
+        (Series("a", (20, 50), (100.0, 100.0)),),
+        y_from_zero=False,
+        y_max=100.0,
+    )
+    out = save_figure([flat], tmp_path / "flat.svg", engine=engine)
+    if engine == "pillow":
+        labels = re.findall(r">([^<]+)</text>", out.read_text())
+        assert "100" in labels and "101" not in labels and "95" in labels
