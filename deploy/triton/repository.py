@@ -33,7 +33,7 @@ from typing import Any
 
 from ...common.errors import ExportError
 from ...models.checkpoint import LoadedCheckpoint
-from ..artifact import ArtifactMeta, TensorSpec, read_sidecar, sidecar_path, write_sidecar
+from ..artifact import ArtifactMeta, TensorSpec, describe_model, read_sidecar, sidecar_path, write_sidecar
 from ..export.onnx import export_onnx
 from ..onnx.graph import import_onnx, load_onnx
 from ..onnx.lint import LintReport, lint_qdq
@@ -269,6 +269,10 @@ def export_triton(
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise ExportError(f"--out {root} is a file; a Triton model repository is a folder")
+    plan = None
+    if engine is not None:  # checked before the (slow) ONNX export
+        engine = Path(engine)
+        plan = _engine_meta(engine, describe_model(loaded))
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging.", dir=root.parent))
     try:
@@ -288,9 +292,8 @@ def export_triton(
         chains: list[tuple[str, str, ArtifactMeta, int, dict[str, bytes | Path]]] = [
             (name, "onnxruntime", meta, max_batch, {"model.onnx": graph.SerializeToString()})
         ]
-        if engine is not None:
-            engine = Path(engine)
-            plan_meta, plan_batch = _engine_meta(engine, meta)
+        if engine is not None and plan is not None:
+            plan_meta, plan_batch = plan
             chains.append(
                 (f"{name}_trt", "tensorrt", plan_meta, min(max_batch, plan_batch), {"model.plan": engine})
             )
@@ -318,13 +321,13 @@ def export_triton(
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote Triton model repository %s: %s", root, ", ".join(written))
     ensembles = tuple(prefix for prefix, *_ in chains)
-    plan = root / f"{name}_trt_model" / VERSION / "model.plan" if engine is not None else None
+    plan_path = root / f"{name}_trt_model" / VERSION / "model.plan" if engine is not None else None
     return TritonRepository(
         root,
         tuple(written),
         ensembles,
         root / f"{name}_model" / VERSION / "model.onnx",
-        plan,
+        plan_path,
         max_batch,
         lint,
     )

@@ -9,7 +9,6 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from dctq.cli.demo_pipeline import run_demo
 from dctq.cli.main import app
 from dctq.common.errors import DataError, DctqError
 from dctq.common.records import read_metrics
@@ -19,8 +18,9 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return run_demo(tmp_path_factory.mktemp("report") / "demo", epochs=2, per_class=12)
+def demo(tiny_demo):
+    """The demo's run at tiny settings (conftest.tiny_demo): its INT8 checkpoint, the toy JPEGs, the Q/DQ ONNX."""
+    return tiny_demo
 
 
 def test_the_demo_leaves_its_run_records(demo):

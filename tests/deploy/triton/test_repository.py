@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dctq.cli.demo_pipeline import run_demo
 from dctq.cli.main import app
 from dctq.common.errors import ExportError
 from dctq.deploy.artifact import load_artifact, sidecar_path
@@ -135,9 +134,9 @@ def outputs(response: InferenceResponse) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo's run at tiny settings: its INT8 checkpoint, the toy JPEGs, the Q/DQ ONNX."""
-    return run_demo(tmp_path_factory.mktemp("demo") / "demo", epochs=1, per_class=12)
+def demo(tiny_demo):
+    """The demo's run at tiny settings (conftest.tiny_demo): its INT8 checkpoint, the toy JPEGs, the Q/DQ ONNX."""
+    return tiny_demo
 
 
 @pytest.fixture(scope="module")
@@ -310,17 +309,37 @@ def test_re_export_replaces_its_models_and_keeps_others(demo, tmp_path):
     (root / "someone_else" / "1").mkdir(parents=True)
     (root / "int8_model" / "1").mkdir(parents=True)
     (root / "int8_model" / "stale.txt").write_text("old")
-    runner = CliRunner()
-    result = runner.invoke(
-        app,
-        ["export", str(demo.int8_checkpoint), "--format", "triton", "--out", str(root), "--max-batch", "8"],
-    )
+    args = ["export", str(demo.int8_checkpoint), "--format", "triton", "--out", str(root), "--max-batch", "8"]
+    result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    assert "wrote" in result.output
+    reported = json.loads(result.stdout)
+    assert reported["format"] == "triton" and reported["artifact"] == str(root) and reported["lint"]["ok"]
     assert (root / "someone_else" / "1").is_dir()
     assert not (root / "int8_model" / "stale.txt").exists()
     assert parse_config((root / "int8_model" / "config.pbtxt").read_text()).max_batch_size == 8
-    as_json = runner.invoke(
-        app, ["export", str(demo.int8_checkpoint), "--format", "triton", "--out", str(root), "--json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_an_fp32_rgb_model_is_served_from_its_pixels(tmp_path, make_jpeg, pb_utils):
+    from helpers import saved_model
+
+    from dctq.deploy.predict import read_dct_input, read_rgb_input
+    from dctq.deploy.triton.python_models import decode_jpeg_input
+
+    _, ckpt = saved_model(tmp_path / "rgb.pt", "resnet20", ["cat", "dog"], num_classes=2)
+    result = export_artifact(ckpt, "triton", tmp_path / "repo", max_batch=4)
+    assert not result.quantized and result.lint is not None
+    configs = {n: json.loads(config_json(m)) for n, m in read_configs(result.artifact).items()}
+    model = configs["rgb_model"]
+    assert [(t["name"], [int(d) for d in t["dims"]]) for t in model["input"]] == [("x", [3, 32, 32])]
+    assert configs["rgb_jpeg"]["parameters"]["input_kind"]["string_value"] == "rgb"
+    image = make_jpeg("a.jpg", height=40, width=48)
+    decoder = load_python_model(result.artifact, "rgb_jpeg")
+    (response,) = decoder.execute(
+        [pb_utils.InferenceRequest([pb_utils.Tensor("jpeg", np.array([[image.read_bytes()]], dtype=object))])]
     )
-    assert json.loads(as_json.stdout)["format"] == "triton"
+    assert np.array_equal(outputs(response)["x"][0], read_rgb_input(image, 32)["x"])
+    # The DCT path reads exactly what `dctq predict` reads (coefficients as stored, cropped to the grid).
+    dct = decode_jpeg_input(image.read_bytes(), "dct", 32)
+    expected = read_dct_input(image, 32)
+    assert all(np.array_equal(dct[k], expected[k]) for k in ("y", "cbcr", "qt"))
