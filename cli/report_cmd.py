@@ -26,7 +26,9 @@ def report_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="The Markdown page (default RUN_DIR/report.md); plots go beside it in report/."
+            "--out",
+            help="The Markdown page (default RUN_DIR/report.md); its plots go into the folder beside it "
+            "named after it (report.md -> report/).",
         ),
     ] = None,
     plot_format: Annotated[str, typer.Option(help="Format of the plots: png, svg or pdf.")] = "png",
