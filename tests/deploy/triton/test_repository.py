@@ -20,8 +20,9 @@ from dctq.common.errors import ExportError
 from dctq.deploy.artifact import load_artifact, sidecar_path
 from dctq.deploy.export.formats import export_artifact
 from dctq.deploy.predict import predict
+from dctq.deploy.triton.check import check_repository, read_configs
 from dctq.deploy.triton.model_config import config_json, parse_config, render_pbtxt
-from dctq.deploy.triton.repository import check_repository, export_triton, read_configs
+from dctq.deploy.triton.repository import export_triton
 from dctq.models.checkpoint import load_checkpoint
 
 pytest.importorskip("onnx")
