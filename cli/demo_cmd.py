@@ -52,10 +52,12 @@ def demo_command(
     out_console.print(
         f"TensorRT Q/DQ rules: {report.lint_errors} error(s), {report.lint_warnings} warning(s) in {report.onnx}"
     )
-    for row in report.ort_profile.rows:
-        out_console.print(
-            f"ONNX Runtime INT8, batch {row.batch}: p50 {row.p50_ms:.3f} ms, {row.throughput:.0f} images/s"
-        )
+    for name, prof in (("FP32", report.fp32_ort_profile), ("INT8", report.ort_profile)):
+        for row in prof.rows if prof is not None else ():
+            out_console.print(
+                f"ONNX Runtime {name}, batch {row.batch}: p50 {row.p50_ms:.3f} ms, {row.throughput:.0f} images/s"
+            )
+    out_console.print(f"`dctq report {out}` renders the run as one Markdown page with its plots")
 
 
 def register(app: typer.Typer) -> None:

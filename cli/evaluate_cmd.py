@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..calibration.train.config import saved_val_fraction
 from ..common.files import write_text_atomic
+from ..common.records import metrics_path
 from ..deploy.artifact import load_artifact
 from ..deploy.evaluate import EvalReport, evaluate_artifact
 from .common import json_text, out_console, print_json, user_errors
@@ -83,7 +84,8 @@ def evaluate_command(
         Path | None,
         typer.Option(
             "--out",
-            help="Also write the JSON report to this file (atomically: complete or absent).",
+            help="Also write the JSON report to this file and the per-quality rows beside it as "
+            "<name>.metrics.csv (atomically: complete or absent).",
             show_default=False,
         ),
     ] = None,
@@ -105,6 +107,7 @@ def evaluate_command(
                 backend=backend,
                 qabn_routing=routing,
                 progress=EvalProgressView(progress),
+                record=metrics_path(out) if out is not None else None,
             )
     result = {**report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split}
     if out is not None:

@@ -1,5 +1,5 @@
-"""`dctq export CKPT --format onnx|torchscript|program|tensorrt [--out PATH]`: a checkpoint to a deployable file
-(`dctq export model.onnx --format tensorrt`: an engine from a Q/DQ ONNX file)."""
+"""`dctq export CKPT --format onnx|torchscript|program|tensorrt|triton [--out PATH]`: a checkpoint to a deployable
+file (`dctq export model.onnx --format tensorrt`: an engine from a Q/DQ ONNX file)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def export_command(
             "--format",
             help="onnx (FP32, or Q/DQ INT8 for TensorRT), torchscript (.ts, torch.jit.trace), program "
             "(.pt2, torch.export) or tensorrt (.engine: a strongly typed TensorRT 11 plan built from the "
-            "Q/DQ ONNX, which is written beside it; needs `pip install 'dctq[tensorrt]'` and a GPU).",
+            "Q/DQ ONNX, which is written beside it; needs `pip install 'dctq[tensorrt]'` and a GPU) or triton "
+            "(a Triton Inference Server model repository folder: clients send JPEG bytes and get labels; "
+            "the checkpoint's .engine is served too when it exists).",
         ),
     ] = "onnx",
     out: Annotated[
@@ -43,7 +45,10 @@ def export_command(
         typer.Option("--static-batch", help="Bake this batch size in instead of a dynamic batch axis."),
     ] = None,
     max_batch: Annotated[
-        int, typer.Option(help="tensorrt: largest batch of the optimization profile (min 1, opt 32).")
+        int,
+        typer.Option(
+            help="tensorrt: largest batch of the optimization profile (min 1, opt 32); triton: max_batch_size."
+        ),
     ] = 256,
     timing_cache: Annotated[
         Path | None, typer.Option(help="tensorrt: timing-cache file, read and updated (faster rebuilds).")

@@ -51,6 +51,7 @@ from . import (  # noqa: E402
     predict_cmd,
     profile_cmd,
     quantize_cmd,
+    report_cmd,
     synthesize_cmd,
     train_cmd,
     train_meta_cmd,
@@ -70,5 +71,6 @@ for _module in (
     check_cmd,
     predict_cmd,
     profile_cmd,
+    report_cmd,
 ):
     _module.register(app)

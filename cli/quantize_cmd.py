@@ -47,6 +47,8 @@ def _summary(result: QuantizeResult) -> Table:
     recipe = result.recipe
     table = summary_table("quantization done")
     table.add_row("file", escape(str(result.path)) if result.path else "(not written)")
+    if result.metrics is not None:
+        table.add_row("run record", escape(str(result.metrics)))
     table.add_row("method", result.method)
     table.add_row(
         "recipe",

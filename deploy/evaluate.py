@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..common.errors import ConfigError, DctqError
+from ..common.records import write_metrics
 from ..jpeg.dataset import make_loader
 from ..jpeg.recompress import QualityPolicy
 from ..jpeg.splits import make_dataset, split_data
@@ -208,6 +209,7 @@ def evaluate_artifact(
     backend: str | None = None,
     qabn_routing: str = "auto",
     progress: Callable[[EvalProgress], None] | None = None,
+    record: Path | str | None = None,
 ) -> EvalReport:
     """`dctq evaluate`: top-1 / top-5 of any artifact on the `split` ("val", "train" or "all") of `data`
     ("cifar10" or an ImageFolder of JPEGs), at each of `qualities` (None: the files as stored).
@@ -215,7 +217,8 @@ def evaluate_artifact(
     val_fraction: the share split off as validation images (jpeg.splits.split_data, fixed seed): the
     run's own to get its validation set back (calibration.train.config.saved_val_fraction reads it from
     a checkpoint). A checkpoint is evaluated through its model, so `qabn_routing` applies; any other
-    artifact through `backend` (default: the artifact's natural one).
+    artifact through `backend` (default: the artifact's natural one). record: also write the run record
+    there, one row per quality (common/records.py; `dctq evaluate --out r.json` gives r.metrics.csv).
 
     Raises:
         ConfigError: bad batch size or worker count, an artifact without a recorded architecture
@@ -260,4 +263,7 @@ def evaluate_artifact(
         qabn_routing=qabn_routing,
         progress=progress,
     )
-    return report if report.arch else dataclasses.replace(report, arch=meta.arch)
+    report = report if report.arch else dataclasses.replace(report, arch=meta.arch)
+    if record is not None:
+        write_metrics(record, report.rows)
+    return report

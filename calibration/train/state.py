@@ -3,7 +3,9 @@
 - `last.pt` / `best.pt`: dctq checkpoints (models.checkpoint) of the last and the best epoch (by
   validation top-1), `extra` holding the TrainConfig, the epoch and its validation metrics;
 - `last.state.pt`: what `resume=True` needs besides the weights (optimizer, schedule, gradient
-  scaler, best so far, history), plain tensors and data that `torch.load(weights_only=True)` reads.
+  scaler, best so far, history), plain tensors and data that `torch.load(weights_only=True)` reads;
+- `metrics.csv`: the run record, one row per epoch so far (the flattened EpochEnd: epoch, train_loss,
+  train_top1, val_loss, val_top1, ..., is_best, seconds, lr; common/records.py), for `dctq report`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from ...common.errors import ConfigError, DataError, ModelError
 from ...common.files import atomic_path
+from ...common.records import METRICS_CSV, write_metrics
 from ...common.torch_files import load_torch_file
 from ...models.checkpoint import save_checkpoint
 from ...models.qabn import QSAM_BASE_QUALITIES
@@ -60,7 +63,8 @@ def save_epoch(
     val: ValMetrics | None,
     is_best: bool,
 ) -> None:
-    """Write last.state.pt and last.pt for the epoch `progress.epoch` ends, and best.pt when `is_best`."""
+    """Write last.state.pt and last.pt for the epoch `progress.epoch` ends, best.pt when `is_best`, and
+    metrics.csv with every epoch of `progress.history`."""
     extra: dict[str, Any] = {
         "train_config": config.to_dict(),
         "epoch": progress.epoch,
@@ -91,6 +95,7 @@ def save_epoch(
         extra=extra,
         is_best=is_best,
     )
+    write_metrics(out_dir / METRICS_CSV, progress.history)
 
 
 def save_last_and_best(

@@ -21,11 +21,18 @@ from ...models.checkpoint import load_checkpoint
 from ..artifact import sidecar_path
 from ..backends.tensorrt.build import BuildConfig, build_engine, export_engine
 from ..onnx.lint import LintReport, lint_qdq
+from ..triton.repository import export_triton
 from .onnx import export_onnx
 from .torchscript import export_program, export_torchscript
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "program": ".pt2", "tensorrt": ".engine"}
-"""Export format -> suffix of the file written (the default output path)."""
+FORMATS = {
+    "onnx": ".onnx",
+    "torchscript": ".ts",
+    "program": ".pt2",
+    "tensorrt": ".engine",
+    "triton": ".triton",
+}
+"""Export format -> suffix of the file written (the default output path; triton writes a folder)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +77,13 @@ def export_artifact(
     Args:
         checkpoint: the checkpoint; or, for fmt "tensorrt" only, a Q/DQ .onnx file to build the engine from.
         fmt: "onnx" (FP32, or Q/DQ INT8 for TensorRT), "torchscript" (.ts), "program" (.pt2,
-            torch.export) or "tensorrt" (.engine built from the Q/DQ ONNX, written beside it).
+            torch.export), "tensorrt" (.engine built from the Q/DQ ONNX, written beside it) or "triton"
+            (a Triton model repository folder taking JPEG bytes, deploy/triton/; the checkpoint's .engine
+            is served too when it exists).
         out: the file to write; default the checkpoint's path with the format's suffix (FORMATS).
         opset: ONNX opset (onnx, tensorrt). static_batch: bake this batch in instead of a dynamic
             batch axis (onnx, program). max_batch: largest batch of the TensorRT optimization profile
-            (min 1, opt min(32, max_batch)). timing_cache: TensorRT timing-cache file, read and updated.
+            (min 1, opt min(32, max_batch)); triton: every model's max_batch_size. timing_cache: TensorRT timing-cache file, read and updated.
         dynamo: onnx exporter choice as export_onnx's (False: the deprecated TorchScript exporter).
 
     Raises:
@@ -104,6 +113,22 @@ def export_artifact(
         lint = lint_qdq(target)
     elif fmt == "tensorrt":
         export_engine(loaded, target, _build_config(max_batch, timing_cache), opset=opset)
+    elif fmt == "triton":
+        # A TensorRT plan of the same checkpoint (`--format tensorrt`) is served too, when it is there.
+        engine = checkpoint.with_suffix(FORMATS["tensorrt"])
+        repo = export_triton(
+            loaded,
+            target,
+            name=checkpoint.stem,
+            max_batch=max_batch,
+            engine=engine if engine.is_file() else None,
+            opset=opset,
+            dynamo=dynamo,
+        )
+        lint = repo.lint
+        return ExportResult(
+            target, sidecar_path(repo.onnx), fmt, bool(loaded.extra.get("quant_recipe")), lint
+        )
     elif fmt == "torchscript":
         export_torchscript(loaded, target)
     else:

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from ...common.errors import DataError, DctqError
-from ...common.files import atomic_path
 from ..artifact import Artifact, ArtifactMeta, TensorSpec, load_artifact
 from ..backends.registry import Runner, load_runner
 from ..predict import read_input, stack_inputs
@@ -122,6 +121,31 @@ class ProfileReport:
             **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "rows"},
             "rows": [r.to_dict() for r in self.rows],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "profile") -> ProfileReport:
+        """Inverse of to_dict (`dctq profile --json` / `--out`). Raises DataError naming `source`."""
+        try:
+            rows = tuple(
+                BatchProfile(
+                    int(r["batch"]),
+                    int(r["iters"]),
+                    Latency(*(float(r[f"{f.name}_ms"]) for f in dataclasses.fields(Latency))),
+                    r.get("peak_mem_mb"),
+                    r.get("peak_rss_delta_mb"),
+                )
+                for r in data["rows"]
+            )
+            return cls(
+                str(data["artifact"]),
+                str(data["backend"]),
+                str(data["device"]),
+                bool(data["end_to_end"]),
+                str(data.get("memory_source", "")),
+                rows,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{source} is not a dctq profile report ({type(exc).__name__}: {exc})") from None
 
 
 def synthetic_batch(
@@ -298,55 +322,3 @@ def profile(
     return ProfileReport(
         str(art.path), run.backend, run.device, files is not None, memory_source, tuple(rows)
     )
-
-
-def _xy(box: tuple[int, int, int, int], i: int, n: int, value: float, top: float) -> tuple[float, float]:
-    """Pixel position of point i of n with `value` in a panel `box` whose y axis spans [0, top]."""
-    x0, y0, x1, y1 = box
-    return x0 + (x1 - x0) * (i + 0.5) / n, y1 - (y1 - y0) * value / top
-
-
-def plot_profile(report: ProfileReport, path: Path | str, *, width: int = 900, height: int = 380) -> Path:
-    """PNG of p50 latency (with a p90..p99 bar) and throughput against batch size, drawn with Pillow.
-
-    (matplotlib is not a dctq dependency; two small panels do not need it.)
-    """
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    batches = [r.batch for r in report.rows]
-    title = f"{Path(report.artifact).name} on {report.backend} ({report.device}){' end to end' if report.end_to_end else ''}"
-    draw.text((10, 6), title, fill="black")
-    panels = (
-        (
-            "latency p50 ms (bar: p90-p99)",
-            [r.p50_ms for r in report.rows],
-            [(r.p90_ms, r.p99_ms) for r in report.rows],
-        ),
-        ("throughput img/s", [r.throughput for r in report.rows], None),
-    )
-    pw = (width - 30) // 2
-    for k, (label, values, spans) in enumerate(panels):
-        x0, y0, x1, y1 = 10 + k * (pw + 10) + 45, 40, 10 + k * (pw + 10) + pw - 10, height - 40
-        top = max([v for v in values] + [s[1] for s in spans or []]) * 1.1 or 1.0
-        draw.rectangle((x0, y0, x1, y1), outline="gray")
-        draw.text((x0, y0 - 16), label, fill="black")
-        draw.text((x0 - 42, y0), f"{top:.3g}", fill="gray")
-        draw.text((x0 - 12, y1 - 10), "0", fill="gray")
-
-        box = (x0, y0, x1, y1)
-        points = [_xy(box, i, len(values), v, top) for i, v in enumerate(values)]
-        if len(points) > 1:
-            draw.line(points, fill=(31, 119, 180), width=2)
-        for i, (x, y) in enumerate(points):
-            if spans:
-                lo, hi = (_xy(box, i, len(values), v, top)[1] for v in spans[i])
-                draw.line((x, lo, x, hi), fill=(214, 39, 40), width=3)
-            draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(31, 119, 180))
-            draw.text((x - 10, y1 + 6), str(batches[i]), fill="black")
-            draw.text((x + 6, y - 14), f"{values[i]:.3g}", fill="black")
-        draw.text(((x0 + x1) // 2 - 15, y1 + 22), "batch", fill="gray")
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return Path(path)

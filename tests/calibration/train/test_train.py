@@ -19,6 +19,7 @@ from dctq.calibration.train.data import build_train_data
 from dctq.calibration.train.loop import EpochEnd, EpochStart, StepEnd, lr_factor, train
 from dctq.cli import evaluate_cmd, train_cmd, train_meta_cmd
 from dctq.common.errors import ConfigError, DataError
+from dctq.common.records import read_metrics
 from dctq.deploy.evaluate import as_runner
 from dctq.jpeg.dataset import JpegFolder
 from dctq.jpeg.recompress import QualityPolicy
@@ -91,7 +92,12 @@ def test_train_writes_loadable_checkpoints_and_events(jpeg_folder, tmp_path, arc
     config = tiny_config(arch=arch, arch_kwargs=kwargs, max_steps_per_epoch=1)
     events = []
     result = run(config, jpeg_folder, tmp_path / "out", progress=events.append)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["best.pt", "last.pt", "last.state.pt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "best.pt",
+        "last.pt",
+        "last.state.pt",
+        "metrics.csv",
+    ]
     assert [type(e) for e in events] == [EpochStart, StepEnd, EpochEnd] * 2
     assert len(result.history) == 2 and result.history[-1].val.images == 2
     for name in ("best.pt", "last.pt"):
@@ -133,6 +139,7 @@ def test_resume_repeats_the_straight_run(jpeg_folder, tmp_path):
     with pytest.raises(Killed):
         run(config, jpeg_folder, tmp_path / "b", progress=kill_after_first_epoch)
     assert load_checkpoint(tmp_path / "b" / "last.pt").extra["epoch"] == 1
+    assert [r["epoch"] for r in read_metrics(tmp_path / "b" / "metrics.csv")] == [1]
     with pytest.raises(ConfigError, match="lr"):
         run(config.replace(lr=0.01), jpeg_folder, tmp_path / "b", resume=True)
     resumed = run(config, jpeg_folder, tmp_path / "b", resume=True)
@@ -141,6 +148,13 @@ def test_resume_repeats_the_straight_run(jpeg_folder, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     timeless = [dataclasses.replace(h, seconds=0.0) for h in straight.history]
     assert [dataclasses.replace(h, seconds=0.0) for h in resumed.history] == timeless
+    # The run record holds every epoch, the resumed run's as the straight one's (timings aside).
+    records = [read_metrics(tmp_path / d / "metrics.csv") for d in ("a", "b")]
+    for rows in records:
+        for row in rows:
+            row.pop("seconds")
+    assert records[0] == records[1] and [r["epoch"] for r in records[0]] == [1, 2]
+    assert records[0][1]["val_top1"] == straight.history[1].val.top1
     with pytest.raises(DataError, match=r"no last\.pt"):
         run(config, jpeg_folder, tmp_path / "c", resume=True)
 
@@ -260,11 +274,27 @@ def test_cli_train_then_evaluate(jpeg_folder, tmp_path):
         50,
     )
 
+    evaluation = tmp_path / "eval" / "best.json"
     result = runner.invoke(
-        app, ["evaluate", str(out / "best.pt"), "--data", str(jpeg_folder), "--qualities", "20,60"]
+        app,
+        [
+            "evaluate",
+            str(out / "best.pt"),
+            "--data",
+            str(jpeg_folder),
+            "--qualities",
+            "20,60",
+            "--out",
+            str(evaluation),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "top-1" in result.stdout and "60" in result.stdout
+    rows = read_metrics(tmp_path / "eval" / "best.metrics.csv")
+    saved = json.loads(evaluation.read_text())["rows"]
+    assert [(r["quality"], r["images"], r["top1"]) for r in rows] == [
+        (r["quality"], r["images"], r["top1"]) for r in saved
+    ]
 
     bad = runner.invoke(app, [*args, "--qualities", "90,abc"])
     assert bad.exit_code == 1 and "--qualities" in bad.output

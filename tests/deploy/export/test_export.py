@@ -196,7 +196,7 @@ def test_export_artifact_dispatches_on_the_format_and_guards_the_checkpoint(mode
         export_artifact(ckpt, "tflite")
     with pytest.raises(DctqError, match="would overwrite the checkpoint"):
         export_artifact(ckpt, "program", tmp_path / "q.pt")
-    assert set(FORMATS) == {"onnx", "torchscript", "program", "tensorrt"}
+    assert set(FORMATS) == {"onnx", "torchscript", "program", "tensorrt", "triton"}
 
 
 def test_deconv_front_folds_its_batchnorm_and_exports_lint_clean(tmp_path):

