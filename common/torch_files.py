@@ -8,6 +8,7 @@ never runs pickled code; most carry a "format" marker that tells dctq's kinds of
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,28 @@ from typing import Any
 import torch
 
 from .errors import DctqError
+from .files import NotRegularFileError, open_regular_file
 
 # What torch.load raises on truncated, damaged or non-torch files (and on pickles weights_only refuses).
 LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else ""
+
+
+def _unpickler_reason(exc: BaseException) -> str | None:
+    """What torch's weights_only unpickler refused ("Unsupported global: GLOBAL posix.system was not an
+    allowed global by default", "Unsupported operand 0"), without torch's advice around it to allow the
+    global or to load the file with weights_only=False, which would run the file's code; None when the
+    error is not the unpickler's."""
+    text = " ".join(str(exc).split())
+    _, found, rest = text.partition("WeightsUnpickler error:")
+    if not found:
+        return None
+    reason = re.split(r"\. Please use|\.? Check the documentation", rest)[0].strip().rstrip(".")
+    return reason[:300]
 
 
 def load_torch_file(
@@ -40,10 +60,19 @@ def load_torch_file(
             file but not a {what} (...)" when it is not a dict or lacks the marker.
     """
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with open_regular_file(path) as f:  # a FIFO or a device never reaches torch
+            payload = torch.load(f, map_location=map_location, weights_only=True)
     except LOAD_ERRORS as exc:
-        first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise error(f"{path} is not a readable {what} ({type(exc).__name__}: {first_line}){hint}") from None
+        reason = _unpickler_reason(exc)
+        if reason is not None and reason.startswith("Unsupported global"):
+            raise error(
+                f"{path} is not a {what}: it holds pickled code or objects that dctq never loads "
+                f"(torch: {reason}); it was not written by dctq, or was altered since"
+            ) from None
+        if isinstance(exc, NotRegularFileError | IsADirectoryError):
+            raise error(f"{path} is not a readable {what}: it {exc.strerror}") from None
+        detail = reason if reason is not None else _first_line(exc)
+        raise error(f"{path} is not a readable {what} ({type(exc).__name__}: {detail}){hint}") from None
     if fmt is not None and (not isinstance(payload, dict) or payload.get("format") != fmt):
         raise error(f"{path} is a torch file but not a {what} (no format {fmt!r} marker)")
     return payload

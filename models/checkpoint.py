@@ -124,7 +124,7 @@ def save_checkpoint(
 
 
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a device is refused, by name, in load_torch_file
         raise ModelError(f"checkpoint not found: {path}")
     payload = load_torch_file(path, "dctq checkpoint", ModelError, fmt=FORMAT, map_location=map_location)
     version = payload.get("version")
