@@ -14,7 +14,7 @@ from ..common.files import write_text_atomic
 from ..deploy.artifact import load_artifact
 from ..deploy.evaluate import EvalReport, evaluate_artifact
 from .common import json_text, out_console, print_json, user_errors
-from .options import JsonReport, parse_qualities
+from .options import JsonReport, TrustCode, parse_qualities
 from .progress import EvalProgressView, make_progress
 
 
@@ -79,6 +79,7 @@ def evaluate_command(
         typer.Option(help="Runtime: 'torch', 'ort' or 'tensorrt' (default: the artifact's natural one)."),
     ] = None,
     as_json: JsonReport = False,
+    trust_code: TrustCode = False,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -91,7 +92,7 @@ def evaluate_command(
     """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
     with user_errors(ctx):
         quality_list = parse_qualities(qualities)
-        art = load_artifact(checkpoint)
+        art = load_artifact(checkpoint, trust_code=trust_code)
         with make_progress(not as_json, detail=False, transient=True) as progress:
             report = evaluate_artifact(
                 art,

@@ -12,7 +12,7 @@ from rich.table import Table
 from ..common.errors import DctqError
 from ..deploy.profiling.latency import plot_profile, profile
 from .common import err_console, out_console, print_json, user_errors
-from .options import JsonReport, parse_batches
+from .options import JsonReport, TrustCode, parse_batches
 
 
 def profile_command(
@@ -37,6 +37,7 @@ def profile_command(
         int | None, typer.Option(help="ONNX Runtime intra-op threads (default: ORT's).")
     ] = None,
     as_json: JsonReport = False,
+    trust_code: TrustCode = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of latency and throughput against batch size.")
     ] = None,
@@ -55,6 +56,7 @@ def profile_command(
             iters=iters,
             end_to_end_data=data if end_to_end else None,
             device=device,
+            trust_code=trust_code,
             **options,
         )
         if plot is not None:

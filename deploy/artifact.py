@@ -29,7 +29,7 @@ from torch import nn
 from .. import __version__
 from ..calibration.quant.checkpoint import QUANT_RECIPE_KEY
 from ..calibration.quant.model import recipe_of
-from ..common.errors import DctqError, ExportError, ModelError
+from ..common.errors import DctqError, ExportError, ModelError, UntrustedArtifactError
 from ..common.files import write_text_atomic
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
 from ..models.qabn import is_qabn
@@ -48,6 +48,16 @@ KINDS = {
     ".engine": "engine",
 }
 DCT_INPUTS = ("y", "cbcr", "qt")
+CODE_KINDS = {
+    "torchscript": "a TorchScript archive: it holds code, which runs when the model is loaded and called",
+    "program": (
+        "a torch.export program: torch.export.load unpickles parts of it (sample inputs, pickled weights and "
+        "constants) without restriction, which runs any code stored there"
+    ),
+    "engine": "a TensorRT engine: NVIDIA calls serialized engines executable artifacts (native code)",
+}
+"""Artifact kinds that are code, not data: loaded only with trust_code=True (`--trust-code`). Checkpoints
+(read with torch.load(weights_only=True)) and ONNX files (a protobuf graph of standard operators) are data."""
 
 
 ONNX_DTYPES = {1: "float32", 10: "float16"}
@@ -171,12 +181,15 @@ class ArtifactMeta:
 @dataclasses.dataclass(frozen=True)
 class Artifact:
     """A loaded artifact: its path, kind ("checkpoint", "onnx", "torchscript", "program", "engine"),
-    metadata, and for checkpoints the rebuilt model (eval mode, CPU)."""
+    metadata, and for checkpoints the rebuilt model (eval mode, CPU). Runners load the kinds in CODE_KINDS
+    only when `trusted` (`require_trusted`)."""
 
     path: Path
     kind: str
     meta: ArtifactMeta
     checkpoint: LoadedCheckpoint | None = None
+    trusted: bool = False
+    """The caller vouches for the file (trust_code=True): only then is a kind in CODE_KINDS loaded."""
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -357,6 +370,9 @@ def _onnx_meta(path: Path) -> ArtifactMeta:
     )
 
 
+_NO_META = ArtifactMeta(None, {}, (), "dct", 0, (), ())
+
+
 def artifact_kind(path: Path | str) -> str:
     """The kind of artifact by suffix. Raises DctqError for an unknown suffix."""
     suffix = Path(path).suffix.lower()
@@ -367,22 +383,40 @@ def artifact_kind(path: Path | str) -> str:
     return KINDS[suffix]
 
 
-def load_artifact(path: Path | str) -> Artifact:
+def require_trusted(artifact: Artifact) -> None:
+    """Raise UntrustedArtifactError when `artifact` is a kind that holds code (CODE_KINDS) and the caller
+    did not vouch for it (Artifact.trusted, from load_artifact(..., trust_code=True)). Every runner calls
+    it before handing the file to torch.jit, torch.export or TensorRT."""
+    if artifact.kind in CODE_KINDS and not artifact.trusted:
+        raise UntrustedArtifactError(
+            f"{artifact.path} is {CODE_KINDS[artifact.kind]}; dctq loads it only for a file you made or got "
+            "from a source you trust: pass --trust-code (trust_code=True). For a model from others ask for "
+            "its .onnx file or .pt checkpoint, which dctq reads as data"
+        )
+
+
+def load_artifact(path: Path | str, *, trust_code: bool = False) -> Artifact:
     """Load any artifact's metadata (and, for a checkpoint, its model) by file suffix.
 
-    Raises DctqError (unknown suffix, missing file), ModelError (bad checkpoint), ExportError
-    (bad or missing sidecar where one is needed).
+    trust_code: vouch for a file whose kind holds code (CODE_KINDS: .ts, .pt2, .engine); without it
+        such a file is refused before anything but its JSON sidecar is read.
+
+    Raises DctqError (unknown suffix, missing file), UntrustedArtifactError (a code kind without
+    trust_code), ModelError (bad checkpoint), ExportError (bad or missing sidecar where one is needed).
     """
     path = Path(path)
     kind = artifact_kind(path)
-    if not path.is_file():
+    if not path.exists():
         raise DctqError(f"artifact not found: {path}")
+    if not path.is_file():  # a folder, a FIFO (which would block the reader) or a device
+        raise DctqError(f"{path} is not a regular file; give the artifact file itself")
+    require_trusted(Artifact(path, kind, _NO_META, trusted=trust_code))
     if kind == "checkpoint":
         loaded = load_checkpoint(path)
         return Artifact(path, kind, describe_model(loaded), loaded)
     found = read_sidecar(path)
     if found is not None:
-        return Artifact(path, kind, ArtifactMeta.from_dict(found, sidecar_path(path)))
+        return Artifact(path, kind, ArtifactMeta.from_dict(found, sidecar_path(path)), trusted=trust_code)
     if kind == "onnx":
         logger.warning("%s has no sidecar %s; class names are numbers", path, sidecar_path(path).name)
         return Artifact(path, kind, _onnx_meta(path))

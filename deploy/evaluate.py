@@ -208,6 +208,7 @@ def evaluate_artifact(
     backend: str | None = None,
     qabn_routing: str = "auto",
     progress: Callable[[EvalProgress], None] | None = None,
+    trust_code: bool = False,
 ) -> EvalReport:
     """`dctq evaluate`: top-1 / top-5 of any artifact on the `split` ("val", "train" or "all") of `data`
     ("cifar10" or an ImageFolder of JPEGs), at each of `qualities` (None: the files as stored).
@@ -215,7 +216,8 @@ def evaluate_artifact(
     val_fraction: the share split off as validation images (jpeg.splits.split_data, fixed seed): the
     run's own to get its validation set back (calibration.train.config.saved_val_fraction reads it from
     a checkpoint). A checkpoint is evaluated through its model, so `qabn_routing` applies; any other
-    artifact through `backend` (default: the artifact's natural one).
+    artifact through `backend` (default: the artifact's natural one). trust_code: load a path of a kind
+    that holds code (.ts, .pt2, .engine: artifact.CODE_KINDS).
 
     Raises:
         ConfigError: bad batch size or worker count, an artifact without a recorded architecture
@@ -225,7 +227,7 @@ def evaluate_artifact(
     """
     if batch_size < 1 or num_workers < 0:
         raise ConfigError(f"--batch-size must be >= 1 and --workers >= 0, got {batch_size}, {num_workers}")
-    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, trust_code=trust_code)
     if art.meta.arch is None:
         raise ConfigError(
             f"{art.path}: no architecture recorded (missing JSON sidecar?); export it with `dctq export`"

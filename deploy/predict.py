@@ -108,12 +108,14 @@ def predict(
     batch_size: int = 32,
     device: str = "auto",
     runner: Runner | None = None,
+    trust_code: bool = False,
 ) -> list[Prediction]:
     """Top-k predictions for each JPEG in `images`, in order.
 
     Args:
         artifact: a loaded Artifact or a path (.pt/.onnx/.ts/.pt2/.engine).
         backend: "ort", "torch", "tensorrt"...; default by artifact kind. runner: an already loaded one.
+        trust_code: load a path of a kind that holds code (.ts, .pt2, .engine: artifact.CODE_KINDS).
         top_k: classes per image (at most the number of classes). batch_size: images per run.
 
     Raises:
@@ -123,7 +125,7 @@ def predict(
         raise DctqError(f"top_k and batch_size must be >= 1, got {top_k}, {batch_size}")
     if not images:
         raise DctqError("no images to predict")
-    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, trust_code=trust_code)
     run = runner or load_runner(art, backend, device=device)
     fixed = art.meta.fixed_batch
     size = fixed or batch_size
@@ -145,12 +147,17 @@ def predict(
 
 
 def artifact_predictor(
-    path: Path | str, backend: str | None = None, *, device: str = "auto", **options: Any
+    path: Path | str,
+    backend: str | None = None,
+    *,
+    device: str = "auto",
+    trust_code: bool = False,
+    **options: Any,
 ) -> tuple[Runner, Artifact]:
     """(predictor, artifact) for `deploy.evaluate.evaluate`: any artifact, evaluated by the same loop.
 
     runner, art = artifact_predictor("model.onnx")
     report = evaluate(runner, factory, qualities)    # factory builds the dataset for art.meta
     """
-    art = load_artifact(path)
+    art = load_artifact(path, trust_code=trust_code)
     return load_runner(art, backend, device=device, **options), art
