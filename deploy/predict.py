@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.errors import DctqError, JpegError
+from ..common.errors import DctqError
 from ..jpeg.dataset import preprocess_dct
-from ..jpeg.reader import read_jpeg
+from ..jpeg.geometry import block_grid
+from ..jpeg.reader import read_jpeg, read_jpeg_file
 from ..jpeg.rgb import decode_rgb, preprocess_rgb
 from .artifact import Artifact, ArtifactMeta, load_artifact
 from .backends.registry import Runner, load_runner
@@ -57,11 +58,13 @@ class Prediction:
 
 def read_dct_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
     """One file as model inputs: y [64, S/8, S/8] int16, cbcr [128, S/16, S/16] int16, qt [3, 64] float32
-    (jpeg.dataset.preprocess_dct, as the evaluation data).
+    (jpeg.dataset.preprocess_dct, as the evaluation data). Only the blocks of the centre crop are kept
+    while reading, so a large photograph costs the crop, not the image, in output arrays.
 
-    Raises JpegError (from read_jpeg) naming the file.
+    Raises JpegError (from read_jpeg) naming the file: unreadable, or above the pixel limit
+    (jpeg.limits: $DCTQ_MAX_PIXELS, `dctq --max-pixels`).
     """
-    return preprocess_dct(read_jpeg(path), input_size)
+    return preprocess_dct(read_jpeg(path, fit_grid=block_grid((input_size, input_size))), input_size)
 
 
 def read_rgb_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
@@ -70,12 +73,7 @@ def read_rgb_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
 
     Raises JpegError / NotAJpegError / CorruptJpegError naming the file.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise JpegError(f"{path}: cannot read ({exc.strerror})") from None
-    rgb, qt = decode_rgb(data, path)
+    rgb, qt = decode_rgb(read_jpeg_file(path), path)
     return {"x": preprocess_rgb(rgb, input_size), "qt": qt}
 
 

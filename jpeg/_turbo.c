@@ -97,9 +97,11 @@ static const char *error_kind(int code) {
 typedef struct {
     int h_samp, v_samp;
     int height_in_blocks, width_in_blocks;
-    /* Output grid [64, out_rows, out_cols] at out_offset int16s into buffer out_buffer: the blocks inside
-     * it are copied, the rest of it is written with zeros. */
+    /* Output grid [64, out_rows, out_cols] at out_offset int16s into buffer out_buffer, whose row 0, column 0
+     * is block (src_top, src_left) of the component (negative or past the image: zeros): the blocks inside
+     * the image are copied, the rest of it is written with zeros. */
     int out_rows, out_cols, out_buffer;
+    int src_top, src_left;
     size_t out_offset;
 } component_info;
 
@@ -143,24 +145,43 @@ static int is_420(const reader *r) {
            c[0].h_samp == 2 * c[1].h_samp && c[0].v_samp == 2 * c[1].v_samp;
 }
 
+/* A window of the luma grid (grid=True): rows x cols blocks from block (top, left); all even. */
+typedef struct {
+    int used, top, left, rows, cols;
+} window;
+
 /* Decide every component's output grid and buffer (see read_coefficients' docstring); returns the
- * number of buffers. */
-static int plan_output(reader *r, int grid) {
+ * number of buffers. With a window (grid=True, gray or 4:2:0 frames only) luma takes the window and
+ * chroma its half. */
+static int plan_output(reader *r, int grid, const window *w) {
     int ci, n = r->cinfo.num_components, buffers = 0;
     int hb = 2 * (int)((r->cinfo.image_height + 15) / 16), wb = 2 * (int)((r->cinfo.image_width + 15) / 16);
+    int top = 0, left = 0;
+    if (grid && w->used) {
+        hb = w->rows;
+        wb = w->cols;
+        top = w->top;
+        left = w->left;
+    }
     for (ci = 0; ci < n; ci++) {
         component_info *o = &r->comps[ci];
         o->out_rows = o->height_in_blocks;
         o->out_cols = o->width_in_blocks;
         o->out_buffer = buffers++;
         o->out_offset = 0;
+        o->src_top = 0;
+        o->src_left = 0;
         if (grid && ci == 0) {
             o->out_rows = hb;
             o->out_cols = wb;
+            o->src_top = top;
+            o->src_left = left;
         } else if (grid && ci == 2 && is_420(r)) {
             /* Cr right after Cb in Cb's buffer: [128, Hb/2, Wb/2] with no concatenation in Python. */
             r->comps[1].out_rows = o->out_rows = hb / 2;
             r->comps[1].out_cols = o->out_cols = wb / 2;
+            r->comps[1].src_top = o->src_top = top / 2;
+            r->comps[1].src_left = o->src_left = left / 2;
             o->out_buffer = r->comps[1].out_buffer;
             o->out_offset = (size_t)DCTSIZE2 * (size_t)(hb / 2) * (size_t)(wb / 2);
             buffers--;
@@ -255,20 +276,26 @@ static int read_blocks(reader *r, char **buffers) {
         component_info *o = &r->comps[ci];
         JCOEF *out = (JCOEF *)buffers[o->out_buffer] + o->out_offset;
         size_t plane = (size_t)o->out_rows * (size_t)o->out_cols;
-        int copy_rows = o->height_in_blocks < o->out_rows ? o->height_in_blocks : o->out_rows;
-        int copy_cols = o->width_in_blocks < o->out_cols ? o->width_in_blocks : o->out_cols;
-        for (row = 0; row < copy_rows; row++) {
-            JBLOCKARRAY line =
-                (*r->cinfo.mem->access_virt_barray)((j_common_ptr)&r->cinfo, arrays[ci], (JDIMENSION)row, 1, FALSE);
-            JCOEF *dst = out + (size_t)row * (size_t)o->out_cols;
-            blocks_to_planes((const JBLOCK *)line[0], copy_cols, dst, plane);
-            zero_planes(dst, plane, copy_cols, o->out_cols);
+        /* Source blocks [r0, r1) x [c0, c1) land at output row - src_top, column - src_left. */
+        int r0 = o->src_top > 0 ? o->src_top : 0, c0 = o->src_left > 0 ? o->src_left : 0;
+        int r1 = o->src_top + o->out_rows < o->height_in_blocks ? o->src_top + o->out_rows : o->height_in_blocks;
+        int c1 = o->src_left + o->out_cols < o->width_in_blocks ? o->src_left + o->out_cols : o->width_in_blocks;
+        if (c1 <= c0) {
+            r1 = r0; /* no column of the window inside the image */
         }
-        if (copy_rows < o->out_rows) {
-            /* Rows past the image: each plane's tail is contiguous. */
-            for (k = 0; k < DCTSIZE2; k++) {
-                memset(out + (size_t)k * plane + (size_t)copy_rows * (size_t)o->out_cols, 0,
-                       (size_t)(o->out_rows - copy_rows) * (size_t)o->out_cols * sizeof(JCOEF));
+        for (row = 0; row < o->out_rows; row++) {
+            int src_row = row + o->src_top;
+            JCOEF *dst = out + (size_t)row * (size_t)o->out_cols;
+            if (src_row >= r0 && src_row < r1) {
+                JBLOCKARRAY line = (*r->cinfo.mem->access_virt_barray)((j_common_ptr)&r->cinfo, arrays[ci],
+                                                                       (JDIMENSION)src_row, 1, FALSE);
+                zero_planes(dst, plane, 0, c0 - o->src_left);
+                blocks_to_planes((const JBLOCK *)line[0] + c0, c1 - c0, dst + (c0 - o->src_left), plane);
+                zero_planes(dst, plane, c1 - o->src_left, o->out_cols);
+            } else {
+                for (k = 0; k < DCTSIZE2; k++) {
+                    memset(dst + (size_t)k * plane, 0, (size_t)o->out_cols * sizeof(JCOEF));
+                }
             }
         }
         /* The table latched when the component's first scan began is the one its data used. */
@@ -385,6 +412,8 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
     Py_buffer buf;
     long max_memory = 0;
     int grid = 0;
+    PyObject *window_arg = Py_None;
+    window win = {0, 0, 0, 0, 0};
     reader *r;
     PyObject *buffers[MAX_COMPONENTS] = {NULL};
     char *out[MAX_COMPONENTS] = {NULL};
@@ -394,8 +423,27 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
     (void)self;
 
     /* y*: any contiguous buffer; the buffer stays exported (so cannot be resized) while the GIL is released. */
-    if (!PyArg_ParseTuple(args, "y*|lp:read_coefficients", &buf, &max_memory, &grid)) {
+    if (!PyArg_ParseTuple(args, "y*|lpO:read_coefficients", &buf, &max_memory, &grid, &window_arg)) {
         return NULL;
+    }
+    if (window_arg != Py_None) {
+        if (!PyTuple_Check(window_arg)) {
+            PyBuffer_Release(&buf);
+            PyErr_SetString(PyExc_TypeError, "window must be a tuple (top, left, rows, cols) or None");
+            return NULL;
+        }
+        if (!PyArg_ParseTuple(window_arg, "iiii;window must be (top, left, rows, cols)", &win.top, &win.left,
+                              &win.rows, &win.cols)) {
+            PyBuffer_Release(&buf);
+            return NULL;
+        }
+        if (win.rows <= 0 || win.cols <= 0 || (win.top | win.left | win.rows | win.cols) & 1 ||
+            win.rows > (1 << 14) || win.cols > (1 << 14)) {
+            PyBuffer_Release(&buf);
+            PyErr_SetString(PyExc_ValueError, "window rows/cols must be positive, at most 16384, and all even");
+            return NULL;
+        }
+        win.used = 1;
     }
     r = (reader *)PyMem_Calloc(1, sizeof(reader));
     if (r == NULL) {
@@ -423,7 +471,12 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
         }
         goto done;
     }
-    nbuffers = plan_output(r, grid);
+    if (win.used && !(n == 1 || is_420(r))) {
+        /* Other chroma layouts are mapped to 4:2:0 in Python from the whole planes. */
+        PyErr_SetString(PyExc_ValueError, "a window needs a grayscale or 4:2:0 frame");
+        goto done;
+    }
+    nbuffers = plan_output(r, grid, &win);
     for (i = 0; i < n; i++) {
         component_info *o = &r->comps[i];
         sizes[o->out_buffer] += (Py_ssize_t)o->out_rows * o->out_cols * DCTSIZE2 * (Py_ssize_t)sizeof(JCOEF);
@@ -461,7 +514,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"read_coefficients", read_coefficients, METH_VARARGS,
-     "read_coefficients(data, max_memory=0, grid=False) -> tuple\n\n"
+     "read_coefficients(data, max_memory=0, grid=False, window=None) -> tuple\n\n"
      "Quantized DCT coefficients of the JPEG in `data` (bytes-like), as the tuple\n"
      "(height, width, progressive, arith_code, jpeg_color_space, data_precision, sampling, qt, arrays,\n"
      "warnings): sampling is ((h, v), ...) per component; qt a bytearray of uint16 [components, 64]\n"
@@ -472,6 +525,9 @@ static PyMethodDef methods[] = {
      "width_in_blocks]). grid=True: the first component on the luma grid of the 4:2:0 coefficient contract,\n"
      "[64, 2*ceil(H/16), 2*ceil(W/16)], and for a 4:2:0 frame Cb and Cr together as [128, Hb/2, Wb/2];\n"
      "blocks past those inside the image are zero (MCU padding dropped); other chroma as with grid=False.\n"
+     "window=(top, left, rows, cols), all even, with grid=True on a grayscale or 4:2:0 frame: only that window of\n"
+     "the luma grid ([64, rows, cols], starting at block (top, left); negative or past the image: zeros) and its\n"
+     "half of the chroma grid are written, so a crop never allocates the whole image's output.\n"
      "max_memory bounds libjpeg's allocations (0: no bound). Raises _turbo.Error(kind, message,\n"
      "warnings), kind one of 'not_jpeg', 'unsupported', 'too_large', 'corrupt'."},
     {NULL, NULL, 0, NULL},

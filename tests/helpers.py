@@ -205,3 +205,28 @@ def load_bench(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def flat_jpeg(width: int, height: int) -> bytes:
+    """A valid baseline 4:2:0 JPEG of a flat grey `width` x `height` image, built by hand in a few
+    milliseconds whatever its size: one quant table of ones, one-symbol Huffman tables (DC difference 0,
+    end of block), so every block is two zero bits and a 16384x16384 image is 1.5 MB (the pixel bomb a
+    32-px model must not read into gigabytes)."""
+    mcus = -(-width // 16) * -(-height // 16)
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+
+    one_code = bytes([1] + [0] * 15)  # one code of length 1
+    return b"".join(
+        (
+            b"\xff\xd8",
+            segment(0xDB, b"\x00" + b"\x01" * 64),
+            segment(0xC0, b"\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big") + b"\x03"
+                    + b"\x01\x22\x00" + b"\x02\x11\x00" + b"\x03\x11\x00"),
+            segment(0xC4, b"\x00" + one_code + b"\x00" + b"\x10" + one_code + b"\x00"),
+            segment(0xDA, b"\x03\x01\x00\x02\x00\x03\x00\x00\x3f\x00"),
+            b"\x00" * -(-12 * mcus // 8),  # 6 blocks of 2 zero bits per MCU
+            b"\xff\xd9",
+        )
+    )  # fmt: skip

@@ -228,3 +228,37 @@ def test_jpeglib_stderr_lines_other_than_libjpeg_warnings_pass_through(capfd) ->
         ("corrupt", "Corrupt JPEG data: bad Huffman code"),
     ]
     assert capfd.readouterr().err == "INFO another thread logged this\n"
+
+
+# ---------------------------------------------------------------- only the blocks a crop keeps
+
+
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("size", [(32, 32), (40, 72), (100, 37), (8, 8), (200, 150)])
+@pytest.mark.parametrize("grid", [(4, 4), (2, 2), (8, 6), (14, 20), (30, 2)])
+def test_fit_grid_is_the_centre_crop_of_the_whole_read(grid, size, layout: str, backend: str) -> None:
+    from dctq.jpeg.geometry import center_crop_or_pad
+
+    data = _jpeg(*size, layout=layout)
+    whole = read_jpeg(data, backend=backend)
+    want_y, want_cbcr = center_crop_or_pad(whole.y, whole.cbcr, *grid)
+    got = read_jpeg(data, backend=backend, fit_grid=grid)
+    assert np.array_equal(got.y, want_y) and got.y.dtype == np.int16
+    assert (got.cbcr is None and want_cbcr is None) or np.array_equal(got.cbcr, want_cbcr)
+    assert (got.height, got.width, got.subsampling) == (whole.height, whole.width, whole.subsampling)
+
+
+@needs_turbo
+def test_a_crop_of_a_large_photo_allocates_only_the_crop() -> None:
+    """The turbo decoder writes the window straight into buffers of the window's size: a 32-px model's
+    read of a 4096x4096 file holds 4 KiB of output, not the 48 MiB of the whole grid."""
+    from helpers import flat_jpeg
+
+    got = read_jpeg(flat_jpeg(4096, 4096), backend="turbo", fit_grid=(4, 4))
+    assert got.y.shape == (64, 4, 4) and got.cbcr.shape == (128, 2, 2)
+    for plane in (got.y, got.cbcr):
+        base = plane
+        while getattr(base, "base", None) is not None:
+            base = base.base
+        assert len(memoryview(base).cast("B")) == plane.nbytes  # the extension's buffer is the window
