@@ -97,7 +97,31 @@ def save_checkpoint(
     Raises ModelError for an unregistered `arch`, non-plain `arch_kwargs`/`extra` (a class or a
     numpy array would need unpickling), or class names that are not strings.
     """
+    payload = checkpoint_payload(
+        model, arch=arch, arch_kwargs=arch_kwargs, class_names=class_names, extra=extra
+    )
+    return write_checkpoint(path, payload)
+
+
+def write_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
+    """Write a `checkpoint_payload` to `path` atomically (complete or absent, even when killed); returns
+    the path. The training loop keeps the payload in its resumable state and writes it again from there."""
     path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    logger.info("saved %s checkpoint to %s", payload["arch"], path)
+    return path
+
+
+def checkpoint_payload(
+    model: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    class_names: list[str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The dict a checkpoint file holds (module docstring), checked as `save_checkpoint` says."""
     if not is_model(arch):
         create_model(arch)  # raises the unknown-name error with close matches
     _check_plain(arch_kwargs, "arch_kwargs")
@@ -117,10 +141,7 @@ def save_checkpoint(
         "extra": dict(extra or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    logger.info("saved %s checkpoint to %s", arch, path)
-    return path
+    return payload
 
 
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:

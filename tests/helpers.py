@@ -230,3 +230,42 @@ def flat_jpeg(width: int, height: int) -> bytes:
             b"\xff\xd9",
         )
     )  # fmt: skip
+
+
+def run_killed_at_write(fn: Any, kill_at: int, log: Path) -> bool:
+    """Run `fn()` in a forked child process that kills itself (SIGKILL) just before its `kill_at`-th
+    `os.replace`: the commit of every atomic write (common/files.py), so the child dies between two of its
+    writes exactly as a killed job would. `log` gets one line per os.replace the child reached: the name
+    of the file it was putting in place (the last line's never landed when it was killed).
+
+    Returns True when the child was killed there, False when `fn` finished first (fewer writes).
+    """
+    import traceback
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            real_replace, count = os.replace, [0]
+
+            def replace(src, dst, *args, **kwargs):
+                count[0] += 1
+                with open(log, "a") as f:
+                    f.write(f"{Path(dst).name}\n")
+                if count[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real_replace(src, dst, *args, **kwargs)
+
+            os.replace = replace
+            fn()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL, f"the child died of signal {os.WTERMSIG(status)}"
+        return True
+    assert os.WEXITSTATUS(status) == 0, "the child failed before its kill point (its traceback is above)"
+    return False

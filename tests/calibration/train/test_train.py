@@ -141,7 +141,7 @@ def test_resume_repeats_the_straight_run(jpeg_folder, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     timeless = [dataclasses.replace(h, seconds=0.0) for h in straight.history]
     assert [dataclasses.replace(h, seconds=0.0) for h in resumed.history] == timeless
-    with pytest.raises(DataError, match=r"no last\.pt"):
+    with pytest.raises(DataError, match=r"no last\.state\.pt"):
         run(config, jpeg_folder, tmp_path / "c", resume=True)
 
 
