@@ -8,7 +8,14 @@ Exported files carry a JSON sidecar `<file>.json` (model.onnx -> model.onnx.json
      "inputs": [{"name": "y", "shape": ["batch", 64, 4, 4], "dtype": "float32"}, ...],
      "outputs": [{"name": "logits", "shape": ["batch", 10], "dtype": "float32"}],
      "recipe": QuantRecipe.to_dict() | null, "exporter": "dynamo", "opset": 18,
-     "versions": {"dctq": ..., "torch": ..., "onnx": ...}, "extra": {...}}
+     "versions": {"dctq": ..., "torch": ..., "onnx": ...}, "extra": {...},
+     "artifact": {"name": "model.onnx", "size": 123456, "sha256": "..."}}
+
+"artifact" binds the sidecar to the file it describes: `read_sidecar` refuses a sidecar whose file has
+another size or hash, so an export killed between its two writes (or a model replaced by hand) can never
+pair one model with another's class names. Exporters write the sidecar first (bound to the finished
+temporary file), then rename the artifact into place: a kill leaves the old pair, or a new sidecar that
+refuses the old file, never an artifact without its sidecar.
 
 Checkpoints, float or quantized, are read by `dctq.models.checkpoint.load_checkpoint` (a quantized
 one, written by `dctq.calibration.quant.checkpoint.save_quantized`, holds `"quant_recipe"` in its
@@ -18,6 +25,7 @@ one, written by `dctq.calibration.quant.checkpoint.save_quantized`, holds `"quan
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -30,7 +38,7 @@ from .. import __version__
 from ..calibration.quant.checkpoint import QUANT_RECIPE_KEY
 from ..calibration.quant.model import recipe_of
 from ..common.errors import DctqError, ExportError, ModelError, UntrustedArtifactError
-from ..common.files import write_text_atomic
+from ..common.files import open_regular_file, read_regular_file, write_text_atomic
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
 from ..models.qabn import is_qabn
 from .onnx.graph import load_onnx, opset_of
@@ -48,6 +56,8 @@ KINDS = {
     ".engine": "engine",
 }
 DCT_INPUTS = ("y", "cbcr", "qt")
+MAX_SIDECAR_BYTES = 16 << 20
+"""A sidecar is a few KiB of JSON; anything above 16 MiB is not one."""
 CODE_KINDS = {
     "torchscript": "a TorchScript archive: it holds code, which runs when the model is loaded and called",
     "program": (
@@ -228,32 +238,73 @@ def sidecar_path(path: Path | str) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def write_sidecar(path: Path | str, meta: ArtifactMeta, kind: str) -> Path:
-    """Write `meta` atomically beside the artifact at `path`; returns the sidecar path."""
+def artifact_binding(path: Path | str, name: str | None = None) -> dict[str, Any]:
+    """{"name", "size", "sha256"} of the file at `path` (`name`: the name it will have, for a temporary
+    file about to be renamed)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open_regular_file(path) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": name or path.name, "size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def write_sidecar(
+    path: Path | str, meta: ArtifactMeta, kind: str, *, artifact_file: Path | str | None = None
+) -> Path:
+    """Write `meta` atomically beside the artifact at `path`, bound to the artifact's bytes (size and
+    sha256, module docstring); returns the sidecar path.
+
+    artifact_file: where the artifact's bytes are now, when it is not at `path` yet (the temporary file
+    an exporter renames onto `path` after this call); default `path`.
+    """
+    path = Path(path)
     target = sidecar_path(path)
-    write_text_atomic(target, json.dumps(meta.to_dict(kind), indent=2) + "\n")
+    data = {**meta.to_dict(kind), "artifact": artifact_binding(artifact_file or path, path.name)}
+    write_text_atomic(target, json.dumps(data, indent=2) + "\n")
     return target
 
 
-def read_sidecar(path: Path | str, *, kind: str | None = None) -> dict[str, Any] | None:
+def check_binding(path: Path, data: dict[str, Any], sidecar: Path) -> None:
+    """Raise ExportError when the sidecar `data` was written for another file than the one at `path`."""
+    bound = data.get("artifact")
+    if not isinstance(bound, dict):
+        logger.warning("%s has no artifact size and hash (an older dctq wrote it); not checked against %s",
+                       sidecar, path.name)  # fmt: skip
+        return
+    size = path.stat().st_size
+    if bound.get("size") != size or artifact_binding(path)["sha256"] != bound.get("sha256"):
+        raise ExportError(
+            f"{path} does not match its sidecar {sidecar.name} (written for a file of {bound.get('size')} bytes, "
+            f"sha256 {str(bound.get('sha256'))[:12]}..., this one has {size} bytes): an export was interrupted "
+            "or one of the two files was replaced; export the model again with `dctq export`"
+        )
+
+
+def read_sidecar(path: Path | str, *, kind: str | None = None, check: bool = True) -> dict[str, Any] | None:
     """The JSON sidecar beside the artifact at `path` (`<path>.json`) as a dict, or None when there is none.
 
-    kind: the artifact kind the sidecar must describe (e.g. "engine").
+    kind: the artifact kind the sidecar must describe (e.g. "engine"). check: refuse a sidecar bound to
+    another file than the one at `path` (`check_binding`); only when that file exists.
 
     Raises:
-        ExportError: naming the sidecar, when it is unreadable, not a dctq sidecar, or of another kind.
+        ExportError: naming the sidecar, when it is unreadable, not a dctq sidecar, of another kind, or
+            written for another file.
     """
+    path = Path(path)
     target = sidecar_path(path)
     if not target.is_file():
         return None
     try:
-        data = json.loads(target.read_text(encoding="utf-8"))
+        data = json.loads(read_regular_file(target, max_bytes=MAX_SIDECAR_BYTES).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ExportError(f"{target} is not readable JSON ({exc}); re-export the artifact") from None
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise ExportError(f"{target} is not a dctq sidecar (no format {SIDECAR_FORMAT!r} marker)")
     if kind is not None and data.get("kind") != kind:
         raise ExportError(f"{target} describes a {data.get('kind')!r} artifact, not {kind!r}")
+    if check and path.is_file():
+        check_binding(path, data, target)
     return data
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from typer.testing import CliRunner
 
 from dctq.cli.main import app
 from dctq.common.errors import ExportError, UntrustedArtifactError
-from dctq.deploy.artifact import CODE_KINDS, Artifact, load_artifact, sidecar_path
+from dctq.deploy.artifact import CODE_KINDS, Artifact, artifact_binding, load_artifact, sidecar_path
 from dctq.deploy.backends.registry import load_runner
 from dctq.deploy.export.formats import export_artifact
 from dctq.deploy.predict import predict
@@ -47,12 +46,19 @@ def _poisoned(payload: _Payload) -> bytes:
     return buffer.getvalue()
 
 
+def _copy_sidecar(src: Path, dst: Path) -> None:
+    """`src`'s sidecar beside `dst`, bound to `dst` as an attacker shipping both files would bind it."""
+    data = json.loads(sidecar_path(src).read_text())
+    data["artifact"] = artifact_binding(dst)
+    sidecar_path(dst).write_text(json.dumps(data))
+
+
 def _rewrite_zip(src: Path, dst: Path, change) -> None:
     """Copy the zip `src` to `dst`, each member's bytes passed through change(name, data)."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():
             zout.writestr(info, change(info.filename, zin.read(info.filename)))
-    shutil.copyfile(sidecar_path(src), sidecar_path(dst))
+    _copy_sidecar(src, dst)
 
 
 def _evil_program_sample_inputs(good: Path, dst: Path, marker: Path) -> Path:
@@ -130,7 +136,7 @@ def evil(request, exported, tmp_path):
     inner = torch.jit.load(str(exported["ts"]))
     path = tmp_path / "evil.ts"
     torch.jit.script(_EvilScript(inner, str(marker))).save(str(path))
-    shutil.copyfile(sidecar_path(exported["ts"]), sidecar_path(path))
+    _copy_sidecar(exported["ts"], path)
     return path, marker, True
 
 
