@@ -5,8 +5,8 @@ models/qabn_routing.py; this package holds the training side:
 - qac: the quantization-aware confidence weighting of the loss (qac_weighted_loss);
 - data: every image at all base qualities for the base stage (MultiQualityDataset, collate_versions), the
   meta stage's episodes (QualityView, EpisodeSampler) and the base run's data split (meta_train_data);
-- meta: the meta stage (meta_step, MetaConfig, train_meta). The base stage is calibration/train with
-  TrainConfig(qabn=True).
+- meta: the meta stage (meta_step, train_meta; resumable, its files written as training's); config: its
+  options (MetaConfig). The base stage is calibration/train with TrainConfig(qabn=True).
 """
 
 from ...common.lazy import lazy_exports
@@ -17,9 +17,10 @@ _EXPORTS = {
         "dctq.calibration.qsam.data",
     ),
     **dict.fromkeys(
-        ("MetaConfig", "MetaEpochEnd", "MetaResult", "MetaStepLosses", "meta_step", "train_meta"),
+        ("MetaEpochEnd", "MetaResult", "MetaStepLosses", "meta_step", "train_meta"),
         "dctq.calibration.qsam.meta",
     ),
+    "MetaConfig": "dctq.calibration.qsam.config",
     "qac_weighted_loss": "dctq.calibration.qsam.qac",
 }
 __all__ = sorted(_EXPORTS)

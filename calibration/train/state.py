@@ -100,32 +100,31 @@ def save_epoch(
         "best_top1": progress.best_top1,
         "history": [dataclasses.asdict(h) for h in progress.history],
     }
+    write_epoch(out_dir, state, is_best=is_best)
+
+
+def write_epoch(out_dir: Path, state: dict[str, Any], *, is_best: bool) -> None:
+    """Write an epoch loop's files in the order the module docstring explains: `state` (which holds the
+    epoch's checkpoint under "checkpoint") as last.state.pt, then best.pt when `is_best`, then last.pt.
+    Training (save_epoch) and QSAM's meta stage write their epochs through it."""
     with atomic_path(out_dir / STATE) as tmp:
         torch.save(state, tmp)
     if is_best:
-        write_checkpoint(out_dir / BEST, checkpoint)
-    write_checkpoint(out_dir / LAST, checkpoint)
+        write_checkpoint(out_dir / BEST, state["checkpoint"])
+    write_checkpoint(out_dir / LAST, state["checkpoint"])
 
 
-def save_last_and_best(
-    out_dir: Path,
-    model: nn.Module,
-    *,
-    arch: str,
-    arch_kwargs: dict[str, Any],
-    class_names: list[str],
-    extra: dict[str, Any],
-    is_best: bool,
-) -> Path:
-    """Write `out_dir`/best.pt when `is_best`, then last.pt (each atomically); returns last.pt. The
-    checkpoints of an epoch loop without a resumable state (QSAM's meta stage): best first, so that a kill
-    between the two never leaves a last.pt better than best.pt (only a last.pt an epoch behind)."""
-    payload = checkpoint_payload(
-        model, arch=arch, arch_kwargs=arch_kwargs, class_names=class_names, extra=extra
-    )
-    if is_best:
-        write_checkpoint(out_dir / BEST, payload)
-    return write_checkpoint(out_dir / LAST, payload)
+def read_epoch_state(
+    out_dir: Path, fmt: str, what: str, device: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """The last.state.pt of an epoch loop (format marker `fmt`, e.g. "dctq.meta_state"), for resuming.
+
+    Raises DataError when there is none, ModelError when it is unreadable or of another kind.
+    """
+    state_path = out_dir / STATE
+    if not state_path.is_file():
+        raise DataError(f"--resume: {out_dir} has no {STATE} to resume from; drop --resume to start afresh")
+    return load_torch_file(state_path, what, ModelError, fmt=fmt, map_location=device, hint=_CUT_SHORT)
 
 
 def load_run(
@@ -185,7 +184,7 @@ def load_run(
     if state["scaler"] and scaler is not None:  # empty when saved without AMP (e.g. on CPU)
         scaler.load_state_dict(state["scaler"])
     if repair and "checkpoint" in state:
-        _repair(out_dir, state)
+        repair_epoch_files(out_dir, state)
     history = [epoch_end_from_dict(h) for h in state["history"]]
     return RunProgress(state["epoch"], state["best_epoch"], state["best_top1"], history)
 
@@ -208,9 +207,9 @@ def _saved_epoch(path: Path) -> int | None:
         return None
 
 
-def _repair(out_dir: Path, state: dict[str, Any]) -> None:
-    """Rewrite last.pt (and best.pt, when the state's epoch is the best) from the state where a kill left
-    them behind it; remove the temporary files of cut-short writes."""
+def repair_epoch_files(out_dir: Path, state: dict[str, Any]) -> None:
+    """Rewrite last.pt (and best.pt, when the state's epoch is the best) from the state (`write_epoch`'s)
+    where a kill left them behind it; remove the temporary files of cut-short writes."""
     remove_stale_writes(out_dir)
     epoch, payload = state["epoch"], state["checkpoint"]
     if state["best_epoch"] == epoch and _saved_epoch(out_dir / BEST) != epoch:
