@@ -1,10 +1,15 @@
-"""Bounds on what reading one JPEG may take: the bytes of its file and the pixels its header declares.
+"""Bounds on what reading one JPEG may take: the bytes of its file, the pixels its header declares and
+the scans it holds.
 
 A 4 MB file can declare 16384 x 16384 pixels, which libjpeg then holds as 800 MB of coefficients (and
 Pillow as 800 MB of RGB) before any crop to a 32-pixel model input; so every reader checks the header
 against a pixel limit first. The limit a read uses: its `max_pixels` argument when given, else the
 environment variable DCTQ_MAX_PIXELS (what `dctq --max-pixels N` sets, so DataLoader workers and torchrun
 ranks see it too), else DEFAULT_MAX_PIXELS; 0 turns it off (MAX_COEFFICIENT_BYTES still bounds libjpeg).
+
+A progressive file can also hold thousands of scans of a few bytes each, every one of which makes libjpeg
+walk the whole coefficient buffer again (minutes of CPU for a file of a few MB): more than MAX_SCANS scans
+are refused before decoding, as libjpeg-turbo advises (its djpeg -maxscans, TurboJPEG's scan limit).
 """
 
 from __future__ import annotations
@@ -21,6 +26,25 @@ MAX_PIXELS_ENV = "DCTQ_MAX_PIXELS"
 MAX_FILE_BYTES = 1 << 30
 """Largest JPEG file read (1 GiB): far above what any image under the pixel limit compresses to; a bigger
 file named *.jpg is something else (a disk image, a video) and is refused before it is read."""
+
+
+MAX_SCANS = 500
+"""Most scans a JPEG may hold: baseline files have 1 (3 when not interleaved), progressive ones about 10
+(mozjpeg's optimised scripts a few dozen)."""
+
+
+def check_scans(data: bytes, source: str) -> None:
+    """Raise UnsupportedJpegError when `data` holds more than MAX_SCANS start-of-scan markers.
+
+    Counting FF DA is exact inside entropy-coded data (a 0xFF there is always followed by 0x00 or a
+    restart marker); only metadata bytes could add to the count, never hide a scan.
+    """
+    scans = data.count(b"\xff\xda")
+    if scans > MAX_SCANS:
+        raise UnsupportedJpegError(
+            f"{source}: {scans} scans, more than the {MAX_SCANS} any encoder writes; a file like this makes "
+            "the decoder walk the whole image once per scan (a decompression bomb): re-encode it"
+        )
 
 
 def resolve_max_pixels(max_pixels: int | None = None) -> int | None:

@@ -31,7 +31,7 @@ from .decoders import (
     resolve_backend,
 )
 from .geometry import block_grid, center_crop_or_pad, center_offset
-from .limits import MAX_FILE_BYTES, check_pixels
+from .limits import MAX_FILE_BYTES, check_pixels, check_scans
 from .sniff import JpegHeader, check_length, check_supported, coefficient_bytes, layout_of, parse_header
 
 # available_backends is part of the reader's documented API (docs/jpeg-reader.md).
@@ -122,6 +122,7 @@ def _check_header(
     if not allow_truncated:
         check_length(header, len(data), source)
     check_pixels(header.width, header.height, source, max_pixels)
+    check_scans(data, source)
     if coefficient_bytes(header) > MAX_COEFFICIENT_BYTES:
         raise UnsupportedJpegError(
             f"{source}: the header declares a {header.width}x{header.height} image, more than "

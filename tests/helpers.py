@@ -269,3 +269,64 @@ def run_killed_at_write(fn: Any, kill_at: int, log: Path) -> bool:
         return True
     assert os.WEXITSTATUS(status) == 0, "the child failed before its kill point (its traceback is above)"
     return False
+
+
+def scan_bomb_jpeg(width: int, height: int, scans: int) -> bytes:
+    """A progressive grayscale JPEG of a flat image whose DC scan is followed by `scans` AC scans of a
+    few bytes each (end-of-band runs of 32767 blocks): libjpeg walks every block once per scan, so a file
+    of ~100 bytes per scan costs the decoder width * height / 64 block visits per scan."""
+
+    class Bits:
+        def __init__(self) -> None:
+            self.out, self.acc, self.n = bytearray(), 0, 0
+
+        def put(self, value: int, length: int) -> None:
+            for i in range(length - 1, -1, -1):
+                self.acc, self.n = (self.acc << 1) | ((value >> i) & 1), self.n + 1
+                if self.n == 8:
+                    self.out.append(self.acc)
+                    if self.acc == 0xFF:
+                        self.out.append(0)  # byte stuffing
+                    self.acc, self.n = 0, 0
+
+        def done(self) -> bytes:
+            if self.n:
+                self.put((1 << (8 - self.n)) - 1, 8 - self.n)  # pad with ones
+            return bytes(self.out)
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+
+    blocks = -(-width // 8) * -(-height // 8)
+    dc = Bits()
+    for _ in range(blocks):
+        dc.put(0, 1)  # DC difference category 0: code "0"
+    runs, left = [], blocks
+    while left:
+        runs.append(min(left, 32767))
+        left -= runs[-1]
+    sizes = sorted({run.bit_length() - 1 for run in runs}, reverse=True)  # EOBn: run = 2^n + n extra bits
+    codes = {n: (0, 1) if i == 0 else (2, 2) for i, n in enumerate(sizes)}  # "0", then "10"
+    ac = Bits()
+    for run in runs:
+        n = run.bit_length() - 1
+        ac.put(*codes[n])
+        ac.put(run - (1 << n), n)
+    counts = bytes([1, len(sizes) - 1] + [0] * 14)
+    header = b"".join(
+        (
+            b"\xff\xd8",
+            segment(0xDB, b"\x00" + b"\x01" * 64),
+            segment(
+                0xC2, b"\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big") + b"\x01\x01\x11\x00"
+            ),
+            segment(
+                0xC4,
+                b"\x00" + bytes([1] + [0] * 15) + b"\x00" + b"\x10" + counts + bytes(n << 4 for n in sizes),
+            ),
+            segment(0xDA, b"\x01\x01\x00\x00\x00\x00"),
+            dc.done(),
+        )
+    )
+    ac_scan = segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + ac.done()
+    return header + ac_scan * scans + b"\xff\xd9"

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY, flat_jpeg, jpeg_bytes, saved_model, smooth_rgb
+from helpers import TINY, flat_jpeg, jpeg_bytes, saved_model, scan_bomb_jpeg, smooth_rgb
 from typer.testing import CliRunner
 
 from dctq.cli.main import app
 from dctq.common.errors import ConfigError, JpegError, UnsupportedJpegError
 from dctq.jpeg.dataset import JpegFolder
-from dctq.jpeg.limits import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, MAX_PIXELS_ENV, resolve_max_pixels
+from dctq.jpeg.limits import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, MAX_PIXELS_ENV, MAX_SCANS, resolve_max_pixels
 from dctq.jpeg.reader import available_backends, read_jpeg
 from dctq.jpeg.recompress import QualityPolicy
 from dctq.jpeg.rgb import decode_rgb
@@ -156,3 +156,13 @@ def test_the_cli_limit_reaches_every_reader(tmp_path, monkeypatch) -> None:
     result = runner.invoke(app, ["predict", str(ckpt), str(bomb)])
     assert result.exit_code == 1 and "268.4 MP" in result.output
     assert np.isfinite(read_jpeg(image).y).all()
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_a_scan_bomb_is_refused_before_decoding(backend: str) -> None:
+    """Each of a progressive file's scans walks the whole image: 4,000 scans of a few bytes over an
+    8192x8192 image (a 0.5 MB file) took libjpeg 61 s. More than MAX_SCANS are refused unread."""
+    fine = read_jpeg(scan_bomb_jpeg(64, 48, MAX_SCANS - 1), backend=backend)  # + the DC scan: MAX_SCANS
+    assert fine.y.shape == (64, 6, 8) and not fine.y.any() and fine.progressive
+    with pytest.raises(UnsupportedJpegError, match=rf"{MAX_SCANS + 1} scans, more than the {MAX_SCANS}"):
+        read_jpeg(scan_bomb_jpeg(8192, 8192, MAX_SCANS), backend=backend)
