@@ -7,11 +7,12 @@ never runs pickled code; most carry a "format" marker that tells dctq's kinds of
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -40,6 +41,27 @@ def _unpickler_reason(exc: BaseException) -> str | None:
     return reason[:300]
 
 
+def _check_stored(f: BinaryIO, path: Path, what: str, error: type[DctqError]) -> None:
+    """Refuse a torch zip whose members would inflate beyond the file: torch.save stores every record
+    uncompressed, but torch.load inflates deflated ones too, so a 200 KB file could ask for 200 MB (and a
+    20 MB one for 20 GB) before weights_only has seen a byte of its pickle. Non-zip (legacy) files pass."""
+    try:
+        with zipfile.ZipFile(f) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        f.seek(0)
+        return  # not a zip: torch.load reads it (or says why it cannot)
+    f.seek(0)
+    size = os.fstat(f.fileno()).st_size
+    packed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    declared = sum(i.file_size for i in infos)
+    if packed or declared > size:
+        raise error(
+            f"{path} is not a readable {what}: its zip records are compressed ({declared} bytes declared in "
+            f"a {size}-byte file); torch.save never compresses them, so it was not written by torch or dctq"
+        )
+
+
 def load_torch_file(
     path: Path,
     what: str,
@@ -61,6 +83,7 @@ def load_torch_file(
     """
     try:
         with open_regular_file(path) as f:  # a FIFO or a device never reaches torch
+            _check_stored(f, path, what, error)
             payload = torch.load(f, map_location=map_location, weights_only=True)
     except LOAD_ERRORS as exc:
         reason = _unpickler_reason(exc)

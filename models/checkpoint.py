@@ -219,6 +219,28 @@ def _apply_qabn(model: nn.Module, spec: Any, path: Path) -> nn.Module:
 register_checkpoint_transform("qabn", _apply_qabn)
 
 
+def _tensor_bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def _check_model_size(path: Path, arch: str, arch_kwargs: dict[str, Any], state_dict: dict[str, Any]) -> None:
+    """Refuse architecture arguments that build a model larger than the weights the file holds: every
+    tensor of a dctq model is in its state dict, so a larger model means arguments altered to make the
+    loader allocate (and initialise) gigabytes, e.g. num_classes=10**9 beside a few KB of weights. The
+    model is first built on the "meta" device, which allocates nothing."""
+    try:
+        with torch.device("meta"):
+            shell = create_model(arch, **arch_kwargs)
+    except Exception:  # the real build below reports bad arguments, naming the file
+        return
+    needed, stored = _tensor_bytes(shell.state_dict().values()), _tensor_bytes(state_dict.values())
+    if needed > 2 * stored + (64 << 20):  # smaller gaps: load_state_dict names the missing keys
+        raise ModelError(
+            f"{path}: {arch} with arch_kwargs {arch_kwargs} is a model of {needed / 2**20:.0f} MiB, but the file "
+            f"holds {stored / 2**20:.1f} MiB of weights; its architecture arguments were altered or it is damaged"
+        )
+
+
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model from the registry and load its weights; the model is returned in eval mode.
 
@@ -231,6 +253,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     path = Path(path)
     payload = _read(path, map_location)
     arch, arch_kwargs, extra = payload["arch"], payload["arch_kwargs"], payload["extra"]
+    _check_model_size(path, arch, arch_kwargs, payload["state_dict"])
     try:
         model = create_model(arch, **arch_kwargs)
     except ModelError as exc:

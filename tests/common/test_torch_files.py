@@ -83,3 +83,44 @@ def test_devices_and_folders_are_not_read_as_files(tmp_path):
     with pytest.raises(OSError, match="more than the 1000-byte limit"):
         read_regular_file(big, max_bytes=1000)
     assert read_regular_file(big, max_bytes=1001) == b"x" * 1001
+
+
+def test_a_zip_that_inflates_beyond_its_file_is_refused_before_torch_reads_it(tmp_path):
+    """torch.load inflates deflated records although torch.save never writes them: a 200 KB file
+    inflated to 200 MB; the reader refuses any compressed record."""
+    import zipfile
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"format": "dctq.checkpoint", "t": torch.zeros(5_000_000)}, plain)  # 20 MB of zeros
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    assert bomb.stat().st_size < plain.stat().st_size // 100
+    with pytest.raises(
+        ModelError, match=r"bomb\.pt is not a readable dctq checkpoint: its zip records are compressed"
+    ):
+        load_torch_file(bomb, "dctq checkpoint", ModelError)
+    assert load_torch_file(plain, "dctq checkpoint", ModelError)["t"].shape == (5_000_000,)
+
+
+def test_architecture_arguments_that_build_more_than_the_weights_are_refused(tmp_path):
+    """A stranger's checkpoint passes weights_only but asks for num_classes=10**9: the loader allocated
+    and initialised a 256 GB classifier before comparing any weight. It is now refused from a model
+    built on the meta device (in a child with 2 GB of address space: a regression cannot take the machine)."""
+    from helpers import TINY, saved_model
+
+    _, path = saved_model(tmp_path / "m.pt", "dct_cifar_upsampling", [], **TINY)
+    payload = torch.load(path, weights_only=True)
+    payload["arch_kwargs"] = {**TINY, "num_classes": 10**9}
+    torch.save(payload, path)
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "from dctq.models.checkpoint import load_checkpoint\n"
+        f"try:\n    load_checkpoint({str(path)!r})\nexcept BaseException as e:\n    print(type(e).__name__, e)"
+    )
+    done = _in_child(code, timeout=120)
+    assert done.stdout.startswith("ModelError") and "is a model of" in done.stdout, (
+        done.stdout + done.stderr[-2000:]
+    )
+    assert "num_classes': 1000000000" in done.stdout and "MiB of weights" in done.stdout
