@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..common.errors import DataError
 from ..common.files import write_text_atomic
+from .limits import MAX_FILE_BYTES
 from .samples import Sample, list_samples, split_samples
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ def _files_and_folders_only(archive: Path, member: tarfile.TarInfo, dest: str) -
     a symbolic or hard link, even one inside the archive, can loop a data folder back onto itself (every
     image listed many times under the wrong class) or alias one file under two classes."""
     member = tarfile.data_filter(member, dest)
+    if member.size > MAX_FILE_BYTES:  # no file the reader would read (a gzip of zeros inflates 1000-fold)
+        raise DataError(
+            f"{archive} holds {member.name} of {member.size} bytes, more than any JPEG dctq reads "
+            f"({MAX_FILE_BYTES} bytes); it is not an image archive"
+        )
     if member.issym() or member.islnk():
         raise DataError(
             f"{archive} holds a link ({member.name} -> {member.linkname}); dctq extracts only files and "

@@ -144,3 +144,18 @@ def test_extract_once_refuses_links_even_inside_the_archive(tmp_path: Path, kind
     with pytest.raises(DataError, match=r"holds a link \(train/cat/(loop|alias\.jpg) -> "):
         extract_once(archive, cache)
     assert not any(cache.iterdir())  # nothing half-extracted left behind
+
+
+def test_extract_once_refuses_a_member_larger_than_any_jpeg(tmp_path: Path, monkeypatch) -> None:
+    """A gzip of zeros inflates a thousandfold: no member may be larger than a JPEG the reader reads
+    (MAX_FILE_BYTES, made 1000 bytes here so that the archive stays small)."""
+    monkeypatch.setattr(cifar, "MAX_FILE_BYTES", 1000)
+    archive = tmp_path / "zeros.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("train/cat/0.jpg")
+        info.size = 1001
+        tar.addfile(info, io.BytesIO(b"\0" * info.size))
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"train/cat/0\.jpg of 1001 bytes, more than any JPEG"):
+        extract_once(archive, cache)
+    assert not any(cache.iterdir())
