@@ -58,6 +58,10 @@ KINDS = {
 DCT_INPUTS = ("y", "cbcr", "qt")
 MAX_SIDECAR_BYTES = 16 << 20
 """A sidecar is a few KiB of JSON; anything above 16 MiB is not one."""
+MAX_INPUT_SIZE = 16384
+"""Largest input size (pixels) a sidecar may declare."""
+MAX_DIMENSION = 1 << 20
+"""Largest fixed dimension (a batch, channels, classes) a sidecar may declare."""
 CODE_KINDS = {
     "torchscript": "a TorchScript archive: it holds code, which runs when the model is loaded and called",
     "program": (
@@ -164,7 +168,7 @@ class ArtifactMeta:
                 f"{source}: sidecar version {data.get('version')!r} is newer than this dctq; upgrade"
             )
         try:
-            return cls(
+            meta = cls(
                 arch=data.get("arch"),
                 arch_kwargs=dict(data.get("arch_kwargs") or {}),
                 class_names=tuple(str(c) for c in data["class_names"]),
@@ -186,6 +190,24 @@ class ArtifactMeta:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"{source} is a damaged dctq sidecar ({type(exc).__name__}: {exc})") from None
+        meta._check_sizes(source)
+        return meta
+
+    def _check_sizes(self, source: Path) -> None:
+        """Refuse sizes no dctq export has and that would make a reader allocate without bound: an input
+        size of a million pixels (the crop of every image to it), a fixed batch of a billion (each batch
+        padded to it)."""
+        bad = [] if 0 < self.input_size <= MAX_INPUT_SIZE else [f"input_size {self.input_size}"]
+        bad += [
+            f"dimension {d!r} of {t.name}"
+            for t in (*self.inputs, *self.outputs)
+            for d in t.shape
+            if not (isinstance(d, str) or (isinstance(d, int) and 0 <= d <= MAX_DIMENSION))
+        ]
+        if bad:
+            raise ExportError(
+                f"{source} declares {', '.join(bad[:3])}, out of range for any dctq model; export it again"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +319,7 @@ def read_sidecar(path: Path | str, *, kind: str | None = None, check: bool = Tru
         return None
     try:
         data = json.loads(read_regular_file(target, max_bytes=MAX_SIDECAR_BYTES).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ExportError(f"{target} is not readable JSON ({exc}); re-export the artifact") from None
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise ExportError(f"{target} is not a dctq sidecar (no format {SIDECAR_FORMAT!r} marker)")
@@ -408,10 +430,10 @@ def _onnx_meta(path: Path) -> ArtifactMeta:
     classes = outputs[0].shape[-1] if outputs and isinstance(outputs[0].shape[-1], int) else 0
     quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     opset = opset_of(model)
-    return ArtifactMeta(
+    meta = ArtifactMeta(
         arch=None,
         arch_kwargs={},
-        class_names=tuple(map(str, range(classes))),
+        class_names=tuple(map(str, range(min(classes, MAX_DIMENSION + 1)))),
         input_kind=kind,
         input_size=size,
         inputs=inputs,
@@ -419,6 +441,8 @@ def _onnx_meta(path: Path) -> ArtifactMeta:
         recipe={"type": "unknown"} if quantized else None,
         opset=opset,
     )
+    meta._check_sizes(path)
+    return meta
 
 
 _NO_META = ArtifactMeta(None, {}, (), "dct", 0, (), ())

@@ -197,3 +197,26 @@ def test_data_artifacts_need_no_trust_and_every_code_kind_asks_for_it(exported):
         load_artifact(exported["pt2"])
     with pytest.raises(UntrustedArtifactError, match="TorchScript archive"):
         load_artifact(exported["ts"])
+
+
+def test_sidecars_declaring_unbounded_sizes_or_nesting_are_refused(exported, tmp_path):
+    """A sidecar is JSON from wherever the model came from: an input size of a million pixels made every
+    image's crop allocate terabytes, a fixed batch of a billion padded every batch to it, and JSON nested
+    200,000 deep raised RecursionError (a traceback)."""
+    onnx_path = export_artifact(exported["pt"], "onnx", tmp_path / "m.onnx", dynamo=False).artifact
+    good = json.loads(sidecar_path(onnx_path).read_text())
+    for change, said in (
+        ({"input_size": 10**6}, "input_size 1000000"),
+        (
+            {"inputs": [{**good["inputs"][0], "shape": [10**9, 64, 4, 4]}, *good["inputs"][1:]]},
+            "dimension 1000000000 of y",
+        ),
+    ):
+        sidecar_path(onnx_path).write_text(json.dumps({**good, **change}))
+        with pytest.raises(ExportError, match=rf"declares {said}, out of range"):
+            load_artifact(onnx_path)
+    sidecar_path(onnx_path).write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ExportError, match="not readable JSON"):
+        load_artifact(onnx_path)
+    sidecar_path(onnx_path).write_text(json.dumps(good))
+    assert load_artifact(onnx_path).meta.input_size == 32
