@@ -18,6 +18,7 @@
 
 #include <jpeglib.h>
 #include <jerror.h>
+#include <jpegint.h> /* struct jpeg_inverse_dct: the windowed read hooks the IDCT (stream_window) */
 
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -105,7 +106,8 @@ typedef struct {
     size_t out_offset;
 } component_info;
 
-/* State shared by the two GIL-free phases of one read. */
+/* State shared by the two GIL-free phases of one read. `cinfo` comes first: the IDCT hook of
+ * stream_window finds the reader from the cinfo pointer libjpeg hands it. */
 typedef struct {
     struct jpeg_decompress_struct cinfo;
     dctq_error_mgr err;
@@ -113,6 +115,11 @@ typedef struct {
     component_info comps[MAX_COMPONENTS];
     int has_qt; /* every component has a table */
     unsigned short qt[MAX_COMPONENTS][DCTSIZE2];
+    /* stream_window: the output buffers, and the row pointers handed to jpeg_read_raw_data per component
+     * (the hook tells a block's row within the iMCU row from its pointer into them; nothing is written) */
+    char **buffers;
+    JSAMPROW raw_rows[MAX_COMPONENTS][MAX_SAMP_FACTOR * DCTSIZE];
+    JSAMPLE dummy_row[DCTSIZE];
 } reader;
 
 /* Phase 1: header only, so that Python can allocate the output before decoding. */
@@ -316,6 +323,78 @@ static int read_blocks(reader *r, char **buffers) {
     return 1;
 }
 
+/* The IDCT of stream_window: instead of turning a block into pixels, copy its quantized coefficients
+ * (natural order, as the entropy decoder left them) into the window when the block lies inside it. */
+static void capture_block(j_decompress_ptr cinfo, jpeg_component_info *compptr, JCOEFPTR coef_block,
+                          JSAMPARRAY output_buf, JDIMENSION output_col) {
+    reader *r = (reader *)cinfo;
+    int ci = compptr->component_index, k;
+    const component_info *o = &r->comps[ci];
+    long row = (long)cinfo->output_iMCU_row * compptr->v_samp_factor +
+               (long)(output_buf - r->raw_rows[ci]) / DCTSIZE - o->src_top;
+    long col = (long)output_col / DCTSIZE - o->src_left;
+    size_t plane = (size_t)o->out_rows * (size_t)o->out_cols;
+    JCOEF *out;
+    if (row < 0 || row >= o->out_rows || col < 0 || col >= o->out_cols) {
+        return;
+    }
+    out = (JCOEF *)r->buffers[o->out_buffer] + o->out_offset + (size_t)row * (size_t)o->out_cols + (size_t)col;
+    for (k = 0; k < DCTSIZE2; k++) {
+        out[(size_t)k * plane] = coef_block[k];
+    }
+}
+
+/* Whether stream_window can read this frame: one interleaved baseline/sequential scan (a progressive or
+ * multi-scan file needs the whole coefficient buffer, which read_blocks keeps). After read_header. */
+static int can_stream(reader *r) {
+    return !r->cinfo.progressive_mode && !jpeg_has_multiple_scans(&r->cinfo);
+}
+
+/* Phase 2 for a window of a single-scan file: decode MCU row by MCU row in raw-data mode with the IDCT
+ * replaced by capture_block, so libjpeg holds one MCU row, never the whole image's coefficients (a
+ * 16384x16384 file: 768 MB with read_blocks). Same blocks, tables and warnings as read_blocks. */
+static int stream_window(reader *r, char **buffers) {
+    struct jpeg_decompress_struct *cinfo = &r->cinfo;
+    JSAMPARRAY planes[MAX_COMPONENTS];
+    int ci, row, k;
+    if (setjmp(r->err.jmp)) {
+        return 0;
+    }
+    r->buffers = buffers;
+    for (ci = 0; ci < cinfo->num_components; ci++) {
+        const component_info *o = &r->comps[ci];
+        JCOEF *out = (JCOEF *)buffers[o->out_buffer] + o->out_offset;
+        memset(out, 0, (size_t)DCTSIZE2 * (size_t)o->out_rows * (size_t)o->out_cols * sizeof(JCOEF));
+        for (row = 0; row < MAX_SAMP_FACTOR * DCTSIZE; row++) {
+            r->raw_rows[ci][row] = r->dummy_row;
+        }
+        planes[ci] = r->raw_rows[ci];
+    }
+    cinfo->raw_data_out = TRUE;
+    cinfo->do_fancy_upsampling = FALSE;
+    jpeg_start_decompress(cinfo);
+    for (ci = 0; ci < cinfo->num_components; ci++) {
+        cinfo->idct->inverse_DCT[ci] = capture_block;
+    }
+    while (cinfo->output_scanline < cinfo->output_height) {
+        if (jpeg_read_raw_data(cinfo, planes, (JDIMENSION)(cinfo->max_v_samp_factor * DCTSIZE)) == 0) {
+            break; /* a memory source never suspends; libjpeg warned about the missing data */
+        }
+    }
+    r->has_qt = 1;
+    for (ci = 0; ci < cinfo->num_components; ci++) {
+        JQUANT_TBL *t = cinfo->comp_info[ci].quant_table;
+        if (t == NULL) {
+            r->has_qt = 0;
+        }
+        for (k = 0; k < DCTSIZE2; k++) {
+            r->qt[ci][k] = t != NULL ? (unsigned short)t->quantval[k] : 0;
+        }
+    }
+    jpeg_finish_decompress(cinfo);
+    return 1;
+}
+
 static PyObject *TurboError; /* args: (kind, message, warnings) */
 
 /* [(kind, message)] for the warnings recorded so far. */
@@ -419,7 +498,7 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
     char *out[MAX_COMPONENTS] = {NULL};
     Py_ssize_t sizes[MAX_COMPONENTS] = {0};
     PyObject *result = NULL;
-    int ok, i, n = 0, nbuffers = 0;
+    int ok, i, n = 0, nbuffers = 0, streamed = 0;
     (void)self;
 
     /* y*: any contiguous buffer; the buffer stays exported (so cannot be resized) while the GIL is released. */
@@ -491,8 +570,9 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
         out[i] = PyByteArray_AS_STRING(buffers[i]);
     }
 
+    streamed = win.used && can_stream(r);
     Py_BEGIN_ALLOW_THREADS
-    ok = read_blocks(r, out);
+    ok = streamed ? stream_window(r, out) : read_blocks(r, out);
     Py_END_ALLOW_THREADS
     if (!ok) {
         raise_libjpeg_error(r);
