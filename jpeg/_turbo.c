@@ -18,7 +18,15 @@
 
 #include <jpeglib.h>
 #include <jerror.h>
-#include <jpegint.h> /* struct jpeg_inverse_dct: the windowed read hooks the IDCT (stream_window) */
+
+/* libjpeg's internal IDCT manager (jpegint.h, not installed everywhere): its first two members, the same
+ * from libjpeg 6b to libjpeg-turbo 3. stream_window replaces inverse_DCT after jpeg_start_decompress. */
+typedef void (*dctq_inverse_dct)(j_decompress_ptr cinfo, jpeg_component_info *compptr, JCOEFPTR coef_block,
+                                 JSAMPARRAY output_buf, JDIMENSION output_col);
+struct jpeg_inverse_dct {
+    void (*start_pass)(j_decompress_ptr cinfo);
+    dctq_inverse_dct inverse_DCT[MAX_COMPONENTS];
+};
 
 #ifdef __SSE2__
 #include <emmintrin.h>
