@@ -15,7 +15,7 @@ from ..common.records import metrics_path
 from ..deploy.artifact import load_artifact
 from ..deploy.evaluate import EvalReport, evaluate_artifact
 from .common import json_text, out_console, print_json, user_errors
-from .options import JsonReport, parse_qualities
+from .options import JsonReport, TrustCode, parse_qualities
 from .progress import EvalProgressView, make_progress
 
 
@@ -80,6 +80,7 @@ def evaluate_command(
         typer.Option(help="Runtime: 'torch', 'ort' or 'tensorrt' (default: the artifact's natural one)."),
     ] = None,
     as_json: JsonReport = False,
+    trust_code: TrustCode = False,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -93,7 +94,7 @@ def evaluate_command(
     """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
     with user_errors(ctx):
         quality_list = parse_qualities(qualities)
-        art = load_artifact(checkpoint)
+        art = load_artifact(checkpoint, trust_code=trust_code)
         with make_progress(not as_json, detail=False, transient=True) as progress:
             report = evaluate_artifact(
                 art,

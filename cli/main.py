@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 
 from .. import __version__
+from ..jpeg.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
 from .common import CliState
 
 app = typer.Typer(
@@ -34,9 +36,22 @@ def main(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the dctq version and exit."),
     ] = False,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pixels",
+            help="Refuse JPEG files whose header declares more pixels than this, before decoding them "
+            f"(default {DEFAULT_MAX_PIXELS}, or ${MAX_PIXELS_ENV}; 0: no limit). Every command that reads "
+            "images applies it.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """dctq: read JPEG DCT coefficients, train, quantize and deploy models on them."""
     ctx.obj = CliState(debug=debug)
+    if max_pixels is not None:
+        # The environment carries it to every reader: DataLoader workers and torchrun ranks included.
+        os.environ[MAX_PIXELS_ENV] = str(max_pixels)
 
 
 # Each command module adds its commands or group to `app` (one line per module, keep sorted).

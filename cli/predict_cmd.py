@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..deploy.predict import predict
 from .common import out_console, print_json, user_errors
+from .options import TrustCode
 
 
 def predict_command(
@@ -30,11 +31,18 @@ def predict_command(
     batch_size: Annotated[int, typer.Option(help="Images per run.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (torch/tensorrt backends).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients."""
     with user_errors(ctx):
         predictions = predict(
-            artifact, images, backend=backend, top_k=top_k, batch_size=batch_size, device=device
+            artifact,
+            images,
+            backend=backend,
+            top_k=top_k,
+            batch_size=batch_size,
+            device=device,
+            trust_code=trust_code,
         )
     if as_json:
         print_json([p.to_dict() for p in predictions])

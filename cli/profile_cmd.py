@@ -15,7 +15,7 @@ from ..common.files import write_text_atomic
 from ..deploy.profiling.latency import ProfileReport, profile
 from ..deploy.profiling.plot import plot_format, plot_profiles
 from .common import err_console, json_text, out_console, print_json, user_errors
-from .options import JsonReport, parse_batches
+from .options import JsonReport, TrustCode, parse_batches
 
 
 def profile_command(
@@ -53,6 +53,7 @@ def profile_command(
             show_default=False,
         ),
     ] = None,
+    trust_code: TrustCode = False,
     plot: Annotated[
         Path | None,
         typer.Option(
@@ -78,6 +79,7 @@ def profile_command(
                 iters=iters,
                 end_to_end_data=data if end_to_end else None,
                 device=device,
+                trust_code=trust_code,
                 **options,
             )
             for artifact in artifacts

@@ -101,6 +101,9 @@ def train_meta_command(
         int | None, typer.Option(help="Data-loader worker processes." + _default("num_workers"))
     ] = None,
     device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda'." + _default("device"))] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the meta stage in --out after its last epoch.")
+    ] = False,
     as_json: JsonResult = False,
 ) -> None:
     """QSAM's meta stage: learn the QABN mixing MLP of a base-stage checkpoint (backbone frozen)."""
@@ -130,7 +133,9 @@ def train_meta_command(
             )
         with make_progress() as progress:
             show = MetaProgressView(progress, config.epochs)
-            result = train_meta(config, checkpoint, data_sets.train, data_sets.val, out, progress=show)
+            result = train_meta(
+                config, checkpoint, data_sets.train, data_sets.val, out, progress=show, resume=resume
+            )
     if as_json:
         print_json(result.to_dict())
     else:

@@ -43,6 +43,11 @@ class ExportError(DctqError):
     """An artifact (ONNX, TorchScript, engine) that cannot be written or fails its checks."""
 
 
+class UntrustedArtifactError(ExportError):
+    """An artifact kind that holds code (TorchScript, torch.export program, TensorRT engine), asked to load
+    without trust_code=True (`--trust-code`)."""
+
+
 class BackendUnavailable(DctqError):
     """An optional runtime (ONNX Runtime, TensorRT, CUDA) that is not installed or usable here."""
 

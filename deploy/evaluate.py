@@ -210,6 +210,7 @@ def evaluate_artifact(
     qabn_routing: str = "auto",
     progress: Callable[[EvalProgress], None] | None = None,
     record: Path | str | None = None,
+    trust_code: bool = False,
 ) -> EvalReport:
     """`dctq evaluate`: top-1 / top-5 of any artifact on the `split` ("val", "train" or "all") of `data`
     ("cifar10" or an ImageFolder of JPEGs), at each of `qualities` (None: the files as stored).
@@ -219,6 +220,7 @@ def evaluate_artifact(
     a checkpoint). A checkpoint is evaluated through its model, so `qabn_routing` applies; any other
     artifact through `backend` (default: the artifact's natural one). record: also write the run record
     there, one row per quality (common/records.py; `dctq evaluate --out r.json` gives r.metrics.csv).
+    trust_code: load a path of a kind that holds code (.ts, .pt2, .engine: artifact.CODE_KINDS).
 
     Raises:
         ConfigError: bad batch size or worker count, an artifact without a recorded architecture
@@ -228,7 +230,7 @@ def evaluate_artifact(
     """
     if batch_size < 1 or num_workers < 0:
         raise ConfigError(f"--batch-size must be >= 1 and --workers >= 0, got {batch_size}, {num_workers}")
-    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, trust_code=trust_code)
     if art.meta.arch is None:
         raise ConfigError(
             f"{art.path}: no architecture recorded (missing JSON sidecar?); export it with `dctq export`"

@@ -147,8 +147,9 @@ def export_onnx(
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"the exported graph is not valid ONNX: {str(exc)[:500]}") from None
         onnx.save_model(proto, str(tmp))
-    meta = dataclasses.replace(meta, exporter=exporter)
-    write_sidecar(path, meta, "onnx")
+        meta = dataclasses.replace(meta, exporter=exporter)
+        # The sidecar, bound to the finished file, lands first; then the model (artifact.py: kills).
+        write_sidecar(path, meta, "onnx", artifact_file=tmp)
     logger.info(
         "exported %s ONNX (%s exporter, opset %d) to %s",
         "Q/DQ" if meta.quantized else "FP32",

@@ -264,6 +264,7 @@ def profile(
     end_to_end_data: Path | str | None = None,
     device: str = "auto",
     runner: Runner | None = None,
+    trust_code: bool = False,
     **options: Any,
 ) -> ProfileReport:
     """Latency percentiles, throughput and peak memory of `artifact` at each batch size.
@@ -272,6 +273,7 @@ def profile(
         backend: "ort", "torch", ...; default by artifact kind. options: passed to the backend's load
             (e.g. threads=1 for ort). runner: an already loaded runner (then backend/device are its own).
         end_to_end_data: a folder of JPEGs; each call then also reads `batch` of them (cycling).
+        trust_code: load a path of a kind that holds code (.ts, .pt2, .engine: artifact.CODE_KINDS).
 
     Raises:
         DctqError: bad batch sizes or counts. DataError: no JPEGs in end_to_end_data. Backend errors.
@@ -280,7 +282,7 @@ def profile(
         raise DctqError(
             f"batches must be >= 1 and iters >= 1 (got batches={list(batches)}, iters={iters}, warmup={warmup})"
         )
-    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, trust_code=trust_code)
     run = runner or load_runner(art, backend, device=device, **options)
     fixed = art.meta.fixed_batch
     if fixed is not None and any(b != fixed for b in batches):

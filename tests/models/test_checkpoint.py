@@ -133,7 +133,7 @@ def test_missing_corrupt_and_foreign_files(tmp_path):
         load_checkpoint(foreign)
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": "dctq.checkpoint", "obj": Path("x")}, pickled)  # needs unpickling a class
-    with pytest.raises(ModelError, match="not a readable dctq checkpoint"):
+    with pytest.raises(ModelError, match="not a dctq checkpoint: it holds pickled code or objects"):
         load_checkpoint(pickled)
 
 

@@ -378,6 +378,7 @@ def build_engine(
         if cache_file is not None and cache is not None:
             write_bytes_atomic(cache_file, bytes(memoryview(cache.serialize())))
     sidecar = engine_sidecar(plan, config, describe_environment(trt, cuda), engine, seconds)
+    sidecar["artifact"] = {"name": engine_path.name, "size": len(engine), "sha256": _sha256(engine)}
     # Both files appear together: the sidecar is renamed into place first, then the engine.
     with atomic_path(engine_path) as tmp_engine, atomic_path(sidecar_path(engine_path)) as tmp_sidecar:
         tmp_engine.write_bytes(engine)

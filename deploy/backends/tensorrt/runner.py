@@ -22,7 +22,7 @@ import torch
 
 from ....common.errors import BackendUnavailable, DctqError
 from ....jpeg.batch import model_inputs
-from ...artifact import Artifact
+from ...artifact import Artifact, require_trusted
 from ..registry import register_backend
 from .engine import TrtEngine
 
@@ -53,6 +53,7 @@ class TrtRunner:
     def __init__(
         self, artifact: Artifact, *, device: str = "auto", cuda_graph: bool = False, check: bool = True
     ) -> None:
+        require_trusted(artifact)  # an engine is native code (artifact.CODE_KINDS)
         self.artifact = artifact
         self.__name__ = f"tensorrt:{artifact.path.name}"
         self.engine = TrtEngine(artifact.path, device=cuda_index(device), check=check)

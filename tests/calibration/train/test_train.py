@@ -155,7 +155,7 @@ def test_resume_repeats_the_straight_run(jpeg_folder, tmp_path):
             row.pop("seconds")
     assert records[0] == records[1] and [r["epoch"] for r in records[0]] == [1, 2]
     assert records[0][1]["val_top1"] == straight.history[1].val.top1
-    with pytest.raises(DataError, match=r"no last\.pt"):
+    with pytest.raises(DataError, match=r"no last\.state\.pt"):
         run(config, jpeg_folder, tmp_path / "c", resume=True)
 
 

@@ -145,7 +145,8 @@ def test_torchscript_and_program_run_the_same_numbers(models, tmp_path):
         traced = torch.jit.load(str(ts))(*x)
         program = torch.export.load(str(pt2)).module()(*x)
     assert torch.equal(traced, ref) and torch.equal(program, ref)
-    assert load_artifact(ts).kind == "torchscript" and load_artifact(pt2).meta.quantized
+    assert load_artifact(ts, trust_code=True).kind == "torchscript"
+    assert load_artifact(pt2, trust_code=True).meta.quantized
 
 
 def test_uncalibrated_and_low_bit_models_are_refused(models, tmp_path):

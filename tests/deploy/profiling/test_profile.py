@@ -145,7 +145,8 @@ def test_cli_export_check_predict_profile(checkpoint, tmp_path, jpeg_folder):
         runner.invoke(app, ["export", str(checkpoint), "--format", "torchscript", "--out", str(ts)]).exit_code
         == 0
     )
-    assert runner.invoke(app, ["predict", str(ts), images[0]]).exit_code == 0
+    assert runner.invoke(app, ["predict", str(ts), images[0]]).exit_code == 1  # code: needs --trust-code
+    assert runner.invoke(app, ["predict", str(ts), images[0], "--trust-code"]).exit_code == 0
 
 
 def test_cli_errors_exit_with_code_1(checkpoint, tmp_path):

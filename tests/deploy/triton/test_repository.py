@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from dctq.cli.main import app
 from dctq.common.errors import ExportError
-from dctq.deploy.artifact import load_artifact, sidecar_path
+from dctq.deploy.artifact import artifact_binding, load_artifact, sidecar_path
 from dctq.deploy.export.formats import export_artifact
 from dctq.deploy.predict import predict
 from dctq.deploy.triton.check import check_repository, read_configs
@@ -273,7 +273,14 @@ def test_a_tensorrt_plan_beside_the_checkpoint_gets_its_own_chain(demo, tmp_path
         spec["dtype"] = "float16" if spec["name"] != "qt" else "float32"
     engine.write_bytes(b"plan bytes")
     sidecar_path(engine).write_text(
-        json.dumps({**onnx_meta, "kind": "engine", "build": {"batch": [1, 4, 8]}})
+        json.dumps(
+            {
+                **onnx_meta,
+                "kind": "engine",
+                "build": {"batch": [1, 4, 8]},
+                "artifact": artifact_binding(engine),
+            }
+        )
     )
     try:
         result = export_artifact(demo.int8_checkpoint, "triton", tmp_path / "repo", max_batch=16)
@@ -299,7 +306,8 @@ def test_a_plan_of_another_model_is_refused(demo, tmp_path):
     engine = tmp_path / "other.engine"
     meta = json.loads(sidecar_path(demo.onnx).read_text())
     engine.write_bytes(b"plan")
-    sidecar_path(engine).write_text(json.dumps({**meta, "class_names": ["a", "b"], "kind": "engine"}))
+    bound = {**meta, "class_names": ["a", "b"], "kind": "engine", "artifact": artifact_binding(engine)}
+    sidecar_path(engine).write_text(json.dumps(bound))
     with pytest.raises(ExportError, match="another model"):
         export_triton(load_checkpoint(demo.int8_checkpoint), tmp_path / "repo", name="x", engine=engine)
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())

@@ -89,7 +89,7 @@ def test_build_plan_and_engine_sidecar(tiny_onnx, tmp_path) -> None:
     engine = tmp_path / "model.engine"
     engine.write_bytes(engine_bytes)
     (tmp_path / "model.engine.json").write_text(json.dumps(sidecar))
-    artifact = load_artifact(engine)
+    artifact = load_artifact(engine, trust_code=True)
     assert artifact.kind == "engine" and artifact.meta.input_kind == "dct" and artifact.meta.input_size == 32
     assert read_engine_sidecar(engine)["build"]["tensorrt"] == "11.4.0"
 
@@ -132,12 +132,12 @@ def test_backend_is_registered_and_says_how_to_install(tiny_onnx, tmp_path) -> N
     plan = plan_build(tiny_onnx[0], BuildConfig())
     (tmp_path / "m.engine.json").write_text(json.dumps(engine_sidecar(plan, BuildConfig(), ENV, b"x", 0.0)))
     with pytest.raises(BackendUnavailable, match="GPUs only"):
-        backend.load(load_artifact(engine), device="cpu")
+        backend.load(load_artifact(engine, trust_code=True), device="cpu")
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         with pytest.raises(BackendUnavailable, match=r"pip install 'dctq\[tensorrt\]'"):
-            backend.load(load_artifact(engine))
+            backend.load(load_artifact(engine, trust_code=True))
 
 
 # ------------------------------------------------------------------ with TensorRT and a GPU
