@@ -13,7 +13,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ...common.errors import DctqError
+from ...common.errors import ConfigError, DctqError
+from ...common.files import check_output_file
 from ...models.checkpoint import load_checkpoint
 from ..artifact import sidecar_path
 from ..backends.tensorrt.build import BuildConfig, export_engine
@@ -75,16 +76,31 @@ def export_artifact(
 
     Raises:
         DctqError: an unknown format, or `out` is the checkpoint itself (messages name the CLI flags).
+        ConfigError: `out` without the format's suffix (dctq tells artifacts apart by it), an `out` that
+            cannot be written (a folder, no permission), a static batch or max batch below 1; all checked
+            before the checkpoint is loaded.
         And what load_checkpoint and the format's exporter raise (ExportError, QuantizationError,
         BackendUnavailable naming the extra to install).
     """
     if fmt not in FORMATS:
         raise DctqError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if static_batch is not None and static_batch < 1:
+        raise ConfigError(
+            f"--static-batch must be >= 1 (leave it out for a dynamic batch), got {static_batch}"
+        )
+    if max_batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
     checkpoint = Path(checkpoint)
-    loaded = load_checkpoint(checkpoint)
     target = Path(out) if out is not None else checkpoint.with_suffix(FORMATS[fmt])
+    if target.suffix.lower() != FORMATS[fmt]:
+        raise ConfigError(
+            f"--out {target}: a {fmt} export must end in {FORMATS[fmt]} (dctq and its runtimes tell "
+            f"artifacts apart by suffix); use --out {target.with_suffix(FORMATS[fmt])}"
+        )
     if target.resolve() == checkpoint.resolve():
         raise DctqError(f"--out {target} would overwrite the checkpoint; choose another path")
+    check_output_file(target, "--out")
+    loaded = load_checkpoint(checkpoint)
     lint = None
     if fmt == "onnx":
         export_onnx(
@@ -92,7 +108,7 @@ def export_artifact(
             target,
             opset=opset,
             dynamic_batch=static_batch is None,
-            example_batch=static_batch or 1,
+            example_batch=1 if static_batch is None else static_batch,
             dynamo=dynamo,
         )
         lint = lint_qdq(target)
@@ -103,7 +119,8 @@ def export_artifact(
     elif fmt == "torchscript":
         export_torchscript(loaded, target)
     else:
-        export_program(loaded, target, dynamic_batch=static_batch is None, example_batch=static_batch or 2)
+        example = 2 if static_batch is None else static_batch
+        export_program(loaded, target, dynamic_batch=static_batch is None, example_batch=example)
     return ExportResult(
         artifact=target,
         sidecar=sidecar_path(target),
