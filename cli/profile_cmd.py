@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..common.errors import DctqError
+from ..common.files import check_output_file
 from ..deploy.profiling.latency import plot_profile, profile
 from .common import err_console, out_console, print_json, user_errors
 from .options import JsonReport, parse_batches
@@ -34,18 +35,28 @@ def profile_command(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (torch/tensorrt backends).")] = "auto",
     threads: Annotated[
-        int | None, typer.Option(help="ONNX Runtime intra-op threads (default: ORT's).")
+        int | None,
+        typer.Option(
+            help="CPU threads: ONNX Runtime's intra-op threads, or torch's (default: the runtime's own)."
+        ),
     ] = None,
     as_json: JsonReport = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of latency and throughput against batch size.")
     ] = None,
 ) -> None:
-    """Latency percentiles (p50/p90/p99), throughput and peak memory of an artifact per batch size."""
+    """Latency percentiles (p50/p90/p99), throughput and memory of an artifact per batch size.
+
+    "+MB" is what the timed calls add to the process's peak memory; "process MB" is the whole
+    process's peak (Python, torch, the runtime and the model included). A quantized .pt (or .ts/.pt2)
+    on the torch backend runs fake-quant ops in float: its timings are marked simulated, not INT8 speed.
+    """
     with user_errors(ctx):
         batches = parse_batches(batch)
         if end_to_end and data is None:
             raise DctqError("--end-to-end needs --data DIR (a folder of JPEG files)")
+        if plot is not None:
+            check_output_file(plot, "--plot")
         options = {"threads": threads} if threads is not None else {}
         report = profile(
             artifact,
@@ -63,11 +74,14 @@ def profile_command(
         print_json(report.to_dict())
     else:
         mode = "end to end (JPEG read + run)" if report.end_to_end else "model only"
+        simulated = ", SIMULATED INT8 (fake-quant in float)" if report.simulated_int8 else ""
         table = Table(
-            title=f"{escape(str(artifact))} on {report.backend} ({report.device}), {mode}",
+            title=f"{escape(str(artifact))} on {report.backend} ({report.device}), {mode}{simulated}",
             title_justify="left",
+            caption=f"+MB: what the timed calls add; process MB: the whole process's peak ({report.memory_source})",
+            caption_justify="left",
         )
-        for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "peak MB", "+MB"):
+        for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "+MB", "process MB"):
             table.add_column(col, justify="right")
         for r in report.rows:
             table.add_row(
@@ -76,10 +90,18 @@ def profile_command(
                 f"{r.p90_ms:.3f}",
                 f"{r.p99_ms:.3f}",
                 f"{r.throughput:.1f}",
-                "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.1f}",
                 "-" if r.peak_rss_delta_mb is None else f"{r.peak_rss_delta_mb:.1f}",
+                "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.1f}",
             )
         out_console.print(table)
+    if report.simulated_int8:
+        err_console.print(
+            f"note: {escape(str(artifact))} is quantized, but the torch backend runs its fake-quant ops in "
+            "float: these timings are not INT8 speed; for that, export it (`dctq export --format onnx`, "
+            "then --backend ort) or build a TensorRT engine",
+            highlight=False,
+            soft_wrap=True,
+        )
     if plot is not None and not as_json:
         err_console.print(f"wrote {escape(str(plot))}", highlight=False)
 
