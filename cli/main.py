@@ -7,10 +7,11 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from .common import CliState
+from .common import CliState, OneLineErrors, warn_if_slow_reader
 
 app = typer.Typer(
     name="dctq",
+    cls=OneLineErrors,
     help="PyTorch to INT8 inference engines that read JPEG DCT coefficients directly.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -37,12 +38,14 @@ def main(
 ) -> None:
     """dctq: read JPEG DCT coefficients, train, quantize and deploy models on them."""
     ctx.obj = CliState(debug=debug)
+    warn_if_slow_reader(ctx.invoked_subcommand)
 
 
 # Each command module adds its commands or group to `app` (one line per module, keep sorted).
 from . import (  # noqa: E402
     check_cmd,
     demo_cmd,
+    env_cmd,
     evaluate_cmd,
     export_cmd,
     inspect_cmd,
@@ -68,5 +71,6 @@ for _module in (
     check_cmd,
     predict_cmd,
     profile_cmd,
+    env_cmd,
 ):
     _module.register(app)

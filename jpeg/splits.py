@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common.errors import DataError
+from ..common.errors import DataError, UnreadableFilesError
 from .cifar import cifar10_root, cifar10_splits
 from .dataset import FolderDataset, JpegFolder
 from .pixel_augment import PixelCropFlip
 from .recompress import QualityPolicy
 from .rgb import RgbJpegFolder
-from .samples import Sample, list_samples, split_samples
+from .samples import Sample, list_samples, scan_samples, split_samples
 from .transforms import RandomHFlip
 
 CIFAR10 = "cifar10"
@@ -28,6 +28,8 @@ SPLIT_SEED = 0
 SPLITS = ("train", "val", "all")
 AUGMENTS = ("default", "flip", "crop", "none")
 """Training augmentations of `make_dataset` (TrainConfig.augment)."""
+BAD_FILES = ("stop", "list", "skip")
+"""What a run does with files the reader refuses (`--bad-files`; see `screen_split`)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,50 @@ class DataSplit:
                 "validation images; use more images or another --val-fraction"
             )
         return chosen
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A split after its bad-file policy: the samples left, and the files left out (path, message)."""
+
+    split: DataSplit
+    skipped: list[tuple[str, str]]
+
+
+def screen_split(split: DataSplit, bad_files: str, splits: tuple[str, ...] = ("train", "val")) -> Screened:
+    """Apply a bad-file policy to the samples of `splits` ("train", "val" or "all": the ones a run reads).
+
+    "stop" (the default of the commands) changes nothing: the first file the reader refuses stops the run
+    with its one-line error. "list" reads every file first and raises UnreadableFilesError naming all of
+    those it refuses (nothing is trained or scored). "skip" reads every file first and leaves those out of
+    both splits (other images keep their split: the split is made before, by listing); `skipped` names them.
+    Files are read with the coefficient reader (`samples.scan_samples`), also for RGB models.
+
+    Raises:
+        DataError: an unknown policy. UnreadableFilesError: "list" found bad files.
+    """
+    if bad_files not in BAD_FILES:
+        raise DataError(f"--bad-files must be one of {', '.join(BAD_FILES)}, got {bad_files!r}")
+    if bad_files == "stop":
+        return Screened(split, [])
+    names = {"train", "val"} if "all" in splits else set(splits)
+    chosen = sorted((split.train if "train" in names else []) + (split.val if "val" in names else []))
+    bad = [(str(path), message) for path, message in scan_samples(chosen)]
+    if bad and bad_files == "list":
+        raise UnreadableFilesError(
+            f"{len(bad)} of {len(chosen)} files of {split.description} cannot be read; fix or remove them, "
+            "or pass --bad-files skip to leave them out",
+            bad,
+        )
+    drop = {Path(path) for path, _ in bad}
+    kept = DataSplit(
+        split.root,
+        [s for s in split.train if s.path not in drop],
+        [s for s in split.val if s.path not in drop],
+        split.class_names,
+        split.description,
+    )
+    return Screened(kept, bad)
 
 
 def split_data(data: str | Path, val_fraction: float, *, cache_dir: Path | None = None) -> DataSplit:

@@ -32,3 +32,30 @@ def test_dataset_follows_the_input_kind_and_size(jpeg_folder):
         make_dataset("yuv", 32, jpeg_folder, samples, train=False, policy=QualityPolicy())
     with pytest.raises(DataError, match="augment"):
         make_dataset("dct", 32, jpeg_folder, samples, train=True, policy=QualityPolicy(), augment="jitter")
+
+
+def test_bad_file_policies(jpeg_folder):
+    """stop: nothing read ahead; list: every refused file named; skip: those left out, the rest in place."""
+    from dctq.common.errors import UnreadableFilesError
+    from dctq.jpeg.splits import screen_split
+
+    (jpeg_folder / "cat" / "x.jpg").write_text("text")
+    (jpeg_folder / "dog" / "y.jpg").write_bytes(b"")
+    split = split_data(jpeg_folder, 0.25)
+    assert screen_split(split, "stop").split == split
+    with pytest.raises(UnreadableFilesError, match=r"2 of 10 files .* --bad-files skip") as info:
+        screen_split(split, "list")
+    assert [p for p, _ in info.value.files] == [
+        str(jpeg_folder / "cat" / "x.jpg"),
+        str(jpeg_folder / "dog" / "y.jpg"),
+    ]
+    assert "not a JPEG file" in info.value.files[0][1] and "empty" in info.value.files[1][1]
+    kept = screen_split(split, "skip")
+    bad = {jpeg_folder / "cat" / "x.jpg", jpeg_folder / "dog" / "y.jpg"}
+    assert kept.split.train == [s for s in split.train if s.path not in bad]
+    assert kept.split.val == [s for s in split.val if s.path not in bad]
+    assert len(kept.split.train) + len(kept.split.val) == 8 and len(kept.skipped) == 2
+    only_val = screen_split(split, "skip", ("val",))  # only the images a run reads are read
+    assert {p for p, _ in only_val.skipped} == {str(s.path) for s in split.val if s.path in bad}
+    with pytest.raises(DataError, match="--bad-files must be one of stop, list, skip"):
+        screen_split(split, "ignore")

@@ -224,7 +224,7 @@ def test_config_schedule_and_validation():
     short = config.with_epochs(20)
     assert short.milestones == (2, 5, 8)
     assert [short.lr_at(e) for e in (0, 2, 5, 8)] == pytest.approx([1e-4, 1e-5, 1e-6, 1e-7])
-    with pytest.raises(QuantizationError, match="batch_size"):
+    with pytest.raises(QuantizationError, match="--batch-size"):
         ZeroShotConfig(batch_size=0)
 
 

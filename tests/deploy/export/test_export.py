@@ -189,7 +189,7 @@ def test_export_artifact_dispatches_on_the_format_and_guards_the_checkpoint(mode
         "lint": None,
     }
     onnx_result = export_artifact(ckpt, "onnx", tmp_path / "out.onnx", static_batch=2, dynamo=False)
-    assert onnx_result.lint is not None and onnx_result.lint.ok
+    assert onnx_result.lint.ok
     assert onnx_result.to_dict()["lint"] == onnx_result.lint.to_dict()
     assert load_artifact(onnx_result.artifact).meta.fixed_batch == 2
     with pytest.raises(DctqError, match="--format must be one of onnx, torchscript, program, tensorrt"):
