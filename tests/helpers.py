@@ -24,6 +24,7 @@ from torch import nn
 
 import dctq.jpeg.cifar
 import dctq.jpeg.dataset
+import dctq.jpeg.decoders
 import dctq.jpeg.reader
 from dctq.jpeg.chroma import round_half_away
 from dctq.jpeg.dct import rgb_to_coefficients
@@ -168,6 +169,11 @@ def forbid_images(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         (dctq.jpeg.dataset, "read_file_bytes"),
     ):
         monkeypatch.setattr(module, name, forbidden)
+    # The one entry point every coefficient read goes through, whoever imported read_jpeg by name
+    # (JpegFolder, inspect_jpeg, predict, the GPU input path), and the decoders behind it.
+    monkeypatch.setattr(dctq.jpeg.reader, "_read", forbidden)
+    for backend in list(dctq.jpeg.decoders.DECODERS):
+        monkeypatch.setitem(dctq.jpeg.decoders.DECODERS, backend, forbidden)
 
 
 TESTS_DIR = Path(__file__).resolve().parent
