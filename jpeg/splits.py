@@ -9,6 +9,7 @@ architecture name.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,20 @@ def screen_split(split: DataSplit, bad_files: str, splits: tuple[str, ...] = ("t
     return Screened(kept, bad)
 
 
+def _check_class_folders(root: Path, classes: list[str]) -> None:
+    """Raise DataError for a class folder that cannot be listed: the listing reports it as empty (a
+    warning), so a run would score or train without that class and exit 0."""
+    for name in classes:
+        try:
+            with os.scandir(root / name):
+                pass
+        except OSError as exc:
+            raise DataError(
+                f"class folder {root / name} cannot be read ({exc.strerror or exc}); fix its permissions or "
+                "move it out of the data folder"
+            ) from None
+
+
 def split_data(data: str | Path, val_fraction: float, *, cache_dir: Path | None = None) -> DataSplit:
     """Split `data` ("cifar10" or an ImageFolder of JPEGs) into train/val, stratified, seeded SPLIT_SEED.
 
@@ -117,6 +132,7 @@ def split_data(data: str | Path, val_fraction: float, *, cache_dir: Path | None 
     else:
         root = Path(data)
         samples, classes = list_samples(root)
+        _check_class_folders(root, classes)
         train, val = split_samples(samples, val_fraction, SPLIT_SEED)
     return DataSplit(root, train, val, classes, f"{data} with --val-fraction {val_fraction}")
 

@@ -179,6 +179,22 @@ def forbid_images(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 TESTS_DIR = Path(__file__).resolve().parent
 
 
+def permissions_enforced(tmp_path: Path) -> bool:
+    """Whether this process is refused a folder without permissions (not so for root with its usual
+    capabilities; `setpriv --inh-caps=-dac_override,-dac_read_search ...` makes root subject to them)."""
+    probe = tmp_path / "permission-probe"
+    probe.mkdir()
+    probe.chmod(0)
+    try:
+        with os.scandir(probe):
+            return False
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o700)
+        probe.rmdir()
+
+
 def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 120) -> str:
     """Run `script` under `torchrun --standalone --nproc-per-node nproc`; returns its output and fails
     the test on a non-zero exit or a hang (the whole process group is killed then). The workers find

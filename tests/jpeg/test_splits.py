@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import permissions_enforced
 
 from dctq.calibration.train.data import dataset_for_arch
 from dctq.common.errors import DataError
@@ -59,3 +60,15 @@ def test_bad_file_policies(jpeg_folder):
     assert {p for p, _ in only_val.skipped} == {str(s.path) for s in split.val if s.path in bad}
     with pytest.raises(DataError, match="--bad-files must be one of stop, list, skip"):
         screen_split(split, "ignore")
+
+
+def test_an_unreadable_class_folder_is_an_error_not_an_empty_class(jpeg_folder, tmp_path):
+    """It was listed as holding no JPEG (a warning) and evaluation exited 0 without that class."""
+    if not permissions_enforced(tmp_path):
+        pytest.skip("this process reads any folder (root)")
+    (jpeg_folder / "dog").chmod(0o000)
+    try:
+        with pytest.raises(DataError, match=r"class folder .*dog cannot be read"):
+            split_data(jpeg_folder, 0.25)
+    finally:
+        (jpeg_folder / "dog").chmod(0o755)
