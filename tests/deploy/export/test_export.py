@@ -275,3 +275,15 @@ def test_deconv_front_folds_its_batchnorm_and_exports_lint_clean(tmp_path):
     with torch.no_grad():
         ref = qmodel(*x)
     assert sqnr_db(ref, run_ort(path, x)) > 30.0
+
+
+def test_export_prints_no_exporter_noise(tmp_path, capfd):
+    """`dctq export` printed torch's "torchvision is not installed" log lines (on every export) and pytree
+    FutureWarnings on stderr."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(tiny_dct(), tmp_path / "m.onnx", dynamo=True)
+    assert capfd.readouterr().err == ""
+    assert [w for w in caught if issubclass(w.category, FutureWarning | DeprecationWarning)] == []
