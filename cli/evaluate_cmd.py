@@ -94,7 +94,7 @@ def evaluate_command(
     """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
     with user_errors(ctx):
         if out is not None:
-            check_output_file(out, "--out")
+            check_output_file(out, "--out", inputs=(checkpoint,))
         quality_list = parse_qualities(qualities)
         art = load_artifact(checkpoint)
         fraction = saved_val_fraction(art.extra) if val_fraction is None else val_fraction

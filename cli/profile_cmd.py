@@ -56,7 +56,7 @@ def profile_command(
         if end_to_end and data is None:
             raise DctqError("--end-to-end needs --data DIR (a folder of JPEG files)")
         if plot is not None:
-            check_output_file(plot, "--plot")
+            check_output_file(plot, "--plot", inputs=(artifact,))
         options = {"threads": threads} if threads is not None else {}
         report = profile(
             artifact,

@@ -215,7 +215,7 @@ def quantize_command(
 ) -> None:
     """Quantize an FP checkpoint (PTQ on real images, or zero-shot with IntraQ / BN-statistics images)."""
     with user_errors(ctx):
-        check_output_file(out, "--out")
+        check_output_file(out, "--out", inputs=(checkpoint,))
         flags = {
             "--calib-split": calib_split,
             "--num-images": num_images,

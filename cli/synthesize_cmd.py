@@ -93,9 +93,9 @@ def synthesize_command(
 ) -> None:
     """Make synthetic calibration images from CKPT alone (no data), for `dctq quantize --method intraq`."""
     with user_errors(ctx):
-        check_output_file(out, "--out")
+        check_output_file(out, "--out", inputs=(checkpoint,))
         if grid is not None:
-            check_output_file(grid, "--grid")
+            check_output_file(grid, "--grid", inputs=(checkpoint, out))
         options = {
             "num": num,
             "batch_size": batch_size,

@@ -43,15 +43,28 @@ def _check_parent(target: Path, what: str) -> None:
         raise ConfigError(f"{what} {target}: no permission to write in {base}; choose another path")
 
 
-def check_output_file(target: Path | str, what: str = "output") -> Path:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output_file(
+    target: Path | str, what: str = "output", *, inputs: tuple[Path | str, ...] = ()
+) -> Path:
     """Raise ConfigError when the file `target` cannot be written; call it before the work that makes it.
 
     Refused: an existing folder at `target`, a file where one of its folders should be, a folder
-    without write permission. `what` names the option in the message ("--out", "--plot").
+    without write permission, and one of the command's `inputs` (a report written over the model it
+    scored). `what` names the option in the message ("--out", "--plot").
     """
     target = Path(target)
     if target.is_dir():
         raise ConfigError(f"{what} {target} is a folder; give the path of a file to write")
+    for source in inputs:
+        if _same_file(target, Path(source)):
+            raise ConfigError(f"{what} {target} would overwrite the input {source}; choose another path")
     _check_parent(target, what)
     return target
 

@@ -87,6 +87,11 @@ CASES = [
     ("quantize-epochs", ["quantize", "{ckpt}", "--method", "intraq", "--out", "{root}/q.pt", "--epochs", "-1"], r"--epochs must be"),
     ("quantize-steps", ["quantize", "{ckpt}", "--method", "intraq", "--out", "{root}/q.pt", "--steps-per-epoch", "0"], r"--steps-per-epoch must be"),
     ("quantize-num-synthetic", ["quantize", "{ckpt}", "--method", "intraq", "--out", "{root}/q.pt", "--num-synthetic", "0"], r"--num-synthetic"),
+    # An output that is the command's input: the model was overwritten by a report or a picture.
+    ("evaluate-out-is-input", ["evaluate", "{ckpt}", "--data", "{folder}", "--out", "{ckpt}"], r"--out .*m.pt would overwrite the input"),
+    ("profile-plot-is-input", ["profile", "{ckpt}", "--plot", "{ckpt}"], r"--plot .*m.pt would overwrite the input"),
+    ("synthesize-grid-is-input", ["synthesize", "{ckpt}", "--out", "{root}/s.pt", "--grid", "{ckpt}"], r"--grid .*would overwrite the input"),
+    ("quantize-out-is-input", ["quantize", "{ckpt}", "--calib", "{folder}", "--out", "{ckpt}"], r"--out .*would overwrite the input"),
     ("predict-batch-size", ["predict", "{ckpt}", "{root}/none.jpg", "--batch-size", "0"], r"--batch-size must be >= 1"),
 ]  # fmt: skip
 

@@ -83,3 +83,15 @@ def test_output_checks_refuse_a_folder_without_write_permission(tmp_path):
             check_output_dir(locked, "--out")
     finally:
         locked.chmod(0o700)
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path):
+    """`evaluate --out model.pt` and `profile --plot model.pt` wrote a report or a PNG over the model."""
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    (tmp_path / "link.pt").symlink_to(model)
+    for target in (model, tmp_path / "." / "m.pt", tmp_path / "link.pt"):
+        with pytest.raises(ConfigError, match=r"--out .* would overwrite the input .*m.pt"):
+            check_output_file(target, "--out", inputs=(model,))
+    assert check_output_file(tmp_path / "r.json", "--out", inputs=(model,)) == tmp_path / "r.json"
+    assert model.read_bytes() == b"weights"
