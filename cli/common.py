@@ -75,6 +75,12 @@ def user_errors(ctx: typer.Context) -> Iterator[None]:
                 err_console.print(f"  {escape(message)}", highlight=False, soft_wrap=True)
         print_error(error_line(exc))
         raise typer.Exit(code=1) from None
+    except OSError as exc:  # the file system failed under the command (no space, a vanished folder...)
+        if cli_state(ctx).debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print_error(f"{where}{exc.strerror or exc}")
+        raise typer.Exit(code=1) from None
 
 
 BadFiles = Annotated[

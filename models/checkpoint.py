@@ -234,10 +234,6 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         model = create_model(arch, **arch_kwargs)
     except ModelError as exc:
         raise ModelError(f"{path}: cannot rebuild architecture: {exc}") from None
-    except (TypeError, ValueError) as exc:  # an argument of the right name but a wrong value
-        raise ModelError(
-            f"{path}: cannot rebuild {arch!r} from its arch_kwargs {arch_kwargs}: {exc}"
-        ) from None
     for key in _transform_keys(extra, path):
         try:
             model = _TRANSFORMS[key](model, extra[key], path)

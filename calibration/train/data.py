@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ...jpeg.dataset import FolderDataset
 from ...jpeg.recompress import QualityPolicy
 from ...jpeg.samples import Sample
 from ...jpeg.splits import DataSplit, make_dataset, screen_split, split_data
-from ...models.registry import get_model_info
+from ...models.registry import create_model, get_model_info
 from .config import TrainConfig
 
 
@@ -58,6 +60,10 @@ def build_train_data(
     get_model_info(config.arch)  # an unknown name fails before the data is read
     screened = screen_split(split_data(data, config.val_fraction, cache_dir=cache_dir), bad_files)
     split = screened.split
+    # The architecture's arguments checked now, before anything is printed or read: built on the meta
+    # device, which allocates nothing.
+    with torch.device("meta"):
+        create_model(config.arch, num_classes=len(split.class_names), **config.arch_kwargs)
     policy = QualityPolicy(train_qualities=config.train_qualities, test_quality=config.eval_quality)
     return TrainData(
         train=dataset_for_arch(

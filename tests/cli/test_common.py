@@ -9,10 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
+import typer
 from torch.utils.data import DataLoader, Dataset
 from typer.testing import CliRunner
 
-from dctq.cli.common import error_line, json_text, to_jsonable
+from dctq.cli.common import error_line, json_text, to_jsonable, user_errors
 from dctq.cli.main import app
 from dctq.common.errors import CorruptJpegError
 from dctq.jpeg import decoders
@@ -66,3 +67,21 @@ def test_slow_reader_warning_only_for_commands_that_read_jpegs(make_jpeg, monkey
     assert json.loads(slow.stdout)[0]["width"] == 32  # read by jpeglib
     quiet = runner.invoke(app, ["models", "resnet20", "--json"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_a_file_system_error_under_a_command_is_one_line(tmp_path):
+    """An OSError the command did not foresee (a vanished folder, no space) is one line, not a traceback."""
+    probe = typer.Typer()
+
+    @probe.command()
+    def write(ctx: typer.Context) -> None:
+        with user_errors(ctx):
+            (tmp_path / "gone" / "x").mkdir()
+
+    @probe.command()
+    def other() -> None:  # a second command keeps `write` a sub-command
+        pass
+
+    result = CliRunner().invoke(probe, ["write"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.stderr == f"error: {tmp_path / 'gone' / 'x'}: No such file or directory\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from helpers import TINY, saved_model
+from helpers import TINY, jpeg_bytes, saved_model, smooth_rgb
 from typer.testing import CliRunner
 
 from dctq.cli.main import app
@@ -46,7 +46,17 @@ def files(tmp_path_factory):
     _, checkpoint = saved_model(root / "m.pt", "dct_cifar_upsampling", ["cat", "dog"], num_classes=2, **TINY)
     (root / "folder").mkdir()
     (root / "file.txt").write_text("not a folder")
-    return {"root": root, "ckpt": checkpoint, "folder": root / "folder", "file": root / "file.txt"}
+    for c, name in enumerate(("cat", "dog")):
+        (root / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            (root / "data" / name / f"{i}.jpg").write_bytes(jpeg_bytes(smooth_rgb(32, 32, seed=10 * c + i)))
+    return {
+        "root": root,
+        "ckpt": checkpoint,
+        "folder": root / "folder",
+        "file": root / "file.txt",
+        "data": root / "data",
+    }
 
 
 # (case, args with {placeholders} of `files`, what the one line says). Outputs that cannot be written go with
@@ -56,6 +66,8 @@ CASES = [
     ("inspect-missing", ["inspect", "{root}/none.jpg"], r"none.jpg: no such file"),
     ("inspect-model", ["inspect", "{ckpt}"], r"m.pt: a model file \(checkpoint\), not a JPEG"),
     ("train-unknown-arch", ["train", "resnet2O", "--data", "{folder}", "--out", "{root}/run"], r"resnet2O"),
+    ("train-arch-kwargs-value", ["train", "dct_cifar_upsampling", "--data", "{data}", "--out", "{root}/r", "--arch-kwargs", '{{"widths": "x"}}'], r"cannot be built from the arguments"),
+    ("train-arch-kwargs-name", ["train", "dct_cifar_upsampling", "--data", "{data}", "--out", "{root}/r", "--arch-kwargs", '{{"nope": 1}}'], r"does not take these arguments"),
     ("train-out-file", ["train", "resnet20", "--data", "{root}/none", "--out", "{file}"], r"--out .*is a file"),
     ("train-meta-out-file", ["train-meta", "{root}/none.pt", "--data", "x", "--out", "{file}"], r"--out .*is a file"),
     ("train-meta-not-qabn", ["train-meta", "{ckpt}", "--data", "{folder}", "--out", "{root}/meta"], r"m.pt"),

@@ -253,7 +253,10 @@ def _with_weight(tmp_path: Path, value: float) -> Path:
         ({"class_names": [0, 1, 2]}, r"class names must be strings, got 0"),
         ({"extra": {"qabn": {"no_such_key": 1}}}, r"its 'qabn' entry .* cannot be applied \(TypeError"),
         ({"extra": {"qabn": {"num_branches": "four"}}}, r"its 'qabn' entry .* cannot be applied"),
-        ({"arch_kwargs": {"widths": "abc"}}, r"cannot rebuild 'dct_cifar_upsampling' from its arch_kwargs"),
+        (
+            {"arch_kwargs": {"widths": "abc"}},
+            r"cannot rebuild architecture: model 'dct_cifar_upsampling' cannot be built from the arguments",
+        ),
     ],
 )
 def test_malformed_fields_are_model_errors(tmp_path, changes, message):
