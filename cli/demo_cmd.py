@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..common.files import check_output_dir
 from .common import err_console, out_console, print_json, user_errors
 from .demo_pipeline import run_demo
 from .options import JsonReport
@@ -34,6 +35,7 @@ def demo_command(
             err_console.print(f"[bold]demo:[/] {name}")
 
     with user_errors(ctx):
+        check_output_dir(out, "--out")
         report = run_demo(out, epochs=epochs, per_class=per_class, seed=seed, stage=stage)
     if as_json:
         print_json(report.to_dict())

@@ -84,6 +84,8 @@ def run_demo(
 
     Raises DctqError (e.g. `out` holding an earlier demo's run: pick a new --out or delete it).
     """
+    if epochs < 1 or per_class < 1:
+        raise DctqError(f"--epochs and --per-class must be >= 1, got {epochs}, {per_class}")
     note = stage or (lambda _name: None)
     out = Path(out)
     run_dir = out / "fp32"

@@ -28,11 +28,14 @@ def export_command(
         str,
         typer.Option(
             "--format",
-            help="onnx (FP32, or Q/DQ INT8 for TensorRT), torchscript (.ts, torch.jit.trace), program "
-            "(.pt2, torch.export) or tensorrt (.engine: a strongly typed TensorRT 11 plan built from the "
-            "Q/DQ ONNX, which is written beside it; needs `pip install 'dctq[tensorrt]'` and a GPU) or triton "
-            "(a Triton Inference Server model repository folder: clients send JPEG bytes and get labels; "
-            "the checkpoint's .engine is served too when it exists).",
+            # escape: typer renders help as Rich markup, where [tensorrt] is a tag and vanishes.
+            help=escape(
+                "onnx (FP32, or Q/DQ INT8 for TensorRT), torchscript (.ts, torch.jit.trace), program "
+                "(.pt2, torch.export) or tensorrt (.engine: a strongly typed TensorRT 11 plan built from the "
+                "Q/DQ ONNX, which is written beside it; needs `pip install 'dctq[tensorrt]'` and a GPU) or "
+                "triton (a Triton Inference Server model repository folder: clients send JPEG bytes and get "
+                "labels; the checkpoint's .engine is served too when it exists)."
+            ),
         ),
     ] = "onnx",
     out: Annotated[

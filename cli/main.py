@@ -9,10 +9,11 @@ import typer
 
 from .. import __version__
 from ..jpeg.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
-from .common import CliState
+from .common import CliState, OneLineErrors, warn_if_slow_reader
 
 app = typer.Typer(
     name="dctq",
+    cls=OneLineErrors,
     help="PyTorch to INT8 inference engines that read JPEG DCT coefficients directly.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -52,6 +53,7 @@ def main(
     if max_pixels is not None:
         # The environment carries it to every reader: DataLoader workers and torchrun ranks included.
         os.environ[MAX_PIXELS_ENV] = str(max_pixels)
+    warn_if_slow_reader(ctx.invoked_subcommand)
 
 
 # Each command module adds its commands or group to `app` (one line per module, keep sorted).
@@ -59,6 +61,7 @@ from . import (  # noqa: E402
     adapt_bn_cmd,
     check_cmd,
     demo_cmd,
+    env_cmd,
     evaluate_cmd,
     export_cmd,
     inspect_cmd,
@@ -86,6 +89,7 @@ for _module in (
     check_cmd,
     predict_cmd,
     profile_cmd,
+    env_cmd,
     report_cmd,
 ):
     _module.register(app)

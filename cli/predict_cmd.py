@@ -51,10 +51,11 @@ def predict_command(
     table.add_column("image", overflow="fold")
     table.add_column("class")
     table.add_column("p", justify="right")
-    table.add_column(f"top {top_k}", overflow="fold")
+    shown = min(top_k, max((len(p.top) for p in predictions), default=top_k))
+    table.add_column(f"top {shown}", overflow="fold")
     for p in predictions:
-        others = ", ".join(f"{escape(n)} {v:.2f}" for n, _, v in p.top[1:])
-        table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", others)
+        ranked = ", ".join(f"{escape(n)} {v:.3f}" for n, _, v in p.top)
+        table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", ranked)
     out_console.print(table)
 
 

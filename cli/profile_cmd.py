@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..common.errors import DctqError
-from ..common.files import write_text_atomic
+from ..common.files import check_output_file, write_text_atomic
 from ..deploy.profiling.latency import ProfileReport, profile
 from ..deploy.profiling.plot import plot_format, plot_profiles
 from .common import err_console, json_text, out_console, print_json, user_errors
@@ -41,7 +41,10 @@ def profile_command(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (torch/tensorrt backends).")] = "auto",
     threads: Annotated[
-        int | None, typer.Option(help="ONNX Runtime intra-op threads (default: ORT's).")
+        int | None,
+        typer.Option(
+            help="CPU threads: ONNX Runtime's intra-op threads, or torch's (default: the runtime's own)."
+        ),
     ] = None,
     as_json: JsonReport = False,
     out: Annotated[
@@ -62,13 +65,21 @@ def profile_command(
         ),
     ] = None,
 ) -> None:
-    """Latency percentiles (p50/p90/p99), throughput and peak memory of artifacts per batch size."""
+    """Latency percentiles (p50/p90/p99), throughput and memory of artifacts per batch size.
+
+    "+MB" is what the timed calls add to the process's peak memory; "process MB" is the whole
+    process's peak (Python, torch, the runtime and the model included). A quantized .pt (or .ts/.pt2)
+    on the torch backend runs fake-quant ops in float: its timings are marked simulated, not INT8 speed.
+    """
     with user_errors(ctx):
         batches = parse_batches(batch)
         if end_to_end and data is None:
             raise DctqError("--end-to-end needs --data DIR (a folder of JPEG files)")
         if plot is not None:
+            check_output_file(plot, "--plot", inputs=tuple(artifacts))
             plot_format(plot)  # refuse a bad extension before the (long) measurement
+        if out is not None:
+            check_output_file(out, "--out", inputs=tuple(artifacts))
         options = {"threads": threads} if threads is not None else {}
         reports = [
             profile(
@@ -94,17 +105,29 @@ def profile_command(
     else:
         for report in reports:
             out_console.print(_table(report))
+    for report in reports:
+        if report.simulated_int8:
+            err_console.print(
+                f"note: {escape(report.artifact)} is quantized, but the torch backend runs its fake-quant ops "
+                "in float: these timings are not INT8 speed; for that, export it (`dctq export --format onnx`, "
+                "then --backend ort) or build a TensorRT engine",
+                highlight=False,
+                soft_wrap=True,
+            )
     if plot is not None and not as_json:
         err_console.print(f"wrote {escape(str(plot))}", highlight=False)
 
 
 def _table(report: ProfileReport) -> Table:
     mode = "end to end (JPEG read + run)" if report.end_to_end else "model only"
+    simulated = ", SIMULATED INT8 (fake-quant in float)" if report.simulated_int8 else ""
     table = Table(
-        title=f"{escape(report.artifact)} on {report.backend} ({report.device}), {mode}",
+        title=f"{escape(report.artifact)} on {report.backend} ({report.device}), {mode}{simulated}",
         title_justify="left",
+        caption=f"+MB: what the timed calls add; process MB: the whole process's peak ({report.memory_source})",
+        caption_justify="left",
     )
-    for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "peak MB", "+MB"):
+    for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "+MB", "process MB"):
         table.add_column(col, justify="right")
     for r in report.rows:
         table.add_row(
@@ -113,8 +136,8 @@ def _table(report: ProfileReport) -> Table:
             f"{r.p90_ms:.3f}",
             f"{r.p99_ms:.3f}",
             f"{r.throughput:.1f}",
-            "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.1f}",
             "-" if r.peak_rss_delta_mb is None else f"{r.peak_rss_delta_mb:.1f}",
+            "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.1f}",
         )
     return table
 

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ..calibration.qsam.data import meta_train_data
 from ..calibration.qsam.meta import MetaConfig, MetaResult, train_meta
+from ..common.files import check_output_dir
 from .common import err_console, out_console, print_json, summary_table, user_errors
 from .options import JsonResult, field_default_help, given, parse_int_list
 from .progress import MetaProgressView, make_progress
@@ -108,6 +109,7 @@ def train_meta_command(
 ) -> None:
     """QSAM's meta stage: learn the QABN mixing MLP of a base-stage checkpoint (backbone frozen)."""
     with user_errors(ctx):
+        check_output_dir(out, "--out")
         options = {
             "epochs": epochs,
             "steps_per_epoch": steps,

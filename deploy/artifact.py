@@ -417,17 +417,8 @@ def _onnx_meta(path: Path) -> ArtifactMeta:
     inits = {i.name for i in model.graph.initializer}
     inputs = tuple(spec(v) for v in model.graph.input if v.name not in inits)
     outputs = tuple(spec(v) for v in model.graph.output)
-    names = [t.name for t in inputs]
-    if names[:3] == list(DCT_INPUTS) and isinstance(inputs[0].shape[-1], int):
-        kind, size = "dct", 8 * int(inputs[0].shape[-1])
-    elif names and names[0] == "x" and isinstance(inputs[0].shape[-1], int):
-        kind, size = "rgb", int(inputs[0].shape[-1])
-    else:
-        raise ExportError(
-            f"{path} has inputs {names} and no sidecar {sidecar_path(path).name}; dctq needs inputs named "
-            "y, cbcr, qt (DCT) or x [, qt] (RGB): export it with `dctq export`"
-        )
-    classes = outputs[0].shape[-1] if outputs and isinstance(outputs[0].shape[-1], int) else 0
+    kind, size = _foreign_inputs(inputs, outputs, path)
+    classes = outputs[0].shape[-1] if isinstance(outputs[0].shape[-1], int) else 0
     quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     opset = opset_of(model)
     meta = ArtifactMeta(
@@ -446,6 +437,42 @@ def _onnx_meta(path: Path) -> ArtifactMeta:
 
 
 _NO_META = ArtifactMeta(None, {}, (), "dct", 0, (), ())
+
+
+def _foreign_inputs(
+    inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], path: Path
+) -> tuple[str, int]:
+    """(input kind, input size) of an ONNX graph without a sidecar, from its inputs' names and shapes.
+
+    Raises ExportError naming the file unless the inputs are dctq's (y [N, 64, S/8, S/8], cbcr
+    [N, 128, S/16, S/16], qt [N, 3, 64]; or x [N, 3, S, S] [, qt]) with fixed sizes, and the one output
+    is [N, classes].
+    """
+    found = ", ".join(f"{t.name} {list(t.shape)}" for t in inputs) or "none"
+    names = [t.name for t in inputs]
+    roles = [t.role for t in inputs]
+    kind, size = None, 0
+    if names == list(DCT_INPUTS) and roles == ["luma", "chroma", "qt"]:
+        (_, _, hb, wb), (_, _, hc, wc) = inputs[0].dims, inputs[1].dims
+        if hb is not None and hb == wb and hb % 2 == 0 and (hc, wc) == (hb // 2, wb // 2):
+            kind, size = "dct", 8 * hb
+    elif names in (["x"], ["x", "qt"]) and roles[0] == "rgb" and roles[1:] in ([], ["qt"]):
+        _, _, h, w = inputs[0].dims
+        if h is not None and h == w:
+            kind, size = "rgb", h
+    if kind is None:
+        raise ExportError(
+            f"{path} has no sidecar {sidecar_path(path).name} and its inputs ({found}) are not dctq's: y "
+            "[N, 64, S/8, S/8], cbcr [N, 128, S/16, S/16], qt [N, 3, 64] (DCT) or x [N, 3, S, S] [, qt] (RGB) "
+            "with a fixed square size S; export the model with `dctq export`, which writes the sidecar"
+        )
+    if len(outputs) != 1 or len(outputs[0].shape) != 2:
+        shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in outputs) or "none"
+        raise ExportError(
+            f"{path} has no sidecar {sidecar_path(path).name} and its outputs ({shapes}) are not one "
+            "[N, classes] tensor of logits; export the model with `dctq export`"
+        )
+    return kind, size
 
 
 def artifact_kind(path: Path | str) -> str:
@@ -493,8 +520,9 @@ def load_artifact(path: Path | str, *, trust_code: bool = False) -> Artifact:
     if found is not None:
         return Artifact(path, kind, ArtifactMeta.from_dict(found, sidecar_path(path)), trusted=trust_code)
     if kind == "onnx":
+        meta = _onnx_meta(path)
         logger.warning("%s has no sidecar %s; class names are numbers", path, sidecar_path(path).name)
-        return Artifact(path, kind, _onnx_meta(path))
+        return Artifact(path, kind, meta)
     raise ExportError(
         f"{path} has no sidecar {sidecar_path(path).name} describing its inputs; re-export it with `dctq export`"
     )

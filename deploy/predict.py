@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.errors import DctqError
+from ..common.errors import ConfigError, DctqError
 from ..jpeg.dataset import preprocess_dct
 from ..jpeg.geometry import block_grid
 from ..jpeg.reader import read_jpeg, read_jpeg_file
@@ -119,8 +119,10 @@ def predict(
     Raises:
         JpegError: a file that cannot be read (names it). DctqError: bad arguments or backend problems.
     """
-    if top_k < 1 or batch_size < 1:
-        raise DctqError(f"top_k and batch_size must be >= 1, got {top_k}, {batch_size}")
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {top_k}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if not images:
         raise DctqError("no images to predict")
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, trust_code=trust_code)

@@ -9,6 +9,7 @@ the training set, stratified and seeded.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -65,7 +66,13 @@ def default_cache_dir() -> Path:
 
 
 def _archive_id(archive: Path) -> dict:
-    return {"archive": archive.name, "size": archive.stat().st_size}
+    """What identifies an archive's contents: name, size and SHA-256 (a replaced archive of the same name
+    and size is extracted again; hashing the 16 MB CIFAR-10 archive takes tens of milliseconds)."""
+    digest = hashlib.sha256()
+    with archive.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"archive": archive.name, "size": archive.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def _is_extracted(target: Path, archive_id: dict) -> bool:
@@ -98,7 +105,7 @@ def extract_once(archive: Path | str, cache_dir: Path | str | None = None) -> Pa
     """Extract a tar archive into `cache_dir` once; later calls return at once.
 
     The archive is unpacked into a temporary folder beside the target, a marker recording the
-    archive's name and size is written, and the folder is renamed into place, so an interrupted
+    archive's name, size and SHA-256 is written, and the folder is renamed into place, so an interrupted
     extraction never looks finished and concurrent callers (torchrun ranks) end with one copy.
 
     Args:

@@ -165,6 +165,25 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     return payload
 
 
+def _check_contents(payload: dict[str, Any], path: Path) -> None:
+    """Raise ModelError for class names that are not strings, state-dict entries that are not tensors,
+    and weights holding NaN or infinity (a damaged file or a diverged run: every prediction would be junk)."""
+    names = payload["class_names"]
+    bad = [c for c in names if not isinstance(c, str)]
+    if bad:
+        raise ModelError(f"{path} is damaged: class names must be strings, got {bad[0]!r}")
+    for name, value in payload["state_dict"].items():
+        if not isinstance(value, torch.Tensor):
+            raise ModelError(
+                f"{path} is damaged: state_dict[{name!r}] is a {type(value).__name__}, not a tensor"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelError(
+                f"{path}: weight {name!r} holds NaN or infinite values (a damaged file, or a training run "
+                "that diverged); use an earlier checkpoint"
+            )
+
+
 def register_checkpoint_transform(key: str, fn: CheckpointTransform) -> None:
     """Rebuild step for checkpoints whose `extra[key]` is set: `fn(model, extra[key], path)` runs after
     `create_model` (and after the transforms registered before it) and before the weights are loaded.
@@ -253,13 +272,27 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     path = Path(path)
     payload = _read(path, map_location)
     arch, arch_kwargs, extra = payload["arch"], payload["arch_kwargs"], payload["extra"]
+    _check_contents(payload, path)
     _check_model_size(path, arch, arch_kwargs, payload["state_dict"])
     try:
         model = create_model(arch, **arch_kwargs)
     except ModelError as exc:
         raise ModelError(f"{path}: cannot rebuild architecture: {exc}") from None
     for key in _transform_keys(extra, path):
-        model = _TRANSFORMS[key](model, extra[key], path)
+        try:
+            model = _TRANSFORMS[key](model, extra[key], path)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a malformed entry of extra
+            raise ModelError(
+                f"{path} is damaged: its {key!r} entry {extra[key]!r} cannot be applied "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+    num_classes = getattr(model, "num_classes", None)
+    names = payload["class_names"]
+    if names and isinstance(num_classes, int) and len(names) != num_classes:
+        raise ModelError(
+            f"{path} is damaged: {len(names)} class names for a model with {num_classes} outputs; "
+            "predictions would be labelled wrongly"
+        )
     try:
         result = model.load_state_dict(payload["state_dict"], strict=False)
     except RuntimeError as exc:  # shape mismatches

@@ -24,6 +24,7 @@ from torch import nn
 
 import dctq.jpeg.cifar
 import dctq.jpeg.dataset
+import dctq.jpeg.decoders
 import dctq.jpeg.reader
 from dctq.jpeg.chroma import round_half_away
 from dctq.jpeg.dct import rgb_to_coefficients
@@ -168,9 +169,30 @@ def forbid_images(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         (dctq.jpeg.dataset, "read_file_bytes"),
     ):
         monkeypatch.setattr(module, name, forbidden)
+    # The one entry point every coefficient read goes through, whoever imported read_jpeg by name
+    # (JpegFolder, inspect_jpeg, predict, the GPU input path), and the decoders behind it.
+    monkeypatch.setattr(dctq.jpeg.reader, "_read", forbidden)
+    for backend in list(dctq.jpeg.decoders.DECODERS):
+        monkeypatch.setitem(dctq.jpeg.decoders.DECODERS, backend, forbidden)
 
 
 TESTS_DIR = Path(__file__).resolve().parent
+
+
+def permissions_enforced(tmp_path: Path) -> bool:
+    """Whether this process is refused a folder without permissions (not so for root with its usual
+    capabilities; `setpriv --inh-caps=-dac_override,-dac_read_search ...` makes root subject to them)."""
+    probe = tmp_path / "permission-probe"
+    probe.mkdir()
+    probe.chmod(0)
+    try:
+        with os.scandir(probe):
+            return False
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o700)
+        probe.rmdir()
 
 
 def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 120) -> str:

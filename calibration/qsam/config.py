@@ -70,22 +70,25 @@ class MetaConfig(Config):
     """What a resumed meta stage may change (`epochs` shapes the rate schedule, so it may not)."""
 
     def __post_init__(self) -> None:
+        flags = {"epochs": "--epochs", "batch_size": "--batch-size", "held_out_qualities": "--held-out"}
+        flags |= {"eval_qualities": "--eval-qualities", "base_qualities": "the base_qualities setting"}
         for name in ("epochs", "batch_size"):
-            check(getattr(self, name) >= 1, f"MetaConfig.{name} must be >= 1, got {getattr(self, name)}")
+            check(getattr(self, name) >= 1, f"{flags[name]} must be >= 1, got {getattr(self, name)}")
         check(
             self.steps_per_epoch is None or self.steps_per_epoch >= 1,
-            f"MetaConfig.steps_per_epoch must be >= 1, got {self.steps_per_epoch}",
+            f"--steps must be >= 1, got {self.steps_per_epoch}",
         )
+        check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        check(self.constant_epochs >= 0, f"--constant-epochs must be >= 0, got {self.constant_epochs}")
         check(
-            self.lr > 0 and 0 < self.final_factor <= 1 and self.constant_epochs >= 0,
-            "MetaConfig needs lr > 0, final_factor in (0, 1] and constant_epochs >= 0",
+            0 < self.final_factor <= 1, f"the final_factor setting must be in (0, 1], got {self.final_factor}"
         )
         for name in ("base_qualities", "held_out_qualities", "eval_qualities"):
             object.__setattr__(self, name, tuple(int(q) for q in getattr(self, name)))
             qualities = getattr(self, name)
             check(
                 bool(qualities) and all(1 <= q <= 100 for q in qualities),
-                f"MetaConfig.{name} must be JPEG qualities in 1..100, got {qualities}",
+                f"{flags[name]} must be JPEG qualities in 1..100, got {qualities}",
             )
         check(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}")
         check(

@@ -16,7 +16,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ...common.errors import DctqError
+from ...common.errors import ConfigError, DctqError
+from ...common.files import check_output_dir, check_output_file
 from ...models.checkpoint import load_checkpoint
 from ..artifact import sidecar_path
 from ..backends.tensorrt.build import BuildConfig, build_engine, export_engine
@@ -88,18 +89,36 @@ def export_artifact(
 
     Raises:
         DctqError: an unknown format, or `out` is the checkpoint itself (messages name the CLI flags).
+        ConfigError: `out` without the format's suffix (dctq tells artifacts apart by it), an `out` that
+            cannot be written (a folder, no permission), a static batch or max batch below 1; all checked
+            before the checkpoint is loaded.
         And what load_checkpoint and the format's exporter raise (ExportError, QuantizationError,
         BackendUnavailable naming the extra to install).
     """
     if fmt not in FORMATS:
         raise DctqError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if static_batch is not None and static_batch < 1:
+        raise ConfigError(
+            f"--static-batch must be >= 1 (leave it out for a dynamic batch), got {static_batch}"
+        )
+    if max_batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
     checkpoint = Path(checkpoint)
     if checkpoint.suffix.lower() == ".onnx":
         return _engine_from_onnx(checkpoint, fmt, out, static_batch, _build_config(max_batch, timing_cache))
-    loaded = load_checkpoint(checkpoint)
     target = Path(out) if out is not None else checkpoint.with_suffix(FORMATS[fmt])
+    if fmt != "triton" and target.suffix.lower() != FORMATS[fmt]:  # a repository is any folder
+        raise ConfigError(
+            f"--out {target}: a {fmt} export must end in {FORMATS[fmt]} (dctq and its runtimes tell "
+            f"artifacts apart by suffix); use --out {target.with_suffix(FORMATS[fmt])}"
+        )
     if target.resolve() == checkpoint.resolve():
         raise DctqError(f"--out {target} would overwrite the checkpoint; choose another path")
+    if fmt == "triton":
+        check_output_dir(target, "--out")  # a model repository is a folder
+    else:
+        check_output_file(target, "--out")
+    loaded = load_checkpoint(checkpoint)
     lint = None
     if fmt == "onnx":
         export_onnx(
@@ -107,7 +126,7 @@ def export_artifact(
             target,
             opset=opset,
             dynamic_batch=static_batch is None,
-            example_batch=static_batch or 1,
+            example_batch=1 if static_batch is None else static_batch,
             dynamo=dynamo,
         )
         lint = lint_qdq(target)
@@ -132,7 +151,8 @@ def export_artifact(
     elif fmt == "torchscript":
         export_torchscript(loaded, target)
     else:
-        export_program(loaded, target, dynamic_batch=static_batch is None, example_batch=static_batch or 2)
+        example = 2 if static_batch is None else static_batch
+        export_program(loaded, target, dynamic_batch=static_batch is None, example_batch=example)
     return ExportResult(
         artifact=target,
         sidecar=sidecar_path(target),
@@ -165,6 +185,7 @@ def _engine_from_onnx(
     target = Path(out) if out is not None else onnx_path.with_suffix(FORMATS["tensorrt"])
     if target.resolve() == onnx_path.resolve():
         raise DctqError(f"--out {target} would overwrite the ONNX file; choose another path")
+    check_output_file(target, "--out")
     sidecar = build_engine(onnx_path, target, config)
     return ExportResult(
         artifact=target,

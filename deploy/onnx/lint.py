@@ -7,6 +7,7 @@ the build far from its cause. Rules and severities:
 | rule | severity | what |
 |---|---|---|
 | opset | error | default-domain opset below 17 (warning above 24, TensorRT 10.15's newest) |
+| empty-graph | error | no node, no graph input or no graph output: nothing a builder could make an engine of |
 | zero-point | error | a Q/DQ zero point that is not 0, or not a constant |
 | dtype | error | a Q/DQ type other than int8 (uint8 and int32 are not TensorRT Q/DQ types; fp8/int4/fp4 are, but dctq deploys INT8 only) |
 | scale | error | a scale that is not a constant, or not positive and finite |
@@ -64,6 +65,7 @@ TRT_UNSUPPORTED_OPS = frozenset(
 )
 SEVERITY = {
     "opset": "error",
+    "empty-graph": "error",
     "zero-point": "error",
     "dtype": "error",
     "scale": "error",
@@ -135,7 +137,9 @@ class LintReport:
 
 def _load(model_or_path: Any) -> tuple[Any, str]:
     if isinstance(model_or_path, str | Path):
-        return load_onnx(model_or_path, external_data=False), str(Path(model_or_path))
+        # With its external data (resolved beside the model, never in the working directory): the rules
+        # read the values of scales, zero points and weights, wherever they are stored.
+        return load_onnx(model_or_path, external_data=True), str(Path(model_or_path))
     return model_or_path, "<model>"
 
 
@@ -165,6 +169,14 @@ def lint_qdq(model_or_path: Any) -> LintReport:
     elif opset > MAX_OPSET:
         add(None, "opset", f"opset {opset} is newer than TensorRT 10.15 parses ({MAX_OPSET})", "warning")
     nodes = list(model.graph.node)
+    graph_inputs = {i.name for i in model.graph.input} - {i.name for i in model.graph.initializer}
+    missing = [
+        what
+        for what, n in (("node", nodes), ("input", graph_inputs), ("output", model.graph.output))
+        if not n
+    ]
+    if missing:
+        add(None, "empty-graph", f"the graph has no {' and no '.join(missing)}; export the model again")
     qdq = [n for n in nodes if n.op_type in _QDQ]
     for node in nodes:
         _check_op(node, add)

@@ -5,13 +5,19 @@ random batch (integer-valued coefficients like real files); end-to-end mode time
 reading `batch` JPEG files (read_jpeg, crop to the grid, stack) plus the run. Timing: CUDA events
 around each call on CUDA (model-only), perf_counter after a synchronize otherwise.
 
-Peak memory: on CUDA `torch.cuda.max_memory_allocated` after a reset, plus, for runtimes that
-allocate device memory themselves (a TensorRT engine's weights and execution-context memory, which
-torch's allocator never sees), what the runner reports through `native_memory_mb()`; on the CPU the process's
-peak resident set (VmHWM), which Linux lets us reset per batch size through /proc/self/clear_refs,
-reported as the rise over the resident set before the batch (`peak_rss_delta_mb`). tracemalloc
-would miss the runtimes' native allocations. Where the reset is refused, ru_maxrss is used and
-the delta only shows growth beyond the earlier peak (`memory_source` says which).
+Memory: what the timed calls add is `peak_rss_delta_mb`: on the CPU the rise of the process's peak
+resident set (VmHWM, which Linux lets us reset per batch size through /proc/self/clear_refs) over the
+resident set before the batch; on CUDA the rise of `torch.cuda.max_memory_allocated` over the
+allocations before it, plus, for runtimes that allocate device memory themselves (a TensorRT engine's
+weights and execution-context memory, which torch's allocator never sees), what the runner reports
+through `native_memory_mb()`. `peak_mem_mb` is the whole process's peak (Python, torch, the runtime, the
+model included), not the model's. tracemalloc would miss the runtimes' native allocations. Where the
+reset is refused, ru_maxrss is used and the delta only shows growth beyond the earlier peak
+(`memory_source` says which).
+
+A quantized checkpoint (or TorchScript / torch.export program of one) on the torch backend runs its
+fake-quant ops in float: the report marks it `simulated_int8`, because those timings say nothing of
+INT8 speed (export to ONNX for ONNX Runtime's integer kernels, or build a TensorRT engine).
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...common.errors import DataError, DctqError
+from ...common.errors import ConfigError, DataError, DctqError
 from ..artifact import Artifact, ArtifactMeta, TensorSpec, load_artifact
-from ..backends.registry import Runner, load_runner
+from ..backends.registry import Runner, default_backend, load_runner
 from ..predict import read_input, stack_inputs
 
 logger = logging.getLogger(__name__)
@@ -107,7 +113,8 @@ class BatchProfile:
 
 @dataclasses.dataclass(frozen=True)
 class ProfileReport:
-    """One artifact on one backend over several batch sizes."""
+    """One artifact on one backend over several batch sizes; `simulated_int8`: a quantized model whose
+    fake-quant ops ran in float (torch backend), so the timings are not INT8 speed."""
 
     artifact: str
     backend: str
@@ -115,6 +122,7 @@ class ProfileReport:
     end_to_end: bool
     memory_source: str
     rows: tuple[BatchProfile, ...]
+    simulated_int8: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -271,19 +279,48 @@ def profile(
 
     Args:
         backend: "ort", "torch", ...; default by artifact kind. options: passed to the backend's load
-            (e.g. threads=1 for ort). runner: an already loaded runner (then backend/device are its own).
+            (e.g. rewrite=False for ort); `threads` sets ONNX Runtime's intra-op threads, or torch's
+            (torch.set_num_threads, restored afterwards) on the torch backend. runner: an already loaded
+            runner (then backend/device are its own).
         end_to_end_data: a folder of JPEGs; each call then also reads `batch` of them (cycling).
         trust_code: load a path of a kind that holds code (.ts, .pt2, .engine: artifact.CODE_KINDS).
 
     Raises:
-        DctqError: bad batch sizes or counts. DataError: no JPEGs in end_to_end_data. Backend errors.
+        DctqError: bad batch sizes or counts. ConfigError: threads below 1, or threads on a backend
+        without them (tensorrt). DataError: no JPEGs in end_to_end_data. Backend errors.
     """
     if not batches or any(b < 1 for b in batches) or warmup < 0 or iters < 1:
         raise DctqError(
-            f"batches must be >= 1 and iters >= 1 (got batches={list(batches)}, iters={iters}, warmup={warmup})"
+            f"--batch sizes and --iters must be >= 1 and --warmup >= 0 (got --batch "
+            f"{','.join(map(str, batches))}, --iters {iters}, --warmup {warmup})"
         )
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, trust_code=trust_code)
+    name = runner.backend if runner is not None else backend or default_backend(art)
+    threads = options.pop("threads", None) if name != "ort" else options.get("threads")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if threads is not None and name not in ("ort", "torch"):
+        raise ConfigError(
+            f"--threads sets ONNX Runtime's or torch's CPU threads; the {name} backend has none"
+        )
     run = runner or load_runner(art, backend, device=device, **options)
+    torch_threads = torch.get_num_threads()
+    if threads is not None and name == "torch":
+        torch.set_num_threads(threads)
+    try:
+        return _profile(art, run, batches, warmup, iters, end_to_end_data)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def _profile(
+    art: Artifact,
+    run: Runner,
+    batches: Sequence[int],
+    warmup: int,
+    iters: int,
+    end_to_end_data: Path | str | None,
+) -> ProfileReport:
     fixed = art.meta.fixed_batch
     if fixed is not None and any(b != fixed for b in batches):
         raise DctqError(
@@ -321,6 +358,13 @@ def profile(
         logger.info("batch %d: p50 %.3f ms, %.1f img/s", b, rows[-1].p50_ms, rows[-1].throughput)
     if native_mb is not None:
         memory_source += f" + what the runtime allocated itself ({native_mb:.1f} MiB at the last batch size)"
+    simulated = art.meta.quantized and run.backend == "torch"
+    if simulated:
+        logger.info(
+            "%s is quantized but the torch backend runs its fake-quant ops in float: these timings are "
+            "not INT8 speed (export it to ONNX or TensorRT for that)",
+            art.path,
+        )
     return ProfileReport(
-        str(art.path), run.backend, run.device, files is not None, memory_source, tuple(rows)
+        str(art.path), run.backend, run.device, files is not None, memory_source, tuple(rows), simulated
     )

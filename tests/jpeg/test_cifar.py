@@ -159,3 +159,28 @@ def test_extract_once_refuses_a_member_larger_than_any_jpeg(tmp_path: Path, monk
     with pytest.raises(DataError, match=r"train/cat/0\.jpg of 1001 bytes, more than any JPEG"):
         extract_once(archive, cache)
     assert not any(cache.iterdir())
+
+
+def test_a_replaced_archive_of_the_same_size_is_extracted_again(tmp_path: Path) -> None:
+    """The cache was keyed on the archive's name and size: another archive of the same size (here: other
+    class names of the same length, and the same modification time) kept the old images."""
+    archive = tmp_path / "data" / "train.tar"
+    archive.parent.mkdir()
+
+    def write(classes: tuple[str, ...]) -> None:
+        with tarfile.open(archive, "w") as tar:
+            for c, name in enumerate(classes):
+                data = _jpeg(c)
+                info = tarfile.TarInfo(f"train/{name}/0000.jpg")
+                info.size, info.mtime = len(data), 0
+                tar.addfile(info, io.BytesIO(data))
+        os.utime(archive, (1_000_000, 1_000_000))
+
+    write(("bird", "cat1"))
+    first_size = archive.stat().st_size
+    root = extract_once(archive, tmp_path / "cache")
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["bird", "cat1"]
+    write(("bird", "cat2"))
+    assert archive.stat().st_size == first_size
+    assert extract_once(archive, tmp_path / "cache") == root
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["bird", "cat2"]

@@ -17,7 +17,7 @@ from dctq.calibration.qsam.meta import MetaConfig, train_meta
 from dctq.calibration.train.config import TrainConfig
 from dctq.calibration.train.data import build_train_data
 from dctq.calibration.train.loop import EpochEnd, EpochStart, StepEnd, lr_factor, train
-from dctq.cli import evaluate_cmd, train_cmd, train_meta_cmd
+from dctq.cli.main import app
 from dctq.common.errors import ConfigError, DataError
 from dctq.common.records import read_metrics
 from dctq.deploy.evaluate import as_runner
@@ -239,10 +239,7 @@ def test_qac_and_qabn_train(jpeg_folder, tmp_path):
 
 
 def cli_app() -> typer.Typer:
-    app = typer.Typer()
-    train_cmd.register(app)
-    train_meta_cmd.register(app)
-    evaluate_cmd.register(app)
+    """The real `dctq` app: a command dropped from it fails these tests."""
     return app
 
 
@@ -297,13 +294,31 @@ def test_cli_train_then_evaluate(jpeg_folder, tmp_path):
     ]
 
     bad = runner.invoke(app, [*args, "--qualities", "90,abc"])
-    assert bad.exit_code == 1 and "--qualities" in bad.output
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: --qualities")
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--resume" in again.output
     unknown = runner.invoke(
         app, ["train", "dct_cifar_upsamplin", "--data", str(jpeg_folder), "--out", str(out)]
     )
     assert unknown.exit_code == 1 and "dct_cifar_upsampling" in unknown.output
+
+
+def test_cli_train_skips_unreadable_files_with_a_count(jpeg_folder, tmp_path):
+    """`--bad-files skip` leaves refused files out of both splits and says how many; `list` names them all."""
+    (jpeg_folder / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    (jpeg_folder / "dog" / "notes.jpg").write_text("text")
+    args = ["train", "dct_cifar_upsampling", "--data", str(jpeg_folder), "--epochs", "1", "--batch-size", "2",
+            "--max-steps", "1", "--val-fraction", "0.25", "--arch-kwargs", json.dumps(TINY_DCT)]  # fmt: skip
+    listed = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a"), "--bad-files", "list"])
+    assert listed.exit_code == 1 and not (tmp_path / "a").exists()
+    assert [line.split(":")[0].strip() for line in listed.stderr.splitlines()[:2]] == [
+        str(jpeg_folder / "cat" / "broken.jpg"), str(jpeg_folder / "dog" / "notes.jpg"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--bad-files", "skip", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 unreadable file(s)" in result.stderr
+    data = build_train_data(jpeg_folder, tiny_config(val_fraction=0.25), bad_files="skip")
+    assert len(data.train) + len(data.val) == 8 and len(data.skipped) == 2
 
 
 def test_qsam_meta_stage_trains_the_mixer_alone(jpeg_folder, tmp_path):

@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from dctq.cli.check_cmd import register
+from dctq.cli.main import app
 from dctq.deploy.onnx.lint import SEVERITY, lint_qdq
 
 onnx = pytest.importorskip("onnx")
@@ -207,21 +206,20 @@ def test_legacy_exported_fake_quant_graph_is_clean(tmp_path):
 
 
 def test_check_cli_exit_codes_and_json(tmp_path):
-    app = typer.Typer()
-    register(app)
-    app.command("noop")(lambda: None)  # a second command keeps `check` a subcommand
     good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
     onnx.save(conv_graph(), str(good))
     onnx.save(conv_graph(act_zero=np.int8(5)), str(bad))
     runner = CliRunner()
     ok = runner.invoke(app, ["check", str(good)])
     assert ok.exit_code == 0, ok.output
+    assert "0 error(s), 0 warning(s) ok" in ok.stdout
     result = runner.invoke(app, ["check", str(bad), "--json"])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
     assert data["ok"] is False and data["violations"][0]["rule"] == "zero-point"
     missing = runner.invoke(app, ["check", str(tmp_path / "none.onnx")])
-    assert missing.exit_code == 1 and "not found" in missing.output
+    assert missing.exit_code == 1
+    assert missing.stderr.splitlines() == [f"error: ONNX file not found: {tmp_path / 'none.onnx'}"]
 
 
 def test_scales_outside_fp16_are_flagged_where_the_fp16_pass_keeps_them_fp32():
@@ -258,3 +256,57 @@ def test_scales_outside_fp16_are_flagged_where_the_fp16_pass_keeps_them_fp32():
     assert lint_qdq(float_weight).violations == ()
     folded_tiny = conv_graph(w_scale=np.where(np.arange(C_OUT) == 2, 1e-9, 0.01).astype(np.float32))
     assert rules_of(folded_tiny) == {"fp16-scale": "warning"}  # an int8 weight already folded: not raised
+
+
+@pytest.mark.parametrize(
+    ("graph", "missing"),
+    [
+        (helper.make_graph([], "g", [], []), "node and no input and no output"),
+        (
+            helper.make_graph(
+                [helper.make_node("Relu", ["x"], ["y"])],
+                "g",
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                [],
+            ),
+            "output",
+        ),
+    ],
+)
+def test_an_empty_graph_is_an_error(graph, missing):
+    """`dctq check` passed a graph with no node at all (exit 0): nothing to build an engine of."""
+    report = lint_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert not report.ok
+    assert [v.message for v in report.errors if v.rule == "empty-graph"] == [
+        f"the graph has no {missing}; export the model again"
+    ]
+
+
+def _external(tmp_path, model, folder: str = "model"):
+    """`model` saved into tmp_path/folder with its tensors in weights.bin beside it."""
+    (tmp_path / folder).mkdir()
+    path = tmp_path / folder / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    return path
+
+
+def test_external_data_is_read_beside_the_model_not_in_the_working_directory(tmp_path, monkeypatch):
+    """The rules read scales and zero points: from the model's own weights.bin, wherever the command runs,
+    even with a decoy weights.bin (of a clean graph) in the working directory."""
+    path = _external(tmp_path, conv_graph(act_zero=np.int8(5)))
+    decoy_dir = tmp_path / "cwd"
+    decoy_dir.mkdir()
+    _external(decoy_dir, conv_graph())
+    (decoy_dir / "weights.bin").write_bytes((decoy_dir / "model" / "weights.bin").read_bytes())
+    monkeypatch.chdir(decoy_dir)
+    report = lint_qdq(path)
+    assert "zero-point" in report.rules() and not report.ok
+
+
+def test_missing_external_data_is_one_line(tmp_path):
+    path = _external(tmp_path, conv_graph())
+    (path.parent / "weights.bin").unlink()
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {path} is not a readable ONNX model") and "weights.bin" in line

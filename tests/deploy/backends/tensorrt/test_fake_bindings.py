@@ -224,7 +224,7 @@ def test_cuda_graph_has_its_own_context_and_returns_new_tensors(fake, tiny_onnx,
 def test_runner_graph_path_memory_and_profile_column(fake, tiny_onnx, tmp_path) -> None:
     state, _, device = fake()
     _build(tiny_onnx, tmp_path, device)
-    runner = TrtRunner(load_artifact(tmp_path / "m.engine"), cuda_graph=True)
+    runner = TrtRunner(load_artifact(tmp_path / "m.engine", trust_code=True), cuda_graph=True)
     weights = runner.engine.engine.get_engine_stat()
     assert weights > 0 and runner.native_memory_mb() == pytest.approx((weights + (3 << 20)) / 2**20)
     for batch, seed in ((8, 7), (3, 8), (8, 9)):  # the graph's shape, a smaller last batch, the graph again
