@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from ..calibration.workflow.adapt_bn import adapt_bn_checkpoint
 from ..calibration.workflow.plan import PtqData
+from ..common.files import check_output_file
 from .common import out_console, print_json, user_errors
 from .options import JsonResult
 from .progress import make_progress
@@ -55,6 +56,7 @@ def adapt_bn_command(
     """Re-estimate a checkpoint's BatchNorm statistics on images at the JPEG quality it will see; nothing else
     changes, and the result is quantized and exported like any FP checkpoint."""
     with user_errors(ctx):
+        check_output_file(out, "--out", inputs=(checkpoint,))
         images = PtqData(
             data, split=split, num_images=num_images, batch_size=batch_size, seed=seed, workers=workers
         )

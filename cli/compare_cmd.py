@@ -13,12 +13,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.train.config import saved_val_fraction
-from ..common.files import write_text_atomic
+from ..common.files import check_output_file, write_text_atomic
 from ..deploy.artifact import load_artifact
 from ..deploy.compare.metrics import TensorComparison, Tolerances
 from ..deploy.compare.run import CompareReport, compare_artifacts
 from .common import err_console, json_text, out_console, print_json, user_errors
-from .options import JsonReport
+from .options import JsonReport, TrustCode
 from .progress import Bar, make_progress
 
 
@@ -75,8 +75,10 @@ def compare_command(
     data: Annotated[
         str | None,
         typer.Option(
-            help="Inputs: 'cifar10' (its validation split), a folder of JPEGs (recursive) or one JPEG "
-            "[default: procedural demo images at the model's size].",
+            help=escape(
+                "Inputs: 'cifar10' (its validation split), a folder of JPEGs (recursive) or one JPEG "
+                "[default: procedural demo images at the model's size]."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -92,13 +94,13 @@ def compare_command(
     backend_a: Annotated[
         str | None,
         typer.Option(
-            help="Runtime of A: torch, ort or tensorrt [default: by file type].", show_default=False
+            help=escape("Runtime of A: torch, ort or tensorrt [default: by file type]."), show_default=False
         ),
     ] = None,
     backend_b: Annotated[
         str | None,
         typer.Option(
-            help="Runtime of B: torch, ort or tensorrt [default: by file type].", show_default=False
+            help=escape("Runtime of B: torch, ort or tensorrt [default: by file type]."), show_default=False
         ),
     ] = None,
     min_sqnr: Annotated[
@@ -127,6 +129,7 @@ def compare_command(
         typer.Option("--out", help="Also write the JSON report to this file.", show_default=False),
     ] = None,
     as_json: JsonReport = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Compare two artifacts of one model on the same inputs; exit code 1 when a tolerance is broken."""
     with user_errors(ctx):
@@ -136,7 +139,9 @@ def compare_command(
             max_abs_diff=max_diff,
             min_agreement=None if min_agreement is None else min_agreement / 100,
         )
-        first = load_artifact(a)
+        if out is not None:
+            check_output_file(out, "--out", inputs=(a, b))
+        first = load_artifact(a, trust_code=trust_code)
         with make_progress(not as_json, transient=True) as progress:
             bar = Bar(progress, "batches")
             report = compare_artifacts(
@@ -151,6 +156,7 @@ def compare_command(
                 device=device,
                 val_fraction=saved_val_fraction(first.extra),
                 progress=lambda done, total: bar.update(done, total=total),
+                trust_code=trust_code,
             )
     if out is not None:
         write_text_atomic(out, json_text(report.to_dict()))

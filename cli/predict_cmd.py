@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..deploy.predict import predict
 from .common import err_console, out_console, print_json, user_errors
+from .options import TrustCode
 
 
 def predict_command(
@@ -30,11 +31,18 @@ def predict_command(
     batch_size: Annotated[int, typer.Option(help="Images per run.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (torch/tensorrt backends).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients."""
     with user_errors(ctx):
         predictions = predict(
-            artifact, images, backend=backend, top_k=top_k, batch_size=batch_size, device=device
+            artifact,
+            images,
+            backend=backend,
+            top_k=top_k,
+            batch_size=batch_size,
+            device=device,
+            trust_code=trust_code,
         )
     for p in predictions:
         if p.note:
@@ -46,10 +54,11 @@ def predict_command(
     table.add_column("image", overflow="fold")
     table.add_column("class")
     table.add_column("p", justify="right")
-    table.add_column(f"top {top_k}", overflow="fold")
+    shown = min(top_k, max((len(p.top) for p in predictions), default=top_k))
+    table.add_column(f"top {shown}", overflow="fold")
     for p in predictions:
-        others = ", ".join(f"{escape(n)} {v:.2f}" for n, _, v in p.top[1:])
-        table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", others)
+        ranked = ", ".join(f"{escape(n)} {v:.3f}" for n, _, v in p.top)
+        table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", ranked)
     out_console.print(table)
 
 

@@ -32,6 +32,7 @@ from ..calibration.workflow.plan import (
 )
 from ..calibration.workflow.quantize import QuantizeResult, quantize_checkpoint
 from ..calibration.zeroshot.config import SynthConfig, ZeroShotConfig
+from ..common.files import check_output_file
 from .common import out_console, print_json, summary_table, user_errors
 from .options import JsonResult, field_default, field_default_help, given, parse_int_list
 from .progress import QuantizeProgressView, make_progress
@@ -60,6 +61,8 @@ def _summary(result: QuantizeResult) -> Table:
     recipe = result.recipe
     table = summary_table("quantization done")
     table.add_row("file", escape(str(result.path)) if result.path else "(not written)")
+    if result.metrics is not None:
+        table.add_row("run record", escape(str(result.metrics)))
     table.add_row("method", result.method)
     table.add_row(
         "recipe",
@@ -179,8 +182,10 @@ def quantize_command(
     recipe: Annotated[
         str | None,
         typer.Option(
-            help="Recipe preset (int8 (default), int8-max, int8-percentile, int8-mse, w4a4, w3a3) or a recipe "
-            "file recipe.toml (fields, optionally on a preset, and [[rules]]; see --save-recipe)."
+            help=escape(
+                "Recipe preset (int8 (default), int8-max, int8-percentile, int8-mse, w4a4, w3a3) or a recipe "
+                "file recipe.toml (fields, optionally on a preset, and [[rules]]; see --save-recipe)."
+            )
         ),
     ] = None,
     skip: Annotated[
@@ -219,9 +224,11 @@ def quantize_command(
     add_inputs: Annotated[
         str | None,
         typer.Option(
-            help="Residual Adds: 'residual' quantizes the shortcut input only (TensorRT fuses the Add into "
-            "the conv); 'both' also the conv side, which ONNX Runtime needs for integer kernels. "
-            "[default: the recipe's, residual]"
+            help=escape(
+                "Residual Adds: 'residual' quantizes the shortcut input only (TensorRT fuses the Add into "
+                "the conv); 'both' also the conv side, which ONNX Runtime needs for integer kernels. "
+                "[default: the recipe's, residual]"
+            )
         ),
     ] = None,
     synthetic: Annotated[
@@ -312,8 +319,10 @@ def quantize_command(
     val: Annotated[
         str | None,
         typer.Option(
-            help="Labelled held-out images for --sensitivity / --max-drop: an ImageFolder or 'cifar10' [default: "
-            "the validation split of --calib, when calibrating on its train split].",
+            help=escape(
+                "Labelled held-out images for --sensitivity / --max-drop: an ImageFolder or 'cifar10' [default: "
+                "the validation split of --calib, when calibrating on its train split]."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -342,6 +351,11 @@ def quantize_command(
 ) -> None:
     """Quantize an FP checkpoint (PTQ on real images, or zero-shot with IntraQ / BN-statistics images)."""
     with user_errors(ctx):
+        check_output_file(out, "--out", inputs=(checkpoint,))
+        if save_recipe_to is not None:
+            check_output_file(save_recipe_to, "--save-recipe", inputs=(checkpoint, out))
+        if calib_cache is not None and not calib_cache.is_file():  # written by this run
+            check_output_file(calib_cache, "--calib-cache", inputs=(checkpoint, out))
         flags = {
             "--calib-split": calib_split,
             "--num-images": num_images,

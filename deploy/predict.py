@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.errors import DctqError, JpegError
+from ..common.errors import ConfigError, DctqError
 from ..jpeg.dataset import preprocess_dct
 from ..jpeg.input_policy import Fit, InputPolicy, fit_dct, fit_rgb, legacy_policy, policy_from
+from ..jpeg.reader import read_jpeg_file
 from ..jpeg.rgb import decode_rgb, preprocess_rgb
 from .artifact import Artifact, ArtifactMeta, load_artifact
 from .backends.registry import Runner, load_runner
@@ -65,9 +66,11 @@ def read_dct_input(
 ) -> dict[str, np.ndarray]:
     """One file (or JPEG bytes) as model inputs: y [64, S/8, S/8] int16, cbcr [128, S/16, S/16] int16,
     qt [3, 64] float32, fitted by `policy` (default: the legacy crop/pad; jpeg.input_policy) and cropped to
-    the block grid as the evaluation data (jpeg.dataset.preprocess_dct).
+    the block grid as the evaluation data (jpeg.dataset.preprocess_dct). A policy without a resize keeps
+    only the blocks of the centre crop while reading, so a large photograph costs the crop, not the image.
 
-    Raises JpegError (from the reader) naming the file.
+    Raises JpegError (from the reader) naming the file: unreadable, or above the pixel limit
+    (jpeg.limits: $DCTQ_MAX_PIXELS, `dctq --max-pixels`).
     """
     inputs, _ = fit_input(path, policy or legacy_policy("dct", input_size))
     return inputs
@@ -91,13 +94,7 @@ def fit_input(path: Path | str | bytes, policy: InputPolicy) -> tuple[dict[str, 
     if policy.kind == "dct":
         coefs, fit = fit_dct(path if isinstance(path, bytes) else Path(path), policy, source=name)
         return preprocess_dct(coefs, policy.size), fit
-    if isinstance(path, bytes):
-        data = path
-    else:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise JpegError(f"{path}: cannot read ({exc.strerror})") from None
+    data = path if isinstance(path, bytes) else read_jpeg_file(path)
     rgb, qt = decode_rgb(data, name)
     rgb, fit = fit_rgb(rgb, policy, source=name)
     return {"x": preprocess_rgb(rgb, policy.size, policy.mean, policy.std), "qt": qt}, fit
@@ -139,22 +136,26 @@ def predict(
     batch_size: int = 32,
     device: str = "auto",
     runner: Runner | None = None,
+    trust_code: bool = False,
 ) -> list[Prediction]:
     """Top-k predictions for each JPEG in `images`, in order.
 
     Args:
         artifact: a loaded Artifact or a path (.pt/.onnx/.ts/.pt2/.engine).
         backend: "ort", "torch", "tensorrt"...; default by artifact kind. runner: an already loaded one.
+        trust_code: load a path of a kind that holds code (.ts, .pt2, .engine: artifact.CODE_KINDS).
         top_k: classes per image (at most the number of classes). batch_size: images per run.
 
     Raises:
         JpegError: a file that cannot be read (names it). DctqError: bad arguments or backend problems.
     """
-    if top_k < 1 or batch_size < 1:
-        raise DctqError(f"top_k and batch_size must be >= 1, got {top_k}, {batch_size}")
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {top_k}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if not images:
         raise DctqError("no images to predict")
-    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, trust_code=trust_code)
     run = runner or load_runner(art, backend, device=device)
     fixed = art.meta.fixed_batch
     size = fixed or batch_size
@@ -178,12 +179,17 @@ def predict(
 
 
 def artifact_predictor(
-    path: Path | str, backend: str | None = None, *, device: str = "auto", **options: Any
+    path: Path | str,
+    backend: str | None = None,
+    *,
+    device: str = "auto",
+    trust_code: bool = False,
+    **options: Any,
 ) -> tuple[Runner, Artifact]:
     """(predictor, artifact) for `deploy.evaluate.evaluate`: any artifact, evaluated by the same loop.
 
     runner, art = artifact_predictor("model.onnx")
     report = evaluate(runner, factory, qualities)    # factory builds the dataset for art.meta
     """
-    art = load_artifact(path)
+    art = load_artifact(path, trust_code=trust_code)
     return load_runner(art, backend, device=device, **options), art

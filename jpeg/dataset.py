@@ -25,9 +25,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from ..common.errors import DataError, JpegError
+from ..common.files import read_regular_file
 from .coefficients import JpegCoefficients
 from .geometry import block_grid, center_crop_or_pad
 from .input_policy import Fit, InputPolicy, fit_dct, legacy_policy
+from .limits import MAX_FILE_BYTES, check_pixel_limit
 from .pixel_augment import PixelCropFlip, PixelResizedCrop
 from .quality import estimate_ijg_quality
 from .reader import read_jpeg
@@ -41,11 +43,19 @@ logger = logging.getLogger(__name__)
 
 
 def read_file_bytes(path: Path) -> bytes:
-    """The bytes of a sample file; DataError naming it when it vanished or cannot be read."""
+    """The bytes of a sample file, for the decoders that take bytes (re-compression, pixel augmentation):
+    a regular file of at most limits.MAX_FILE_BYTES (common.files.read_regular_file), whose header declares
+    no more pixels than the limit (limits.check_pixel_limit), so Pillow never decodes a pixel bomb.
+
+    Raises DataError naming it when it vanished, cannot be read, is a FIFO / device / too large; the
+    reader's JpegError when its header is above the pixel limit or cannot be walked.
+    """
     try:
-        return path.read_bytes()
+        data = read_regular_file(path, max_bytes=MAX_FILE_BYTES)
     except OSError as exc:
         raise DataError(f"cannot read sample file {path}: {exc.strerror or exc}") from exc
+    check_pixel_limit(data, str(path))
+    return data
 
 
 def error_with_path(exc: JpegError, path: Path) -> JpegError:
@@ -284,7 +294,11 @@ class JpegFolder(FolderDataset):
             if self.train and self.resized_crop is not None:
                 coefs = self.resized_crop(read_jpeg(source), self.rng())
             elif self.input_policy is not None and not (self.train and self.pixel_augment is not None):
-                coefs, fit = fit_dct(source, self.input_policy, source=str(path))
+                # Without augmentation only the centre crop's blocks are kept while reading where the
+                # policy does not resize (jpeg.reader's fit_grid).
+                coefs, fit = fit_dct(
+                    source, self.input_policy, source=str(path), window=self.transforms is None
+                )
                 self.report(fit)
             else:
                 coefs = read_jpeg(source)

@@ -44,7 +44,7 @@ from ..common.errors import ConfigError, CorruptJpegError, DctqError, NotAJpegEr
 from .chroma import PAIR_MAP, round_half_away
 from .coefficients import JpegCoefficients
 from .geometry import block_grid, fit_block_grid, pad_to_mcu
-from .reader import read_jpeg
+from .reader import read_jpeg, read_jpeg_file
 
 logger = logging.getLogger(__name__)
 
@@ -298,20 +298,23 @@ def reencode_view(data: bytes, policy: InputPolicy, source: str = "<bytes>") -> 
 
 
 def fit_dct(
-    data: bytes | Path | str, policy: InputPolicy, *, source: str | None = None
+    data: bytes | Path | str, policy: InputPolicy, *, source: str | None = None, window: bool = True
 ) -> tuple[JpegCoefficients, Fit]:
     """The coefficients of `data` (bytes or a path) as `policy` views them, not yet cropped to the grid of
-    `policy.size` (callers crop after any augmentation: dataset.preprocess_dct), and the Fit.
+    `policy.size` (callers crop after any augmentation: dataset.preprocess_dct), and the Fit. With `window`
+    (callers that apply no augmentation before the crop) a policy without a resize keeps only the centre
+    crop's blocks while reading (the reader's fit_grid), so a large file costs the crop, not the image.
 
     Raises the reader's JpegError subclasses naming `source` (or the path).
     """
     name = source or (str(data) if not isinstance(data, bytes) else "<bytes>")
     read = read_jpeg
-    coefs = read(data)
+    fit_grid = block_grid((policy.size, policy.size)) if window and policy.resize is None else None
+    coefs = read(data, fit_grid=fit_grid)
     h, w = coefs.height, coefs.width
     method, factor = _plan(policy, h, w)
     if method == "pixels":
-        raw = data if isinstance(data, bytes) else Path(data).read_bytes()
+        raw = data if isinstance(data, bytes) else read_jpeg_file(data)
         view, resized = reencode_view(raw, policy, name)
         coefs = dataclasses.replace(read(view), source=name)
         cropped = resized != (policy.size, policy.size) and max(resized) > policy.size

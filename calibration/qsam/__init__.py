@@ -7,7 +7,8 @@ models/qabn_routing.py; this package holds the training side:
 - data: every image at all base qualities for the base stage (MultiQualityDataset, collate_versions), the
   meta stage's episodes (QualityView, EpisodeSampler) and the base run's data split (meta_train_data);
 - episode: one meta-stage episode (meta_step, a second-order MAML step on the mixer);
-- meta: the meta stage (MetaConfig, train_meta). The base stage is calibration/train with TrainConfig(qabn=True).
+- meta: the meta stage (train_meta; resumable, its files written as training's); config: its options
+  (MetaConfig). The base stage is calibration/train with TrainConfig(qabn=True).
 """
 
 from ...common.lazy import lazy_exports
@@ -18,7 +19,8 @@ _EXPORTS = {
         "dctq.calibration.qsam.data",
     ),
     **dict.fromkeys(("MetaStepLosses", "meta_step"), "dctq.calibration.qsam.episode"),
-    **dict.fromkeys(("MetaConfig", "MetaEpochEnd", "MetaResult", "train_meta"), "dctq.calibration.qsam.meta"),
+    **dict.fromkeys(("MetaEpochEnd", "MetaResult", "train_meta"), "dctq.calibration.qsam.meta"),
+    "MetaConfig": "dctq.calibration.qsam.config",
     **dict.fromkeys(("qac_batch_loss", "qac_weighted_loss"), "dctq.calibration.qsam.qac"),
 }
 __all__ = sorted(_EXPORTS)

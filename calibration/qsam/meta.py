@@ -20,122 +20,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
 
-from ...common.config import DEVICES, Config, check
 from ...common.devices import resolve_device
-from ...common.errors import ModelError
+from ...common.errors import ConfigError, ModelError
 from ...common.seeding import mix_seed
 from ...jpeg.batch import model_inputs
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
-from ...jpeg.recompress import QSAM_META_TEST_QUALITIES, QualityPolicy
-from ...models.checkpoint import load_checkpoint
+from ...jpeg.recompress import QualityPolicy
+from ...models.checkpoint import checkpoint_payload, load_checkpoint
 from ...models.metrics import topk_correct
-from ...models.qabn import QSAM_BASE_QUALITIES, is_qabn
-from ..train.state import BEST, LAST, save_last_and_best
+from ...models.qabn import is_qabn
+from ..train.state import BEST, LAST, check_no_run, read_epoch_state, repair_epoch_files, write_epoch
+from .config import MetaConfig
 from .data import EpisodeSampler, QualityView
-from .episode import MetaStepLosses, meta_step, plain_ce
-from .qac import qac_batch_loss, qac_weighted_loss
+from .episode import MetaStepLosses, meta_step
 
 logger = logging.getLogger(__name__)
-
-QAC_SCALES = ("batch", "sample")
-
-
-# ------------------------------------------------------------------------------------ options
-
-
-@dataclass(frozen=True)
-class MetaConfig(Config):
-    """QSAM's meta stage: learn the QABN mixing MLP alone, backbone and BN branches frozen.
-
-    Saved as {"type", "version", "fields"} (common.config), version 2 (version 1 had no `qac_scale` and
-    trained with the per-sample scale); bad values raise ConfigError.
-    """
-
-    VERSION = 2
-    READS = (1, 2)
-
-    epochs: int = 150
-    """Meta epochs (QSAM: 150)."""
-
-    steps_per_epoch: int | None = None
-    """Episodes per epoch; None = training images // batch_size (QSAM: 390 on CIFAR)."""
-
-    batch_size: int = 128
-    """Images in each meta-train and meta-test batch."""
-
-    lr: float = 0.004
-    """Adam learning rate of the mixer, constant for `constant_epochs`, then decayed to lr * final_factor."""
-
-    weight_decay: float = 5e-4
-    constant_epochs: int = 20
-    final_factor: float = 1e-3
-    inner_lr: float = 1e-3
-    """Step size of the inner (MAML) SGD step on the mixer."""
-
-    test_weight: float = 1.0
-    base_weight: float = 1.0
-    qac: bool = True
-    """Weight the episode losses by c(Q), as QSAM does."""
-
-    qac_scale: str = "batch"
-    """How the c(Q)-weighted episode losses are scaled: "batch" = QSAM's code (`qac(inputs) * CE`: c(Q)
-    summed over the batch times the batch-mean CE, B times the per-sample form; qac.qac_batch_loss), or
-    "sample" = the per-sample mean (qac.qac_weighted_loss), under which the L1 pull to one-hot weights
-    dominates and the inner step barely moves the mixer."""
-
-    base_qualities: tuple[int, ...] = QSAM_BASE_QUALITIES
-    held_out_qualities: tuple[int, ...] = QSAM_META_TEST_QUALITIES
-    eval_qualities: tuple[int, ...] = (90, 70, 50, 30, 10)
-    """Validation qualities; the best epoch has the best mean top-1 over them (QSAM: 18 anchors)."""
-
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            check(getattr(self, name) >= 1, f"MetaConfig.{name} must be >= 1, got {getattr(self, name)}")
-        check(
-            self.steps_per_epoch is None or self.steps_per_epoch >= 1,
-            f"MetaConfig.steps_per_epoch must be >= 1, got {self.steps_per_epoch}",
-        )
-        check(
-            self.lr > 0 and 0 < self.final_factor <= 1 and self.constant_epochs >= 0,
-            "MetaConfig needs lr > 0, final_factor in (0, 1] and constant_epochs >= 0",
-        )
-        for name in ("base_qualities", "held_out_qualities", "eval_qualities"):
-            object.__setattr__(self, name, tuple(int(q) for q in getattr(self, name)))
-            qualities = getattr(self, name)
-            check(
-                bool(qualities) and all(1 <= q <= 100 for q in qualities),
-                f"MetaConfig.{name} must be JPEG qualities in 1..100, got {qualities}",
-            )
-        check(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}")
-        check(
-            self.qac_scale in QAC_SCALES,
-            f"--qac-scale must be one of {', '.join(QAC_SCALES)}, got {self.qac_scale!r}",
-        )
-
-    @classmethod
-    def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
-        """Version 1 meta stages weighted their losses per sample."""
-        return {"qac_scale": "sample", **fields} if version == 1 else fields
-
-    def episode_loss(self) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-        """(logits, labels, qt) -> the scalar loss of one episode batch, as `qac` and `qac_scale` say."""
-        if not self.qac:
-            return plain_ce
-        return qac_batch_loss if self.qac_scale == "batch" else qac_weighted_loss
-
-    def lr_factor(self, epoch: int) -> float:
-        """QSAM's schedule: 1 up to `constant_epochs`, then exponential down to `final_factor` at the end."""
-        decay = self.epochs - (self.constant_epochs + 1)
-        if epoch < self.constant_epochs or decay <= 0:
-            return 1.0
-        return self.final_factor ** ((epoch - self.constant_epochs) / decay)
 
 
 @dataclass(frozen=True)
@@ -272,23 +174,59 @@ class _MetaRun:
             sums += (losses.train, losses.test, losses.base, losses.total)
         return MetaStepLosses(*(float(x) for x in sums / self.steps))
 
-    def _save(self, epoch: int, val: dict[int, float], is_best: bool) -> None:
+    def _save(self, end: MetaEpochEnd, history: list[MetaEpochEnd], best_epoch: int, best: float) -> None:
+        """The epoch's files, as training writes them (train/state.py: the state first, with the
+        checkpoint inside it, then best.pt, then last.pt)."""
         loaded = self.loaded
-        save_last_and_best(
-            self.out_dir,
+        val = {str(q): v for q, v in end.val_top1.items()}
+        checkpoint = checkpoint_payload(
             self.model,
             arch=loaded.arch,
             arch_kwargs=loaded.arch_kwargs,
             class_names=loaded.class_names,
-            extra={**self.extra, "epoch": epoch, "val_top1": {str(q): v for q, v in val.items()}},
-            is_best=is_best,
+            extra={**self.extra, "epoch": end.epoch, "val_top1": val},
         )
+        state = {
+            "format": META_STATE_FORMAT,
+            "version": 1,
+            "epoch": end.epoch,
+            "checkpoint": checkpoint,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best_epoch": best_epoch,
+            "best": best,
+            "history": [_plain_end(h) for h in history],
+        }
+        write_epoch(self.out_dir, state, is_best=end.is_best)
 
-    def run(self) -> MetaResult:
+    def _resume(self) -> tuple[int, float, list[MetaEpochEnd]]:
+        """Load the meta stage saved in out_dir: (best epoch, its mean top-1, history). Raises DataError
+        without a saved state, ConfigError when the options differ beyond MetaConfig.RESUMABLE."""
+        state = read_epoch_state(self.out_dir, META_STATE_FORMAT, "dctq meta-stage state", self.device)
+        extra = state["checkpoint"]["extra"]
+        changed = list(MetaConfig.from_dict(extra["meta_config"]).changes(self.config))
+        if changed:
+            raise ConfigError(
+                f"--resume: options {changed} differ from the meta stage saved in {self.out_dir}; "
+                f"only {list(MetaConfig.RESUMABLE)} may change"
+            )
+        self.model.load_state_dict(state["checkpoint"]["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        repair_epoch_files(self.out_dir, state)
+        history = [_end_from_plain(h) for h in state["history"]]
+        logger.info("resuming the meta stage in %s after epoch %d", self.out_dir, state["epoch"])
+        return state["best_epoch"], state["best"], history
+
+    def run(self, resume: bool = False) -> MetaResult:
         config = self.config
         history: list[MetaEpochEnd] = []
         best_epoch, best = 0, -1.0
-        for epoch in range(config.epochs):
+        if resume:
+            best_epoch, best, history = self._resume()
+        else:
+            check_no_run(self.out_dir)
+        for epoch in range(len(history), config.epochs):
             tick = time.perf_counter()
             losses = self._train_epoch(epoch)
             self.scheduler.step()
@@ -298,11 +236,11 @@ class _MetaRun:
             is_best = mean > best
             if is_best:
                 best_epoch, best = epoch + 1, mean
-            self._save(epoch + 1, val, is_best)
             end = MetaEpochEnd(
                 epoch + 1, config.epochs, losses, val, mean, is_best, time.perf_counter() - tick
             )
             history.append(end)
+            self._save(end, history, best_epoch, best)
             logger.info(
                 "meta epoch %d/%d: loss %.4f, mean val top-1 %.4f",
                 epoch + 1,
@@ -325,6 +263,7 @@ def train_meta(
     out_dir: Path,
     *,
     progress: Callable[[MetaEpochEnd], None] | None = None,
+    resume: bool = False,
 ) -> MetaResult:
     """QSAM's meta stage on a base-stage checkpoint (`dctq train --qabn`): trains `model.qabn_mixer`
     with `meta_step` episodes, one process, and writes best.pt / last.pt into `out_dir`
@@ -334,8 +273,30 @@ def train_meta(
         train_set: training JpegFolder / RgbJpegFolder (train=True) of the base stage's data.
         val_set: its evaluation-mode validation set; re-compressed at each of config.eval_qualities.
         progress: called with a MetaEpochEnd after every epoch.
+        resume: continue the meta stage saved in `out_dir` after its last epoch (its files are written
+            as training's are, train/state.py, so a killed stage resumes to the stage that was not killed).
 
     Raises:
-        ModelError: the checkpoint has no QABN layers. DataError: empty data. ConfigError: bad config.
+        ModelError: the checkpoint has no QABN layers. DataError: empty data, `out_dir` already holds a
+            stage (without resume) or none (with it). ConfigError: bad config, or options that differ
+            from the saved stage's beyond MetaConfig.RESUMABLE.
     """
-    return _MetaRun(config, base_checkpoint, train_set, val_set, out_dir, progress).run()
+    return _MetaRun(config, base_checkpoint, train_set, val_set, out_dir, progress).run(resume)
+
+
+META_STATE_FORMAT = "dctq.meta_state"
+
+
+def _plain_end(end: MetaEpochEnd) -> dict[str, Any]:
+    """A MetaEpochEnd as plain data for the state file (torch.load(weights_only=True) reads it)."""
+    return dataclasses.asdict(end)
+
+
+def _end_from_plain(data: dict[str, Any]) -> MetaEpochEnd:
+    return MetaEpochEnd(
+        **{
+            **data,
+            "losses": MetaStepLosses(**data["losses"]),
+            "val_top1": {int(q): v for q, v in data["val_top1"].items()},
+        }
+    )

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ...jpeg.dataset import FolderDataset
 from ...jpeg.input_policy import InputPolicy, default_policy
 from ...jpeg.recompress import QualityPolicy
 from ...jpeg.samples import Sample
-from ...jpeg.splits import DataSplit, make_dataset, split_data
-from ...models.registry import get_model_info
+from ...jpeg.splits import DataSplit, make_dataset, screen_split, split_data
+from ...models.registry import create_model, get_model_info
 from .config import TrainConfig
 
 
@@ -40,22 +42,36 @@ def train_input_policy(arch: str) -> InputPolicy:
 
 @dataclass(frozen=True)
 class TrainData:
-    """The two datasets of a run and the split they came from."""
+    """The two datasets of a run and the split they came from; `skipped`: files left out by
+    `bad_files="skip"` (path, the reader's message)."""
 
     train: FolderDataset
     val: FolderDataset
     split: DataSplit
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
-def build_train_data(data: str | Path, config: TrainConfig, *, cache_dir: Path | None = None) -> TrainData:
+def build_train_data(
+    data: str | Path, config: TrainConfig, *, cache_dir: Path | None = None, bad_files: str = "stop"
+) -> TrainData:
     """Datasets for `config`: training images re-compressed per `config.train_qualities`, validation
     ones at `config.eval_quality`, split off `data` by `config.val_fraction`.
 
+    bad_files: "stop" (a file the reader refuses stops training when it is reached), "list" (read every
+    file first; UnreadableFilesError names all bad ones) or "skip" (read every file first, leave the bad
+    ones out of both splits): jpeg.splits.screen_split.
+
     Raises:
         DataError: as split_data, or an empty training or validation split. ModelError: unknown arch.
+        UnreadableFilesError: bad files with bad_files="list".
     """
     get_model_info(config.arch)  # an unknown name fails before the data is read
-    split = split_data(data, config.val_fraction, cache_dir=cache_dir)
+    screened = screen_split(split_data(data, config.val_fraction, cache_dir=cache_dir), bad_files)
+    split = screened.split
+    # The architecture's arguments checked now, before anything is printed or read: built on the meta
+    # device, which allocates nothing.
+    with torch.device("meta"):
+        create_model(config.arch, num_classes=len(split.class_names), **config.arch_kwargs)
     policy = QualityPolicy(train_qualities=config.train_qualities, test_quality=config.eval_quality)
     inputs = train_input_policy(config.arch)
     return TrainData(
@@ -72,4 +88,5 @@ def build_train_data(data: str | Path, config: TrainConfig, *, cache_dir: Path |
             config.arch, split.root, split.samples("val"), train=False, policy=policy, input_policy=inputs
         ),
         split=split,
+        skipped=tuple(screened.skipped),
     )

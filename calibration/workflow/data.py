@@ -52,6 +52,8 @@ def calibration_loader(
         raise DataError(f"{split_flag} must be one of {', '.join(CALIB_SPLITS)}, got {split!r}")
     if num_images < 1 or batch_size < 1:
         raise DataError(f"--num-images and --batch-size must be >= 1, got {num_images}, {batch_size}")
+    if workers < 0:
+        raise DataError(f"--workers must be >= 0, got {workers}")
     val_fraction = saved_val_fraction(loaded.extra)
     splits = split_data(data, val_fraction)
     pool = splits.samples(split)

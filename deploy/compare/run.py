@@ -147,23 +147,26 @@ def compare_artifacts(
     device: str = "auto",
     val_fraction: float = 0.1,
     progress: Callable[[int, int], None] | None = None,
+    trust_code: bool = False,
 ) -> CompareReport:
     """Run A and B on the same `images` inputs of `data` and compare every output (and with `layers`
     every layer both have, worst SQNR first) against `tolerances` (see the module docstring).
 
     backends: (A's, B's), None for the artifact's default; progress(done, total) per batch.
+    trust_code: load code kinds (.ts, .pt2, .engine; deploy.artifact.CODE_KINDS), refused without it.
 
     Raises:
         DctqError: artifacts of different input kinds or sizes, no data, an artifact without layers
             for --layers, backend failures. ExportError / ModelError: unreadable artifacts.
         BackendUnavailable: a runtime that is not installed.
+        UntrustedArtifactError: a code kind without `trust_code`.
     """
     if batch_size < 1:
         raise DctqError(f"--batch-size must be >= 1, got {batch_size}")
-    arts = [x if isinstance(x, Artifact) else load_artifact(x) for x in (a, b)]
+    arts = [x if isinstance(x, Artifact) else load_artifact(x, trust_code=trust_code) for x in (a, b)]
     _check_pair(*arts)
     names = [backends[i] or default_backend(arts[i]) for i in range(2)]
-    runners = [load_runner(arts[i], names[i], device=device) for i in range(2)]
+    runners = [load_runner(arts[i], names[i], device=device, trust_code=trust_code) for i in range(2)]
     taps = [_tap(x, device) for x in arts] if layers else None
     samples, described = comparison_inputs(arts[0].meta, data, images, val_fraction)
     fixed = [x.meta.fixed_batch for x in arts]

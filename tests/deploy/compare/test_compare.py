@@ -15,7 +15,7 @@ from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.checkpoint import save_quantized
 from dctq.calibration.quant.recipe import QuantRecipe
 from dctq.cli import compare_cmd
-from dctq.common.errors import DctqError
+from dctq.common.errors import DctqError, UntrustedArtifactError
 from dctq.deploy.compare.metrics import Accumulator, Tolerances
 from dctq.deploy.compare.run import compare_artifacts
 from dctq.deploy.compare.taps import TorchTap, layer_names
@@ -128,7 +128,9 @@ def test_data_folders_and_clear_errors(artifacts, jpeg_folder, tmp_path):
         compare_artifacts(artifacts / "fp.pt", artifacts / "q.pt", data=tmp_path / "empty")
     export_artifact(artifacts / "q.pt", "torchscript", tmp_path / "q.ts")
     with pytest.raises(DctqError, match="--layers compares PyTorch checkpoints"):
-        compare_artifacts(artifacts / "q.pt", tmp_path / "q.ts", layers=True, images=2)
+        compare_artifacts(artifacts / "q.pt", tmp_path / "q.ts", layers=True, images=2, trust_code=True)
+    with pytest.raises(UntrustedArtifactError, match="--trust-code"):  # code: refused before it is loaded
+        compare_artifacts(artifacts / "q.pt", tmp_path / "q.ts", images=2)
     rgb = save_checkpoint(
         tmp_path / "rgb.pt",
         __import__("dctq").create_model("resnet20"),
