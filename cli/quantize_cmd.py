@@ -351,7 +351,9 @@ def quantize_command(
 ) -> None:
     """Quantize an FP checkpoint (PTQ on real images, or zero-shot with IntraQ / BN-statistics images)."""
     with user_errors(ctx):
-        check_output_file(out, "--out", inputs=(checkpoint,))
+        # The model, and the files the run reads or writes beside it (a synthetic set, a calibration cache).
+        companions = tuple(p for p in (synthetic, calib_synthetic, calib_cache) if p is not None)
+        check_output_file(out, "--out", inputs=(checkpoint, *companions))
         if save_recipe_to is not None:
             check_output_file(save_recipe_to, "--save-recipe", inputs=(checkpoint, out))
         if calib_cache is not None and not calib_cache.is_file():  # written by this run

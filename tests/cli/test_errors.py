@@ -121,6 +121,7 @@ CASES = [
     ("compare-batch-size", ["compare", "{ckpt}", "{ckpt}", "--batch-size", "0"], r"--batch-size must be >= 1"),
     ("quantize-save-recipe-folder", ["quantize", "{root}/none.pt", "--calib", "x", "--out", "{root}/q.pt", "--save-recipe", "{folder}"], r"--save-recipe .*folder is a folder"),
     ("quantize-calib-cache-folder", ["quantize", "{root}/none.pt", "--calib", "x", "--out", "{root}/q.pt", "--calib-cache", "{folder}"], r"--calib-cache .*folder is a folder"),
+    ("quantize-out-is-synthetic", ["quantize", "{ckpt}", "--method", "bnstats", "--synthetic", "{root}/s.pt", "--out", "{root}/s.pt"], r"--out .*s.pt would overwrite the input"),
     ("quantize-override", ["quantize", "{ckpt}", "--calib", "{folder}", "--out", "{root}/q.pt", "--override", "fc:input=9"], r"--override"),
     ("quantize-recipe-missing", ["quantize", "{ckpt}", "--calib", "{folder}", "--out", "{root}/q.pt", "--recipe", "{root}/none.toml"], r"none.toml"),
 ]  # fmt: skip
