@@ -147,6 +147,20 @@ def test_notes_say_when_a_file_is_cropped_or_padded():
     assert fit.padded and "smaller than the 224 px input" in fit.note
 
 
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4", "gray"])
+def test_policies_without_a_resize_read_only_the_crop(subsampling):
+    """The reader's window (fit_grid) gives the centre crop the whole read would: same inputs, same note."""
+    data = photo_jpeg("chelsea", (300, 451), subsampling=subsampling)
+    policy = legacy_policy("dct", 224)
+    windowed, fit_w = fit_dct(data, policy)
+    whole, fit = fit_dct(data, policy, window=False)
+    assert windowed.y.shape[-2:] == (28, 28) and whole.y.shape[-2:] == (38, 58)
+    assert fit_w == fit and fit.note is not None and "cropped" in fit.note
+    a, b = preprocess_dct(windowed, 224), preprocess_dct(whole, 224)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_rgb_models_resize_crop_and_normalise_with_their_statistics():
     policy = default_policy("rgb", 224)
     pixels = np.asarray(Image.open(io.BytesIO(photo_jpeg("rocket", (427, 640)))).convert("RGB"))
