@@ -321,6 +321,9 @@ static double axis_map[2][2][DCTSIZE][DCTSIZE], axis_map_t[2][2][DCTSIZE][DCTSIZ
 /* Eight doubles: one row of an 8x8 block (GCC/clang vector extension; one zmm register with AVX-512, two
  * ymm with AVX2, four xmm otherwise). */
 typedef double v8d __attribute__((vector_size(64)));
+typedef long long v8l __attribute__((vector_size(64)));
+typedef int v8i __attribute__((vector_size(32)));
+typedef short v8s __attribute__((vector_size(16)));
 
 /* axis_map_t[f - 1][a][p]: column p of axis_map[f - 1][a]; axis_vec the same as vectors over the output
  * index. */
@@ -405,10 +408,11 @@ static inline __attribute__((always_inline)) JCOEF map_round(double x) {
  * blocks cost one mask. Built for AVX-512, AVX2 and the baseline, picked at load time (target_clones). */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
 map_block(JCOEF *out, const JCOEF *src[2][2], int fv, int fh, int nv, int nh, const UINT16 *qt,
-          const double *inv_q) {
+          const v8d *inv_q) {
+    const v8d limit = {32768.0, 32768.0, 32768.0, 32768.0, 32768.0, 32768.0, 32768.0, 32768.0};
     /* The accumulator rows as eight named vectors, so that the compiler keeps them in registers. */
     v8d acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0}, acc4 = {0}, acc5 = {0}, acc6 = {0}, acc7 = {0};
-    int a, b, p, q, k;
+    int a, b, p, q;
     for (a = 0; a < nv; a++) {
         for (b = 0; b < nh; b++) {
             const JCOEF *blk = src[a][b];
@@ -450,18 +454,29 @@ map_block(JCOEF *out, const JCOEF *src[2][2], int fv, int fh, int nv, int nh, co
             }
         }
     }
+    /* map_round on eight values at once: the same operations in the same order, so the same integers. */
 #define DCTQ_ROUND_ROW(u, row)                                                                                  \
-    for (k = 0; k < DCTSIZE; k++) {                                                                             \
-        out[DCTSIZE * (u) + k] = map_round((row)[k] * inv_q[DCTSIZE * (u) + k]);                                \
-    }
-    DCTQ_ROUND_ROW(0, acc0)
-    DCTQ_ROUND_ROW(1, acc1)
-    DCTQ_ROUND_ROW(2, acc2)
-    DCTQ_ROUND_ROW(3, acc3)
-    DCTQ_ROUND_ROW(4, acc4)
-    DCTQ_ROUND_ROW(5, acc5)
-    DCTQ_ROUND_ROW(6, acc6)
-    DCTQ_ROUND_ROW(7, acc7)
+    do {                                                                                                        \
+        v8d x = (row) * inv_q[u];                                                                               \
+        v8d a = (v8d)((v8l)x & 0x7FFFFFFFFFFFFFFFLL) + (0.5 + 1e-9); /* |x| + 0.5 + nudge */                   \
+        v8l small = a < 32768.0;                                                                                \
+        v8i r, neg = __builtin_convertvector((v8l)x < 0, v8i); /* -1 where the sign bit is set */               \
+        v8s r16;                                                                                                \
+        a = (v8d)(((v8l)a & small) | ((v8l)limit & ~small));                                                    \
+        r = __builtin_convertvector(a, v8i); /* truncation: floor, as a >= 0 */                                  \
+        r = (r ^ neg) - neg;                                                                                    \
+        r += (v8i)(r == 32768); /* +32768 clips to 32767; -32768 stays */                                       \
+        r16 = __builtin_convertvector(r, v8s);                                                                  \
+        memcpy(out + DCTSIZE * (u), &r16, sizeof(r16));                                                         \
+    } while (0)
+    DCTQ_ROUND_ROW(0, acc0);
+    DCTQ_ROUND_ROW(1, acc1);
+    DCTQ_ROUND_ROW(2, acc2);
+    DCTQ_ROUND_ROW(3, acc3);
+    DCTQ_ROUND_ROW(4, acc4);
+    DCTQ_ROUND_ROW(5, acc5);
+    DCTQ_ROUND_ROW(6, acc6);
+    DCTQ_ROUND_ROW(7, acc7);
 #undef DCTQ_ROUND_ROW
 }
 
@@ -474,10 +489,10 @@ static void map_component(reader *r, jvirt_barray_ptr array, const component_inf
     int fv = o->map_v - 1, fh = o->map_h - 1;
     JBLOCKROW row_out = (JBLOCKROW)(*r->cinfo.mem->alloc_large)((j_common_ptr)&r->cinfo, JPOOL_IMAGE,
                                                                  (size_t)o->out_cols * sizeof(JBLOCK));
-    double inv_q[DCTSIZE2];
+    v8d inv_q[DCTSIZE];
     int row, col, a, b, k;
     for (k = 0; k < DCTSIZE2; k++) {
-        inv_q[k] = qt != NULL ? 1.0 / (double)qt[k] : 0.0;
+        inv_q[k / DCTSIZE][k % DCTSIZE] = qt != NULL ? 1.0 / (double)qt[k] : 0.0;
     }
     for (row = 0; row < o->out_rows; row++) {
         JBLOCKROW lines[2] = {NULL, NULL};
