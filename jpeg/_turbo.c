@@ -17,6 +17,7 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jpeglib.h>
@@ -132,6 +133,7 @@ typedef struct {
     /* stream_window: the output buffers, and the row pointers handed to jpeg_read_raw_data per component
      * (the hook tells a block's row within the iMCU row from its pointer into them; nothing is written) */
     char **buffers;
+    jvirt_barray_ptr *arrays; /* read_blocks: libjpeg's whole-image block arrays, from decode_arrays */
     JSAMPROW raw_rows[MAX_COMPONENTS][MAX_SAMP_FACTOR * DCTSIZE];
     JSAMPLE dummy_row[DCTSIZE];
 } reader;
@@ -531,13 +533,22 @@ static JQUANT_TBL *component_table(reader *r, jpeg_component_info *c) {
 /* Phase 2: entropy-decode every scan, copy each component's blocks to its output grid as [64, rows, cols]
  * int16 (one plane per frequency, the layout the coefficient contract uses, so Python only reshapes),
  * writing zeros where the grid reaches past the blocks inside the image. */
-static int read_blocks(reader *r, char **buffers) {
-    int ci, row, k;
-    jvirt_barray_ptr *arrays;
+static int decode_arrays(reader *r) {
     if (setjmp(r->err.jmp)) {
         return 0;
     }
-    arrays = jpeg_read_coefficients(&r->cinfo);
+    r->arrays = jpeg_read_coefficients(&r->cinfo);
+    return 1;
+}
+
+/* Phase 3, after decode_arrays and the allocation of the output buffers (sized for the frame only now
+ * known): copy (or map) each component's blocks out of libjpeg's arrays. */
+static int read_blocks(reader *r, char **buffers) {
+    int ci, row, k;
+    jvirt_barray_ptr *arrays = r->arrays;
+    if (setjmp(r->err.jmp)) {
+        return 0;
+    }
     r->has_qt = 1;
     for (ci = 0; ci < r->cinfo.num_components; ci++) {
         jpeg_component_info *c = &r->cinfo.comp_info[ci];
@@ -819,6 +830,17 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
         goto done;
     }
     nbuffers = plan_output(r, grid, &win);
+    streamed = win.used && can_stream(r);
+    if (!streamed) {
+        /* Entropy-decode first, then allocate the output: an error in the data allocates nothing. */
+        Py_BEGIN_ALLOW_THREADS
+        ok = decode_arrays(r);
+        Py_END_ALLOW_THREADS
+        if (!ok) {
+            raise_libjpeg_error(r);
+            goto done;
+        }
+    }
     for (i = 0; i < n; i++) {
         component_info *o = &r->comps[i];
         sizes[o->out_buffer] += (Py_ssize_t)o->out_rows * o->out_cols * DCTSIZE2 * (Py_ssize_t)sizeof(JCOEF);
@@ -833,7 +855,6 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
         out[i] = PyByteArray_AS_STRING(buffers[i]);
     }
 
-    streamed = win.used && can_stream(r);
     Py_BEGIN_ALLOW_THREADS
     ok = streamed ? stream_window(r, out) : read_blocks(r, out);
     Py_END_ALLOW_THREADS
@@ -933,6 +954,22 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
+/* glibc's malloc returns freed memory at the top of the heap to the system once it exceeds its trim
+ * threshold, which starts at 256 KiB and rises only when a chunk larger than the mmap threshold (128 KiB
+ * at first) is freed: threshold := that size, trim threshold := twice it. One read frees libjpeg's
+ * whole-image arrays and, later, the caller frees the output: at 1024x768 ~4.7 MB together, above the trim
+ * threshold that reads of that size leave (~3 MB), so every read gave the memory back and faulted it in
+ * again: ~1,000 page faults, 1.5-2.5 ms of a 5 ms read (simplejpeg, one 2.3 MB output, none). Freeing
+ * one untouched 16 MiB block at import raises the thresholds to 16 and 32 MiB, as the first 16 MiB array
+ * any numpy or torch program frees does; it changes nothing where MALLOC_*_ environment settings have
+ * fixed them. */
+static void raise_malloc_thresholds(void) {
+#ifdef __GLIBC__
+    void *volatile block = malloc((size_t)16 << 20);
+    free(block);
+#endif
+}
+
 PyMODINIT_FUNC PyInit__turbo(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) {
@@ -946,6 +983,7 @@ PyMODINIT_FUNC PyInit__turbo(void) {
     }
     Py_INCREF(TurboError);
     init_axis_maps();
+    raise_malloc_thresholds();
 #ifdef LIBJPEG_TURBO_VERSION_NUMBER
     if (PyModule_AddIntConstant(m, "LIBJPEG_TURBO_VERSION_NUMBER", LIBJPEG_TURBO_VERSION_NUMBER) < 0) {
         Py_DECREF(m);
