@@ -58,6 +58,7 @@ class RewriteStats:
     relu_to_integer: int
     float_weights: int
     skipped: tuple[str, ...]
+    add_inputs_quantized: int = 0
 
 
 def _int8_zero(g: GraphIndex, node: Any) -> bool:
@@ -74,6 +75,83 @@ def _set_elem_type(g: GraphIndex, name: str, dtype: type) -> None:
     for info in [*g.graph.value_info, *g.graph.output]:
         if info.name == name:
             info.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+ADD_SCALES = ("output", "residual", "max")
+"""Where `quantize_add_inputs` takes the scale of the Q/DQ it adds on an Add's conv input: the Add's
+output quantizer (after its Relu), the Add's residual input, or the larger of the two."""
+
+
+def _add_output_scale(g: GraphIndex, add: Any) -> str | None:
+    """Scale name of the one per-tensor int8 Q reading `add` (directly or through one Relu), else None."""
+    out = add.output[0]
+    readers = g.readers(out)
+    if len(readers) == 1 and readers[0].op_type == "Relu" and out not in g.outputs:
+        out = readers[0].output[0]
+        readers = g.readers(out)
+    if out in g.outputs or not readers or any(r.op_type != "QuantizeLinear" for r in readers):
+        return None
+    if len({r.input[1] for r in readers}) != 1 or not all(_int8_zero(g, r) for r in readers):
+        return None
+    return readers[0].input[1]
+
+
+def _quantize_add_inputs(g: GraphIndex, scale_from: str) -> int:
+    """TensorRT form -> ONNX Runtime form: `Conv -> Add(., DQ(residual))` gains `Q -> DQ` on its conv input.
+
+    The Q takes the zero point of the residual's DQ (int8 0) and the scale `scale_from` says
+    (ADD_SCALES); an Add whose output is not quantized afterwards takes the residual's scale. ORT can
+    then fuse the conv into QLinearConv and the Add into QLinearAdd. Not the same function: the conv
+    output is rounded to that grid once more before the Add (one extra rounding, and clipping at
+    127 steps), which TensorRT's fused conv+add does not do; see docs/benchmarks.md for its effect.
+    """
+    from onnx import helper
+
+    added = 0
+    after: dict[int, list[Any]] = {}
+    for node in g.graph.node:
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        made = [g.producer.get(name) for name in node.input]
+        dq_slots = [i for i, m in enumerate(made) if m is not None and m.op_type == "DequantizeLinear"]
+        if len(dq_slots) != 1:
+            continue
+        residual = made[dq_slots[0]]
+        conv = made[1 - dq_slots[0]]
+        if (
+            conv is None
+            or conv.op_type not in _WEIGHTED_OPS
+            or conv.output[0] in g.outputs
+            or len(g.readers(conv.output[0])) != 1
+            or g.made_by(conv.input[0], "DequantizeLinear") is None
+            or not _int8_zero(g, residual)
+        ):
+            continue
+        res_scale = g.const(residual.input[1])
+        if res_scale is None or res_scale.size != 1:
+            continue
+        out_name = _add_output_scale(g, node)
+        if out_name is None or scale_from == "residual":
+            scale_name = residual.input[1]
+        elif scale_from == "output":
+            scale_name = out_name
+        else:
+            bigger = float(g.const(out_name)) >= float(res_scale)
+            scale_name = out_name if bigger else residual.input[1]
+        x = conv.output[0]
+        q_out, dq_out = g.fresh(f"{x}_add_q"), g.fresh(f"{x}_add_dq")
+        zero = residual.input[2]
+        after[id(conv)] = [
+            helper.make_node("QuantizeLinear", [x, scale_name, zero], [q_out], name=g.fresh(f"{q_out}_node")),
+            helper.make_node(
+                "DequantizeLinear", [q_out, scale_name, zero], [dq_out], name=g.fresh(f"{dq_out}_node")
+            ),
+        ]
+        node.input[1 - dq_slots[0]] = dq_out
+        added += 1
+    if added:
+        g.replace_nodes([m for n in g.graph.node for m in [n, *after.get(id(n), [])]])
+    return added
 
 
 def _to_uint8(g: GraphIndex, skipped: list[str]) -> tuple[int, int]:
@@ -210,18 +288,26 @@ def is_qdq_model(model: Any) -> bool:
 
 
 def rewrite_for_ort(
-    model: Any, *, output_qdq: bool = True, fold_float_weights: bool = True
+    model: Any,
+    *,
+    output_qdq: bool = True,
+    fold_float_weights: bool = True,
+    add_scale: str | None = "output",
 ) -> tuple[Any, RewriteStats]:
     """A copy of the ONNX `model` (onnx.ModelProto) rewritten for ONNX Runtime (see module docstring).
 
-    Rewrites 1 and 2 always run; `output_qdq` enables 3, `fold_float_weights` 4. Graph inputs and
+    Rewrites 1 and 2 always run; `output_qdq` enables 3, `fold_float_weights` 4, `add_scale` (one
+    of ADD_SCALES, None to leave the Adds alone) 0, the Q/DQ on the conv input of residual Adds. Graph inputs and
     outputs keep their names, types and shapes. Raises ExportError when the rewritten graph fails
     onnx's checker (a bug in the rewrite).
     """
     onnx = import_onnx()
     out = copy.deepcopy(model)
     skipped: list[str] = []
+    if add_scale is not None and add_scale not in ADD_SCALES:
+        raise ValueError(f"add_scale must be one of {ADD_SCALES} or None, got {add_scale!r}")
     folded = fold_weight_quantizers(GraphIndex(out))
+    adds = _quantize_add_inputs(GraphIndex(out), add_scale) if add_scale is not None else 0
     n_q, n_dq = _to_uint8(GraphIndex(out), skipped)
     relus = _relu_to_integer(GraphIndex(out)) if output_qdq else 0
     float_weights = _fold_float_weights(GraphIndex(out)) if fold_float_weights else 0
@@ -230,10 +316,12 @@ def rewrite_for_ort(
         onnx.checker.check_model(out)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the ONNX Runtime rewrite produced an invalid graph: {str(exc)[:300]}") from None
-    stats = RewriteStats(folded, n_q, n_dq, relus, float_weights, tuple(skipped))
+    stats = RewriteStats(folded, n_q, n_dq, relus, float_weights, tuple(skipped), adds)
     logger.info(
-        "ORT rewrite: %d weights to int8, %d activation Q (+%d DQ) to uint8, %d Relu to integer, %d float weights",
+        "ORT rewrite: %d weights to int8, %d Add conv inputs quantized, %d activation Q (+%d DQ) to uint8, "
+        "%d Relu to integer, %d float weights",
         folded,
+        adds,
         n_q,
         n_dq,
         relus,
