@@ -36,7 +36,9 @@ from photos import photo_set
 def fresh_checkpoint(arch: str, classes: list[str], path: Path) -> Path:
     torch.manual_seed(0)
     model = create_model(arch, num_classes=len(classes)).eval()
-    return save_checkpoint(path, model, arch=arch, arch_kwargs={"num_classes": len(classes)}, class_names=classes)
+    return save_checkpoint(
+        path, model, arch=arch, arch_kwargs={"num_classes": len(classes)}, class_names=classes
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

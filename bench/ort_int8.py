@@ -225,7 +225,9 @@ def run(
         info[variant] = {
             "path": str(models[variant]["path"]) if args.out_dir else None,  # else a deleted temp file
             "file_mb": models[variant]["path"].stat().st_size / 2**20,
-            "kernels": kernel_summary(optimized_ops(artifact, args.threads, tmp, f"{variant}_{args.threads}")),
+            "kernels": kernel_summary(
+                optimized_ops(artifact, args.threads, tmp, f"{variant}_{args.threads}")
+            ),
             "lint": lint.to_dict() if lint is not None else None,
             "rewrite": dataclasses.asdict(stats) if stats is not None else None,
         }

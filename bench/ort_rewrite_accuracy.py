@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, path, options) in enumerate(variants(args)):
             opt = Path(tmp) / f"{i}.onnx"
-            runner = OrtRunner(
-                load_artifact(path), threads=args.threads, optimized_model_path=opt, **options
-            )
+            runner = OrtRunner(load_artifact(path), threads=args.threads, optimized_model_path=opt, **options)
             t0 = time.perf_counter()
             report = evaluate(runner, factory, None, batch_size=args.batch_size)
             row = report.rows[0]
@@ -99,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     if args.json:
-        write_text_atomic(args.json, json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2) + "\n")
+        write_text_atomic(
+            args.json,
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2) + "\n",
+        )
     return 0
 
 

@@ -2,8 +2,15 @@
 
 The exported graph carries what TensorRT wants (ARCHITECTURE.md, the quantization contract): signed
 int8, zero point 0, Q/DQ on the inputs of every Conv/Gemm. ONNX Runtime's x86 integer kernels take
-*uint8* activations, and its QDQ fusions (QLinearConv...) only match `DQ -> op -> Q`. Four rewrites,
-none of which changes the function the graph defines:
+*uint8* activations, and its QDQ fusions (QLinearConv...) only match `DQ -> op -> Q`. Rewrites 1-4
+do not change the function the graph defines; 0 adds one rounding (on by default, `add_scale`):
+
+0. Residual Adds (`add_scale`): the TensorRT form quantizes only the shortcut input of an Add
+   (TensorRT fuses the Add into the conv before it), which leaves that conv without an output Q and
+   the Add in float. A Q/DQ on the conv's output, on the grid of the Add's own output quantizer (the
+   Q after its Relu; the residual's grid where there is none), lets ORT build QLinearConv and
+   QLinearAdd: the graph `dctq quantize --add-inputs both` exports, from the one file TensorRT takes.
+   Measured on the recipe model: docs/benchmarks.md, "ONNX Runtime: one file for both runtimes".
 
 1. Weight folding: `QuantizeLinear(float weight initializer)` is computed here (round half to even,
    saturate, as the ONNX spec says) and becomes an int8 initializer behind its DequantizeLinear.
@@ -22,7 +29,7 @@ fused QLinearConv accumulates exactly in int32 and rounds the float bias to int3
 graph accumulates in float32, so values on a rounding edge can move one quantization step: the same
 "equal up to rounding" as PyTorch against ORT. The fully integer graph (like `quantize_static`'s)
 additionally needs a Q/DQ on the conv input of every residual Add, which the TensorRT recipe leaves
-out (TensorRT fuses that Add into the conv).
+out (TensorRT fuses that Add into the conv): rewrite 0.
 
 `rewrite_for_ort` applies them to a copy; `RewriteStats` says what changed.
 """
