@@ -254,3 +254,52 @@ def test_ort_runs_any_batch_size_on_a_fixed_batch_graph(artifacts, tmp_path):
     got = load_runner(fixed).predict(feeds)
     assert got.shape == (5, 2)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_rewrite_quantizes_before_maxpool_exactly(tmp_path):
+    """A ResNet stem, `Conv -> Relu -> MaxPool -> Q -> DQ -> Conv`: the Q moves before the pool (exact,
+    Q is monotonic), so the stem conv fuses into QLinearConv and the pool runs on integers."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(size=(4, 8, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.float32(0.05), "sx"),
+        numpy_helper.from_array(np.float32(0.02), "sw"),
+        numpy_helper.from_array(np.float32(0.1), "sa"),
+        numpy_helper.from_array(np.int8(0), "z"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sx", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "sx", "z"], ["xd"]),
+        helper.make_node("QuantizeLinear", ["w1", "sw", "z"], ["w1q"]),
+        helper.make_node("DequantizeLinear", ["w1q", "sw", "z"], ["w1d"]),
+        helper.make_node("Conv", ["xd", "w1d"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["p1", "sa", "z"], ["pq"]),
+        helper.make_node("DequantizeLinear", ["pq", "sa", "z"], ["pd"]),
+        helper.make_node("QuantizeLinear", ["w2", "sw", "z"], ["w2q"]),
+        helper.make_node("DequantizeLinear", ["w2q", "sw", "z"], ["w2d"]),
+        helper.make_node("Conv", ["pd", "w2d"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "stem",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rewritten, stats = rewrite_for_ort(proto)
+    assert stats.maxpools_to_integer == 1 and stats.relu_to_integer == 1
+    x = {"x": rng.normal(size=(4, 3, 16, 16)).astype(np.float32) * 2}
+    plain = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert np.array_equal(_session(proto, plain).run(None, x)[0], _session(rewritten, plain).run(None, x)[0])
+    ops = _optimized_ops(rewritten, tmp_path / "stem.onnx")
+    # the stem conv is integer now; the head conv (no Q after it) stays float
+    assert ops.count("QLinearConv") == 1 and ops.count("Conv") == 1, ops
+    assert "QLinearConv" not in _optimized_ops(
+        rewrite_for_ort(proto, output_qdq=False)[0], tmp_path / "off.onnx"
+    )
