@@ -123,20 +123,26 @@ class TrainProgressView:
             self.bars.outer.ensure(total=event.epochs, completed=event.epoch - 1)
             self.bars.inner.follow(event.epoch, f"epoch {event.epoch}", event.steps)
         elif isinstance(event, StepEnd):
+            score = f"acc {100 * event.top1:5.1f}%" if event.top1 is not None else f"psnr {event.psnr:.2f} dB"
             self.bars.step(
                 event.epoch,
                 f"epoch {event.epoch}",
                 event.step,
                 event.steps,
-                stats=f"loss {event.loss:.4f}  acc {100 * event.top1:5.1f}%  "
-                f"{event.images_per_second:,.0f} img/s  lr {event.lr:.3g}",
+                stats=f"loss {event.loss:.4f}  {score}  {event.images_per_second:,.0f} img/s  lr {event.lr:.3g}",
             )
         elif isinstance(event, EpochEnd):
-            line = (
-                f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
+            score = (
                 f"acc {100 * event.train_top1:.1f}%"
+                if event.train_top1 is not None
+                else f"psnr {event.train_psnr:.2f} dB"
             )
-            if event.val is not None:
+            line = f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} {score}"
+            if event.val is not None and event.val.psnr is not None:
+                line += (
+                    f"  val loss {event.val.loss:.4f} PSNR {event.val.psnr:.3f} dB SSIM {event.val.ssim:.4f}"
+                )
+            elif event.val is not None:
                 line += f"  val loss {event.val.loss:.4f} top-1 {100 * event.val.top1:.2f}% top-5 {100 * event.val.top5:.2f}%"
             line += f"  {event.seconds:.1f}s" + ("  [green]best[/]" if event.is_best else "")
             self.bars.finish(event.epoch, None, line)

@@ -1,4 +1,5 @@
-"""Training and validation datasets for an architecture, from a JPEG folder or the CIFAR-10 archive.
+"""Training and validation datasets for an architecture, from a JPEG folder or the CIFAR-10 archive
+(classifiers), or from HR images (SR models: calibration/train/sr.py); the architecture's registry task decides.
 
 The split itself (stratified, seeded with jpeg.splits.SPLIT_SEED so every run shares one validation
 set) and the choice of dataset by input kind are jpeg/splits.py; this module looks the architecture
@@ -11,12 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import Dataset
+
 from ...jpeg.dataset import FolderDataset
 from ...jpeg.recompress import QualityPolicy
 from ...jpeg.samples import Sample
 from ...jpeg.splits import DataSplit, make_dataset, split_data
 from ...models.registry import get_model_info
 from .config import TrainConfig
+from .sr import build_sr_data
 
 
 def dataset_for_arch(arch: str, root: Path, samples: list[Sample], **options: Any) -> FolderDataset:
@@ -32,21 +36,27 @@ def dataset_for_arch(arch: str, root: Path, samples: list[Sample], **options: An
 
 @dataclass(frozen=True)
 class TrainData:
-    """The two datasets of a run and the split they came from."""
+    """The two datasets of a run and the split they came from (None for SR data), described in words."""
 
-    train: FolderDataset
-    val: FolderDataset
-    split: DataSplit
+    train: Dataset
+    val: Dataset
+    split: DataSplit | None
+    description: str = ""
 
 
 def build_train_data(data: str | Path, config: TrainConfig, *, cache_dir: Path | None = None) -> TrainData:
     """Datasets for `config`: training images re-compressed per `config.train_qualities`, validation
     ones at `config.eval_quality`, split off `data` by `config.val_fraction`.
 
+    SR architectures (task "sr"): HR images of `data`, see calibration/train/sr.py.
+
     Raises:
         DataError: as split_data, or an empty training or validation split. ModelError: unknown arch.
     """
-    get_model_info(config.arch)  # an unknown name fails before the data is read
+    task = get_model_info(config.arch).task  # an unknown name fails before the data is read
+    if task == "sr":
+        train, val, description = build_sr_data(data, config, cache_dir=cache_dir)
+        return TrainData(train, val, None, description)
     split = split_data(data, config.val_fraction, cache_dir=cache_dir)
     policy = QualityPolicy(train_qualities=config.train_qualities, test_quality=config.eval_quality)
     return TrainData(
@@ -55,4 +65,5 @@ def build_train_data(data: str | Path, config: TrainConfig, *, cache_dir: Path |
         ),
         val=dataset_for_arch(config.arch, split.root, split.samples("val"), train=False, policy=policy),
         split=split,
+        description=f"{len(split.class_names)} classes",
     )
