@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ..calibration.qat.config import QatEpochEnd, QatStep
 from ..calibration.qsam.meta import MetaEpochEnd
 from ..calibration.train.events import EpochEnd, EpochStart, StepEnd, TrainEvent
 from ..calibration.workflow.quantize import CalibProgress, QuantizeEvent
@@ -206,7 +207,7 @@ class SynthProgressView:
 
 class QuantizeProgressView:
     """`dctq quantize`: bars for PTQ calibration batches, synthesis (as SynthProgressView) and the
-    fine-tuning epochs and steps; one line per synthetic batch and per fine-tuning epoch."""
+    fine-tuning / QAT epochs and steps; one line per synthetic batch and per fine-tuning or QAT epoch."""
 
     def __init__(self, progress: Progress) -> None:
         self.synth = SynthProgressView(progress)
@@ -224,6 +225,26 @@ class QuantizeProgressView:
                 event.steps,
                 stats=f"loss {event.loss:.4g}  kd {event.kd:.4g}  ce {event.ce:.3f}  "
                 f"agree {100 * event.agreement:.1f}%  lr {event.lr:.2g}",
+            )
+        elif isinstance(event, QatStep):
+            conflict = f"  conflict {100 * event.conflict:.1f}%" if event.conflict is not None else ""
+            self.fine_tune.step(
+                event.epoch,
+                f"QAT epoch {event.epoch}",
+                event.step,
+                event.steps,
+                stats=f"loss {event.loss:.4g}  rec {event.rec:.4g}  reg {event.reg:.3g}  score {event.score:.4g}"
+                f"{conflict}  lr {event.lr:.2g}",
+            )
+        elif isinstance(event, QatEpochEnd):
+            conflict = (
+                f"  gradient conflict {100 * event.conflict:.1f}%" if event.conflict is not None else ""
+            )
+            self.fine_tune.finish(
+                event.epoch,
+                event.epochs,
+                f"QAT epoch {event.epoch}/{event.epochs}  loss {event.loss:.5g}  reconstruction {event.rec:.5g}  "
+                f"regulariser {event.reg:.3g}  score {event.score:.4g}{conflict}  {event.seconds:.1f}s",
             )
         elif isinstance(event, ZeroShotEpochEnd):
             self.fine_tune.finish(

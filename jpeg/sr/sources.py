@@ -38,11 +38,13 @@ def sr_archive(name: str, data_root: Path | str | None = None) -> Path:
 
 def resolve_images(data: str | Path, *, cache_dir: Path | None = None) -> Path:
     """The folder of HR images `data` names: one of NAMED (extracted once from its archive) or a folder.
+    A name wins over a folder of the same name in the working directory (write ./sr for that), as
+    "cifar10" does for classifiers.
 
     Raises DataError for a missing archive or folder (a name that is neither lists the names).
     """
-    key = str(data).lower()
-    if key in NAMED and not Path(data).is_dir():
+    key = str(data)
+    if key in NAMED:
         archive, sub = NAMED[key]
         root = extract_once(sr_archive(archive), cache_dir)
         folder = root / sub if sub else root
