@@ -292,9 +292,9 @@ class _QatRun:
                 tap.features = {}
                 window += torch.tensor(
                     [
-                        float(rec + reg) * count,
-                        float(rec) * count,
-                        float(reg) * count,
+                        float(rec.detach() + reg.detach()) * count,
+                        float(rec.detach()) * count,
+                        float(reg.detach()) * count,
                         float(score),
                         count,
                         1.0,
