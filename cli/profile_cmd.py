@@ -36,6 +36,12 @@ def profile_command(
     threads: Annotated[
         int | None, typer.Option(help="ONNX Runtime intra-op threads (default: ORT's).")
     ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help="SR models: side of the LR input images timed (default: the model's stated size, 64)."
+        ),
+    ] = None,
     as_json: JsonReport = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of latency and throughput against batch size.")
@@ -55,6 +61,7 @@ def profile_command(
             iters=iters,
             end_to_end_data=data if end_to_end else None,
             device=device,
+            input_size=size,
             **options,
         )
         if plot is not None:
@@ -63,6 +70,8 @@ def profile_command(
         print_json(report.to_dict())
     else:
         mode = "end to end (JPEG read + run)" if report.end_to_end else "model only"
+        if report.input_shape is not None:
+            mode += f", input {'x'.join(map(str, report.input_shape))} per image"
         table = Table(
             title=f"{escape(str(artifact))} on {report.backend} ({report.device}), {mode}",
             title_justify="left",

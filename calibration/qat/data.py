@@ -26,7 +26,7 @@ from ...models.checkpoint import LoadedCheckpoint
 from ...models.metrics import topk_correct
 from ...models.registry import get_model_info
 from ..train.config import TrainConfig, saved_train_config, saved_val_fraction
-from ..train.data import dataset_for_arch
+from ..train.data import check_data_for_task, dataset_for_arch
 from ..train.sr import build_sr_data, sr_step
 
 
@@ -37,6 +37,7 @@ def qat_dataset(loaded: LoadedCheckpoint, data: str | Path, samples_per_epoch: i
     Raises DataError / JpegError for bad data, QuantizationError for a task QAT does not know.
     """
     task = get_model_info(loaded.arch).task
+    check_data_for_task(data, task, loaded.arch)
     saved = saved_train_config(loaded.extra)
     if task == "sr":
         config = saved or TrainConfig.for_arch(loaded.arch, "sr", arch_kwargs=dict(loaded.arch_kwargs))

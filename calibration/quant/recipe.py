@@ -127,6 +127,7 @@ class QuantRecipe(Config):
     VERSION = 1
     READS = (1,)
     FLAT = True
+    SPARSE = ("act_asymmetric", "offsets")  # QAT's additions: recipes without them hash as before
     UPGRADE = "upgrade dctq or re-quantize the model"
     error = QuantizationConfigError
 

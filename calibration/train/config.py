@@ -54,6 +54,7 @@ class TrainConfig(Config):
     # A resumed run may change how long and where it runs: a new --epochs reshapes the cosine schedule and
     # a new --workers changes the augmentation draws, both still the same recipe.
     RESUMABLE = ("epochs", "num_workers", "log_every", "device")
+    SPARSE = ("optimizer", "samples_per_epoch", "patch_size", "skip_small_images")  # added with SR training
 
     arch: str
     """Registry name of the architecture (`dctq models list`)."""

@@ -14,10 +14,12 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from ...common.errors import DataError
 from ...jpeg.dataset import FolderDataset
 from ...jpeg.recompress import QualityPolicy
 from ...jpeg.samples import Sample
-from ...jpeg.splits import DataSplit, make_dataset, split_data
+from ...jpeg.splits import CIFAR10, DataSplit, make_dataset, split_data
+from ...jpeg.sr.sources import NAMED as SR_SETS
 from ...models.registry import get_model_info
 from .config import TrainConfig
 from .sr import build_sr_data
@@ -32,6 +34,21 @@ def dataset_for_arch(arch: str, root: Path, samples: list[Sample], **options: An
     """
     info = get_model_info(arch)
     return make_dataset(info.input_kind, info.input_size, root, samples, **options)
+
+
+def check_data_for_task(data: str | Path, task: str, arch: str) -> None:
+    """Refuse a named data set of the other task (an SR set for a classifier, CIFAR-10 for an SR model)
+    with a DataError that names both and the fix."""
+    if task == "classify" and str(data) in SR_SETS:
+        raise DataError(
+            f"--data {data} is a super-resolution image set, but {arch} is a classifier; give cifar10 or an "
+            "ImageFolder of JPEGs"
+        )
+    if task == "sr" and str(data) == CIFAR10:
+        raise DataError(
+            f"--data {data} is the CIFAR-10 classification archive, but {arch} is a super-resolution model; give "
+            "--data sr or a folder of HR images"
+        )
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,7 @@ def build_train_data(data: str | Path, config: TrainConfig, *, cache_dir: Path |
         DataError: as split_data, or an empty training or validation split. ModelError: unknown arch.
     """
     task = get_model_info(config.arch).task  # an unknown name fails before the data is read
+    check_data_for_task(data, task, config.arch)
     if task == "sr":
         train, val, description = build_sr_data(data, config, cache_dir=cache_dir)
         return TrainData(train, val, None, description)

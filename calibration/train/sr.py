@@ -66,7 +66,7 @@ def build_sr_data(
         + (f"; {cropped} cropped to multiples of {scale}" if cropped else "")
         + (f"; {len(patches.skipped)} smaller than the patch left out" if patches.skipped else "")
     )
-    return patches, SrImages(val), description
+    return patches, SrImages(val, scale), description
 
 
 def sr_step(model: nn.Module, batch: dict[str, Tensor], device: torch.device) -> tuple[Tensor, Tensor, int]:

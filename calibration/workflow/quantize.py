@@ -131,6 +131,11 @@ def quantize_checkpoint(
     if loaded.extra.get(QUANT_RECIPE_KEY):
         raise QuantizationError(f"{checkpoint} is already quantized; quantize the FP checkpoint it came from")
     task = get_model_info(loaded.arch).task
+    if task != "classify" and method not in QAT:
+        raise QuantizationError(
+            f"{checkpoint} is a {task} model ({loaded.arch}); --method {method} is for classifiers: quantize it with "
+            "--method qat or odm and --data (e.g. --data sr)"
+        )
     recipe = with_task_rules(recipe, task)
     source = {
         "checkpoint": str(checkpoint),

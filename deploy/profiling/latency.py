@@ -114,6 +114,8 @@ class ProfileReport:
     end_to_end: bool
     memory_source: str
     rows: tuple[BatchProfile, ...]
+    input_shape: tuple[int, ...] | None = None
+    """Shape of one synthetic input image (without the batch), e.g. (3, 64, 64) for an SR model's LR input."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,16 +125,21 @@ class ProfileReport:
 
 
 def synthetic_batch(
-    inputs: ArtifactMeta | Sequence[TensorSpec], batch: int, seed: int = 0
+    inputs: ArtifactMeta | Sequence[TensorSpec], batch: int, seed: int = 0, size: int | None = None
 ) -> dict[str, np.ndarray]:
     """Random float32 inputs of an artifact's (or input specs') shapes at `batch`, the profilers' one
     synthetic batch: coefficients y/cbcr as small integers (std 4 and 2), qt steps 1 + u + v (1..15),
-    RGB standard normal."""
+    RGB standard normal (SR models: uniform in [0, 1]). Dynamic spatial axes (SR models' height and width)
+    take `size`, default the artifact's input_size."""
     specs = inputs.inputs if isinstance(inputs, ArtifactMeta) else inputs
+    side = size or (inputs.input_size if isinstance(inputs, ArtifactMeta) else 64)
     rng = np.random.default_rng(seed)
     out = {}
     for spec in specs:
-        shape = (batch, *(int(d) for d in spec.shape[1:]))
+        shape = (batch, *(int(d) if isinstance(d, int) else side for d in spec.shape[1:]))
+        if isinstance(inputs, ArtifactMeta) and inputs.task == "sr":
+            out[spec.name] = rng.random(size=shape, dtype=np.float32)
+            continue
         if spec.name in ("y", "cbcr"):
             out[spec.name] = np.round(rng.normal(size=shape) * (4 if spec.name == "y" else 2)).astype(
                 np.float32
@@ -184,9 +191,16 @@ def _peak_rss_kb() -> int:
 class _Feeder:
     """One call of the profiled work: run a fixed synthetic batch, or read the next `batch` files and run."""
 
-    def __init__(self, runner: Runner, meta: ArtifactMeta, batch: int, files: list[Path] | None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        meta: ArtifactMeta,
+        batch: int,
+        files: list[Path] | None,
+        size: int | None = None,
+    ) -> None:
         self.runner, self.meta, self.batch, self.files = runner, meta, batch, files
-        self.inputs = synthetic_batch(meta, batch) if files is None else None
+        self.inputs = synthetic_batch(meta, batch, size=size) if files is None else None
         self.cursor = 0
 
     def __call__(self) -> None:
@@ -230,6 +244,7 @@ def profile(
     end_to_end_data: Path | str | None = None,
     device: str = "auto",
     runner: Runner | None = None,
+    input_size: int | None = None,
     **options: Any,
 ) -> ProfileReport:
     """Latency percentiles, throughput and peak memory of `artifact` at each batch size.
@@ -238,6 +253,8 @@ def profile(
         backend: "ort", "torch", ...; default by artifact kind. options: passed to the backend's load
             (e.g. threads=1 for ort). runner: an already loaded runner (then backend/device are its own).
         end_to_end_data: a folder of JPEGs; each call then also reads `batch` of them (cycling).
+        input_size: side of the synthetic images where the artifact's spatial axes are dynamic (SR models'
+            LR input); default the artifact's input_size.
 
     Raises:
         DctqError: bad batch sizes or counts. DataError: no JPEGs in end_to_end_data. Backend errors.
@@ -262,7 +279,7 @@ def profile(
     timer = _Timer(run, events=files is None)
     rows = []
     for b in batches:
-        call = _Feeder(run, art.meta, b, files)
+        call = _Feeder(run, art.meta, b, files, input_size)
         for _ in range(warmup):
             call()
         if cuda:
@@ -281,8 +298,10 @@ def profile(
             peak, delta = peak_kb / 1024, max(0, peak_kb - base) / 1024
         rows.append(BatchProfile(b, iters, Latency.of(times), peak_mem_mb=peak, peak_rss_delta_mb=delta))
         logger.info("batch %d: p50 %.3f ms, %.1f img/s", b, rows[-1].p50_ms, rows[-1].throughput)
+    first = synthetic_batch(art.meta, 1, size=input_size)
+    shape = tuple(first[art.meta.inputs[0].name].shape[1:]) if files is None else None
     return ProfileReport(
-        str(art.path), run.backend, run.device, files is not None, memory_source, tuple(rows)
+        str(art.path), run.backend, run.device, files is not None, memory_source, tuple(rows), shape
     )
 
 

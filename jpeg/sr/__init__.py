@@ -10,7 +10,8 @@ from ...common.lazy import lazy_exports
 _EXPORTS = {
     **dict.fromkeys(("imresize", "bicubic_downscale"), "dctq.jpeg.sr.resize"),
     **dict.fromkeys(
-        ("read_image", "list_images", "modcrop", "save_image", "rgb_to_y_uint8"), "dctq.jpeg.sr.images"
+        ("read_image", "list_images", "modcrop", "save_image", "image_format", "rgb_to_y_uint8"),
+        "dctq.jpeg.sr.images",
     ),
     **dict.fromkeys(("resolve_images", "EVAL_SETS", "NAMED"), "dctq.jpeg.sr.sources"),
     **dict.fromkeys(

@@ -53,10 +53,16 @@ class SrSample:
 
 
 def load_pairs(
-    folder: Path | str, scale: int, channels: int = 3, files: Sequence[Path] | None = None
+    folder: Path | str,
+    scale: int,
+    channels: int = 3,
+    files: Sequence[Path] | None = None,
+    *,
+    gray: str = "error",
 ) -> list[SrPair]:
-    """HR images of `folder` (or just `files`) with their LR versions: read_image, modcrop to multiples of
-    `scale` (the SR literature's convention; cropped files are logged and marked), bicubic_downscale.
+    """HR images of `folder` (or just `files`) with their LR versions: read_image (grayscale files refused
+    or, with gray="rgb", read as RGB), modcrop to multiples of `scale` (the SR literature's convention;
+    cropped files are logged and marked), bicubic_downscale.
 
     Raises DataError for an empty folder or an unusable image (read_image names it and the fix).
     """
@@ -65,7 +71,7 @@ def load_pairs(
         raise DataError(f"{folder} holds no image for super-resolution")
     pairs = []
     for path in paths:
-        image = read_image(path, channels)
+        image = read_image(path, channels, gray)
         hr = modcrop(image, scale)
         cropped = hr.shape != image.shape
         if cropped:
@@ -193,12 +199,27 @@ class SrPatches(_Seeded):
         return SrSample(to_tensor(lr), to_tensor(hr), k)
 
 
-class SrImages(Dataset):
-    """Whole LR/HR image pairs in order (evaluation; sizes differ, so batch size 1)."""
+SSIM_WINDOW = 11
+"""Side of the SSIM window (models.sr.metrics): an evaluation image needs that much after its border crop."""
 
-    def __init__(self, pairs: Sequence[SrPair]) -> None:
+
+class SrImages(Dataset):
+    """Whole LR/HR image pairs in order (evaluation; sizes differ, so batch size 1).
+
+    Raises DataError, naming the image, when one is too small to be scored at `scale`: PSNR and SSIM crop
+    `scale` border pixels and SSIM needs an 11x11 window after that.
+    """
+
+    def __init__(self, pairs: Sequence[SrPair], scale: int = 1) -> None:
         if not pairs:
             raise DataError("no SR evaluation images")
+        need = SSIM_WINDOW + 2 * scale
+        for p in pairs:
+            if min(p.hr.shape[:2]) < need:
+                raise DataError(
+                    f"{p.name} ({p.hr.shape[1]}x{p.hr.shape[0]}) is smaller than the {need}x{need} pixels an x{scale} "
+                    "evaluation needs (an 11x11 SSIM window after the border crop); remove it from the folder"
+                )
         self.pairs = list(pairs)
 
     @property

@@ -1,9 +1,12 @@
 """Reading the images of super-resolution data sets: HR originals (PNG, BMP, JPEG, TIFF) and LR inputs.
 
 Every image comes back as uint8 [H, W, 3] RGB (or [H, W, 1] Y for Y-only models). What is refused, with a
-message naming the file and the fix: files Pillow cannot read, grayscale images (an RGB model would learn
-colour from copies of one channel), CMYK images (print separations, not display RGB), images with an
-alpha channel (what is under the transparent parts is undefined). Palette images are converted to RGB.
+message naming the file and the fix: files Pillow cannot read, CMYK images (print separations, not
+display RGB), images with an alpha channel (what is under the transparent parts is undefined), and
+grayscale images where colour is needed (`gray="error"`: training an RGB model, which would learn colour
+from copies of one channel). Evaluation and prediction read grayscale images as RGB with three equal
+channels (`gray="rgb"`), as EDSR-PyTorch and BasicSR do for Set14's grayscale image, so its Y is
+16 + 219 * g / 255. Palette images are converted to RGB.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ def rgb_to_y_uint8(rgb: np.ndarray) -> np.ndarray:
     return np.floor(y + 0.5).clip(0, 255).astype(np.uint8)[..., None]
 
 
-def read_image(path: Path | str, channels: int = 3) -> np.ndarray:
+def read_image(path: Path | str, channels: int = 3, gray: str = "error") -> np.ndarray:
     """The image at `path` as uint8 [H, W, channels] (3: RGB, 1: its BT.601 Y channel).
 
-    Raises DataError naming the file: unreadable or not an image; grayscale, CMYK or with alpha (for
-    channels 3; a Y-only model takes the luma of any colour image, and grayscale as it is).
+    gray: what a grayscale image becomes for channels 3: "error" (refused) or "rgb" (three equal channels).
+    Raises DataError naming the file: unreadable or not an image; CMYK or with alpha; grayscale with
+    gray="error" (a Y-only model takes the luma of any image).
     """
     path = Path(path)
     try:
@@ -43,10 +47,10 @@ def read_image(path: Path | str, channels: int = 3) -> np.ndarray:
                 mode = img.mode
             if mode in GRAYSCALE_MODES:
                 if channels == 1 and mode in ("L", "1"):
-                    gray = np.asarray(img.convert("L"), dtype=np.uint8)
-                    return (16 + np.floor(gray.astype(np.float64) * 219 / 255 + 0.5)).astype(np.uint8)[
-                        ..., None
-                    ]
+                    luma = np.asarray(img.convert("L"), dtype=np.float64)
+                    return (16 + np.floor(luma * 219 / 255 + 0.5)).astype(np.uint8)[..., None]
+                if gray == "rgb" and mode in ("L", "1"):
+                    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
                 raise DataError(
                     f"{path} is a grayscale image (mode {mode}); RGB super-resolution needs colour images: "
                     "remove it from the folder, or convert it to RGB first (e.g. Image.open(f).convert('RGB'))"
@@ -103,13 +107,18 @@ def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
     return image[:h, :w]
 
 
-def save_image(path: Path | str, image: np.ndarray) -> None:
-    """Write uint8 [H, W, 3] (RGB) or [H, W, 1] (Y) to `path` (format by suffix); the caller makes it atomic."""
+def save_image(path: Path | str, image: np.ndarray, *, fmt_from: Path | str | None = None) -> None:
+    """Write uint8 [H, W, 3] (RGB) or [H, W, 1] (Y) to `path`, in the format of `fmt_from`'s suffix (default
+    `path`'s; a temporary file of an atomic write takes the final name's). The caller makes it atomic.
+
+    Raises DataError for a suffix that names no image format."""
     array = image[..., 0] if image.shape[-1] == 1 else image
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format=_format_of(Path(path)))
+    fmt = image_format(Path(fmt_from if fmt_from is not None else path))
+    Image.fromarray(np.ascontiguousarray(array)).save(path, format=fmt)
 
 
-def _format_of(path: Path) -> str:
+def image_format(path: Path) -> str:
+    """The Pillow format name for an image path suffix (.png, .jpg, .bmp, .tif). Raises DataError otherwise."""
     formats = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
     fmt = formats.get(path.suffix.lower())
     if fmt is None:
