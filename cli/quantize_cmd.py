@@ -278,7 +278,7 @@ def quantize_command(
     ] = None,
     variance_weight: Annotated[
         float | None,
-        typer.Option(help="odm: weight of the feature-variance loss L_V (v1 default 0.1; 0 = off)."),
+        typer.Option(help="odm: weight of the feature-variance loss L_V (v1 default 0.05; 0 = off)."),
     ] = None,
     mismatch_weight: Annotated[
         float | None,

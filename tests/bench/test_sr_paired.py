@@ -1,0 +1,45 @@
+"""bench/sr_paired.py: pooled per-image PSNR differences with a Student-t interval."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from helpers import load_bench
+
+from dctq.common.errors import DataError
+
+bench = load_bench("sr_paired")
+
+
+def _report(path, psnrs: dict[str, list[float]]):
+    sets = [
+        {
+            "name": s,
+            "psnr": sum(v) / len(v),
+            "ssim": 0.9,
+            "per_image": [{"name": f"i{k}", "psnr": p, "ssim": 0.9} for k, p in enumerate(v)],
+        }
+        for s, v in psnrs.items()
+    ]
+    path.write_text(json.dumps({"sets": sets}))
+    return path
+
+
+def test_pooled_differences_and_interval(tmp_path):
+    a = _report(tmp_path / "a.json", {"set5": [30.0, 31.0], "set14": [27.0, 28.0, 29.0]})
+    b = _report(tmp_path / "b.json", {"set5": [30.5, 31.1], "set14": [27.2, 27.9, 29.4]})
+    result = bench.run(bench.parse_args([str(a), str(b), "--names", "qat,odm"]))
+    vs = result["rows"][1]["vs_first"]
+    diffs = [0.5, 0.1, 0.2, -0.1, 0.4]  # set5 then set14, image order
+    mean = sum(diffs) / 5
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 4)
+    assert vs["images"] == 5 and vs["wins"] == 4 and vs["diff_db"] == pytest.approx(mean)
+    assert vs["ci95_db"] == pytest.approx(
+        [mean - 2.776 * sd / math.sqrt(5), mean + 2.776 * sd / math.sqrt(5)]
+    )
+    assert "qat" in bench.markdown(result) and "rows" in result
+    c = _report(tmp_path / "c.json", {"set5": [30.0], "set14": [27.0, 28.0, 29.0]})
+    with pytest.raises(DataError, match="same images"):
+        bench.run(bench.parse_args([str(a), str(c)]))
