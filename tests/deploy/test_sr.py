@@ -115,3 +115,34 @@ def test_sr_and_classifier_artifacts_are_not_mixed_up(sr, tmp_path):
         evaluate_sr(classifier, [folder])
     with pytest.raises(ConfigError, match="not a super-resolution model"):
         upscale_files(classifier, [folder / "img_000.png"], tmp_path / "x.png")
+
+
+def test_tensorrt_plan_of_an_sr_model_spans_lr_sizes(sr, tmp_path):
+    """The engine build's plan (plain Python, no TensorRT needed): dynamic H/W get a profile of LR sides
+    16..256 around the stated 64; the build itself runs where TensorRT is (tests/deploy/backends/tensorrt)."""
+    from dctq.deploy.backends.tensorrt.build import BuildConfig, plan_build
+
+    _, _, paths = sr
+    export_artifact(paths["w8a8"], "onnx", tmp_path / "q.onnx")
+    plan = plan_build(tmp_path / "q.onnx", BuildConfig(batch=(1, 1, 4)))
+    assert plan.shapes["x"] == ((1, 3, 16, 16), (1, 3, 64, 64), (4, 3, 256, 256))
+    assert plan.meta.task == "sr"
+
+
+@pytest.mark.trt
+def test_tensorrt_engine_of_an_sr_model_matches_onnx_runtime(sr, tmp_path):
+    trt = pytest.importorskip("tensorrt", reason="pip install 'dctq[tensorrt]' (TensorRT >= 11, NVIDIA GPU)")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT tests need a CUDA GPU")
+    from dctq.deploy.backends.tensorrt.build import BuildConfig, build_engine
+    from dctq.deploy.backends.tensorrt.engine import TrtEngine
+
+    _, _, paths = sr
+    export_artifact(paths["w8a8"], "onnx", tmp_path / "q.onnx")
+    sidecar = build_engine(tmp_path / "q.onnx", tmp_path / "q.engine", BuildConfig(batch=(1, 1, 2)))
+    assert sidecar["build"]["tensorrt"] == trt.__version__
+    x = torch.rand(1, 3, 24, 40)
+    (got,) = TrtEngine(tmp_path / "q.engine")(x.cuda())
+    ref = load_runner(tmp_path / "q.onnx").predict({"x": x})
+    err = float(((ref - got.float().cpu()) ** 2).sum() / (ref**2).sum())
+    assert got.shape == (1, 3, 48, 80) and 10 * np.log10(1 / max(err, 1e-30)) > 30
