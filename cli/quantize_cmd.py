@@ -273,7 +273,7 @@ def quantize_command(
     odm_version: Annotated[
         int | None,
         typer.Option(
-            help="odm: 1 (variance + cooperative gate + offsets) or 2 (mismatch + gate + weight clipping) [default: 1]."
+            help="odm: 1 (variance + cooperative gate + offsets) or 2 (mismatch + gate + weight clipping); default 1."
         ),
     ] = None,
     variance_weight: Annotated[
@@ -289,13 +289,13 @@ def quantize_command(
         typer.Option(
             "--cooperative/--no-cooperative",
             help="odm: apply regulariser gradients only where their sign "
-            "agrees with the reconstruction gradient [default: on].",
+            "agrees with the reconstruction gradient (odm default: on).",
         ),
     ] = None,
     offsets: Annotated[
         str | None,
         typer.Option(
-            help="odm: per-channel distribution offsets: none, shift, scale or both [v1 default: both]."
+            help="odm: per-channel distribution offsets: none, shift, scale or both (v1 default: both)."
         ),
     ] = None,
     offset_fraction: Annotated[
@@ -309,7 +309,7 @@ def quantize_command(
         bool | None,
         typer.Option(
             "--weight-clip-correction/--no-weight-clip-correction",
-            help="odm: per-layer weight clipping ratio searched before training [v2 default: on].",
+            help="odm: per-layer weight clipping ratio searched before training (v2 default: on).",
         ),
     ] = None,
     resume: Annotated[
