@@ -43,3 +43,19 @@ def test_pooled_differences_and_interval(tmp_path):
     c = _report(tmp_path / "c.json", {"set5": [30.0], "set14": [27.0, 28.0, 29.0]})
     with pytest.raises(DataError, match="same images"):
         bench.run(bench.parse_args([str(a), str(c)]))
+
+
+def test_odm_table_pairs_each_row_with_plain_qat_and_leaves_missing_runs_empty(tmp_path):
+    table = load_bench("odm_table")
+    _report(tmp_path / "fp32.eval.json", {"set5": [31.0, 32.0], "set14": [28.0, 29.0, 30.0]})
+    _report(tmp_path / "qat_w4a4.eval.json", {"set5": [30.0, 31.0], "set14": [27.0, 28.0, 29.0]})
+    _report(tmp_path / "odm1_w4a4.eval.json", {"set5": [30.2, 31.3], "set14": [27.1, 28.2, 29.1]})
+    (tmp_path / "odm1_w4a4.quantize.json").write_text(json.dumps({"quantization": {"qat": {
+        "conflict_ratio": {"body.0.conv1": 0.4}, "conflict_ratio_total": 0.4, "offsets": [], "weight_clip": {},
+        "history": [{"seconds": 10.0}, {"seconds": 5.0}]}}}))  # fmt: skip
+    result = table.run(table.parse_args([str(tmp_path)]))
+    cell = result["cells"]["odm1_w4a4"]
+    assert cell["vs_qat"]["diff_db"] == pytest.approx(0.18) and cell["vs_qat"]["wins"] == 5
+    assert cell["vs_fp32"]["diff_db"] == pytest.approx(-0.82) and cell["seconds"] == 15.0
+    text = table.markdown(result)
+    assert "+0.180" in text and "| - |" in text  # W3A3 / W2A2 rows not run
