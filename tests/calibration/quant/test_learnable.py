@@ -3,6 +3,7 @@ per-channel offsets, and their recipes."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -114,3 +115,36 @@ def test_recipes_with_offsets_and_asymmetry_rebuild_the_same_structure():
         quantize_model(
             _Net(), QuantRecipe(rules=(LayerRule("body.*", "skip"),), offsets=(("body.0", "shift"),))
         )
+
+
+class _One(nn.Module):
+    def __init__(self, q: TensorQuantizer) -> None:
+        super().__init__()
+        self.q = q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q(x)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"bits": 2, "narrow_range": False}, {"bits": 4, "asymmetric": True}],  # int8 and uint8 Q/DQ
+)
+def test_one_low_bit_quantizer_is_bit_exact_in_onnx_runtime(kwargs, tmp_path):
+    """The exported Clip -> QuantizeLinear -> DequantizeLinear computes the trained grid exactly: ONNX
+    Runtime and PyTorch agree on every value (whole networks then differ only where float accumulation
+    order moves a value across a rounding edge)."""
+    ort = pytest.importorskip("onnxruntime")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 16, 16, generator=gen) * 2 + (1 if kwargs.get("unsigned") else 0)
+    x = x.clamp_min(0) if kwargs.get("unsigned") else x
+    q = _calibrated(x, **kwargs)
+    path = tmp_path / "q.onnx"
+    program = torch.onnx.export(_One(q).eval(), (x,), dynamo=True, input_names=["x"], output_names=["y"])
+    program.save(str(path))
+    ops = [n.op_type for n in program.model_proto.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    probe = torch.randn(1, 3, 16, 16, generator=gen) * 3
+    got = session.run(None, {"x": probe.numpy()})[0]
+    assert np.array_equal(got, q(probe).numpy())
