@@ -12,13 +12,14 @@ from rich.table import Table
 
 from ..calibration.train.config import saved_val_fraction
 from ..common.errors import ConfigError
-from ..common.files import write_text_atomic
+from ..common.files import check_output_file, write_text_atomic
+from ..common.records import metrics_path
 from ..deploy.artifact import load_artifact
 from ..deploy.evaluate import EvalReport, evaluate_artifact
 from ..deploy.sr import SrEvalReport, evaluate_sr
 from ..jpeg.sr.sources import NAMED
-from .common import json_text, out_console, print_json, user_errors
-from .options import JsonReport, parse_qualities
+from .common import BadFiles, err_console, json_text, out_console, print_json, report_skipped, user_errors
+from .options import JsonReport, TrustCode, parse_qualities
 from .progress import EvalProgressView, make_progress
 
 
@@ -77,7 +78,10 @@ def evaluate_command(
     data: Annotated[
         str,
         typer.Option(
-            "--data", help="An ImageFolder of JPEGs, or 'cifar10' for the shared archive.", show_default=False
+            "--data",
+            help="An ImageFolder of JPEGs, or 'cifar10' for the shared archive; SR models: set5, set14 "
+            "(comma-separated) or a folder of HR images.",
+            show_default=False,
         ),
     ],
     qualities: Annotated[
@@ -88,12 +92,14 @@ def evaluate_command(
         ),
     ] = None,
     split: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="'val' (the validation split of training: same --val-fraction, same fixed seed), 'train', or "
-            "'all' (every image, e.g. for a separate test folder)."
+            "'all' (every image: use it for a separate test folder). Default: val, which scores only the "
+            "--val-fraction share of --data (10% unless the checkpoint says otherwise), and says so.",
+            show_default=False,
         ),
-    ] = "val",
+    ] = None,
     val_fraction: Annotated[
         float | None,
         typer.Option(help="Validation share for --split val/train (default: the checkpoint's, else 0.1)."),
@@ -112,19 +118,24 @@ def evaluate_command(
         str | None,
         typer.Option(help="Runtime: 'torch', 'ort' or 'tensorrt' (default: the artifact's natural one)."),
     ] = None,
+    bad_files: BadFiles = "stop",
     as_json: JsonReport = False,
+    trust_code: TrustCode = False,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
-            help="Also write the JSON report to this file (atomically: complete or absent).",
+            help="Also write the JSON report to this file and the per-quality rows beside it as "
+            "<name>.metrics.csv (atomically: complete or absent).",
             show_default=False,
         ),
     ] = None,
 ) -> None:
     """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
     with user_errors(ctx):
-        art = load_artifact(checkpoint)
+        if out is not None:
+            check_output_file(out, "--out", inputs=(checkpoint,))
+        art = load_artifact(checkpoint, trust_code=trust_code)
         if art.meta.task == "sr":
             sr_report = _evaluate_sr(art, data, qualities, backend, device)
         elif data in NAMED:
@@ -147,12 +158,14 @@ def evaluate_command(
         return
     with user_errors(ctx):
         quality_list = parse_qualities(qualities)
+        fraction = saved_val_fraction(art.extra) if val_fraction is None else val_fraction
         with make_progress(not as_json, detail=False, transient=True) as progress:
             report = evaluate_artifact(
                 art,
                 data,
-                val_fraction=saved_val_fraction(art.extra) if val_fraction is None else val_fraction,
-                split=split,
+                val_fraction=fraction,
+                split=split or "val",
+                bad_files=bad_files,
                 qualities=quality_list,
                 batch_size=batch_size,
                 num_workers=workers,
@@ -160,7 +173,17 @@ def evaluate_command(
                 backend=backend,
                 qabn_routing=routing,
                 progress=EvalProgressView(progress),
+                record=metrics_path(out) if out is not None else None,
             )
+    if split is None:
+        err_console.print(
+            f"note: scored the validation split only ({report.rows[0].images} images, {fraction:g} of {escape(data)}, "
+            "fixed seed); for a separate test folder pass --split all",
+            highlight=False,
+            soft_wrap=True,
+        )
+    report_skipped(report.skipped)
+    split = split or "val"
     result = {**report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split}
     if out is not None:
         write_text_atomic(out, json_text(result))

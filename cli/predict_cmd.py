@@ -15,6 +15,7 @@ from ..deploy.artifact import load_artifact
 from ..deploy.predict import predict
 from ..deploy.sr import upscale_files
 from .common import out_console, print_json, user_errors
+from .options import TrustCode
 
 
 def predict_command(
@@ -44,11 +45,12 @@ def predict_command(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients;
     super-resolution models write the upscaled images to --out."""
     with user_errors(ctx):
-        art = load_artifact(artifact)
+        art = load_artifact(artifact, trust_code=trust_code)
         if art.meta.task == "sr":
             if out is None:
                 raise ConfigError(
@@ -81,10 +83,11 @@ def predict_command(
     table.add_column("image", overflow="fold")
     table.add_column("class")
     table.add_column("p", justify="right")
-    table.add_column(f"top {top_k}", overflow="fold")
+    shown = min(top_k, max((len(p.top) for p in predictions), default=top_k))
+    table.add_column(f"top {shown}", overflow="fold")
     for p in predictions:
-        others = ", ".join(f"{escape(n)} {v:.2f}" for n, _, v in p.top[1:])
-        table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", others)
+        ranked = ", ".join(f"{escape(n)} {v:.3f}" for n, _, v in p.top)
+        table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", ranked)
     out_console.print(table)
 
 

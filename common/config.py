@@ -12,6 +12,7 @@ keeps validating itself on construction with `check()` and only declares, as cla
   RESUMABLE  fields a resumed run may change (they do not change what is computed).
   SPARSE   fields added after the layout was published: written only when they differ from their
            default, so the files (and hashes) of configs that do not use them stay as they were.
+  upgrade()  (a classmethod) the fields of an older READS version as this version means them.
 
 In return it gets:
 
@@ -73,6 +74,12 @@ class Config:
     RESUMABLE: ClassVar[tuple[str, ...]] = ()
     SPARSE: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
+        """The saved `fields` of `version` (one of READS) as this version reads them: a class whose field
+        changed meaning bumps VERSION and fills in here what older files meant. Default: unchanged."""
+        return fields
+
     def changes(self, other: Config) -> dict[str, tuple[Any, Any]]:
         """{field: (self's plain value, other's)} for every field, in name order, where `other` (the same
         config type) differs from this one, apart from RESUMABLE. {} when a run of `other` may continue one
@@ -130,6 +137,7 @@ class Config:
         values = data["fields"] if nested else {k: v for k, v in data.items() if k not in RESERVED}
         if not isinstance(values, Mapping):
             raise error(f"the fields of a saved {name} must be a mapping, got {type(values).__name__}")
+        values = cls.upgrade(dict(values), version)
         known = _field_names(cls)
         if unknown := unknown_names(values, known):
             raise error(

@@ -127,7 +127,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise ModelError(
             f"model {name!r} does not take these arguments ({exc}); it takes: {params}"
         ) from None
-    model = builder(**kwargs)
+    try:
+        model = builder(**kwargs)
+    except (TypeError, ValueError) as exc:  # an argument of the right name with a value it cannot take
+        raise ModelError(f"model {name!r} cannot be built from the arguments {kwargs}: {exc}") from exc
     for attr in TASK_ATTRIBUTES[info.task]:
         if not hasattr(model, attr):
             raise ModelError(f"builder of {name!r} returned a model without the `{attr}` attribute")

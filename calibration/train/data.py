@@ -12,15 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from ...common.errors import DataError
 from ...jpeg.dataset import FolderDataset
 from ...jpeg.recompress import QualityPolicy
 from ...jpeg.samples import Sample
-from ...jpeg.splits import CIFAR10, DataSplit, make_dataset, split_data
+from ...jpeg.splits import CIFAR10, DataSplit, make_dataset, screen_split, split_data
 from ...jpeg.sr.sources import NAMED as SR_SETS
-from ...models.registry import get_model_info
+from ...models.registry import create_model, get_model_info
 from .config import TrainConfig
 from .sr import build_sr_data
 
@@ -53,29 +54,46 @@ def check_data_for_task(data: str | Path, task: str, arch: str) -> None:
 
 @dataclass(frozen=True)
 class TrainData:
-    """The two datasets of a run and the split they came from (None for SR data), described in words."""
+    """The two datasets of a run and the split they came from (None for SR data), described in words;
+    `skipped`: files left out by `bad_files="skip"` (path, the reader's message)."""
 
     train: Dataset
     val: Dataset
     split: DataSplit | None
     description: str = ""
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
-def build_train_data(data: str | Path, config: TrainConfig, *, cache_dir: Path | None = None) -> TrainData:
+def build_train_data(
+    data: str | Path, config: TrainConfig, *, cache_dir: Path | None = None, bad_files: str = "stop"
+) -> TrainData:
     """Datasets for `config`: training images re-compressed per `config.train_qualities`, validation
     ones at `config.eval_quality`, split off `data` by `config.val_fraction`.
 
-    SR architectures (task "sr"): HR images of `data`, see calibration/train/sr.py.
+    SR architectures (task "sr"): HR images of `data`, see calibration/train/sr.py (`bad_files` does not
+    apply: an unusable HR image is always a DataError).
+
+    bad_files: "stop" (a file the reader refuses stops training when it is reached), "list" (read every
+    file first; UnreadableFilesError names all bad ones) or "skip" (read every file first, leave the bad
+    ones out of both splits): jpeg.splits.screen_split.
 
     Raises:
         DataError: as split_data, or an empty training or validation split. ModelError: unknown arch.
+        UnreadableFilesError: bad files with bad_files="list".
     """
     task = get_model_info(config.arch).task  # an unknown name fails before the data is read
     check_data_for_task(data, task, config.arch)
     if task == "sr":
+        with torch.device("meta"):  # the architecture's arguments checked before anything is read
+            create_model(config.arch, **config.arch_kwargs)
         train, val, description = build_sr_data(data, config, cache_dir=cache_dir)
         return TrainData(train, val, None, description)
-    split = split_data(data, config.val_fraction, cache_dir=cache_dir)
+    screened = screen_split(split_data(data, config.val_fraction, cache_dir=cache_dir), bad_files)
+    split = screened.split
+    # The architecture's arguments checked now, before anything is printed or read: built on the meta
+    # device, which allocates nothing.
+    with torch.device("meta"):
+        create_model(config.arch, num_classes=len(split.class_names), **config.arch_kwargs)
     policy = QualityPolicy(train_qualities=config.train_qualities, test_quality=config.eval_quality)
     return TrainData(
         train=dataset_for_arch(
@@ -84,4 +102,5 @@ def build_train_data(data: str | Path, config: TrainConfig, *, cache_dir: Path |
         val=dataset_for_arch(config.arch, split.root, split.samples("val"), train=False, policy=policy),
         split=split,
         description=f"{len(split.class_names)} classes",
+        skipped=tuple(screened.skipped),
     )

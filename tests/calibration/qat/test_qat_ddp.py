@@ -49,7 +49,12 @@ def test_two_cpu_ranks_end_identical(tmp_path):
     t1 = torch.load(tmp_path / "train-rank1.pt", weights_only=True)
     assert all(torch.equal(t0[k], t1[k]) for k in t0)
     assert (tmp_path / "train-rank0.psnr").read_text() == (tmp_path / "train-rank1.psnr").read_text()
-    assert sorted(p.name for p in (tmp_path / "srtrain").iterdir()) == ["best.pt", "last.pt", "last.state.pt"]
+    assert sorted(p.name for p in (tmp_path / "srtrain").iterdir()) == [
+        "best.pt",
+        "last.pt",
+        "last.state.pt",
+        "metrics.csv",
+    ]
     for method in ("qat", "odm"):
         r0 = torch.load(tmp_path / f"{method}-rank0.pt", weights_only=True)
         r1 = torch.load(tmp_path / f"{method}-rank1.pt", weights_only=True)
