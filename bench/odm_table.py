@@ -4,7 +4,8 @@ Reads `<name>.eval.json` (`dctq evaluate --json --out`) and `<name>.quantize.jso
 of the runs named ROW_BIT (rows: qat, var, coop, odm1, odm2; bits: w4a4, w3a3, w2a2) and fp32.eval.json,
 and prints (1) PSNR / SSIM per set and bit width, (2) every row against plain QAT at the same bit width:
 the pooled per-image PSNR difference on Set5 + Set14 with its 95% interval (bench/sr_paired.py), (3) the
-gradient conflict ratio per layer of the cooperative runs. Missing runs leave their cells empty ("-").
+gradient conflict ratio per layer of the cooperative runs, (4) every row against FP32 with its QAT
+seconds. Missing runs leave their cells empty ("-").
 
     .venv/bin/python bench/odm_table.py runs/sr --json docs/results/odm_sr_table.json
 """
@@ -117,6 +118,68 @@ def markdown(result: dict[str, Any]) -> str:
                 else "-"
             )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", _vs_fp32(result), "", _conflicts(result)]
+    return "\n".join(lines)
+
+
+def _vs_fp32(result: dict[str, Any]) -> str:
+    """Every row against the FP32 model (pooled per-image PSNR difference, 95% interval) and its QAT seconds."""
+    lines = [
+        "| vs FP32, Set5 + Set14 pooled: mean dB [95% CI]; QAT seconds | "
+        + " | ".join(b.upper() for b in BITS)
+        + " |",
+        "|---|" + "---:|" * len(BITS),
+    ]
+    for row, label in ROWS.items():
+        cells = []
+        for bits in BITS:
+            cell = result["cells"].get(f"{row}_{bits}", {})
+            vs = cell.get("vs_fp32")
+            seconds = f"; {cell['seconds']:.0f} s" if cell.get("seconds") else ""
+            cells.append(
+                f"{vs['diff_db']:+.3f} [{vs['ci95_db'][0]:+.3f}, {vs['ci95_db'][1]:+.3f}]{seconds}"
+                if vs
+                else "-"
+            )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _conflicts(result: dict[str, Any]) -> str:
+    """The gradient conflict ratio (% of elements whose regulariser and reconstruction gradients have opposite
+    signs, over all steps) per weight tensor of the runs that logged one; quantizer ranges and offsets in the
+    last rows."""
+    runs = [n for n, c in result["cells"].items() if c.get("conflict_ratio")]
+    if not runs:
+        return "(no run logged gradient conflict ratios)"
+    layers: list[str] = []
+    for n in runs:
+        layers += [k for k in result["cells"][n]["conflict_ratio"] if k not in layers]
+    weights = [k for k in layers if "quantizer" not in k]
+    lines = [
+        "| gradient conflict ratio % | " + " | ".join(runs) + " |",
+        "|---|" + "---:|" * len(runs),
+    ]
+
+    def share(n: str, keys: list[str]) -> str:
+        ratios = [
+            result["cells"][n]["conflict_ratio"][k] for k in keys if k in result["cells"][n]["conflict_ratio"]
+        ]
+        return f"{100 * sum(ratios) / len(ratios):.1f}" if ratios else "-"
+
+    for k in weights:
+        lines.append(f"| {k} | " + " | ".join(share(n, [k]) for n in runs) + " |")
+    ranges = [k for k in layers if "quantizer" in k]
+    lines.append(
+        "| quantizer ranges and offsets (mean over tensors) | "
+        + " | ".join(share(n, ranges) for n in runs)
+        + " |"
+    )
+    lines.append(
+        "| all elements | "
+        + " | ".join(f"{100 * (result['cells'][n].get('conflict_ratio_total') or 0):.1f}" for n in runs)
+        + " |"
+    )
     return "\n".join(lines)
 
 

@@ -59,3 +59,5 @@ def test_odm_table_pairs_each_row_with_plain_qat_and_leaves_missing_runs_empty(t
     assert cell["vs_fp32"]["diff_db"] == pytest.approx(-0.82) and cell["seconds"] == 15.0
     text = table.markdown(result)
     assert "+0.180" in text and "| - |" in text  # W3A3 / W2A2 rows not run
+    assert "-0.820" in text and "; 15 s" in text  # vs FP32, with the QAT seconds
+    assert "| body.0.conv1 | 40.0 |" in text and "| all elements | 40.0 |" in text  # conflict ratio per layer
