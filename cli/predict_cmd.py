@@ -1,4 +1,5 @@
-"""`dctq predict ARTIFACT IMG... [--backend] [--top-k] [--json]`: classify JPEG files."""
+"""`dctq predict ARTIFACT IMG... [--backend] [--top-k] [--json]`: classify JPEG files; with an SR model,
+`dctq predict model.pt low.jpg --out high.png` writes the upscaled image (a folder for several)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..common.errors import ConfigError
+from ..deploy.artifact import load_artifact
 from ..deploy.predict import predict
+from ..deploy.sr import upscale_files
 from .common import out_console, print_json, user_errors
 from .options import TrustCode
 
@@ -20,7 +24,9 @@ def predict_command(
         Path,
         typer.Argument(help="A checkpoint (.pt), ONNX (.onnx), TorchScript (.ts), program (.pt2) or engine."),
     ],
-    images: Annotated[list[Path], typer.Argument(help="JPEG files.", show_default=False)],
+    images: Annotated[
+        list[Path], typer.Argument(help="JPEG files (SR models: any image file).", show_default=False)
+    ],
     backend: Annotated[
         str | None,
         typer.Option(
@@ -30,20 +36,46 @@ def predict_command(
     top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.")] = 5,
     batch_size: Annotated[int, typer.Option(help="Images per run.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (torch/tensorrt backends).")] = "auto",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="SR models: the upscaled image to write (.png recommended), or a folder for several inputs.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
     trust_code: TrustCode = False,
 ) -> None:
-    """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients."""
+    """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients;
+    super-resolution models write the upscaled images to --out."""
     with user_errors(ctx):
-        predictions = predict(
-            artifact,
-            images,
-            backend=backend,
-            top_k=top_k,
-            batch_size=batch_size,
-            device=device,
-            trust_code=trust_code,
-        )
+        art = load_artifact(artifact, trust_code=trust_code)
+        if art.meta.task == "sr":
+            if out is None:
+                raise ConfigError(
+                    f"{artifact} is a super-resolution model: give --out high.png (or a folder)"
+                )
+            done = upscale_files(art, images, out, backend=backend, device=device)
+        elif out is not None:
+            raise ConfigError(
+                f"--out writes upscaled images of SR models; {artifact} is a classifier: drop --out"
+            )
+        else:
+            done = None
+    if done is not None:
+        if as_json:
+            print_json([d.__dict__ for d in done])
+        else:
+            for d in done:
+                out_console.print(
+                    f"{escape(d.source)} {d.input_size[0]}x{d.input_size[1]} -> {escape(d.output)} "
+                    f"{d.output_size[0]}x{d.output_size[1]}",
+                    highlight=False,
+                )
+        return
+    with user_errors(ctx):
+        predictions = predict(art, images, backend=backend, top_k=top_k, batch_size=batch_size, device=device)
     if as_json:
         print_json([p.to_dict() for p in predictions])
         return

@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ..calibration.qat.config import QatEpochEnd, QatStep
 from ..calibration.qsam.meta import MetaEpochEnd
 from ..calibration.train.events import EpochEnd, EpochStart, StepEnd, TrainEvent
 from ..calibration.workflow.quantize import CalibProgress, QuantizeEvent
@@ -123,20 +124,26 @@ class TrainProgressView:
             self.bars.outer.ensure(total=event.epochs, completed=event.epoch - 1)
             self.bars.inner.follow(event.epoch, f"epoch {event.epoch}", event.steps)
         elif isinstance(event, StepEnd):
+            score = f"acc {100 * event.top1:5.1f}%" if event.top1 is not None else f"psnr {event.psnr:.2f} dB"
             self.bars.step(
                 event.epoch,
                 f"epoch {event.epoch}",
                 event.step,
                 event.steps,
-                stats=f"loss {event.loss:.4f}  acc {100 * event.top1:5.1f}%  "
-                f"{event.images_per_second:,.0f} img/s  lr {event.lr:.3g}",
+                stats=f"loss {event.loss:.4f}  {score}  {event.images_per_second:,.0f} img/s  lr {event.lr:.3g}",
             )
         elif isinstance(event, EpochEnd):
-            line = (
-                f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
+            score = (
                 f"acc {100 * event.train_top1:.1f}%"
+                if event.train_top1 is not None
+                else f"psnr {event.train_psnr:.2f} dB"
             )
-            if event.val is not None:
+            line = f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} {score}"
+            if event.val is not None and event.val.psnr is not None:
+                line += (
+                    f"  val loss {event.val.loss:.4f} PSNR {event.val.psnr:.3f} dB SSIM {event.val.ssim:.4f}"
+                )
+            elif event.val is not None:
                 line += f"  val loss {event.val.loss:.4f} top-1 {100 * event.val.top1:.2f}% top-5 {100 * event.val.top5:.2f}%"
             line += f"  {event.seconds:.1f}s" + ("  [green]best[/]" if event.is_best else "")
             self.bars.finish(event.epoch, None, line)
@@ -200,7 +207,7 @@ class SynthProgressView:
 
 class QuantizeProgressView:
     """`dctq quantize`: bars for PTQ calibration batches, synthesis (as SynthProgressView) and the
-    fine-tuning epochs and steps; one line per synthetic batch and per fine-tuning epoch."""
+    fine-tuning / QAT epochs and steps; one line per synthetic batch and per fine-tuning or QAT epoch."""
 
     def __init__(self, progress: Progress) -> None:
         self.synth = SynthProgressView(progress)
@@ -218,6 +225,26 @@ class QuantizeProgressView:
                 event.steps,
                 stats=f"loss {event.loss:.4g}  kd {event.kd:.4g}  ce {event.ce:.3f}  "
                 f"agree {100 * event.agreement:.1f}%  lr {event.lr:.2g}",
+            )
+        elif isinstance(event, QatStep):
+            conflict = f"  conflict {100 * event.conflict:.1f}%" if event.conflict is not None else ""
+            self.fine_tune.step(
+                event.epoch,
+                f"QAT epoch {event.epoch}",
+                event.step,
+                event.steps,
+                stats=f"loss {event.loss:.4g}  rec {event.rec:.4g}  reg {event.reg:.3g}  score {event.score:.4g}"
+                f"{conflict}  lr {event.lr:.2g}",
+            )
+        elif isinstance(event, QatEpochEnd):
+            conflict = (
+                f"  gradient conflict {100 * event.conflict:.1f}%" if event.conflict is not None else ""
+            )
+            self.fine_tune.finish(
+                event.epoch,
+                event.epochs,
+                f"QAT epoch {event.epoch}/{event.epochs}  loss {event.loss:.5g}  reconstruction {event.rec:.5g}  "
+                f"regulariser {event.reg:.3g}  score {event.score:.4g}{conflict}  {event.seconds:.1f}s",
             )
         elif isinstance(event, ZeroShotEpochEnd):
             self.fine_tune.finish(

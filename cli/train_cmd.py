@@ -20,6 +20,7 @@ from ..calibration.train.data import build_train_data
 from ..calibration.train.events import TrainResult
 from ..calibration.train.loop import train
 from ..common.files import check_output_dir
+from ..models.registry import get_model_info
 from .common import BadFiles, err_console, out_console, print_json, report_skipped, summary_table, user_errors
 from .options import JsonResult, field_default_help, given, parse_arch_kwargs, parse_int_list
 from .progress import TrainProgressView, make_progress
@@ -33,8 +34,12 @@ def _summary(result: TrainResult) -> Table:
     table.add_row("best epoch", str(result.best_epoch))
     if result.best_top1 is not None:
         table.add_row("best val top-1", f"{100 * result.best_top1:.2f}%")
-    if last is not None and last.val is not None:
+    if result.best_psnr is not None:
+        table.add_row("best val PSNR", f"{result.best_psnr:.3f} dB")
+    if last is not None and last.val is not None and last.val.top1 is not None:
         table.add_row("last val top-1 / top-5", f"{100 * last.val.top1:.2f}% / {100 * last.val.top5:.2f}%")
+    if last is not None and last.val is not None and last.val.psnr is not None:
+        table.add_row("last val PSNR / SSIM", f"{last.val.psnr:.3f} dB / {last.val.ssim:.4f}")
     if last is not None:
         table.add_row("last train loss", f"{last.train_loss:.4f}")
     table.add_row("best checkpoint", escape(str(result.best_path)))
@@ -51,8 +56,9 @@ def train_command(
         str,
         typer.Option(
             "--data",
-            help="An ImageFolder of JPEGs (root/<class>/*.jpg), or 'cifar10' for the shared CIFAR-10 archive. "
-            "The validation set is split off it (stratified, fixed seed).",
+            help="Classifiers: an ImageFolder of JPEGs (root/<class>/*.jpg), or 'cifar10' for the shared CIFAR-10 "
+            "archive. SR models: a folder of HR images, or 'sr' for the shared BSD200+Yang91 archive. The validation "
+            "set is split off it (fixed seed).",
             show_default=False,
         ),
     ],
@@ -69,7 +75,27 @@ def train_command(
             + _default("batch_size")
         ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak SGD learning rate." + _default("lr"))] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate." + _default("lr") + " (SR models: 4e-4)")
+    ] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(
+            help="'sgd' or 'adam' (beta1 = --momentum)." + _default("optimizer") + " (SR models: adam)"
+        ),
+    ] = None,
+    patch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="SR models: HR training patch side, a multiple of the scale." + _default("patch_size")
+        ),
+    ] = None,
+    samples_per_epoch: Annotated[
+        int | None,
+        typer.Option(
+            help="SR models: random training patches per epoch (default 8000; classifiers: one pass)."
+        ),
+    ] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum." + _default("momentum"))] = None,
     weight_decay: Annotated[
         float | None, typer.Option(help="L2 weight decay." + _default("weight_decay"))
@@ -160,6 +186,12 @@ def train_command(
     arch_kwargs: Annotated[
         str | None, typer.Option(help="Extra architecture arguments as JSON, e.g. '{\"widths\": [16, 32]}'.")
     ] = None,
+    skip_small_images: Annotated[
+        bool,
+        typer.Option(
+            "--skip-small-images", help="SR models: leave out training images smaller than the patch."
+        ),
+    ] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out after its last epoch.")
     ] = False,
@@ -196,16 +228,20 @@ def train_command(
             "log_every": log_every,
             "device": device,
             "arch_kwargs": parse_arch_kwargs(arch_kwargs),
+            "optimizer": optimizer,
+            "patch_size": patch_size,
+            "samples_per_epoch": samples_per_epoch,
+            "skip_small_images": skip_small_images or None,
         }
-        config = TrainConfig(arch=arch, **given(options))
+        config = TrainConfig.for_arch(arch, get_model_info(arch).task, **given(options))
         main = detect_env().is_main
         data_sets = build_train_data(data, config, bad_files=bad_files)
         if main:
             report_skipped(data_sets.skipped)
         if main and not as_json:
             err_console.print(
-                f"training [bold]{escape(arch)}[/] on {len(data_sets.train)} images "
-                f"({len(data_sets.split.class_names)} classes), validating on {len(data_sets.val)}",
+                f"training [bold]{escape(arch)}[/] on {len(data_sets.train)} samples "
+                f"({escape(data_sets.description)}), validating on {len(data_sets.val)}",
                 highlight=False,
             )
         with make_progress(main) as progress:

@@ -1,9 +1,13 @@
-"""The training loop: SGD on a registry model over a JPEG dataset, one process or several under torchrun.
+"""The training loop: SGD or Adam on a registry model, one process or several under torchrun.
 
 `train(config, train_set, val_set, out_dir)` builds the model by name, measures the DCT stem's
-statistics on training batches, trains with SGD (+Nesterov) under a cosine or multistep schedule
+statistics on training batches, trains with SGD (+Nesterov) or Adam under a cosine or multistep schedule
 with linear warm-up, validates every epoch and writes, atomically, `last.pt`, `best.pt` (the best
-validation top-1) and `last.state.pt` into `out_dir` (what they hold: state.py).
+validation top-1, or PSNR) and `last.state.pt` into `out_dir` (what they hold: state.py).
+
+The architecture's registry task picks what a step and a validation compute: classifiers ("classify":
+cross-entropy, top-1/top-5, QSAM's options) or super-resolution ("sr": L1 loss, PSNR/SSIM; sr.py).
+A new task adds a case in `_Run._step` and `_Run._validate` (and its data in data.py).
 
 Reproducibility: every epoch reseeds torch and the data order/augmentation from (seed, epoch), so a
 run resumed from `last.pt` repeats the uninterrupted run exactly on CPU (RNG states need no saving).
@@ -34,7 +38,7 @@ from ...jpeg.recompress import QualityPolicy
 from ...models.metrics import topk_correct
 from ...models.qabn import QSAM_BASE_QUALITIES, apply_qabn, qabn_routing
 from ...models.qabn_routing import oracle_branch_index
-from ...models.registry import create_model
+from ...models.registry import create_model, get_model_info
 from ...models.stem import DctStem, compute_stem_stats
 from .. import distributed as dd
 from ..qsam.data import MultiQualityDataset, collate_versions
@@ -50,6 +54,7 @@ from .events import (
     ValMetrics,
 )
 from .schedule import determinism, lr_factor
+from .sr import sr_step, validate_sr
 from .state import BEST, LAST, RunProgress, check_no_run, load_run, save_epoch
 
 __all__ = [
@@ -92,11 +97,12 @@ class _Run:
         progress: ProgressCallback | None,
     ) -> None:
         self.config, self.out_dir, self.env, self.device = config, out_dir, env, device
+        self.task = get_model_info(config.arch).task
         # QSAM's protocol: every image at all base qualities per step; with --qualities, one random each.
         self.quality_versions = config.versions or (config.qabn and config.train_qualities is None)
         self.progress = progress if env.is_main else None
         self.class_names = list(getattr(train_set, "class_names", []))
-        if not self.class_names:
+        if not self.class_names and self.task == "classify":
             raise DataError("train_set has no class_names; use a dctq JpegFolder / RgbJpegFolder")
         self.val_set = val_set
         if self.quality_versions:
@@ -104,7 +110,8 @@ class _Run:
             self.collate = collate_versions
         else:
             self.train_set, self.collate = train_set, collate_samples
-        self.arch_kwargs = {"num_classes": len(self.class_names), **config.arch_kwargs}
+        classes = {"num_classes": len(self.class_names)} if self.task == "classify" else {}
+        self.arch_kwargs = {**classes, **config.arch_kwargs}
         torch.manual_seed(config.seed)
         model = create_model(config.arch, **self.arch_kwargs)
         if config.qabn:
@@ -115,13 +122,7 @@ class _Run:
         self.use_amp = config.amp and device.type == "cuda"
         if config.amp and not self.use_amp:
             logger.warning("--amp applies to CUDA only; training in float32 on %s", device)
-        self.optimizer = torch.optim.SGD(
-            [p for p in self.core.parameters() if p.requires_grad],
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            nesterov=config.nesterov,
-        )
+        self.optimizer = make_optimizer([p for p in self.core.parameters() if p.requires_grad], config)
         self.steps = len(self._train_loader(0))
         if config.max_steps_per_epoch is not None:
             self.steps = min(self.steps, config.max_steps_per_epoch)
@@ -129,7 +130,7 @@ class _Run:
             self.optimizer, lambda s: lr_factor(s, config=config, steps_per_epoch=self.steps)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.start_epoch, self.best_epoch, self.best_top1 = 0, 0, None
+        self.start_epoch, self.best_epoch, self.best_score = 0, 0, None
         self.history: list[EpochEnd] = []
 
     # -------------------------------------------------------------------------------- data
@@ -183,7 +184,7 @@ class _Run:
             scaler,
             repair=self.env.is_main,  # rank 0 writes the run's files
         )
-        self.start_epoch, self.best_epoch, self.best_top1, self.history = done
+        self.start_epoch, self.best_epoch, self.best_score, self.history = done
         logger.info("resuming %s after epoch %d", self.out_dir, self.start_epoch)
 
     def _save(self, epoch: int, val: ValMetrics | None, is_best: bool) -> None:
@@ -193,7 +194,7 @@ class _Run:
             self.optimizer,
             self.scheduler,
             self.scaler,
-            RunProgress(epoch, self.best_epoch, self.best_top1, self.history),
+            RunProgress(epoch, self.best_epoch, self.best_score, self.history),
             config=self.config,
             arch_kwargs=self.arch_kwargs,
             class_names=self.class_names,
@@ -217,6 +218,23 @@ class _Run:
     def _routing(self, branch: Tensor | None) -> contextlib.AbstractContextManager[None]:
         return qabn_routing(self.core, branch) if branch is not None else contextlib.nullcontext()
 
+    def _step(self, model: nn.Module, batch: dict[str, Tensor], chunks: int) -> tuple[Tensor, Tensor, int]:
+        """(loss, the batch's summed training score: correct top-1 or PSNR, samples) of one batch."""
+        if self.task == "sr":
+            return sr_step(model, batch, self.device)
+        inputs, labels = model_inputs(batch, self.device), batch["label"].to(self.device)
+        branch = None
+        if self.config.qabn:
+            branch = batch.get("branch")
+            if branch is None:
+                branch = oracle_branch_index(inputs[-1])
+        with self._routing(branch), self._autocast():
+            logits = model(*inputs)
+        loss = self._loss(logits.float(), labels, inputs[-1], chunks)
+        with torch.no_grad():
+            correct = topk_correct(logits, labels, (1,))[0]
+        return loss, correct, labels.shape[0]
+
     def _train_epoch(self, model: nn.Module, epoch: int) -> tuple[float, float]:
         loader = self._train_loader(epoch)
         if self.env.distributed:
@@ -227,15 +245,7 @@ class _Run:
         window = torch.zeros(3, dtype=torch.float64, device=self.device)
         tick = time.perf_counter()
         for step, batch in enumerate(loader, start=1):
-            inputs, labels = model_inputs(batch, self.device), batch["label"].to(self.device)
-            branch = None
-            if self.config.qabn:
-                branch = batch.get("branch")
-                if branch is None:
-                    branch = oracle_branch_index(inputs[-1])
-            with self._routing(branch), self._autocast():
-                logits = model(*inputs)
-            loss = self._loss(logits.float(), labels, inputs[-1], chunks)
+            loss, score, count = self._step(model, batch, chunks)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -243,9 +253,9 @@ class _Run:
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             with torch.no_grad():
-                window[0] += loss.detach().double() * labels.shape[0]
-                window[1] += topk_correct(logits, labels, (1,))[0]
-                window[2] += labels.shape[0]
+                window[0] += loss.detach().double() * count
+                window[1] += score
+                window[2] += count
             if step % self.config.log_every == 0 or step == self.steps:
                 w = window.tolist()
                 now = time.perf_counter()
@@ -256,9 +266,10 @@ class _Run:
                             step,
                             self.steps,
                             w[0] / w[2],
-                            w[1] / w[2],
+                            w[1] / w[2] if self.task == "classify" else None,
                             w[2] * self.env.world_size / max(now - tick, 1e-9),
                             lr,
+                            psnr=w[1] / w[2] if self.task == "sr" else None,
                         )
                     )
                 totals += window
@@ -273,6 +284,8 @@ class _Run:
     def _validate(self) -> ValMetrics:
         if self.val_set is None:
             raise DataError("no validation set")
+        if self.task == "sr":
+            return validate_sr(self.core, self.val_set, self.env, self.device)  # type: ignore[arg-type]
         self.core.eval()
         # An exact shard per process (DistributedSampler would pad with repeated images).
         shard = Subset(self.val_set, range(self.env.rank, len(self.val_set), self.env.world_size))
@@ -311,33 +324,35 @@ class _Run:
                 self.progress(EpochStart(epoch + 1, self.config.epochs, self.steps))
             tick = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            train_loss, train_top1 = self._train_epoch(model, epoch)
+            train_loss, train_score = self._train_epoch(model, epoch)
             dd.sync_buffers(self.core, self.env)
             val = self._validate() if self.val_set is not None else None
-            is_best = val is None or self.best_top1 is None or val.top1 > self.best_top1
+            is_best = val is None or self.best_score is None or val.score > self.best_score
             if is_best:
-                self.best_epoch, self.best_top1 = epoch + 1, (val.top1 if val is not None else None)
+                self.best_epoch, self.best_score = epoch + 1, (val.score if val is not None else None)
+            sr = self.task == "sr"
             end = EpochEnd(
                 epoch + 1,
                 self.config.epochs,
                 train_loss,
-                train_top1,
+                None if sr else train_score,
                 val,
                 is_best,
                 time.perf_counter() - tick,
                 lr,
+                train_psnr=train_score if sr else None,
             )
             self.history.append(end)
             if self.env.is_main:
                 self._save(epoch + 1, val, is_best)
             dd.barrier(self.env)
             logger.info(
-                "epoch %d/%d: train loss %.4f top-1 %.4f%s",
+                "epoch %d/%d: train loss %.4f score %.4f%s",
                 epoch + 1,
                 self.config.epochs,
                 train_loss,
-                train_top1,
-                f", val loss {val.loss:.4f} top-1 {val.top1:.4f} top-5 {val.top5:.4f}" if val else "",
+                train_score,
+                f", val {val}" if val else "",
             )
             if self.progress is not None:
                 self.progress(end)
@@ -347,11 +362,27 @@ class _Run:
             best_path=self.out_dir / BEST,
             last_path=self.out_dir / LAST,
             best_epoch=self.best_epoch,
-            best_top1=self.best_top1,
+            best_top1=self.best_score if self.task == "classify" else None,
+            best_psnr=self.best_score if self.task == "sr" else None,
             start_epoch=self.start_epoch,
             history=tuple(self.history),
             model=self.core,
         )
+
+
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or Adam (beta1 = momentum) over `params`, as `config.optimizer` says."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(
+            params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay
+        )
+    return torch.optim.SGD(
+        params,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
 
 
 def train(

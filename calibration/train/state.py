@@ -4,7 +4,7 @@
   gradient scaler, best so far, history), plain tensors and data that `torch.load(weights_only=True)`
   reads;
 - `last.pt` / `best.pt`: dctq checkpoints (models.checkpoint) of the last and the best epoch (by
-  validation top-1), `extra` holding the TrainConfig, the epoch and its validation metrics;
+  validation top-1, PSNR for SR models), `extra` holding the TrainConfig, the epoch and its validation metrics;
 - `metrics.csv`: the run record, one row per epoch so far (the flattened EpochEnd: epoch, train_loss,
   train_top1, val_loss, val_top1, ..., is_best, seconds, lr; common/records.py), for `dctq report`.
 
@@ -46,11 +46,12 @@ logger = logging.getLogger(__name__)
 
 
 class RunProgress(NamedTuple):
-    """How far a run got: epochs done, the best epoch and its validation top-1, every EpochEnd."""
+    """How far a run got: epochs done, the best epoch and its validation score (ValMetrics.score: top-1,
+    or PSNR for SR models), every EpochEnd."""
 
     epoch: int
     best_epoch: int
-    best_top1: float | None
+    best_score: float | None
     history: list[EpochEnd]
 
 
@@ -101,7 +102,7 @@ def save_epoch(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "best_epoch": progress.best_epoch,
-        "best_top1": progress.best_top1,
+        "best_score": progress.best_score,
         "history": [dataclasses.asdict(h) for h in progress.history],
     }
     write_epoch(out_dir, state, is_best=is_best)
@@ -191,7 +192,8 @@ def load_run(
     if repair and "checkpoint" in state:
         repair_epoch_files(out_dir, state)
     history = [epoch_end_from_dict(h) for h in state["history"]]
-    return RunProgress(state["epoch"], state["best_epoch"], state["best_top1"], history)
+    best = state["best_score"] if "best_score" in state else state.get("best_top1")  # runs before SR
+    return RunProgress(state["epoch"], state["best_epoch"], best, history)
 
 
 def remove_stale_writes(out_dir: Path) -> None:

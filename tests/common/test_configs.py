@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import dctq
+from dctq.calibration.qat.config import QatConfig
 from dctq.calibration.qsam.meta import MetaConfig
 from dctq.calibration.quant.recipe import PRESETS, LayerRule, QuantRecipe
 from dctq.calibration.train.config import TrainConfig
@@ -40,6 +41,18 @@ CASES = {
             max_steps_per_epoch=3,
             device="cpu",
         ),
+        TrainConfig.for_arch(
+            "edsr_cpu_x2", "sr", patch_size=32, samples_per_epoch=64, skip_small_images=True
+        ),
+    ],
+    QatConfig: [
+        QatConfig(),
+        QatConfig(
+            method="odm", epochs=2, variance_weight=0.1, cooperative=True, offsets="both", odm_version=1
+        ),
+        QatConfig(
+            method="odm", mismatch_weight=1.0, weight_clip_correction=True, odm_version=2, gradient="lsq"
+        ),
     ],
     MetaConfig: [
         MetaConfig(),
@@ -59,6 +72,7 @@ CASES = {
             act_unsigned=True,
             add_inputs="both",
         ),
+        QuantRecipe(act_bits=3, act_asymmetric=True, offsets=[("body.0.conv1", "both")]),
     ],
     SynthConfig: [
         SynthConfig(),

@@ -42,7 +42,7 @@ from dctq.models import (
 )
 from dctq.models.resnet import Bottleneck
 
-ALL_MODELS = [info.name for info in list_models()]
+ALL_MODELS = [info.name for info in list_models(task="classify")]  # SR models: test_sr_models.py
 
 # name: (parameters, MACs) at num_classes=1000 (10 for CIFAR models), default input size; measured.
 REGRESSION = {
