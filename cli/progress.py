@@ -21,7 +21,7 @@ from rich.progress import (
 )
 
 from ..calibration.qsam.meta import MetaEpochEnd
-from ..calibration.train.events import EpochEnd, EpochStart, StepEnd, TrainEvent
+from ..calibration.train.events import EpochEnd, EpochStart, StepEnd, TrainEvent, ValMetrics
 from ..calibration.workflow.quantize import CalibProgress, QuantizeEvent
 from ..calibration.zeroshot.config import (
     SynthBatchEnd,
@@ -128,18 +128,40 @@ class TrainProgressView:
                 f"epoch {event.epoch}",
                 event.step,
                 event.steps,
-                stats=f"loss {event.loss:.4f}  acc {100 * event.top1:5.1f}%  "
+                stats=f"loss {event.loss:.4f}  {_train_stats(event.top1, event.metrics)}"
                 f"{event.images_per_second:,.0f} img/s  lr {event.lr:.3g}",
             )
         elif isinstance(event, EpochEnd):
-            line = (
-                f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
-                f"acc {100 * event.train_top1:.1f}%"
-            )
+            line = f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
+            line += _train_stats(event.train_top1, event.train_metrics, width=0).rstrip()
             if event.val is not None:
-                line += f"  val loss {event.val.loss:.4f} top-1 {100 * event.val.top1:.2f}% top-5 {100 * event.val.top5:.2f}%"
+                line += "  " + _val_stats(event.val)
             line += f"  {event.seconds:.1f}s" + ("  [green]best[/]" if event.is_best else "")
             self.bars.finish(event.epoch, None, line)
+
+
+def _train_stats(top1: float | None, metrics: dict[str, float], width: int = 5) -> str:
+    """A training window's accuracy (classifiers, `width` characters) or other running means, each followed
+    by two spaces."""
+    parts = [f"acc {100 * top1:{width}.1f}%"] if top1 is not None else []
+    parts += [f"{name} {value:.4f}" for name, value in metrics.items()]
+    return "".join(p + "  " for p in parts)
+
+
+def _val_stats(val: ValMetrics) -> str:
+    """Validation: a classifier's loss and top-1/top-5; an autoencoder's bits/dim, PSNR and code usage."""
+    if val.top1 is not None and val.top5 is not None:
+        return f"val loss {val.loss:.4f} top-1 {100 * val.top1:.2f}% top-5 {100 * val.top5:.2f}%"
+    m = val.metrics
+    if "psnr_rgb" not in m:
+        return f"val loss {val.loss:.4f}"
+    line = (
+        f"val bits/dim {m['bpd_uniform']:.4f} (prior {m['bpd_prior']:.4f})"
+        if m.get("bpd_uniform") is not None
+        else f"val mse {m['mse']:.2f}"
+    )
+    usage = "/".join(f"{100 * u:.0f}%" for u in m["usage"])
+    return line + f" PSNR {m['psnr_rgb']:.2f} dB  codes used {usage}"
 
 
 class MetaProgressView:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.distributed import detect_env
-from ..calibration.train.config import TrainConfig
+from ..calibration.train.config import TrainConfig, config_for
 from ..calibration.train.data import build_train_data
 from ..calibration.train.events import TrainResult
 from ..calibration.train.loop import train
@@ -32,7 +32,16 @@ def _summary(result: TrainResult) -> Table:
     table.add_row("best epoch", str(result.best_epoch))
     if result.best_top1 is not None:
         table.add_row("best val top-1", f"{100 * result.best_top1:.2f}%")
-    if last is not None and last.val is not None:
+    best = result.best_val
+    if result.task == "autoencode" and best is not None:
+        m = best.metrics
+        if m.get("bpd_uniform") is not None:
+            table.add_row(
+                "best val bits/dim",
+                f"{m['bpd_uniform']:.4f} (uniform code rate), {m['bpd_prior']:.4f} (EMA prior)",
+            )
+        table.add_row("best val PSNR", f"{m['psnr_rgb']:.2f} dB RGB, {m['psnr_y']:.2f} dB Y")
+    if last is not None and last.val is not None and last.val.top1 is not None and last.val.top5 is not None:
         table.add_row("last val top-1 / top-5", f"{100 * last.val.top1:.2f}% / {100 * last.val.top5:.2f}%")
     if last is not None:
         table.add_row("last train loss", f"{last.train_loss:.4f}")
@@ -68,7 +77,11 @@ def train_command(
             + _default("batch_size")
         ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak SGD learning rate." + _default("lr"))] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(help="'sgd' or 'adam' (default: the model's, see `dctq models -l`; else sgd)."),
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate." + _default("lr"))] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum." + _default("momentum"))] = None,
     weight_decay: Annotated[
         float | None, typer.Option(help="L2 weight decay." + _default("weight_decay"))
@@ -78,7 +91,12 @@ def train_command(
         typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum." + _default("nesterov")),
     ] = None,
     schedule: Annotated[
-        str | None, typer.Option(help="'cosine' or 'multistep' (with --milestones)." + _default("schedule"))
+        str | None,
+        typer.Option(help="'cosine', 'multistep' (with --milestones) or 'constant'." + _default("schedule")),
+    ] = None,
+    clip_grad_norm: Annotated[
+        float | None,
+        typer.Option(help="Clip the gradients' global norm to this value (default: no clipping)."),
     ] = None,
     milestones: Annotated[
         str | None,
@@ -164,16 +182,22 @@ def train_command(
     ] = False,
     as_json: JsonResult = False,
 ) -> None:
-    """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch."""
+    """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch.
+
+    Classifiers train on the class folders' labels; autoencoders (dq_ae, dq_ae_cpu) reconstruct the images
+    and take the model's own defaults (Adam 2e-4, constant rate, gradient clip 2) where options are left out.
+    """
     with user_errors(ctx):
         options = {
             "epochs": epochs,
             "batch_size": batch_size,
+            "optimizer": optimizer,
             "lr": lr,
             "momentum": momentum,
             "weight_decay": weight_decay,
             "nesterov": nesterov,
             "schedule": schedule,
+            "clip_grad_norm": clip_grad_norm,
             "milestones": parse_int_list(milestones, "--milestones"),
             "gamma": gamma,
             "warmup_epochs": warmup_epochs,
@@ -194,13 +218,13 @@ def train_command(
             "device": device,
             "arch_kwargs": parse_arch_kwargs(arch_kwargs),
         }
-        config = TrainConfig(arch=arch, **given(options))
+        config = config_for(arch, **given(options))
         main = detect_env().is_main
         data_sets = build_train_data(data, config)
         if main and not as_json:
             err_console.print(
                 f"training [bold]{escape(arch)}[/] on {len(data_sets.train)} images "
-                f"({len(data_sets.split.class_names)} classes), validating on {len(data_sets.val)}",
+                f"({len(data_sets.split.class_names)} class folders), validating on {len(data_sets.val)}",
                 highlight=False,
             )
         with make_progress(main) as progress:

@@ -1,7 +1,13 @@
 """Architectures by name: `@register_model` fills the registry, `create_model` builds from it.
 
-Builders are functions `(num_classes: int = ..., **kwargs) -> nn.Module`; the models they return
-carry `input_kind` ("dct" or "rgb"), `input_size` (pixels) and `num_classes`. Registration happens
+Every entry names its *task*, what the model computes and therefore how it is trained, evaluated and
+run: "classify" (builders `(num_classes: int = ..., **kwargs)`, models returning logits) or "autoencode"
+(models.dq: images -> codes -> images). Training, evaluation and prediction switch on `ModelInfo.task`
+(one case per task; a new task adds its cases there and its name to TASKS). The models a builder returns
+carry `input_kind` ("dct" or "rgb"), `input_size` (pixels) and, for classifiers, `num_classes`; models of
+other tasks carry `task`. An entry may also carry `train_defaults`: TrainConfig options (by field name,
+plain values) that `dctq train` uses for this model where the user gives none (an autoencoder trains
+with Adam, not the classifiers' SGD). Registration happens
 when `dctq.models` is imported (its __init__ imports the architecture modules); the functions here
 import it themselves, so `dctq.models.registry` also works on its own.
 """
@@ -12,7 +18,7 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -20,6 +26,7 @@ from torch import nn
 from ..common.errors import ModelError
 
 INPUT_KINDS = ("dct", "rgb")
+TASKS = ("classify", "autoencode")
 
 Builder = Callable[..., nn.Module]
 
@@ -32,19 +39,29 @@ class ModelInfo:
     input_kind: str
     input_size: int
     description: str
+    task: str = "classify"
+    train_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 _MODELS: dict[str, tuple[ModelInfo, Builder]] = {}
 
 
 def register_model(
-    name: str, *, input_kind: str, input_size: int, description: str
+    name: str,
+    *,
+    input_kind: str,
+    input_size: int,
+    description: str,
+    task: str = "classify",
+    train_defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Decorator registering a builder under `name`.
+    """Decorator registering a builder under `name` (task and train_defaults: see the module docstring).
 
-    Raises ModelError for an invalid input kind/size, or a name already taken by another builder
+    Raises ModelError for an invalid input kind/size or task, or a name already taken by another builder
     (re-registering the same function, as on a module reload, replaces it).
     """
+    if task not in TASKS:
+        raise ModelError(f"model {name!r}: task must be one of {TASKS}, got {task!r}")
     if input_kind not in INPUT_KINDS:
         raise ModelError(f"model {name!r}: input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
     if input_size < 1 or (input_kind == "dct" and input_size % 16):
@@ -60,7 +77,8 @@ def register_model(
                 raise ModelError(
                     f"model name {name!r} is already registered by {old.__module__}.{old.__qualname__}"
                 )
-        _MODELS[name] = (ModelInfo(name, input_kind, input_size, description), fn)
+        info = ModelInfo(name, input_kind, input_size, description, task, dict(train_defaults or {}))
+        _MODELS[name] = (info, fn)
         return fn
 
     return decorator
@@ -70,6 +88,7 @@ def _ensure_registered() -> None:
     # The architecture modules import this one to register, so they are imported here, at first use, and
     # not at the top (a cycle); importing them runs their decorators (a no-op once imported).
     from . import dct_cifar, dct_variants, rgb  # noqa: F401
+    from .dq import presets  # noqa: F401
 
 
 def _unknown(name: str) -> ModelError:
@@ -111,17 +130,31 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             f"model {name!r} does not take these arguments ({exc}); it takes: {params}"
         ) from None
     model = builder(**kwargs)
-    for attr in ("input_kind", "input_size", "num_classes"):
+    required = (
+        ("input_kind", "input_size", "num_classes")
+        if info.task == "classify"
+        else ("input_kind", "input_size")
+    )
+    for attr in required:
         if not hasattr(model, attr):
             raise ModelError(f"builder of {name!r} returned a model without the `{attr}` attribute")
     if model.input_kind != info.input_kind:
         raise ModelError(
             f"builder of {name!r} returned a {model.input_kind!r} model, registered as {info.input_kind!r}"
         )
+    if getattr(model, "task", "classify") != info.task:
+        raise ModelError(
+            f"builder of {name!r} returned a {getattr(model, 'task', 'classify')!r} model, registered as {info.task!r}"
+        )
     return model
 
 
-def list_models(pattern: str = "*") -> list[ModelInfo]:
-    """Registered architectures whose name matches the shell-style `pattern`, sorted by name."""
+def list_models(pattern: str = "*", *, task: str | None = None) -> list[ModelInfo]:
+    """Registered architectures whose name matches the shell-style `pattern` (and of `task`, when given),
+    sorted by name."""
     _ensure_registered()
-    return [info for name, (info, _) in sorted(_MODELS.items()) if fnmatch.fnmatchcase(name, pattern)]
+    return [
+        info
+        for name, (info, _) in sorted(_MODELS.items())
+        if fnmatch.fnmatchcase(name, pattern) and (task is None or info.task == task)
+    ]

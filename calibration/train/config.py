@@ -13,8 +13,10 @@ from typing import Any
 
 from ...common.config import DEVICES, Config, check
 from ...jpeg.splits import AUGMENTS
+from ...models.registry import get_model_info
 
-SCHEDULES = ("cosine", "multistep")
+SCHEDULES = ("cosine", "multistep", "constant")
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -40,20 +42,27 @@ class TrainConfig(Config):
     """Images per step per process (`--batch-size`). With `qabn` and no `train_qualities` this is per base
     quality, so a step holds `len(QSAM_BASE_QUALITIES) * batch_size` images, as in QSAM (128 per QF, 512 per step)."""
 
+    optimizer: str = "sgd"
+    """"sgd" (with `momentum`, `nesterov`) or "adam" (betas 0.9, 0.999; the DQ autoencoder's) (`--optimizer`)."""
+
     lr: float = 0.1
-    """Peak learning rate of SGD (`--lr`), reached after the warm-up."""
+    """Peak learning rate (`--lr`), reached after the warm-up."""
 
     momentum: float = 0.9
     """SGD momentum (`--momentum`)."""
 
     weight_decay: float = 5e-4
-    """L2 weight decay of SGD (`--weight-decay`)."""
+    """L2 weight decay (`--weight-decay`; Adam adds it to the gradient, as torch.optim.Adam does)."""
+
+    clip_grad_norm: float | None = None
+    """Clip the gradients' global L2 norm to this value before each step (`--clip-grad-norm`); None: no clipping."""
 
     nesterov: bool = True
     """Nesterov momentum (`--nesterov/--no-nesterov`); needs momentum > 0."""
 
     schedule: str = "cosine"
-    """Learning-rate schedule after the warm-up: "cosine" (to 0 at the last step) or "multistep" (`--schedule`)."""
+    """Learning-rate schedule after the warm-up: "cosine" (to 0 at the last step), "multistep" or "constant"
+    (`--schedule`)."""
 
     milestones: tuple[int, ...] = ()
     """Epochs at which "multistep" multiplies the rate by `gamma` (`--milestones 60,120,160`)."""
@@ -142,11 +151,18 @@ class TrainConfig(Config):
         )
         check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}.")
         check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}.")
+        check(
+            self.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}."
+        )
         check(self.lr > 0, f"--lr must be > 0, got {self.lr}.")
+        check(
+            self.clip_grad_norm is None or self.clip_grad_norm > 0,
+            f"--clip-grad-norm must be > 0, got {self.clip_grad_norm}.",
+        )
         check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}.")
         check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}.")
         check(
-            not (self.nesterov and self.momentum == 0),
+            not (self.nesterov and self.momentum == 0 and self.optimizer == "sgd"),
             "--nesterov needs --momentum > 0; pass --no-nesterov or a momentum.",
         )
         check(self.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
@@ -200,6 +216,17 @@ class TrainConfig(Config):
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with `changes` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def config_for(arch: str, **options: Any) -> TrainConfig:
+    """The TrainConfig of a run of `arch`: `options` (TrainConfig fields; None values count as not given)
+    over the architecture's registered `train_defaults` (models.registry) over TrainConfig's defaults.
+
+    Raises ConfigError for invalid values, ModelError for an unknown architecture.
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    defaults = dict(get_model_info(arch).train_defaults)
+    return TrainConfig(arch=arch, **{**defaults, **given})
 
 
 def saved_train_config(extra: Mapping[str, Any]) -> TrainConfig | None:

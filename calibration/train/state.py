@@ -1,7 +1,7 @@
 """The files of a training run's folder, written after every epoch and read back to resume the run.
 
 - `last.pt` / `best.pt`: dctq checkpoints (models.checkpoint) of the last and the best epoch (by
-  validation top-1), `extra` holding the TrainConfig, the epoch and its validation metrics;
+  the task's validation score, tasks.py), `extra` holding the TrainConfig, the epoch and its validation metrics;
 - `last.state.pt`: what `resume=True` needs besides the weights (optimizer, schedule, gradient
   scaler, best so far, history), plain tensors and data that `torch.load(weights_only=True)` reads.
 """
@@ -30,11 +30,12 @@ _CUT_SHORT = "; was it cut short?"
 
 
 class RunProgress(NamedTuple):
-    """How far a run got: epochs done, the best epoch and its validation top-1, every EpochEnd."""
+    """How far a run got: epochs done, the best epoch and its score (the task's: a classifier's validation
+    top-1, minus an autoencoder's bits/dim), every EpochEnd."""
 
     epoch: int
     best_epoch: int
-    best_top1: float | None
+    best_score: float | None
     history: list[EpochEnd]
 
 
@@ -77,7 +78,7 @@ def save_epoch(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "best_epoch": progress.best_epoch,
-        "best_top1": progress.best_top1,
+        "best_score": progress.best_score,
         "history": [dataclasses.asdict(h) for h in progress.history],
     }
     with atomic_path(out_dir / STATE) as tmp:
@@ -158,4 +159,6 @@ def load_run(
     if state["scaler"] and scaler is not None:  # empty when saved without AMP (e.g. on CPU)
         scaler.load_state_dict(state["scaler"])
     history = [epoch_end_from_dict(h) for h in state["history"]]
-    return RunProgress(state["epoch"], state["best_epoch"], state["best_top1"], history)
+    # States written before tasks existed call the score "best_top1" (it was the top-1).
+    best = state["best_score"] if "best_score" in state else state.get("best_top1")
+    return RunProgress(state["epoch"], state["best_epoch"], best, history)
