@@ -9,6 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..common.errors import DctqError
+from ..deploy.artifact import load_artifact
+from ..deploy.autoencode import Reconstruction, reconstruct
 from ..deploy.predict import predict
 from .common import out_console, print_json, user_errors
 
@@ -30,12 +33,31 @@ def predict_command(
     batch_size: Annotated[int, typer.Option(help="Images per run.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (torch/tensorrt backends).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Autoencoders: write the reconstruction here (a .png for one image, a folder for several).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients."""
+    """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients.
+
+    Autoencoders (dq_ae checkpoints, or their .encoder.onnx / .decoder.onnx): reconstruct each image (written
+    with --out) and print the bits its codes take, next to the JPEG file's own size.
+    """
     with user_errors(ctx):
-        predictions = predict(
-            artifact, images, backend=backend, top_k=top_k, batch_size=batch_size, device=device
-        )
+        art = load_artifact(artifact)
+        if art.meta.task == "autoencode":
+            recs = reconstruct(art, images, out, device=device)
+            _print_reconstructions(artifact, recs, as_json)
+            return
+        if out is not None:
+            raise DctqError(
+                f"--out writes reconstructions of autoencoders; {artifact} is a {art.meta.task!r} model"
+            )
+        predictions = predict(art, images, backend=backend, top_k=top_k, batch_size=batch_size, device=device)
     if as_json:
         print_json([p.to_dict() for p in predictions])
         return
@@ -47,6 +69,29 @@ def predict_command(
     for p in predictions:
         others = ", ".join(f"{escape(n)} {v:.2f}" for n, _, v in p.top[1:])
         table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", others)
+    out_console.print(table)
+
+
+def _print_reconstructions(artifact: Path, recs: list[Reconstruction], as_json: bool) -> None:
+    if as_json:
+        print_json([r.to_dict() for r in recs])
+        return
+    table = Table(title=f"{escape(str(artifact))} (autoencoder)", title_justify="left")
+    table.add_column("image", overflow="fold")
+    table.add_column("size", justify="right")
+    table.add_column("code bits (uniform / prior)", justify="right")
+    table.add_column("JPEG file bits", justify="right")
+    table.add_column("PSNR RGB / Y dB", justify="right")
+    table.add_column("reconstruction", overflow="fold")
+    for r in recs:
+        table.add_row(
+            escape(r.path),
+            f"{r.width}x{r.height}",
+            f"{r.code_bits_uniform:.0f} / {r.code_bits_prior:.0f}",
+            f"{8 * r.jpeg_bytes}",
+            f"{r.psnr_rgb:.2f} / {r.psnr_y:.2f}",
+            escape(r.out or "-"),
+        )
     out_console.print(table)
 
 

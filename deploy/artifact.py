@@ -108,6 +108,8 @@ class ArtifactMeta:
     opset: int | None = None
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    task: str = "classify"
+    """What the model computes (models.registry.TASKS); sidecars written before tasks existed are "classify"."""
 
     @property
     def quantized(self) -> bool:
@@ -163,6 +165,7 @@ class ArtifactMeta:
                 opset=data.get("opset"),
                 versions=dict(data.get("versions") or {}),
                 extra=dict(data.get("extra") or {}),
+                task=str(data.get("task", "classify")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"{source} is a damaged dctq sidecar ({type(exc).__name__}: {exc})") from None
@@ -281,6 +284,27 @@ def describe_model(
     loaded = model if isinstance(model, LoadedCheckpoint) else None
     module = loaded.model if loaded is not None else model
     kind, size = getattr(module, "input_kind", None), getattr(module, "input_size", None)
+    task = getattr(module, "task", "classify")
+    if task != "classify" and kind in ("dct", "rgb") and isinstance(size, int):
+        # Not a logits model: its exports describe themselves (deploy.export.autoencoder); the checkpoint's
+        # meta says what it is and what it reads.
+        return ArtifactMeta(
+            arch=loaded.arch if loaded else None,
+            arch_kwargs=dict(loaded.arch_kwargs) if loaded else {},
+            class_names=(),
+            input_kind=kind,
+            input_size=size,
+            inputs=input_specs(kind, size, with_qt=False, batch=batch),
+            outputs=(),
+            recipe=dict(loaded.extra[QUANT_RECIPE_KEY])
+            if loaded and loaded.extra.get(QUANT_RECIPE_KEY)
+            else None,
+            exporter=exporter,
+            opset=opset,
+            versions=versions(),
+            extra=_jsonable({k: v for k, v in (loaded.extra if loaded else {}).items() if k == "epoch"}),
+            task=task,
+        )
     classes = getattr(module, "num_classes", None)
     if kind not in ("dct", "rgb") or not isinstance(size, int) or not isinstance(classes, int):
         raise ModelError(

@@ -66,6 +66,7 @@ def save_epoch(
         "train_config": config.to_dict(),
         "epoch": progress.epoch,
         "val": dataclasses.asdict(val) if val is not None else None,
+        "epoch_seconds": [h.seconds for h in progress.history],
     }
     if config.qabn:
         extra["qabn"] = {"num_branches": len(QSAM_BASE_QUALITIES)}

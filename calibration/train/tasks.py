@@ -219,7 +219,7 @@ class AutoencodeTask(TrainTask):
         with autocast():
             output = ae(x)
         stats = CodeStats(ae)
-        stats.add(ae, ae.pixels_from_input(x), output.out.float(), output.codes)
+        stats.add(ae.pixels_from_input(x), output.out.float(), output.codes)
         return stats.values.to(device)
 
     def val_metrics(self, core, sums):

@@ -210,6 +210,13 @@ class HierarchicalAE(nn.Module):
         """The integer pixels [B, 3, H, W] int64 (0..255) that the normalised input x came from."""
         return torch.round((x.float() * self.pixel_std + self.pixel_mean) * 255.0).clamp(0, 255).long()
 
+    @staticmethod
+    def pixels_of(x: Tensor) -> Tensor:
+        """`pixels_from_input` without a model (CIFAR-10's mean/std, what every dctq RGB input uses)."""
+        mean = torch.tensor(CIFAR10_MEAN, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(CIFAR10_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        return torch.round((x.float() * std + mean) * 255.0).clamp(0, 255).long()
+
     def _encodings(self, x: Tensor) -> list[Tensor]:
         self.check_size(x.shape[-2], x.shape[-1])
         encodings, h = [], x
@@ -224,8 +231,9 @@ class HierarchicalAE(nn.Module):
 
     # ----------------------------------------------------------------------------------- forward
 
-    def forward(self, x: Tensor) -> AEOutput:
-        """x [B, 3, H, W] normalised -> AEOutput (training mode also updates the codebooks)."""
+    def forward(self, x: Tensor, qt: Tensor | None = None) -> AEOutput:
+        """x [B, 3, H, W] normalised -> AEOutput (training mode also updates the codebooks). `qt`, the quant
+        tables RGB batches carry, is accepted and ignored, as by every RGB model of dctq."""
         encodings = self._encodings(x)
         top = len(self.levels) - 1
         quantized: list[Tensor] = [x] * len(self.levels)

@@ -17,6 +17,7 @@ The reconstruction NLL alone is *not* a likelihood bound; it is reported separat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ...common.errors import ModelError
 from . import heads
 from .autoencoder import HierarchicalAE
 
@@ -34,19 +36,79 @@ MAX_PSNR = 100.0
 LUMA = (0.299, 0.587, 0.114)
 
 
-def uniform_bits(model: HierarchicalAE, codes: Sequence[Tensor]) -> Tensor:
+@dataclasses.dataclass(frozen=True)
+class CodeSpec:
+    """What scoring an autoencoder's codes and outputs needs, without the model: the codebook size of
+    each level (bottom first), codes per position, the head, and the prior (per level and codebook, the
+    K_l probabilities of the EMA counts). `of(model)` reads a HierarchicalAE; `to_dict`/`from_dict` carry
+    it in an exported decoder's sidecar, so ONNX Runtime results are scored the same way."""
+
+    levels: tuple[int, ...]
+    groups: int
+    head: str
+    n_mix: int
+    priors: tuple[tuple[tuple[float, ...], ...], ...]
+
+    @classmethod
+    def of(cls, model: HierarchicalAE) -> CodeSpec:
+        priors = tuple(
+            tuple(tuple(book.probabilities().double().cpu().tolist()) for book in q.codebooks)
+            for q in model.quantizers
+        )
+        return cls(tuple(model.levels), model.groups, model.head, model.n_mix, priors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "levels": list(self.levels),
+            "groups": self.groups,
+            "head": self.head,
+            "n_mix": self.n_mix,
+            "priors": [[list(p) for p in level] for level in self.priors],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CodeSpec:
+        """Raises ModelError for a malformed dict."""
+        try:
+            spec = cls(
+                tuple(int(k) for k in data["levels"]),
+                int(data["groups"]),
+                str(data["head"]),
+                int(data["n_mix"]),
+                tuple(tuple(tuple(float(v) for v in p) for p in level) for level in data["priors"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"malformed autoencoder code spec ({type(exc).__name__}: {exc})") from None
+        if len(spec.priors) != len(spec.levels) or any(
+            len(level) != spec.groups or any(len(p) != k for p in level)
+            for level, k in zip(spec.priors, spec.levels, strict=True)
+        ):
+            raise ModelError("malformed autoencoder code spec: priors do not match levels and groups")
+        return spec
+
+    @property
+    def likelihood(self) -> bool:
+        return self.head in heads.LIKELIHOOD_HEADS
+
+
+def _spec(model: HierarchicalAE | CodeSpec) -> CodeSpec:
+    return model if isinstance(model, CodeSpec) else CodeSpec.of(model)
+
+
+def uniform_bits(model: HierarchicalAE | CodeSpec, codes: Sequence[Tensor]) -> Tensor:
     """Bits per image of `codes` at log2 K each: [B] float64."""
     total = sum(c[0].numel() * math.log2(k) for c, k in zip(codes, model.levels, strict=True))
     return torch.full((codes[0].shape[0],), float(total), dtype=torch.float64)
 
 
-def prior_bits(model: HierarchicalAE, codes: Sequence[Tensor]) -> Tensor:
+def prior_bits(model: HierarchicalAE | CodeSpec, codes: Sequence[Tensor]) -> Tensor:
     """Bits per image of `codes` under the codebooks' EMA-count prior: [B] float64."""
+    spec = _spec(model)
     total = torch.zeros(codes[0].shape[0], dtype=torch.float64, device=codes[0].device)
-    for level_codes, bottleneck in zip(codes, model.quantizers, strict=True):
-        for g, book in enumerate(bottleneck.codebooks):
-            logp = torch.log2(book.probabilities().double())
-            total += -logp[level_codes[:, g]].sum(dim=(1, 2))
+    for level_codes, level in zip(codes, spec.priors, strict=True):
+        for g, probs in enumerate(level):
+            logp = torch.log2(torch.tensor(probs, dtype=torch.float64, device=level_codes.device))
+            total += -logp[level_codes[:, g].long()].sum(dim=(1, 2))
     return total
 
 
@@ -72,30 +134,40 @@ class CodeStats:
 
     SCALARS = ("images", "dims", "nll_nats", "uniform_bits", "prior_bits", "psnr_rgb", "psnr_y", "sq_err")
 
-    def __init__(self, model: HierarchicalAE) -> None:
-        self.levels = tuple(model.levels)
-        self.groups = model.groups
-        self.likelihood = model.head in heads.LIKELIHOOD_HEADS
+    def __init__(self, model: HierarchicalAE | CodeSpec) -> None:
+        self.spec = _spec(model)
+        self.levels = self.spec.levels
+        self.groups = self.spec.groups
+        self.likelihood = self.spec.likelihood
         size = len(self.SCALARS) + self.groups * sum(self.levels)
         self.values = torch.zeros(size, dtype=torch.float64)
 
-    def add(self, model: HierarchicalAE, pixels: Tensor, out: Tensor, codes: Sequence[Tensor]) -> None:
-        """Add a batch: pixels [B, 3, H, W] integers, the head's output, the codes of every level."""
-        pixels = pixels.to(out.device)
-        recon = model.mean_pixels(out).round()
+    def add(self, pixels: Tensor, out: Tensor, codes: Sequence[Tensor], recon: Tensor | None = None) -> None:
+        """Add a batch: pixels [B, 3, H, W] integers, the head's output (None when `recon` alone is known:
+        an exported decoder's pixels, then no NLL), the codes of every level; recon: the mean
+        reconstruction in pixels (default: the head's mean)."""
+        spec = self.spec
+        device = out.device if out is not None else recon.device
+        pixels = pixels.to(device)
+        if recon is None:
+            recon = heads.mean_pixels(spec.head, out, spec.n_mix)
+        recon = recon.float().round().clamp(0, 255)
         ref = pixels.double()
+        likely = self.likelihood and out is not None
         row = [
             float(pixels.shape[0]),
             float(pixels[0].numel() * pixels.shape[0]),
-            float(heads.nll(model.head, out, pixels, model.n_mix).double().sum()) if self.likelihood else 0.0,
-            float(uniform_bits(model, codes).sum()),
-            float(prior_bits(model, codes).sum()),
+            float(heads.nll(spec.head, out, pixels, spec.n_mix).double().sum()) if likely else 0.0,
+            float(uniform_bits(spec, codes).sum()),
+            float(prior_bits(spec, codes).sum()),
             float(psnr(ref, recon).sum()),
             float(psnr(luma(ref), luma(recon)).sum()),
             float((ref - recon.double()).pow(2).flatten(1).mean(1).sum()),
         ]
+        if not likely:
+            self.likelihood = False
         hist = [
-            torch.bincount(level_codes[:, g].flatten().cpu(), minlength=k).double()
+            torch.bincount(level_codes[:, g].flatten().cpu().long(), minlength=k).double()
             for level_codes, k in zip(codes, self.levels, strict=True)
             for g in range(self.groups)
         ]

@@ -111,7 +111,7 @@ def test_rates_and_stats():
         prior_bits(model, out.codes), torch.full((3,), float(per_image), dtype=torch.float64)
     )
     stats = CodeStats(model)
-    stats.add(model, model.pixels_from_input(x), out.out, out.codes)
+    stats.add(model.pixels_from_input(x), out.out, out.codes)
     s = stats.summary()
     assert s["images"] == 3 and s["code_bits_uniform"] == per_image
     assert s["code_bpd_uniform"] == pytest.approx(per_image / 3072)
