@@ -44,14 +44,14 @@ class ExportResult:
     """An autoencoder's files: (encoder, decoder); `artifact` is the encoder."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form `dctq export --json` prints."""
+        """The JSON form `dctq export --json` prints ("parts" only for an autoencoder's two files)."""
         return {
             "artifact": str(self.artifact),
             "sidecar": str(self.sidecar),
             "format": self.format,
             "quantized": self.quantized,
             "lint": self.lint.to_dict() if self.lint is not None else None,
-            "parts": [str(p) for p in self.parts],
+            **({"parts": [str(p) for p in self.parts]} if self.parts else {}),
         }
 
 
