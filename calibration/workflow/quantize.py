@@ -114,6 +114,12 @@ def quantize_checkpoint(
     loaded = load_checkpoint(checkpoint)
     if loaded.extra.get(QUANT_RECIPE_KEY):
         raise QuantizationError(f"{checkpoint} is already quantized; quantize the FP checkpoint it came from")
+    task = getattr(loaded.model, "task", "classify")
+    if method != "ptq" and task != "classify":
+        raise QuantizationError(
+            f"--method {method} synthesizes images from a classifier's BN statistics and logits; {checkpoint} is "
+            f"a {task!r} model ({loaded.arch}): use --method ptq --calib DIR|cifar10"
+        )
     source = {
         "checkpoint": str(checkpoint),
         "arch": loaded.arch,

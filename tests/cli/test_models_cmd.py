@@ -28,6 +28,7 @@ def test_models_command_json():
         "macs",
         "flops",
         "description",
+        "task",
     ]
 
 

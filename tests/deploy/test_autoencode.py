@@ -114,7 +114,7 @@ def test_predict_writes_the_reconstruction_and_prints_the_bits(ae_checkpoint, ma
     assert table.exit_code == 0 and (tmp_path / "recs" / "b.png").is_file()
 
 
-@pytest.mark.parametrize("case", ["size", "classifier", "empty"])
+@pytest.mark.parametrize("case", ["size", "classifier", "empty", "zeroshot", "format"])
 def test_bad_input_is_one_line(case, ae_checkpoint, make_jpeg, tmp_path):
     if case == "size":
         args = [
@@ -132,11 +132,17 @@ def test_bad_input_is_one_line(case, ae_checkpoint, make_jpeg, tmp_path):
         expect = "'classify' model"
         with pytest.raises(ModelError, match="not an autoencoder"):
             load_codec(clf)
+    elif case == "zeroshot":
+        args = ["quantize", ae_checkpoint, "--method", "intraq", "--out", tmp_path / "zq.pt"]
+        expect = "use --method ptq"
+    elif case == "format":
+        args = ["export", ae_checkpoint, "--format", "torchscript"]
+        expect = "exports to ONNX only"
     else:
         (tmp_path / "empty" / "cat").mkdir(parents=True)
         args = ["evaluate", ae_checkpoint, "--data", tmp_path / "empty"]
         expect = "no JPEG"
-    result = _invoke(_app(predict_cmd, evaluate_cmd), *args)
+    result = _invoke(_app(predict_cmd, evaluate_cmd, quantize_cmd, export_cmd), *args)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and expect in lines[0], result.output
