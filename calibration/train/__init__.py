@@ -1,6 +1,9 @@
-"""train: the training loop of every classifier (FP32, and QSAM's base stage with TrainConfig(qabn=True)).
+"""train: the training loop of every registered model: classifiers (FP32, and QSAM's base stage with
+TrainConfig(qabn=True)) and autoencoders (models.dq), one loop switching on the model's task.
 
-- config: TrainConfig (every option, saved in the checkpoints) and the readers of a run's saved config;
+- config: TrainConfig (every option, saved in the checkpoints), config_for (the model's train_defaults under
+  the options) and the readers of a run's saved config;
+- tasks: what differs per task (ClassifyTask, AutoencodeTask; task_for picks by the registry);
 - data: the datasets of a run (build_train_data) from a JPEG folder or the CIFAR-10 archive;
 - loop: train(config, train_set, val_set, out_dir), one process or several under torchrun;
 - state: the run folder's files (last.pt, best.pt, last.state.pt) and resume;
@@ -11,7 +14,12 @@ from ...common.lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(
-        ("TrainConfig", "saved_train_config", "saved_val_fraction"), "dctq.calibration.train.config"
+        ("TrainConfig", "config_for", "saved_train_config", "saved_val_fraction"),
+        "dctq.calibration.train.config",
+    ),
+    **dict.fromkeys(
+        ("AutoencodeTask", "ClassifyTask", "TASKS_BY_NAME", "TrainTask", "task_for"),
+        "dctq.calibration.train.tasks",
     ),
     **dict.fromkeys(("TrainData", "build_train_data", "dataset_for_arch"), "dctq.calibration.train.data"),
     **dict.fromkeys(

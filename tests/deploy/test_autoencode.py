@@ -68,6 +68,13 @@ def test_evaluate_reports_bits_per_dim_psnr_and_usage(ae_checkpoint, jpeg_folder
     assert len(row["usage"]) == 2 and all(0 < u <= 1 for u in row["usage"])
     table = _invoke(_app(evaluate_cmd), "evaluate", ae_checkpoint, "--data", jpeg_folder, "--split", "all")
     assert table.exit_code == 0 and "bits/dim" in table.output
+    recompressed = evaluate_autoencoder(
+        ae_checkpoint, jpeg_folder, val_fraction=0.25, split="all", qualities=[10]
+    )
+    ((quality, low),) = recompressed.rows
+    assert quality == 10 and low["psnr_rgb"] != pytest.approx(
+        row["psnr_rgb"]
+    )  # other pixels in, other pixels out
 
 
 def test_onnx_encoder_and_decoder_match_pytorch(ae_checkpoint, jpeg_folder, tmp_path):
