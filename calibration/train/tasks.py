@@ -125,7 +125,14 @@ class ClassifyTask(TrainTask):
             return self.chunks * qac_weighted_loss(logits, labels, qt, config.label_smoothing)
         return F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
 
-    def train_step(self, model, core, batch, device, autocast):
+    def train_step(
+        self,
+        model: nn.Module,
+        core: nn.Module,
+        batch: Mapping[str, Any],
+        device: torch.device,
+        autocast: Autocast,
+    ) -> tuple[Tensor, Tensor]:
         inputs, labels = model_inputs(batch, device), batch["label"].to(device)
         branch = None
         if self.config.qabn:
@@ -150,7 +157,9 @@ class ClassifyTask(TrainTask):
     def val_size(self, core: nn.Module) -> int:
         return 4  # loss sum, top-1, top-5, images
 
-    def val_batch(self, core, batch, device, autocast):
+    def val_batch(
+        self, core: nn.Module, batch: Mapping[str, Any], device: torch.device, autocast: Autocast
+    ) -> Tensor:
         inputs, labels = model_inputs(batch, device), batch["label"].to(device)
         branch = oracle_branch_index(inputs[-1]) if self.config.qabn else None
         with self._routing(core, branch), autocast():
@@ -161,7 +170,7 @@ class ClassifyTask(TrainTask):
             [loss, top1.double(), top5.double(), torch.tensor(float(labels.shape[0]), device=device).double()]
         )
 
-    def val_metrics(self, core, sums):
+    def val_metrics(self, core: nn.Module, sums: Tensor) -> ValMetrics:
         loss, top1, top5, n = sums.tolist()
         if n == 0:
             raise DataError("the validation set is empty; give more images or a larger --val-fraction")
@@ -198,7 +207,14 @@ class AutoencodeTask(TrainTask):
             )
         return core
 
-    def train_step(self, model, core, batch, device, autocast):
+    def train_step(
+        self,
+        model: nn.Module,
+        core: nn.Module,
+        batch: Mapping[str, Any],
+        device: torch.device,
+        autocast: Autocast,
+    ) -> tuple[Tensor, Tensor]:
         ae = self._model(core)
         x = batch["x"].to(device, non_blocking=True)
         with autocast():
@@ -213,7 +229,9 @@ class AutoencodeTask(TrainTask):
     def val_size(self, core: nn.Module) -> int:
         return CodeStats(self._model(core)).values.numel()
 
-    def val_batch(self, core, batch, device, autocast):
+    def val_batch(
+        self, core: nn.Module, batch: Mapping[str, Any], device: torch.device, autocast: Autocast
+    ) -> Tensor:
         ae = self._model(core)
         x = batch["x"].to(device, non_blocking=True)
         with autocast():
@@ -222,7 +240,7 @@ class AutoencodeTask(TrainTask):
         stats.add(ae.pixels_from_input(x), output.out.float(), output.codes)
         return stats.values.to(device)
 
-    def val_metrics(self, core, sums):
+    def val_metrics(self, core: nn.Module, sums: Tensor) -> ValMetrics:
         ae = self._model(core)
         stats = CodeStats(ae)
         stats.values = sums.detach().double().cpu()
