@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dctq.cli import evaluate_cmd, export_cmd, predict_cmd, profile_cmd, quantize_cmd
-from dctq.common.errors import ModelError
+from dctq.common.errors import ExportError, ModelError
 from dctq.deploy.autoencode import evaluate_autoencoder, load_codec, reconstruct
 from dctq.jpeg.rgb import normalize_pixels
 from dctq.models.checkpoint import save_checkpoint
@@ -105,6 +105,9 @@ def test_onnx_encoder_and_decoder_match_pytorch(ae_checkpoint, jpeg_folder, tmp_
     prof = _invoke(app, "profile", encoder, "--backend", "ort", "--batch", "1", "--iters", "2", "--json")
     assert prof.exit_code == 0, prof.output
     assert json.loads(prof.stdout)["rows"][0]["batch"] == 1
+    decoder.unlink()
+    with pytest.raises(ExportError, match="decoder .* is missing"):
+        load_codec(encoder)
 
 
 def test_predict_writes_the_reconstruction_and_prints_the_bits(ae_checkpoint, make_jpeg, tmp_path):
