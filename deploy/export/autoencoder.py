@@ -135,8 +135,8 @@ def export_autoencoder_onnx(
     code_specs = tuple(
         TensorSpec(n, ("batch", *c.shape[1:]), "int64") for n, c in zip(code_names, codes, strict=True)
     )
-    _export(AutoencoderEncoder(module), (x,), ["x"], code_names, opset, enc_path)
-    _export(AutoencoderDecoder(module), tuple(codes), code_names, ["pixels", "head"], opset, dec_path)
+    _export(AutoencoderEncoder(module).eval(), (x,), ["x"], code_names, opset, enc_path)
+    _export(AutoencoderDecoder(module).eval(), tuple(codes), code_names, ["pixels", "head"], opset, dec_path)
     spec = CodeSpec.of(ae)
     base = {**meta.extra, "stride_multiple": ae.stride_multiple}
     enc_meta = dataclasses.replace(
