@@ -40,7 +40,7 @@ def _ae_table(report: AutoencoderReport, title: str) -> Table:
         "bits/dim (uniform)",
         "bits/dim (prior)",
         "recon NLL bits/dim",
-        "code bits/image (uniform / prior)",
+        "code bits uniform / prior",
         "PSNR RGB / Y dB",
         "codes used",
         "perplexity",
