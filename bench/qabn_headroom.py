@@ -3,7 +3,9 @@
 QSAM's QABN gives every base JPEG quality its own BN branch. Before paying for one, measure what
 that can buy at most on the statistics side: for each quality, top-1 with the model's own BN
 statistics and with BN statistics re-estimated on `--num-images` training images re-compressed at
-that quality (exact averages over those images, the weights untouched). A model trained on the quality
+that quality (exact averages over those images, the weights untouched): with the run's training
+augmentation ("per-quality", the first measurement), without it (what `dctq adapt-bn` does), and, as a
+control, without it on the files as stored (the training quality). A model trained on the quality
 mix that gains nothing here leaves QABN only its per-branch affine parameters to work with.
 
     .venv/bin/python bench/qabn_headroom.py runs/q_mix/best.pt --qualities 10,30,50,90
@@ -28,8 +30,9 @@ import torch
 from torch import nn
 
 from dctq import __version__
+from dctq.calibration.bn_stats import reestimate_bn
 from dctq.calibration.train.config import saved_train_config
-from dctq.calibration.train.data import build_train_data
+from dctq.calibration.train.data import build_train_data, dataset_for_arch
 from dctq.common.errors import ModelError
 from dctq.jpeg.batch import model_inputs
 from dctq.jpeg.dataset import make_loader
@@ -57,22 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 @torch.no_grad()
-def reestimate_bn(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> nn.Module:
-    """A copy of `model` whose BatchNorm running statistics are the exact averages over `batches`."""
-    model = copy.deepcopy(model)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        raise ModelError("the model has no BatchNorm layers, so there are no statistics to re-estimate")
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over all batches
-    model.train()
-    for batch in batches:
-        model(*model_inputs(batch, torch.device("cpu")))
-    return model.eval()
-
-
-@torch.no_grad()
 def top1(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> float:
     model.eval()
     correct = sum(
@@ -92,6 +79,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = build_train_data(args.data, config)
     generator = torch.Generator().manual_seed(args.seed)
     picks = torch.randperm(len(data.train), generator=generator)[: args.num_images].tolist()
+    train_samples = [data.split.samples("train")[i] for i in picks]
+
+    def plain_batches(quality: int | None) -> list[dict[str, torch.Tensor]]:
+        # the training images as `dctq adapt-bn` reads them: no augmentation, re-compressed at `quality`
+        view = dataset_for_arch(
+            loaded.arch,
+            data.split.root,
+            train_samples,
+            train=False,
+            policy=QualityPolicy(test_quality=quality),
+        )
+        return list(make_loader(view, args.batch_size, shuffle=False, num_workers=0))
+
+    stored = reestimate_bn(loaded.model, plain_batches(None))
     rows = []
     for quality in int_list(args.qualities):
         train_view = copy.copy(data.train)
@@ -105,16 +106,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tick = time.perf_counter()
         own = top1(loaded.model, val_batches)
         per_quality = top1(reestimate_bn(loaded.model, stat_batches), val_batches)
+        plain = top1(reestimate_bn(loaded.model, plain_batches(quality)), val_batches)
         rows.append(
             {
                 "quality": quality,
                 "own_bn_top1": own,
                 "per_quality_bn_top1": per_quality,
                 "gain": per_quality - own,
+                "plain_bn_top1": plain,
+                "stored_bn_top1": top1(stored, val_batches),
                 "seconds": time.perf_counter() - tick,
             }
         )
-        print(f"q{quality}: own BN {100 * own:.2f}%, per-quality BN {100 * per_quality:.2f}%", flush=True)
+        print(
+            f"q{quality}: own BN {100 * own:.2f}%, per-quality BN {100 * per_quality:.2f}% "
+            f"(without augmentation {100 * plain:.2f}%)",
+            flush=True,
+        )
     return {
         "checkpoint": str(args.checkpoint),
         "arch": loaded.arch,
@@ -131,13 +139,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['checkpoint']} ({result['arch']}, trained on qualities {result['train_qualities'] or 'as stored'}); "
         f"BN statistics from {result['num_images']} training images, {result['eval_images']} validation images",
         "",
-        "| quality | own BN statistics | per-quality BN statistics | gain |",
-        "|---:|---:|---:|---:|",
+        "| quality | own BN statistics | per-quality BN statistics | gain | per-quality, no augmentation "
+        "(`adapt-bn`) | as stored, no augmentation |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['quality']} | {100 * r['own_bn_top1']:.2f} | {100 * r['per_quality_bn_top1']:.2f} | "
-            f"{100 * r['gain']:+.2f} |"
+            f"{100 * r['gain']:+.2f} | {100 * r['plain_bn_top1']:.2f} | {100 * r['stored_bn_top1']:.2f} |"
         )
     return "\n".join(lines)
 

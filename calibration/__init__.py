@@ -9,7 +9,8 @@
                   calibration and KD fine-tuning on them (no real image)
     qsam/         QSAM (Ma et al.): QAC loss weights, the multi-quality data, the meta stage
     train/        the training loop (FP32 and QSAM's base stage), its config, state files and data
-    workflow/     `dctq quantize` as one call: FP checkpoint file in, quantized checkpoint file out
+    workflow/     `dctq quantize` and `dctq adapt-bn` as one call each: checkpoint file in, checkpoint out
+    bn_stats.py   BatchNorm statistics re-estimated on other images (`dctq adapt-bn`)
     distributed.py, frozen.py  torchrun process groups; a model frozen in eval mode
 
 Layering (docs/design.md): quant and calibrators are what deploy/ may use; the rest is never imported by
@@ -45,8 +46,10 @@ _EXPORTS = {
     **dict.fromkeys(("MetaConfig", "train_meta", "qac_weighted_loss"), "dctq.calibration.qsam"),
     **dict.fromkeys(("TrainConfig", "build_train_data"), "dctq.calibration.train"),
     **dict.fromkeys(
-        ("quantize_checkpoint", "PtqData", "ZeroShotPlan", "QuantizeResult"), "dctq.calibration.workflow"
+        ("quantize_checkpoint", "adapt_bn_checkpoint", "PtqData", "ZeroShotPlan", "QuantizeResult"),
+        "dctq.calibration.workflow",
     ),
+    "reestimate_bn": "dctq.calibration.bn_stats",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..common.files import check_output_dir
 from .common import err_console, out_console, print_json, user_errors
 from .demo_pipeline import run_demo
 from .options import JsonReport
@@ -34,6 +35,7 @@ def demo_command(
             err_console.print(f"[bold]demo:[/] {name}")
 
     with user_errors(ctx):
+        check_output_dir(out, "--out")
         report = run_demo(out, epochs=epochs, per_class=per_class, seed=seed, stage=stage)
     if as_json:
         print_json(report.to_dict())
@@ -52,10 +54,12 @@ def demo_command(
     out_console.print(
         f"TensorRT Q/DQ rules: {report.lint_errors} error(s), {report.lint_warnings} warning(s) in {report.onnx}"
     )
-    for row in report.ort_profile.rows:
-        out_console.print(
-            f"ONNX Runtime INT8, batch {row.batch}: p50 {row.p50_ms:.3f} ms, {row.throughput:.0f} images/s"
-        )
+    for name, prof in (("FP32", report.fp32_ort_profile), ("INT8", report.ort_profile)):
+        for row in prof.rows if prof is not None else ():
+            out_console.print(
+                f"ONNX Runtime {name}, batch {row.batch}: p50 {row.p50_ms:.3f} ms, {row.throughput:.0f} images/s"
+            )
+    out_console.print(f"`dctq report {out}` renders the run as one Markdown page with its plots")
 
 
 def register(app: typer.Typer) -> None:

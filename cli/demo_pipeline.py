@@ -1,12 +1,16 @@
 """The `dctq demo` pipeline as a library function: every stage of dctq on a built-in toy data set.
 
 It lives beside the CLI because it is the one place that joins training (calibration/) and export
-(deploy/), which must not import each other; it prints nothing and returns a DemoReport.
+(deploy/), which must not import each other; it prints nothing and returns a DemoReport. The folder it
+fills is a run folder `dctq report` renders: fp32/ (training, with its metrics.csv), int8.pt and
+int8.metrics.csv (PTQ), fp32.onnx and int8.onnx, eval/*.metrics.csv (accuracy per quality) and
+profile.profile.json (FP32 and INT8 in ONNX Runtime).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ from ..calibration.train.loop import train
 from ..calibration.workflow.plan import PtqData
 from ..calibration.workflow.quantize import quantize_checkpoint
 from ..common.errors import DctqError
+from ..common.files import write_text_atomic
+from ..common.records import write_metrics
 from ..deploy.evaluate import EvalReport, evaluate
 from ..deploy.export.onnx import export_onnx
 from ..deploy.onnx.lint import lint_qdq
@@ -46,6 +52,7 @@ class DemoReport:
     lint_errors: int
     lint_warnings: int
     ort_profile: ProfileReport
+    fp32_ort_profile: ProfileReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +66,7 @@ class DemoReport:
             "int8_ort": self.int8_ort.to_dict(),
             "lint": {"errors": self.lint_errors, "warnings": self.lint_warnings},
             "ort_profile": self.ort_profile.to_dict(),
+            "fp32_ort_profile": self.fp32_ort_profile.to_dict() if self.fp32_ort_profile else None,
         }
 
 
@@ -76,6 +84,8 @@ def run_demo(
 
     Raises DctqError (e.g. `out` holding an earlier demo's run: pick a new --out or delete it).
     """
+    if epochs < 1 or per_class < 1:
+        raise DctqError(f"--epochs and --per-class must be >= 1, got {epochs}, {per_class}")
     note = stage or (lambda _name: None)
     out = Path(out)
     run_dir = out / "fp32"
@@ -100,6 +110,7 @@ def run_demo(
 
     note("evaluating FP32")
     fp32 = evaluate(load_checkpoint(fp32_ckpt), factory, list(DEMO_QUALITIES), batch_size=64, device="cpu")
+    write_metrics(out / "eval" / "fp32.metrics.csv", fp32.rows)
     note("quantizing (INT8 PTQ, entropy calibrator)")
     int8_ckpt = out / "int8.pt"
     quantized = quantize_checkpoint(
@@ -113,13 +124,19 @@ def run_demo(
     int8_torch = evaluate(
         load_checkpoint(quantized.path), factory, list(DEMO_QUALITIES), batch_size=64, device="cpu"
     )
+    write_metrics(out / "eval" / "int8_torch.metrics.csv", int8_torch.rows)
     note("exporting Q/DQ ONNX and checking it against TensorRT's rules")
     onnx_path = export_onnx(load_checkpoint(quantized.path), out / "int8.onnx")
     lint = lint_qdq(onnx_path)
     note("evaluating and profiling in ONNX Runtime")
     runner, _art = artifact_predictor(onnx_path, "ort")
     int8_ort = evaluate(runner, factory, list(DEMO_QUALITIES), batch_size=64, device="cpu")
-    prof = profile(onnx_path, "ort", batches=(1, 32), warmup=3, iters=20)
+    write_metrics(out / "eval" / "int8_ort.metrics.csv", int8_ort.rows)
+    fp32_onnx = export_onnx(load_checkpoint(fp32_ckpt), out / "fp32.onnx")
+    fp32_prof = profile(fp32_onnx, "ort", batches=(1, 8, 32), warmup=3, iters=20)
+    prof = profile(onnx_path, "ort", batches=(1, 8, 32), warmup=3, iters=20)
+    profiles = [fp32_prof.to_dict(), prof.to_dict()]
+    write_text_atomic(out / "profile.profile.json", json.dumps(profiles, indent=2) + "\n")
     return DemoReport(
         out=out,
         data=data,
@@ -132,4 +149,5 @@ def run_demo(
         lint_errors=len(lint.errors),
         lint_warnings=len(lint.warnings),
         ort_profile=prof,
+        fp32_ort_profile=fp32_prof,
     )

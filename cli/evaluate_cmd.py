@@ -10,12 +10,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.train.config import saved_val_fraction
-from ..common.files import write_text_atomic
+from ..common.files import check_output_file, write_text_atomic
+from ..common.records import metrics_path
 from ..deploy.artifact import load_artifact
 from ..deploy.autoencode import AutoencoderReport, evaluate_autoencoder
 from ..deploy.evaluate import EvalReport, evaluate_artifact
-from .common import json_text, out_console, print_json, user_errors
-from .options import JsonReport, parse_qualities
+from .common import BadFiles, err_console, json_text, out_console, print_json, report_skipped, user_errors
+from .options import JsonReport, TrustCode, parse_qualities
 from .progress import EvalProgressView, make_progress
 
 
@@ -96,12 +97,14 @@ def evaluate_command(
         ),
     ] = None,
     split: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="'val' (the validation split of training: same --val-fraction, same fixed seed), 'train', or "
-            "'all' (every image, e.g. for a separate test folder)."
+            "'all' (every image: use it for a separate test folder). Default: val, which scores only the "
+            "--val-fraction share of --data (10% unless the checkpoint says otherwise), and says so.",
+            show_default=False,
         ),
-    ] = "val",
+    ] = None,
     val_fraction: Annotated[
         float | None,
         typer.Option(help="Validation share for --split val/train (default: the checkpoint's, else 0.1)."),
@@ -120,12 +123,15 @@ def evaluate_command(
         str | None,
         typer.Option(help="Runtime: 'torch', 'ort' or 'tensorrt' (default: the artifact's natural one)."),
     ] = None,
+    bad_files: BadFiles = "stop",
     as_json: JsonReport = False,
+    trust_code: TrustCode = False,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
-            help="Also write the JSON report to this file (atomically: complete or absent).",
+            help="Also write the JSON report to this file and the per-quality rows beside it as "
+            "<name>.metrics.csv (atomically: complete or absent).",
             show_default=False,
         ),
     ] = None,
@@ -137,8 +143,10 @@ def evaluate_command(
     the training time per epoch.
     """
     with user_errors(ctx):
+        if out is not None:
+            check_output_file(out, "--out", inputs=(checkpoint,))
         quality_list = parse_qualities(qualities)
-        art = load_artifact(checkpoint)
+        art = load_artifact(checkpoint, trust_code=trust_code)
         fraction = saved_val_fraction(art.extra) if val_fraction is None else val_fraction
         if art.meta.task == "autoencode":
             with make_progress(not as_json, detail=False, transient=True) as progress:
@@ -146,7 +154,7 @@ def evaluate_command(
                     art,
                     data,
                     val_fraction=fraction,
-                    split=split,
+                    split=split or "val",
                     qualities=quality_list,
                     batch_size=batch_size,
                     num_workers=workers,
@@ -154,12 +162,12 @@ def evaluate_command(
                     progress=EvalProgressView(progress),
                 )
             _finish(
-                {**ae_report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split},
+                {**ae_report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split or "val"},
                 out,
                 as_json,
             )
             if not as_json:
-                title = f"{escape(str(checkpoint))} ({ae_report.arch}, autoencoder) on {escape(data)}, split {split}"
+                title = f"{escape(str(checkpoint))} ({ae_report.arch}, autoencoder) on {escape(data)}, split {split or 'val'}"
                 out_console.print(_ae_table(ae_report, title))
             return
         with make_progress(not as_json, detail=False, transient=True) as progress:
@@ -167,7 +175,8 @@ def evaluate_command(
                 art,
                 data,
                 val_fraction=fraction,
-                split=split,
+                split=split or "val",
+                bad_files=bad_files,
                 qualities=quality_list,
                 batch_size=batch_size,
                 num_workers=workers,
@@ -175,7 +184,17 @@ def evaluate_command(
                 backend=backend,
                 qabn_routing=routing,
                 progress=EvalProgressView(progress),
+                record=metrics_path(out) if out is not None else None,
             )
+    if split is None:
+        err_console.print(
+            f"note: scored the validation split only ({report.rows[0].images} images, {fraction:g} of {escape(data)}, "
+            "fixed seed); for a separate test folder pass --split all",
+            highlight=False,
+            soft_wrap=True,
+        )
+    report_skipped(report.skipped)
+    split = split or "val"
     result = {**report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split}
     _finish(result, out, as_json)
     if not as_json:

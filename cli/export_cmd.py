@@ -1,4 +1,5 @@
-"""`dctq export CKPT --format onnx|torchscript|program|tensorrt [--out PATH]`: a checkpoint to a deployable file."""
+"""`dctq export CKPT --format onnx|torchscript|program|tensorrt|triton [--out PATH]`: a checkpoint to a deployable
+file (`dctq export model.onnx --format tensorrt`: an engine from a Q/DQ ONNX file)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,25 @@ from .options import JsonResult
 def export_command(
     ctx: typer.Context,
     checkpoint: Annotated[
-        Path, typer.Argument(help="A dctq checkpoint (.pt), float or quantized.", show_default=False)
+        Path,
+        typer.Argument(
+            help="A dctq checkpoint (.pt), float or quantized; or, with --format tensorrt, a Q/DQ .onnx file "
+            "(from `dctq export --format onnx`) to build the engine from.",
+            show_default=False,
+        ),
     ],
     fmt: Annotated[
         str,
         typer.Option(
             "--format",
-            help="onnx (FP32, or Q/DQ INT8 for TensorRT), torchscript (.ts, torch.jit.trace), program "
-            "(.pt2, torch.export) or tensorrt (.engine: a strongly typed TensorRT 11 plan built from the "
-            "Q/DQ ONNX, which is written beside it; needs `pip install 'dctq[tensorrt]'` and a GPU).",
+            # escape: typer renders help as Rich markup, where [tensorrt] is a tag and vanishes.
+            help=escape(
+                "onnx (FP32, or Q/DQ INT8 for TensorRT), torchscript (.ts, torch.jit.trace), program "
+                "(.pt2, torch.export) or tensorrt (.engine: a strongly typed TensorRT 11 plan built from the "
+                "Q/DQ ONNX, which is written beside it; needs `pip install 'dctq[tensorrt]'` and a GPU) or "
+                "triton (a Triton Inference Server model repository folder: clients send JPEG bytes and get "
+                "labels; the checkpoint's .engine is served too when it exists)."
+            ),
         ),
     ] = "onnx",
     out: Annotated[
@@ -37,7 +48,10 @@ def export_command(
         typer.Option("--static-batch", help="Bake this batch size in instead of a dynamic batch axis."),
     ] = None,
     max_batch: Annotated[
-        int, typer.Option(help="tensorrt: largest batch of the optimization profile (min 1, opt 32).")
+        int,
+        typer.Option(
+            help="tensorrt: largest batch of the optimization profile (min 1, opt 32); triton: max_batch_size."
+        ),
     ] = 256,
     timing_cache: Annotated[
         Path | None, typer.Option(help="tensorrt: timing-cache file, read and updated (faster rebuilds).")
@@ -50,7 +64,8 @@ def export_command(
     ] = False,
     as_json: JsonResult = False,
 ) -> None:
-    """Export a checkpoint to ONNX, TorchScript or a torch.export program, with a JSON sidecar.
+    """Export a checkpoint to ONNX, TorchScript, a torch.export program or a TensorRT engine, with a JSON
+    sidecar; or build a TensorRT engine from a Q/DQ ONNX file.
 
     An autoencoder (dq_ae, dq_ae_cpu) exports to two ONNX graphs, OUT's stem + .encoder.onnx (image -> codes,
     nearest code as ArgMin + Gather) and + .decoder.onnx (codes -> pixels and the head's output).

@@ -11,7 +11,7 @@ from rich.columns import Columns
 from rich.markup import escape
 from rich.table import Table
 
-from ..common.errors import DctqError
+from ..common.errors import DctqError, NotAJpegError
 from ..jpeg.decoders import BACKENDS, available_backends
 from ..jpeg.inspect import InspectReport, inspect_jpeg
 from .common import cli_state, err_console, out_console, print_json, to_jsonable
@@ -100,6 +100,21 @@ def _print_details(report: InspectReport) -> None:
     out_console.print(_grid("Y non-zero, % of blocks", share_rows))
 
 
+def _model_file_message(path: Path) -> str | None:
+    """The message for a model artifact given to inspect (its suffix says so), else None."""
+    from ..deploy.artifact import KINDS  # only on this error path: deploy imports torch
+
+    kind = KINDS.get(path.suffix.lower())
+    if kind is None:
+        return None
+    hint = (
+        "`dctq check` lints an ONNX graph, `dctq predict` runs a model"
+        if kind == "onnx"
+        else "`dctq predict` runs it"
+    )
+    return f"{path}: a model file ({kind}), not a JPEG; `dctq inspect` reads JPEG files ({hint})"
+
+
 def _check_backend(value: str) -> str:
     if value == "auto":
         return value
@@ -164,6 +179,8 @@ def inspect_command(
                 raise
             failed += 1
             message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            if isinstance(exc, NotAJpegError):
+                message = _model_file_message(path) or message
             entries.append({"path": str(path), "error": message})
             err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             continue

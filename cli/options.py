@@ -153,3 +153,13 @@ JsonResult = Annotated[bool, typer.Option("--json", help="Print the result as JS
 """`--json` of the commands that make something (train, quantize, export...): `as_json: JsonResult = False`."""
 JsonReport = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
 """`--json` of the commands that report on something (check, evaluate, profile, demo)."""
+
+TrustCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Load a TorchScript (.ts), torch.export (.pt2) or TensorRT (.engine) file: these hold code that "
+        "runs when loaded, so pass it only for files you made or trust. .pt and .onnx never need it.",
+    ),
+]
+"""`--trust-code` of the commands that run an artifact (evaluate, predict, profile): deploy.artifact.CODE_KINDS."""

@@ -10,10 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..common.errors import DctqError
+from ..common.files import check_output_dir, check_output_file
 from ..deploy.artifact import load_artifact
 from ..deploy.autoencode import Reconstruction, reconstruct
 from ..deploy.predict import predict
 from .common import out_console, print_json, user_errors
+from .options import TrustCode
 
 
 def predict_command(
@@ -41,6 +43,7 @@ def predict_command(
             show_default=False,
         ),
     ] = None,
+    trust_code: TrustCode = False,
 ) -> None:
     """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients.
 
@@ -48,7 +51,12 @@ def predict_command(
     with --out) and print the bits its codes take, next to the JPEG file's own size.
     """
     with user_errors(ctx):
-        art = load_artifact(artifact)
+        if out is not None:
+            if len(images) == 1:
+                check_output_file(out, "--out", inputs=(artifact, *images))
+            else:
+                check_output_dir(out, "--out")
+        art = load_artifact(artifact, trust_code=trust_code)
         if art.meta.task == "autoencode":
             recs = reconstruct(art, images, out, device=device)
             _print_reconstructions(artifact, recs, as_json)
@@ -57,7 +65,15 @@ def predict_command(
             raise DctqError(
                 f"--out writes reconstructions of autoencoders; {artifact} is a {art.meta.task!r} model"
             )
-        predictions = predict(art, images, backend=backend, top_k=top_k, batch_size=batch_size, device=device)
+        predictions = predict(
+            art,
+            images,
+            backend=backend,
+            top_k=top_k,
+            batch_size=batch_size,
+            device=device,
+            trust_code=trust_code,
+        )
     if as_json:
         print_json([p.to_dict() for p in predictions])
         return
@@ -65,10 +81,11 @@ def predict_command(
     table.add_column("image", overflow="fold")
     table.add_column("class")
     table.add_column("p", justify="right")
-    table.add_column(f"top {top_k}", overflow="fold")
+    shown = min(top_k, max((len(p.top) for p in predictions), default=top_k))
+    table.add_column(f"top {shown}", overflow="fold")
     for p in predictions:
-        others = ", ".join(f"{escape(n)} {v:.2f}" for n, _, v in p.top[1:])
-        table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", others)
+        ranked = ", ".join(f"{escape(n)} {v:.3f}" for n, _, v in p.top)
+        table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", ranked)
     out_console.print(table)
 
 

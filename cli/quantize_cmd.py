@@ -21,6 +21,7 @@ from ..calibration.quant.recipe import build_recipe
 from ..calibration.workflow.plan import PtqData, ZeroShotPlan, check_plan
 from ..calibration.workflow.quantize import QuantizeResult, quantize_checkpoint
 from ..calibration.zeroshot.config import SynthConfig, ZeroShotConfig
+from ..common.files import check_output_file
 from .common import out_console, print_json, summary_table, user_errors
 from .options import JsonResult, field_default, field_default_help, given, parse_int_list
 from .progress import QuantizeProgressView, make_progress
@@ -47,6 +48,8 @@ def _summary(result: QuantizeResult) -> Table:
     recipe = result.recipe
     table = summary_table("quantization done")
     table.add_row("file", escape(str(result.path)) if result.path else "(not written)")
+    if result.metrics is not None:
+        table.add_row("run record", escape(str(result.metrics)))
     table.add_row("method", result.method)
     table.add_row(
         "recipe",
@@ -139,9 +142,11 @@ def quantize_command(
     add_inputs: Annotated[
         str | None,
         typer.Option(
-            help="Residual Adds: 'residual' quantizes the shortcut input only (TensorRT fuses the Add into "
-            "the conv); 'both' also the conv side, which ONNX Runtime needs for integer kernels. "
-            "[default: the recipe's, residual]"
+            help=escape(
+                "Residual Adds: 'residual' quantizes the shortcut input only (TensorRT fuses the Add into "
+                "the conv); 'both' also the conv side, which ONNX Runtime needs for integer kernels. "
+                "[default: the recipe's, residual]"
+            )
         ),
     ] = None,
     synthetic: Annotated[
@@ -212,6 +217,7 @@ def quantize_command(
 ) -> None:
     """Quantize an FP checkpoint (PTQ on real images, or zero-shot with IntraQ / BN-statistics images)."""
     with user_errors(ctx):
+        check_output_file(out, "--out", inputs=(checkpoint,))
         flags = {
             "--calib-split": calib_split,
             "--num-images": num_images,

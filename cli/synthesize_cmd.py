@@ -19,6 +19,7 @@ from ..calibration.zeroshot.config import SynthConfig
 from ..calibration.zeroshot.data import SyntheticData
 from ..calibration.zeroshot.grid import synthetic_grid_png
 from ..calibration.zeroshot.synthesize import synthesize_checkpoint
+from ..common.files import check_output_file
 from .common import out_console, print_json, summary_table, user_errors
 from .options import JsonResult, field_default_help, given, parse_quality_range
 from .progress import SynthProgressView, make_progress
@@ -92,6 +93,9 @@ def synthesize_command(
 ) -> None:
     """Make synthetic calibration images from CKPT alone (no data), for `dctq quantize --method intraq`."""
     with user_errors(ctx):
+        check_output_file(out, "--out", inputs=(checkpoint,))
+        if grid is not None:
+            check_output_file(grid, "--grid", inputs=(checkpoint, out))
         options = {
             "num": num,
             "batch_size": batch_size,

@@ -19,7 +19,8 @@ from ..calibration.train.config import TrainConfig, config_for
 from ..calibration.train.data import build_train_data
 from ..calibration.train.events import TrainResult
 from ..calibration.train.loop import train
-from .common import err_console, out_console, print_json, summary_table, user_errors
+from ..common.files import check_output_dir
+from .common import BadFiles, err_console, out_console, print_json, report_skipped, summary_table, user_errors
 from .options import JsonResult, field_default_help, given, parse_arch_kwargs, parse_int_list
 from .progress import TrainProgressView, make_progress
 
@@ -180,6 +181,7 @@ def train_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out after its last epoch.")
     ] = False,
+    bad_files: BadFiles = "stop",
     as_json: JsonResult = False,
 ) -> None:
     """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch.
@@ -188,6 +190,7 @@ def train_command(
     and take the model's own defaults (Adam 2e-4, constant rate, gradient clip 2) where options are left out.
     """
     with user_errors(ctx):
+        check_output_dir(out, "--out")
         options = {
             "epochs": epochs,
             "batch_size": batch_size,
@@ -220,7 +223,9 @@ def train_command(
         }
         config = config_for(arch, **given(options))
         main = detect_env().is_main
-        data_sets = build_train_data(data, config)
+        data_sets = build_train_data(data, config, bad_files=bad_files)
+        if main:
+            report_skipped(data_sets.skipped)
         if main and not as_json:
             err_console.print(
                 f"training [bold]{escape(arch)}[/] on {len(data_sets.train)} images "

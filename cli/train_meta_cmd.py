@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ..calibration.qsam.data import meta_train_data
 from ..calibration.qsam.meta import MetaConfig, MetaResult, train_meta
+from ..common.files import check_output_dir
 from .common import err_console, out_console, print_json, summary_table, user_errors
 from .options import JsonResult, field_default_help, given, parse_int_list
 from .progress import MetaProgressView, make_progress
@@ -78,6 +79,14 @@ def train_meta_command(
             "--qac/--no-qac", help="Weight the episode losses by c(Q), as QSAM does." + _default("qac")
         ),
     ] = None,
+    qac_scale: Annotated[
+        str | None,
+        typer.Option(
+            help="Scale of the c(Q)-weighted episode losses: 'batch' (QSAM's code: c(Q) summed over the batch "
+            "times the batch-mean CE) or 'sample' (the per-sample mean, B times smaller)."
+            + _default("qac_scale")
+        ),
+    ] = None,
     held_out: Annotated[
         str | None,
         typer.Option(help="Meta-test qualities (never base qualities)." + _default("held_out_qualities")),
@@ -93,10 +102,14 @@ def train_meta_command(
         int | None, typer.Option(help="Data-loader worker processes." + _default("num_workers"))
     ] = None,
     device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda'." + _default("device"))] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the meta stage in --out after its last epoch.")
+    ] = False,
     as_json: JsonResult = False,
 ) -> None:
     """QSAM's meta stage: learn the QABN mixing MLP of a base-stage checkpoint (backbone frozen)."""
     with user_errors(ctx):
+        check_output_dir(out, "--out")
         options = {
             "epochs": epochs,
             "steps_per_epoch": steps,
@@ -105,6 +118,7 @@ def train_meta_command(
             "constant_epochs": constant_epochs,
             "inner_lr": inner_lr,
             "qac": qac,
+            "qac_scale": qac_scale,
             "held_out_qualities": parse_int_list(held_out, "--held-out"),
             "eval_qualities": parse_int_list(eval_qualities, "--eval-qualities"),
             "seed": seed,
@@ -121,7 +135,9 @@ def train_meta_command(
             )
         with make_progress() as progress:
             show = MetaProgressView(progress, config.epochs)
-            result = train_meta(config, checkpoint, data_sets.train, data_sets.val, out, progress=show)
+            result = train_meta(
+                config, checkpoint, data_sets.train, data_sets.val, out, progress=show, resume=resume
+            )
     if as_json:
         print_json(result.to_dict())
     else:

@@ -10,6 +10,7 @@ keeps validating itself on construction with `check()` and only declares, as cla
   UNTYPED  versions whose saved form had no "type" key (flat dicts written before this base).
   error    the ConfigError subclass its messages raise; UPGRADE the fix named for a too-new dict.
   RESUMABLE  fields a resumed run may change (they do not change what is computed).
+  upgrade()  (a classmethod) the fields of an older READS version as this version means them.
 
 In return it gets:
 
@@ -70,6 +71,12 @@ class Config:
     error: ClassVar[type[ConfigError]] = ConfigError
     RESUMABLE: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
+        """The saved `fields` of `version` (one of READS) as this version reads them: a class whose field
+        changed meaning bumps VERSION and fills in here what older files meant. Default: unchanged."""
+        return fields
+
     def changes(self, other: Config) -> dict[str, tuple[Any, Any]]:
         """{field: (self's plain value, other's)} for every field, in name order, where `other` (the same
         config type) differs from this one, apart from RESUMABLE. {} when a run of `other` may continue one
@@ -120,6 +127,7 @@ class Config:
         values = data["fields"] if nested else {k: v for k, v in data.items() if k not in RESERVED}
         if not isinstance(values, Mapping):
             raise error(f"the fields of a saved {name} must be a mapping, got {type(values).__name__}")
+        values = cls.upgrade(dict(values), version)
         known = _field_names(cls)
         if unknown := unknown_names(values, known):
             raise error(

@@ -31,6 +31,18 @@ class DataError(DctqError):
     """A data set folder or archive that is missing or malformed."""
 
 
+class UnreadableFilesError(DataError):
+    """A data set with files the JPEG reader refuses, found by scanning all of them (`--bad-files list`).
+
+    Attributes:
+        files: (path, the reader's one-line message) of every such file, in listing order.
+    """
+
+    def __init__(self, message: str, files: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.files = list(files or [])
+
+
 class ModelError(DctqError):
     """Unknown architecture, bad arguments, or a checkpoint that does not fit."""
 
@@ -41,6 +53,11 @@ class QuantizationError(DctqError):
 
 class ExportError(DctqError):
     """An artifact (ONNX, TorchScript, engine) that cannot be written or fails its checks."""
+
+
+class UntrustedArtifactError(ExportError):
+    """An artifact kind that holds code (TorchScript, torch.export program, TensorRT engine), asked to load
+    without trust_code=True (`--trust-code`)."""
 
 
 class BackendUnavailable(DctqError):

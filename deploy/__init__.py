@@ -7,7 +7,9 @@
     backends/     one runtime per module, named as --backend: ort, pytorch (torch), tensorrt/ (build + run)
     evaluate.py   accuracy per JPEG quality of any runner or artifact (evaluate.evaluate, evaluate_artifact)
     predict.py    top-k classes of JPEG files with any artifact (predict.predict)
-    profiling/    latency percentiles and throughput (CPU and CUDA), the GPU input path
+    profiling/    latency percentiles and throughput (CPU and CUDA), the GPU input path, plots
+    triton/       a Triton Inference Server model repository taking JPEG bytes (`dctq export --format triton`)
+    environment.py  what this installation found: JPEG reader, torch/CUDA, ONNX, ONNX Runtime, TensorRT (`dctq env`)
 
 deploy never imports training, synthesis or QSAM code: from calibration/ only quant/ and calibrators/
 (docs/design.md). The names below resolve on first use; optional runtimes (onnx, onnxruntime, tensorrt)
@@ -29,6 +31,7 @@ _EXPORTS = {
     **dict.fromkeys(("evaluate_artifact", "EvalReport"), "dctq.deploy.evaluate"),
     "Prediction": "dctq.deploy.predict",
     **dict.fromkeys(("profile", "plot_profile"), "dctq.deploy.profiling"),
+    "describe_environment": "dctq.deploy.environment",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,7 +8,14 @@ Exported files carry a JSON sidecar `<file>.json` (model.onnx -> model.onnx.json
      "inputs": [{"name": "y", "shape": ["batch", 64, 4, 4], "dtype": "float32"}, ...],
      "outputs": [{"name": "logits", "shape": ["batch", 10], "dtype": "float32"}],
      "recipe": QuantRecipe.to_dict() | null, "exporter": "dynamo", "opset": 18,
-     "versions": {"dctq": ..., "torch": ..., "onnx": ...}, "extra": {...}}
+     "versions": {"dctq": ..., "torch": ..., "onnx": ...}, "extra": {...},
+     "artifact": {"name": "model.onnx", "size": 123456, "sha256": "..."}}
+
+"artifact" binds the sidecar to the file it describes: `read_sidecar` refuses a sidecar whose file has
+another size or hash, so an export killed between its two writes (or a model replaced by hand) can never
+pair one model with another's class names. Exporters write the sidecar first (bound to the finished
+temporary file), then rename the artifact into place: a kill leaves the old pair, or a new sidecar that
+refuses the old file, never an artifact without its sidecar.
 
 Checkpoints, float or quantized, are read by `dctq.models.checkpoint.load_checkpoint` (a quantized
 one, written by `dctq.calibration.quant.checkpoint.save_quantized`, holds `"quant_recipe"` in its
@@ -18,6 +25,7 @@ one, written by `dctq.calibration.quant.checkpoint.save_quantized`, holds `"quan
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -29,8 +37,8 @@ from torch import nn
 from .. import __version__
 from ..calibration.quant.checkpoint import QUANT_RECIPE_KEY
 from ..calibration.quant.model import recipe_of
-from ..common.errors import DctqError, ExportError, ModelError
-from ..common.files import write_text_atomic
+from ..common.errors import DctqError, ExportError, ModelError, UntrustedArtifactError
+from ..common.files import open_regular_file, read_regular_file, write_text_atomic
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
 from ..models.qabn import is_qabn
 from .onnx.graph import load_onnx, opset_of
@@ -48,6 +56,22 @@ KINDS = {
     ".engine": "engine",
 }
 DCT_INPUTS = ("y", "cbcr", "qt")
+MAX_SIDECAR_BYTES = 16 << 20
+"""A sidecar is a few KiB of JSON; anything above 16 MiB is not one."""
+MAX_INPUT_SIZE = 16384
+"""Largest input size (pixels) a sidecar may declare."""
+MAX_DIMENSION = 1 << 20
+"""Largest fixed dimension (a batch, channels, classes) a sidecar may declare."""
+CODE_KINDS = {
+    "torchscript": "a TorchScript archive: it holds code, which runs when the model is loaded and called",
+    "program": (
+        "a torch.export program: torch.export.load unpickles parts of it (sample inputs, pickled weights and "
+        "constants) without restriction, which runs any code stored there"
+    ),
+    "engine": "a TensorRT engine: NVIDIA calls serialized engines executable artifacts (native code)",
+}
+"""Artifact kinds that are code, not data: loaded only with trust_code=True (`--trust-code`). Checkpoints
+(read with torch.load(weights_only=True)) and ONNX files (a protobuf graph of standard operators) are data."""
 
 
 ONNX_DTYPES = {1: "float32", 10: "float16"}
@@ -146,7 +170,7 @@ class ArtifactMeta:
                 f"{source}: sidecar version {data.get('version')!r} is newer than this dctq; upgrade"
             )
         try:
-            return cls(
+            meta = cls(
                 arch=data.get("arch"),
                 arch_kwargs=dict(data.get("arch_kwargs") or {}),
                 class_names=tuple(str(c) for c in data["class_names"]),
@@ -169,17 +193,38 @@ class ArtifactMeta:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"{source} is a damaged dctq sidecar ({type(exc).__name__}: {exc})") from None
+        meta._check_sizes(source)
+        return meta
+
+    def _check_sizes(self, source: Path) -> None:
+        """Refuse sizes no dctq export has and that would make a reader allocate without bound: an input
+        size of a million pixels (the crop of every image to it), a fixed batch of a billion (each batch
+        padded to it)."""
+        bad = [] if 0 < self.input_size <= MAX_INPUT_SIZE else [f"input_size {self.input_size}"]
+        bad += [
+            f"dimension {d!r} of {t.name}"
+            for t in (*self.inputs, *self.outputs)
+            for d in t.shape
+            if not (isinstance(d, str) or (isinstance(d, int) and 0 <= d <= MAX_DIMENSION))
+        ]
+        if bad:
+            raise ExportError(
+                f"{source} declares {', '.join(bad[:3])}, out of range for any dctq model; export it again"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
 class Artifact:
     """A loaded artifact: its path, kind ("checkpoint", "onnx", "torchscript", "program", "engine"),
-    metadata, and for checkpoints the rebuilt model (eval mode, CPU)."""
+    metadata, and for checkpoints the rebuilt model (eval mode, CPU). Runners load the kinds in CODE_KINDS
+    only when `trusted` (`require_trusted`)."""
 
     path: Path
     kind: str
     meta: ArtifactMeta
     checkpoint: LoadedCheckpoint | None = None
+    trusted: bool = False
+    """The caller vouches for the file (trust_code=True): only then is a kind in CODE_KINDS loaded."""
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -218,32 +263,73 @@ def sidecar_path(path: Path | str) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def write_sidecar(path: Path | str, meta: ArtifactMeta, kind: str) -> Path:
-    """Write `meta` atomically beside the artifact at `path`; returns the sidecar path."""
+def artifact_binding(path: Path | str, name: str | None = None) -> dict[str, Any]:
+    """{"name", "size", "sha256"} of the file at `path` (`name`: the name it will have, for a temporary
+    file about to be renamed)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open_regular_file(path) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": name or path.name, "size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def write_sidecar(
+    path: Path | str, meta: ArtifactMeta, kind: str, *, artifact_file: Path | str | None = None
+) -> Path:
+    """Write `meta` atomically beside the artifact at `path`, bound to the artifact's bytes (size and
+    sha256, module docstring); returns the sidecar path.
+
+    artifact_file: where the artifact's bytes are now, when it is not at `path` yet (the temporary file
+    an exporter renames onto `path` after this call); default `path`.
+    """
+    path = Path(path)
     target = sidecar_path(path)
-    write_text_atomic(target, json.dumps(meta.to_dict(kind), indent=2) + "\n")
+    data = {**meta.to_dict(kind), "artifact": artifact_binding(artifact_file or path, path.name)}
+    write_text_atomic(target, json.dumps(data, indent=2) + "\n")
     return target
 
 
-def read_sidecar(path: Path | str, *, kind: str | None = None) -> dict[str, Any] | None:
+def check_binding(path: Path, data: dict[str, Any], sidecar: Path) -> None:
+    """Raise ExportError when the sidecar `data` was written for another file than the one at `path`."""
+    bound = data.get("artifact")
+    if not isinstance(bound, dict):
+        logger.warning("%s has no artifact size and hash (an older dctq wrote it); not checked against %s",
+                       sidecar, path.name)  # fmt: skip
+        return
+    size = path.stat().st_size
+    if bound.get("size") != size or artifact_binding(path)["sha256"] != bound.get("sha256"):
+        raise ExportError(
+            f"{path} does not match its sidecar {sidecar.name} (written for a file of {bound.get('size')} bytes, "
+            f"sha256 {str(bound.get('sha256'))[:12]}..., this one has {size} bytes): an export was interrupted "
+            "or one of the two files was replaced; export the model again with `dctq export`"
+        )
+
+
+def read_sidecar(path: Path | str, *, kind: str | None = None, check: bool = True) -> dict[str, Any] | None:
     """The JSON sidecar beside the artifact at `path` (`<path>.json`) as a dict, or None when there is none.
 
-    kind: the artifact kind the sidecar must describe (e.g. "engine").
+    kind: the artifact kind the sidecar must describe (e.g. "engine"). check: refuse a sidecar bound to
+    another file than the one at `path` (`check_binding`); only when that file exists.
 
     Raises:
-        ExportError: naming the sidecar, when it is unreadable, not a dctq sidecar, or of another kind.
+        ExportError: naming the sidecar, when it is unreadable, not a dctq sidecar, of another kind, or
+            written for another file.
     """
+    path = Path(path)
     target = sidecar_path(path)
     if not target.is_file():
         return None
     try:
-        data = json.loads(target.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(read_regular_file(target, max_bytes=MAX_SIDECAR_BYTES).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ExportError(f"{target} is not readable JSON ({exc}); re-export the artifact") from None
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise ExportError(f"{target} is not a dctq sidecar (no format {SIDECAR_FORMAT!r} marker)")
     if kind is not None and data.get("kind") != kind:
         raise ExportError(f"{target} describes a {data.get('kind')!r} artifact, not {kind!r}")
+    if check and path.is_file():
+        check_binding(path, data, target)
     return data
 
 
@@ -355,23 +441,14 @@ def _onnx_meta(path: Path) -> ArtifactMeta:
     inits = {i.name for i in model.graph.initializer}
     inputs = tuple(spec(v) for v in model.graph.input if v.name not in inits)
     outputs = tuple(spec(v) for v in model.graph.output)
-    names = [t.name for t in inputs]
-    if names[:3] == list(DCT_INPUTS) and isinstance(inputs[0].shape[-1], int):
-        kind, size = "dct", 8 * int(inputs[0].shape[-1])
-    elif names and names[0] == "x" and isinstance(inputs[0].shape[-1], int):
-        kind, size = "rgb", int(inputs[0].shape[-1])
-    else:
-        raise ExportError(
-            f"{path} has inputs {names} and no sidecar {sidecar_path(path).name}; dctq needs inputs named "
-            "y, cbcr, qt (DCT) or x [, qt] (RGB): export it with `dctq export`"
-        )
-    classes = outputs[0].shape[-1] if outputs and isinstance(outputs[0].shape[-1], int) else 0
+    kind, size = _foreign_inputs(inputs, outputs, path)
+    classes = outputs[0].shape[-1] if isinstance(outputs[0].shape[-1], int) else 0
     quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     opset = opset_of(model)
-    return ArtifactMeta(
+    meta = ArtifactMeta(
         arch=None,
         arch_kwargs={},
-        class_names=tuple(map(str, range(classes))),
+        class_names=tuple(map(str, range(min(classes, MAX_DIMENSION + 1)))),
         input_kind=kind,
         input_size=size,
         inputs=inputs,
@@ -379,6 +456,47 @@ def _onnx_meta(path: Path) -> ArtifactMeta:
         recipe={"type": "unknown"} if quantized else None,
         opset=opset,
     )
+    meta._check_sizes(path)
+    return meta
+
+
+_NO_META = ArtifactMeta(None, {}, (), "dct", 0, (), ())
+
+
+def _foreign_inputs(
+    inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], path: Path
+) -> tuple[str, int]:
+    """(input kind, input size) of an ONNX graph without a sidecar, from its inputs' names and shapes.
+
+    Raises ExportError naming the file unless the inputs are dctq's (y [N, 64, S/8, S/8], cbcr
+    [N, 128, S/16, S/16], qt [N, 3, 64]; or x [N, 3, S, S] [, qt]) with fixed sizes, and the one output
+    is [N, classes].
+    """
+    found = ", ".join(f"{t.name} {list(t.shape)}" for t in inputs) or "none"
+    names = [t.name for t in inputs]
+    roles = [t.role for t in inputs]
+    kind, size = None, 0
+    if names == list(DCT_INPUTS) and roles == ["luma", "chroma", "qt"]:
+        (_, _, hb, wb), (_, _, hc, wc) = inputs[0].dims, inputs[1].dims
+        if hb is not None and hb == wb and hb % 2 == 0 and (hc, wc) == (hb // 2, wb // 2):
+            kind, size = "dct", 8 * hb
+    elif names in (["x"], ["x", "qt"]) and roles[0] == "rgb" and roles[1:] in ([], ["qt"]):
+        _, _, h, w = inputs[0].dims
+        if h is not None and h == w:
+            kind, size = "rgb", h
+    if kind is None:
+        raise ExportError(
+            f"{path} has no sidecar {sidecar_path(path).name} and its inputs ({found}) are not dctq's: y "
+            "[N, 64, S/8, S/8], cbcr [N, 128, S/16, S/16], qt [N, 3, 64] (DCT) or x [N, 3, S, S] [, qt] (RGB) "
+            "with a fixed square size S; export the model with `dctq export`, which writes the sidecar"
+        )
+    if len(outputs) != 1 or len(outputs[0].shape) != 2:
+        shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in outputs) or "none"
+        raise ExportError(
+            f"{path} has no sidecar {sidecar_path(path).name} and its outputs ({shapes}) are not one "
+            "[N, classes] tensor of logits; export the model with `dctq export`"
+        )
+    return kind, size
 
 
 def artifact_kind(path: Path | str) -> str:
@@ -391,25 +509,44 @@ def artifact_kind(path: Path | str) -> str:
     return KINDS[suffix]
 
 
-def load_artifact(path: Path | str) -> Artifact:
+def require_trusted(artifact: Artifact) -> None:
+    """Raise UntrustedArtifactError when `artifact` is a kind that holds code (CODE_KINDS) and the caller
+    did not vouch for it (Artifact.trusted, from load_artifact(..., trust_code=True)). Every runner calls
+    it before handing the file to torch.jit, torch.export or TensorRT."""
+    if artifact.kind in CODE_KINDS and not artifact.trusted:
+        raise UntrustedArtifactError(
+            f"{artifact.path} is {CODE_KINDS[artifact.kind]}; dctq loads it only for a file you made or got "
+            "from a source you trust: pass --trust-code (trust_code=True). For a model from others ask for "
+            "its .onnx file or .pt checkpoint, which dctq reads as data"
+        )
+
+
+def load_artifact(path: Path | str, *, trust_code: bool = False) -> Artifact:
     """Load any artifact's metadata (and, for a checkpoint, its model) by file suffix.
 
-    Raises DctqError (unknown suffix, missing file), ModelError (bad checkpoint), ExportError
-    (bad or missing sidecar where one is needed).
+    trust_code: vouch for a file whose kind holds code (CODE_KINDS: .ts, .pt2, .engine); without it
+        such a file is refused before anything but its JSON sidecar is read.
+
+    Raises DctqError (unknown suffix, missing file), UntrustedArtifactError (a code kind without
+    trust_code), ModelError (bad checkpoint), ExportError (bad or missing sidecar where one is needed).
     """
     path = Path(path)
     kind = artifact_kind(path)
-    if not path.is_file():
+    if not path.exists():
         raise DctqError(f"artifact not found: {path}")
+    if not path.is_file():  # a folder, a FIFO (which would block the reader) or a device
+        raise DctqError(f"{path} is not a regular file; give the artifact file itself")
+    require_trusted(Artifact(path, kind, _NO_META, trusted=trust_code))
     if kind == "checkpoint":
         loaded = load_checkpoint(path)
         return Artifact(path, kind, describe_model(loaded), loaded)
     found = read_sidecar(path)
     if found is not None:
-        return Artifact(path, kind, ArtifactMeta.from_dict(found, sidecar_path(path)))
+        return Artifact(path, kind, ArtifactMeta.from_dict(found, sidecar_path(path)), trusted=trust_code)
     if kind == "onnx":
+        meta = _onnx_meta(path)
         logger.warning("%s has no sidecar %s; class names are numbers", path, sidecar_path(path).name)
-        return Artifact(path, kind, _onnx_meta(path))
+        return Artifact(path, kind, meta)
     raise ExportError(
         f"{path} has no sidecar {sidecar_path(path).name} describing its inputs; re-export it with `dctq export`"
     )

@@ -21,9 +21,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..common.errors import ConfigError, DctqError
+from ..common.records import write_metrics
 from ..jpeg.dataset import make_loader
 from ..jpeg.recompress import QualityPolicy
-from ..jpeg.splits import make_dataset, split_data
+from ..jpeg.splits import make_dataset, screen_split, split_data
 from ..models.checkpoint import LoadedCheckpoint
 from ..models.metrics import topk_correct
 from .artifact import Artifact, load_artifact
@@ -52,11 +53,13 @@ class QualityRow:
 
 @dataclasses.dataclass(frozen=True)
 class EvalReport:
-    """Accuracy of one model over several qualities."""
+    """Accuracy of one model over several qualities; `skipped`: files left out as unreadable
+    (`bad_files="skip"`: path, the reader's message)."""
 
     model: str
     arch: str | None
     rows: tuple[QualityRow, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
 
     @property
     def mean_top1(self) -> float:
@@ -69,6 +72,7 @@ class EvalReport:
             "arch": self.arch,
             "mean_top1": self.mean_top1,
             "rows": [dataclasses.asdict(r) for r in self.rows],
+            "skipped_files": [{"path": p, "error": e} for p, e in self.skipped],
         }
 
 
@@ -208,6 +212,9 @@ def evaluate_artifact(
     backend: str | None = None,
     qabn_routing: str = "auto",
     progress: Callable[[EvalProgress], None] | None = None,
+    record: Path | str | None = None,
+    trust_code: bool = False,
+    bad_files: str = "stop",
 ) -> EvalReport:
     """`dctq evaluate`: top-1 / top-5 of any artifact on the `split` ("val", "train" or "all") of `data`
     ("cifar10" or an ImageFolder of JPEGs), at each of `qualities` (None: the files as stored).
@@ -215,22 +222,31 @@ def evaluate_artifact(
     val_fraction: the share split off as validation images (jpeg.splits.split_data, fixed seed): the
     run's own to get its validation set back (calibration.train.config.saved_val_fraction reads it from
     a checkpoint). A checkpoint is evaluated through its model, so `qabn_routing` applies; any other
-    artifact through `backend` (default: the artifact's natural one).
+    artifact through `backend` (default: the artifact's natural one). record: also write the run record
+    there, one row per quality (common/records.py; `dctq evaluate --out r.json` gives r.metrics.csv).
+    trust_code: load a path of a kind that holds code (.ts, .pt2, .engine: artifact.CODE_KINDS).
+    bad_files: "stop", "list" or "skip" (jpeg.splits.screen_split over the images of `split`; skipped
+    files are named in the report).
 
     Raises:
         ConfigError: bad batch size or worker count, an artifact without a recorded architecture
             (no sidecar), or data whose class folders differ from the model's classes.
         DctqError / ModelError / ExportError: unreadable artifacts, unknown backends.
-        DataError / JpegError: bad data.
+        DataError / JpegError: bad data. UnreadableFilesError: bad files with bad_files="list".
     """
-    if batch_size < 1 or num_workers < 0:
-        raise ConfigError(f"--batch-size must be >= 1 and --workers >= 0, got {batch_size}, {num_workers}")
-    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {num_workers}")
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, trust_code=trust_code)
     if art.meta.arch is None:
         raise ConfigError(
             f"{art.path}: no architecture recorded (missing JSON sidecar?); export it with `dctq export`"
         )
-    splits = split_data(data, val_fraction)
+    screened = screen_split(split_data(data, val_fraction), bad_files, (split,))
+    splits = screened.split
     samples = splits.samples(split)
     if art.class_names and list(art.class_names) != list(splits.class_names):
         raise ConfigError(
@@ -260,4 +276,7 @@ def evaluate_artifact(
         qabn_routing=qabn_routing,
         progress=progress,
     )
-    return report if report.arch else dataclasses.replace(report, arch=meta.arch)
+    report = dataclasses.replace(report, arch=report.arch or meta.arch, skipped=tuple(screened.skipped))
+    if record is not None:
+        write_metrics(record, report.rows)
+    return report

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.errors import DctqError, JpegError
+from ..common.errors import ConfigError, DctqError
 from ..jpeg.dataset import preprocess_dct
-from ..jpeg.reader import read_jpeg
+from ..jpeg.geometry import block_grid
+from ..jpeg.reader import read_jpeg, read_jpeg_file
 from ..jpeg.rgb import decode_rgb, preprocess_rgb
 from .artifact import Artifact, ArtifactMeta, load_artifact
 from .backends.registry import Runner, load_runner
@@ -57,11 +58,13 @@ class Prediction:
 
 def read_dct_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
     """One file as model inputs: y [64, S/8, S/8] int16, cbcr [128, S/16, S/16] int16, qt [3, 64] float32
-    (jpeg.dataset.preprocess_dct, as the evaluation data).
+    (jpeg.dataset.preprocess_dct, as the evaluation data). Only the blocks of the centre crop are kept
+    while reading, so a large photograph costs the crop, not the image, in output arrays.
 
-    Raises JpegError (from read_jpeg) naming the file.
+    Raises JpegError (from read_jpeg) naming the file: unreadable, or above the pixel limit
+    (jpeg.limits: $DCTQ_MAX_PIXELS, `dctq --max-pixels`).
     """
-    return preprocess_dct(read_jpeg(path), input_size)
+    return preprocess_dct(read_jpeg(path, fit_grid=block_grid((input_size, input_size))), input_size)
 
 
 def read_rgb_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
@@ -70,12 +73,7 @@ def read_rgb_input(path: Path | str, input_size: int) -> dict[str, np.ndarray]:
 
     Raises JpegError / NotAJpegError / CorruptJpegError naming the file.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise JpegError(f"{path}: cannot read ({exc.strerror})") from None
-    rgb, qt = decode_rgb(data, path)
+    rgb, qt = decode_rgb(read_jpeg_file(path), path)
     return {"x": preprocess_rgb(rgb, input_size), "qt": qt}
 
 
@@ -108,22 +106,26 @@ def predict(
     batch_size: int = 32,
     device: str = "auto",
     runner: Runner | None = None,
+    trust_code: bool = False,
 ) -> list[Prediction]:
     """Top-k predictions for each JPEG in `images`, in order.
 
     Args:
         artifact: a loaded Artifact or a path (.pt/.onnx/.ts/.pt2/.engine).
         backend: "ort", "torch", "tensorrt"...; default by artifact kind. runner: an already loaded one.
+        trust_code: load a path of a kind that holds code (.ts, .pt2, .engine: artifact.CODE_KINDS).
         top_k: classes per image (at most the number of classes). batch_size: images per run.
 
     Raises:
         JpegError: a file that cannot be read (names it). DctqError: bad arguments or backend problems.
     """
-    if top_k < 1 or batch_size < 1:
-        raise DctqError(f"top_k and batch_size must be >= 1, got {top_k}, {batch_size}")
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {top_k}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if not images:
         raise DctqError("no images to predict")
-    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, trust_code=trust_code)
     run = runner or load_runner(art, backend, device=device)
     fixed = art.meta.fixed_batch
     size = fixed or batch_size
@@ -145,12 +147,17 @@ def predict(
 
 
 def artifact_predictor(
-    path: Path | str, backend: str | None = None, *, device: str = "auto", **options: Any
+    path: Path | str,
+    backend: str | None = None,
+    *,
+    device: str = "auto",
+    trust_code: bool = False,
+    **options: Any,
 ) -> tuple[Runner, Artifact]:
     """(predictor, artifact) for `deploy.evaluate.evaluate`: any artifact, evaluated by the same loop.
 
     runner, art = artifact_predictor("model.onnx")
     report = evaluate(runner, factory, qualities)    # factory builds the dataset for art.meta
     """
-    art = load_artifact(path)
+    art = load_artifact(path, trust_code=trust_code)
     return load_runner(art, backend, device=device, **options), art

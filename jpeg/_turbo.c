@@ -19,6 +19,15 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
+/* libjpeg's internal IDCT manager (jpegint.h, not installed everywhere): its first two members, the same
+ * from libjpeg 6b to libjpeg-turbo 3. stream_window replaces inverse_DCT after jpeg_start_decompress. */
+typedef void (*dctq_inverse_dct)(j_decompress_ptr cinfo, jpeg_component_info *compptr, JCOEFPTR coef_block,
+                                 JSAMPARRAY output_buf, JDIMENSION output_col);
+struct jpeg_inverse_dct {
+    void (*start_pass)(j_decompress_ptr cinfo);
+    dctq_inverse_dct inverse_DCT[MAX_COMPONENTS];
+};
+
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -97,13 +106,16 @@ static const char *error_kind(int code) {
 typedef struct {
     int h_samp, v_samp;
     int height_in_blocks, width_in_blocks;
-    /* Output grid [64, out_rows, out_cols] at out_offset int16s into buffer out_buffer: the blocks inside
-     * it are copied, the rest of it is written with zeros. */
+    /* Output grid [64, out_rows, out_cols] at out_offset int16s into buffer out_buffer, whose row 0, column 0
+     * is block (src_top, src_left) of the component (negative or past the image: zeros): the blocks inside
+     * the image are copied, the rest of it is written with zeros. */
     int out_rows, out_cols, out_buffer;
+    int src_top, src_left;
     size_t out_offset;
 } component_info;
 
-/* State shared by the two GIL-free phases of one read. */
+/* State shared by the two GIL-free phases of one read. `cinfo` comes first: the IDCT hook of
+ * stream_window finds the reader from the cinfo pointer libjpeg hands it. */
 typedef struct {
     struct jpeg_decompress_struct cinfo;
     dctq_error_mgr err;
@@ -111,6 +123,11 @@ typedef struct {
     component_info comps[MAX_COMPONENTS];
     int has_qt; /* every component has a table */
     unsigned short qt[MAX_COMPONENTS][DCTSIZE2];
+    /* stream_window: the output buffers, and the row pointers handed to jpeg_read_raw_data per component
+     * (the hook tells a block's row within the iMCU row from its pointer into them; nothing is written) */
+    char **buffers;
+    JSAMPROW raw_rows[MAX_COMPONENTS][MAX_SAMP_FACTOR * DCTSIZE];
+    JSAMPLE dummy_row[DCTSIZE];
 } reader;
 
 /* Phase 1: header only, so that Python can allocate the output before decoding. */
@@ -143,24 +160,43 @@ static int is_420(const reader *r) {
            c[0].h_samp == 2 * c[1].h_samp && c[0].v_samp == 2 * c[1].v_samp;
 }
 
+/* A window of the luma grid (grid=True): rows x cols blocks from block (top, left); all even. */
+typedef struct {
+    int used, top, left, rows, cols;
+} window;
+
 /* Decide every component's output grid and buffer (see read_coefficients' docstring); returns the
- * number of buffers. */
-static int plan_output(reader *r, int grid) {
+ * number of buffers. With a window (grid=True, gray or 4:2:0 frames only) luma takes the window and
+ * chroma its half. */
+static int plan_output(reader *r, int grid, const window *w) {
     int ci, n = r->cinfo.num_components, buffers = 0;
     int hb = 2 * (int)((r->cinfo.image_height + 15) / 16), wb = 2 * (int)((r->cinfo.image_width + 15) / 16);
+    int top = 0, left = 0;
+    if (grid && w->used) {
+        hb = w->rows;
+        wb = w->cols;
+        top = w->top;
+        left = w->left;
+    }
     for (ci = 0; ci < n; ci++) {
         component_info *o = &r->comps[ci];
         o->out_rows = o->height_in_blocks;
         o->out_cols = o->width_in_blocks;
         o->out_buffer = buffers++;
         o->out_offset = 0;
+        o->src_top = 0;
+        o->src_left = 0;
         if (grid && ci == 0) {
             o->out_rows = hb;
             o->out_cols = wb;
+            o->src_top = top;
+            o->src_left = left;
         } else if (grid && ci == 2 && is_420(r)) {
             /* Cr right after Cb in Cb's buffer: [128, Hb/2, Wb/2] with no concatenation in Python. */
             r->comps[1].out_rows = o->out_rows = hb / 2;
             r->comps[1].out_cols = o->out_cols = wb / 2;
+            r->comps[1].src_top = o->src_top = top / 2;
+            r->comps[1].src_left = o->src_left = left / 2;
             o->out_buffer = r->comps[1].out_buffer;
             o->out_offset = (size_t)DCTSIZE2 * (size_t)(hb / 2) * (size_t)(wb / 2);
             buffers--;
@@ -255,20 +291,26 @@ static int read_blocks(reader *r, char **buffers) {
         component_info *o = &r->comps[ci];
         JCOEF *out = (JCOEF *)buffers[o->out_buffer] + o->out_offset;
         size_t plane = (size_t)o->out_rows * (size_t)o->out_cols;
-        int copy_rows = o->height_in_blocks < o->out_rows ? o->height_in_blocks : o->out_rows;
-        int copy_cols = o->width_in_blocks < o->out_cols ? o->width_in_blocks : o->out_cols;
-        for (row = 0; row < copy_rows; row++) {
-            JBLOCKARRAY line =
-                (*r->cinfo.mem->access_virt_barray)((j_common_ptr)&r->cinfo, arrays[ci], (JDIMENSION)row, 1, FALSE);
-            JCOEF *dst = out + (size_t)row * (size_t)o->out_cols;
-            blocks_to_planes((const JBLOCK *)line[0], copy_cols, dst, plane);
-            zero_planes(dst, plane, copy_cols, o->out_cols);
+        /* Source blocks [r0, r1) x [c0, c1) land at output row - src_top, column - src_left. */
+        int r0 = o->src_top > 0 ? o->src_top : 0, c0 = o->src_left > 0 ? o->src_left : 0;
+        int r1 = o->src_top + o->out_rows < o->height_in_blocks ? o->src_top + o->out_rows : o->height_in_blocks;
+        int c1 = o->src_left + o->out_cols < o->width_in_blocks ? o->src_left + o->out_cols : o->width_in_blocks;
+        if (c1 <= c0) {
+            r1 = r0; /* no column of the window inside the image */
         }
-        if (copy_rows < o->out_rows) {
-            /* Rows past the image: each plane's tail is contiguous. */
-            for (k = 0; k < DCTSIZE2; k++) {
-                memset(out + (size_t)k * plane + (size_t)copy_rows * (size_t)o->out_cols, 0,
-                       (size_t)(o->out_rows - copy_rows) * (size_t)o->out_cols * sizeof(JCOEF));
+        for (row = 0; row < o->out_rows; row++) {
+            int src_row = row + o->src_top;
+            JCOEF *dst = out + (size_t)row * (size_t)o->out_cols;
+            if (src_row >= r0 && src_row < r1) {
+                JBLOCKARRAY line = (*r->cinfo.mem->access_virt_barray)((j_common_ptr)&r->cinfo, arrays[ci],
+                                                                       (JDIMENSION)src_row, 1, FALSE);
+                zero_planes(dst, plane, 0, c0 - o->src_left);
+                blocks_to_planes((const JBLOCK *)line[0] + c0, c1 - c0, dst + (c0 - o->src_left), plane);
+                zero_planes(dst, plane, c1 - o->src_left, o->out_cols);
+            } else {
+                for (k = 0; k < DCTSIZE2; k++) {
+                    memset(dst + (size_t)k * plane, 0, (size_t)o->out_cols * sizeof(JCOEF));
+                }
             }
         }
         /* The table latched when the component's first scan began is the one its data used. */
@@ -286,6 +328,78 @@ static int read_blocks(reader *r, char **buffers) {
         }
     }
     jpeg_finish_decompress(&r->cinfo);
+    return 1;
+}
+
+/* The IDCT of stream_window: instead of turning a block into pixels, copy its quantized coefficients
+ * (natural order, as the entropy decoder left them) into the window when the block lies inside it. */
+static void capture_block(j_decompress_ptr cinfo, jpeg_component_info *compptr, JCOEFPTR coef_block,
+                          JSAMPARRAY output_buf, JDIMENSION output_col) {
+    reader *r = (reader *)cinfo;
+    int ci = compptr->component_index, k;
+    const component_info *o = &r->comps[ci];
+    long row = (long)cinfo->output_iMCU_row * compptr->v_samp_factor +
+               (long)(output_buf - r->raw_rows[ci]) / DCTSIZE - o->src_top;
+    long col = (long)output_col / DCTSIZE - o->src_left;
+    size_t plane = (size_t)o->out_rows * (size_t)o->out_cols;
+    JCOEF *out;
+    if (row < 0 || row >= o->out_rows || col < 0 || col >= o->out_cols) {
+        return;
+    }
+    out = (JCOEF *)r->buffers[o->out_buffer] + o->out_offset + (size_t)row * (size_t)o->out_cols + (size_t)col;
+    for (k = 0; k < DCTSIZE2; k++) {
+        out[(size_t)k * plane] = coef_block[k];
+    }
+}
+
+/* Whether stream_window can read this frame: one interleaved baseline/sequential scan (a progressive or
+ * multi-scan file needs the whole coefficient buffer, which read_blocks keeps). After read_header. */
+static int can_stream(reader *r) {
+    return !r->cinfo.progressive_mode && !jpeg_has_multiple_scans(&r->cinfo);
+}
+
+/* Phase 2 for a window of a single-scan file: decode MCU row by MCU row in raw-data mode with the IDCT
+ * replaced by capture_block, so libjpeg holds one MCU row, never the whole image's coefficients (a
+ * 16384x16384 file: 768 MB with read_blocks). Same blocks, tables and warnings as read_blocks. */
+static int stream_window(reader *r, char **buffers) {
+    struct jpeg_decompress_struct *cinfo = &r->cinfo;
+    JSAMPARRAY planes[MAX_COMPONENTS];
+    int ci, row, k;
+    if (setjmp(r->err.jmp)) {
+        return 0;
+    }
+    r->buffers = buffers;
+    for (ci = 0; ci < cinfo->num_components; ci++) {
+        const component_info *o = &r->comps[ci];
+        JCOEF *out = (JCOEF *)buffers[o->out_buffer] + o->out_offset;
+        memset(out, 0, (size_t)DCTSIZE2 * (size_t)o->out_rows * (size_t)o->out_cols * sizeof(JCOEF));
+        for (row = 0; row < MAX_SAMP_FACTOR * DCTSIZE; row++) {
+            r->raw_rows[ci][row] = r->dummy_row;
+        }
+        planes[ci] = r->raw_rows[ci];
+    }
+    cinfo->raw_data_out = TRUE;
+    cinfo->do_fancy_upsampling = FALSE;
+    jpeg_start_decompress(cinfo);
+    for (ci = 0; ci < cinfo->num_components; ci++) {
+        cinfo->idct->inverse_DCT[ci] = capture_block;
+    }
+    while (cinfo->output_scanline < cinfo->output_height) {
+        if (jpeg_read_raw_data(cinfo, planes, (JDIMENSION)(cinfo->max_v_samp_factor * DCTSIZE)) == 0) {
+            break; /* a memory source never suspends; libjpeg warned about the missing data */
+        }
+    }
+    r->has_qt = 1;
+    for (ci = 0; ci < cinfo->num_components; ci++) {
+        JQUANT_TBL *t = cinfo->comp_info[ci].quant_table;
+        if (t == NULL) {
+            r->has_qt = 0;
+        }
+        for (k = 0; k < DCTSIZE2; k++) {
+            r->qt[ci][k] = t != NULL ? (unsigned short)t->quantval[k] : 0;
+        }
+    }
+    jpeg_finish_decompress(cinfo);
     return 1;
 }
 
@@ -385,17 +499,38 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
     Py_buffer buf;
     long max_memory = 0;
     int grid = 0;
+    PyObject *window_arg = Py_None;
+    window win = {0, 0, 0, 0, 0};
     reader *r;
     PyObject *buffers[MAX_COMPONENTS] = {NULL};
     char *out[MAX_COMPONENTS] = {NULL};
     Py_ssize_t sizes[MAX_COMPONENTS] = {0};
     PyObject *result = NULL;
-    int ok, i, n = 0, nbuffers = 0;
+    int ok, i, n = 0, nbuffers = 0, streamed = 0;
     (void)self;
 
     /* y*: any contiguous buffer; the buffer stays exported (so cannot be resized) while the GIL is released. */
-    if (!PyArg_ParseTuple(args, "y*|lp:read_coefficients", &buf, &max_memory, &grid)) {
+    if (!PyArg_ParseTuple(args, "y*|lpO:read_coefficients", &buf, &max_memory, &grid, &window_arg)) {
         return NULL;
+    }
+    if (window_arg != Py_None) {
+        if (!PyTuple_Check(window_arg)) {
+            PyBuffer_Release(&buf);
+            PyErr_SetString(PyExc_TypeError, "window must be a tuple (top, left, rows, cols) or None");
+            return NULL;
+        }
+        if (!PyArg_ParseTuple(window_arg, "iiii;window must be (top, left, rows, cols)", &win.top, &win.left,
+                              &win.rows, &win.cols)) {
+            PyBuffer_Release(&buf);
+            return NULL;
+        }
+        if (win.rows <= 0 || win.cols <= 0 || (win.top | win.left | win.rows | win.cols) & 1 ||
+            win.rows > (1 << 14) || win.cols > (1 << 14)) {
+            PyBuffer_Release(&buf);
+            PyErr_SetString(PyExc_ValueError, "window rows/cols must be positive, at most 16384, and all even");
+            return NULL;
+        }
+        win.used = 1;
     }
     r = (reader *)PyMem_Calloc(1, sizeof(reader));
     if (r == NULL) {
@@ -423,7 +558,12 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
         }
         goto done;
     }
-    nbuffers = plan_output(r, grid);
+    if (win.used && !(n == 1 || is_420(r))) {
+        /* Other chroma layouts are mapped to 4:2:0 in Python from the whole planes. */
+        PyErr_SetString(PyExc_ValueError, "a window needs a grayscale or 4:2:0 frame");
+        goto done;
+    }
+    nbuffers = plan_output(r, grid, &win);
     for (i = 0; i < n; i++) {
         component_info *o = &r->comps[i];
         sizes[o->out_buffer] += (Py_ssize_t)o->out_rows * o->out_cols * DCTSIZE2 * (Py_ssize_t)sizeof(JCOEF);
@@ -438,8 +578,9 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
         out[i] = PyByteArray_AS_STRING(buffers[i]);
     }
 
+    streamed = win.used && can_stream(r);
     Py_BEGIN_ALLOW_THREADS
-    ok = read_blocks(r, out);
+    ok = streamed ? stream_window(r, out) : read_blocks(r, out);
     Py_END_ALLOW_THREADS
     if (!ok) {
         raise_libjpeg_error(r);
@@ -461,7 +602,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"read_coefficients", read_coefficients, METH_VARARGS,
-     "read_coefficients(data, max_memory=0, grid=False) -> tuple\n\n"
+     "read_coefficients(data, max_memory=0, grid=False, window=None) -> tuple\n\n"
      "Quantized DCT coefficients of the JPEG in `data` (bytes-like), as the tuple\n"
      "(height, width, progressive, arith_code, jpeg_color_space, data_precision, sampling, qt, arrays,\n"
      "warnings): sampling is ((h, v), ...) per component; qt a bytearray of uint16 [components, 64]\n"
@@ -472,6 +613,9 @@ static PyMethodDef methods[] = {
      "width_in_blocks]). grid=True: the first component on the luma grid of the 4:2:0 coefficient contract,\n"
      "[64, 2*ceil(H/16), 2*ceil(W/16)], and for a 4:2:0 frame Cb and Cr together as [128, Hb/2, Wb/2];\n"
      "blocks past those inside the image are zero (MCU padding dropped); other chroma as with grid=False.\n"
+     "window=(top, left, rows, cols), all even, with grid=True on a grayscale or 4:2:0 frame: only that window of\n"
+     "the luma grid ([64, rows, cols], starting at block (top, left); negative or past the image: zeros) and its\n"
+     "half of the chroma grid are written, so a crop never allocates the whole image's output.\n"
      "max_memory bounds libjpeg's allocations (0: no bound). Raises _turbo.Error(kind, message,\n"
      "warnings), kind one of 'not_jpeg', 'unsupported', 'too_large', 'corrupt'."},
     {NULL, NULL, 0, NULL},

@@ -8,6 +8,8 @@ the training set, stratified and seeded.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from ..common.errors import DataError
 from ..common.files import write_text_atomic
+from .limits import MAX_FILE_BYTES
 from .samples import Sample, list_samples, split_samples
 
 logger = logging.getLogger(__name__)
@@ -63,7 +66,13 @@ def default_cache_dir() -> Path:
 
 
 def _archive_id(archive: Path) -> dict:
-    return {"archive": archive.name, "size": archive.stat().st_size}
+    """What identifies an archive's contents: name, size and SHA-256 (a replaced archive of the same name
+    and size is extracted again; hashing the 16 MB CIFAR-10 archive takes tens of milliseconds)."""
+    digest = hashlib.sha256()
+    with archive.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"archive": archive.name, "size": archive.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def _is_extracted(target: Path, archive_id: dict) -> bool:
@@ -74,11 +83,29 @@ def _is_extracted(target: Path, archive_id: dict) -> bool:
         return False
 
 
+def _files_and_folders_only(archive: Path, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's "data" filter (no absolute paths, no escape from `dest`, no devices), and no links at all:
+    a symbolic or hard link, even one inside the archive, can loop a data folder back onto itself (every
+    image listed many times under the wrong class) or alias one file under two classes."""
+    member = tarfile.data_filter(member, dest)
+    if member.size > MAX_FILE_BYTES:  # no file the reader would read (a gzip of zeros inflates 1000-fold)
+        raise DataError(
+            f"{archive} holds {member.name} of {member.size} bytes, more than any JPEG dctq reads "
+            f"({MAX_FILE_BYTES} bytes); it is not an image archive"
+        )
+    if member.issym() or member.islnk():
+        raise DataError(
+            f"{archive} holds a link ({member.name} -> {member.linkname}); dctq extracts only files and "
+            "folders: rebuild the archive without links (tar --dereference)"
+        )
+    return member
+
+
 def extract_once(archive: Path | str, cache_dir: Path | str | None = None) -> Path:
     """Extract a tar archive into `cache_dir` once; later calls return at once.
 
     The archive is unpacked into a temporary folder beside the target, a marker recording the
-    archive's name and size is written, and the folder is renamed into place, so an interrupted
+    archive's name, size and SHA-256 is written, and the folder is renamed into place, so an interrupted
     extraction never looks finished and concurrent callers (torchrun ranks) end with one copy.
 
     Args:
@@ -90,7 +117,7 @@ def extract_once(archive: Path | str, cache_dir: Path | str | None = None) -> Pa
         `cifar10-jpeg-train`), holding the archive's top-level entries.
 
     Raises:
-        DataError: the archive is missing or not a readable tar file.
+        DataError: the archive is missing, not a readable tar file, or holds a link or an unsafe path.
     """
     archive = Path(archive)
     if not archive.is_file():
@@ -108,7 +135,7 @@ def extract_once(archive: Path | str, cache_dir: Path | str | None = None) -> Pa
         logger.info("extracting %s into %s (once)", archive, target)
         try:
             with tarfile.open(archive, "r:*") as tar:
-                tar.extractall(tmp, filter="data")
+                tar.extractall(tmp, filter=functools.partial(_files_and_folders_only, archive))
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise DataError(f"cannot extract {archive}: {exc}; is it a complete .tar(.gz) file?") from exc
         write_text_atomic(tmp / MARKER_NAME, json.dumps(archive_id))

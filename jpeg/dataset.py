@@ -24,8 +24,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from ..common.errors import DataError, JpegError
+from ..common.files import read_regular_file
 from .coefficients import JpegCoefficients
 from .geometry import block_grid, center_crop_or_pad
+from .limits import MAX_FILE_BYTES, check_pixel_limit
 from .pixel_augment import PixelCropFlip
 from .quality import estimate_ijg_quality
 from .reader import read_jpeg
@@ -37,11 +39,19 @@ from .transforms import CoefTransform, default_train_transforms, grid_for_input_
 
 
 def read_file_bytes(path: Path) -> bytes:
-    """The bytes of a sample file; DataError naming it when it vanished or cannot be read."""
+    """The bytes of a sample file, for the decoders that take bytes (re-compression, pixel augmentation):
+    a regular file of at most limits.MAX_FILE_BYTES (common.files.read_regular_file), whose header declares
+    no more pixels than the limit (limits.check_pixel_limit), so Pillow never decodes a pixel bomb.
+
+    Raises DataError naming it when it vanished, cannot be read, is a FIFO / device / too large; the
+    reader's JpegError when its header is above the pixel limit or cannot be walked.
+    """
     try:
-        return path.read_bytes()
+        data = read_regular_file(path, max_bytes=MAX_FILE_BYTES)
     except OSError as exc:
         raise DataError(f"cannot read sample file {path}: {exc.strerror or exc}") from exc
+    check_pixel_limit(data, str(path))
+    return data
 
 
 def error_with_path(exc: JpegError, path: Path) -> JpegError:
@@ -253,8 +263,10 @@ class JpegFolder(FolderDataset):
                 raise error_with_path(exc, path) from exc
         else:
             path, data, quality = self.load(index)
+        # Without augmentation only the centre crop's blocks are kept while reading (jpeg.reader's fit_grid).
+        fit = grid_for_input_size(self.input_size) if self.transforms is None and self.input_size else None
         try:
-            coefs = read_jpeg(path if data is None else data)
+            coefs = read_jpeg(path if data is None else data, fit_grid=fit)
         except JpegError as exc:
             raise error_with_path(exc, path) from exc
         if coefs.is_gray and not self.allow_gray:

@@ -50,6 +50,8 @@ class Decoded(NamedTuple):
     warnings: list[tuple[str, str]]  # (kind, message), kind 'truncated', 'corrupt' or 'benign'
     # components[0] is on the contract's luma grid and, for 4:2:0, components[1] is cbcr [128, Hb/2, Wb/2]
     on_grid: bool = False
+    # on_grid and only the window asked for: components[0] is [64, rows, cols], cbcr its half
+    windowed: bool = False
 
 
 def available_backends() -> list[str]:
@@ -95,10 +97,17 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def _decode_turbo(data: bytes, source: str, path: Path | None, grid: bool) -> Decoded:
-    """libjpeg-turbo's blocks; with `grid`, written by the extension straight onto the contract's grid."""
+Window = tuple[int, int, int, int]
+"""(top, left, rows, cols) of the luma block grid, all even: the blocks a centre crop keeps."""
+
+
+def _decode_turbo(
+    data: bytes, source: str, path: Path | None, grid: bool, window: Window | None = None
+) -> Decoded:
+    """libjpeg-turbo's blocks; with `grid`, written by the extension straight onto the contract's grid,
+    and with `window` (grayscale or 4:2:0 frames) only that window of it."""
     try:
-        out = _turbo.read_coefficients(data, MAX_COEFFICIENT_BYTES, grid)
+        out = _turbo.read_coefficients(data, MAX_COEFFICIENT_BYTES, grid, window if grid else None)
     except _turbo.Error as exc:
         kind, message, warnings = exc.args
         raise _libjpeg_error(kind, message, source, warnings) from None
@@ -106,7 +115,18 @@ def _decode_turbo(data: bytes, source: str, path: Path | None, grid: bool) -> De
     comps = [np.frombuffer(buf, dtype=np.int16).reshape(c, r, w) for buf, c, r, w in arrays]
     tables = None if qt is None else np.frombuffer(qt, dtype=np.uint16).reshape(len(sampling), 64)
     space_name = _JCS_NAMES.get(space, "unknown")
-    return Decoded(comps, sampling, tables, height, width, progressive, space_name, warnings, grid)
+    return Decoded(
+        comps,
+        sampling,
+        tables,
+        height,
+        width,
+        progressive,
+        space_name,
+        warnings,
+        grid,
+        grid and window is not None,
+    )
 
 
 def _libjpeg_error(kind: str, message: str, source: str, warnings: list[tuple[str, str]]) -> JpegError:
@@ -170,8 +190,10 @@ def _classify_message(message: str) -> str | None:
     return next((kind for prefix, kind in _WARNING_PREFIXES if message.startswith(prefix)), None)
 
 
-def _decode_jpeglib(data: bytes, source: str, path: Path | None, grid: bool) -> Decoded:
-    """The blocks as stored, whatever `grid` asks."""
+def _decode_jpeglib(
+    data: bytes, source: str, path: Path | None, grid: bool, window: Window | None = None
+) -> Decoded:
+    """The blocks as stored, whatever `grid` and `window` ask (jpeglib reads whole images only)."""
     import jpeglib
 
     with _JPEGLIB_LOCK, contextlib.ExitStack() as stack:
@@ -224,7 +246,7 @@ def _warnings_in(lines: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-DECODERS: dict[str, Callable[[bytes, str, Path | None, bool], Decoded]] = {
+DECODERS: dict[str, Callable[[bytes, str, Path | None, bool, Window | None], Decoded]] = {
     "turbo": _decode_turbo,
     "jpeglib": _decode_jpeglib,
 }

@@ -55,7 +55,7 @@ def make_demo_folder(
     if size < 16 or size % 16:
         raise DataError(f"demo image size must be a positive multiple of 16 (one MCU), got {size}")
     if per_class < 1:
-        raise DataError(f"per_class must be at least 1, got {per_class}")
+        raise DataError(f"--per-class must be at least 1, got {per_class}")
     rng = np.random.default_rng(seed)
     root = Path(root)
     for kind in DEMO_CLASSES:

@@ -121,11 +121,21 @@ def center_crop_or_pad(y: Array, cbcr: Array | None, out_hb: int, out_wb: int) -
     Raises:
         BlockGridError: odd or non-positive output sizes, odd input grid, chroma not matching luma.
     """
-    _check_out(out_hb, out_wb)
     hb, wb = _check_grid(y, cbcr)
+    top, left = center_offset(hb, wb, out_hb, out_wb)
+    return _crop_at(y, cbcr, out_hb, out_wb, top, left)
+
+
+def center_offset(hb: int, wb: int, out_hb: int, out_wb: int) -> tuple[int, int]:
+    """(top, left) in MCUs of the `out_hb x out_wb` window `center_crop_or_pad` takes from an `hb x wb`
+    luma grid (negative where it pads). The coefficient reader takes the same window straight from the file.
+
+    Raises BlockGridError for odd or non-positive output sizes.
+    """
+    _check_out(out_hb, out_wb)
     top = (hb // 2 - out_hb // 2) // 2 if hb >= out_hb else -((out_hb // 2 - hb // 2) // 2)
     left = (wb // 2 - out_wb // 2) // 2 if wb >= out_wb else -((out_wb // 2 - wb // 2) // 2)
-    return _crop_at(y, cbcr, out_hb, out_wb, top, left)
+    return top, left
 
 
 def random_block_crop(

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, JpegImagePlugin
 
 from ..common.errors import CorruptJpegError, DctqError, NotAJpegError
-from .recompress import check_quality
+from .recompress import check_quality, check_readable
 
 # Pillow's get_sampling codes -> the `subsampling` save argument (same codes; -1 = unknown layout).
 _KNOWN_SAMPLING = (0, 1, 2)
@@ -37,7 +37,8 @@ class PixelCropFlip:
     `quality` (4:2:0), as `recompress` writes them.
 
     Raises (from __call__):
-        NotAJpegError: the bytes are not a JPEG. CorruptJpegError: Pillow cannot decode them.
+        NotAJpegError: the bytes are not a JPEG. JpegError subclasses: what the coefficient reader refuses
+            (recompress.check_readable), or Pillow cannot decode.
         DctqError: a bad quality, or a source subsampling Pillow cannot write back (e.g. 4:1:1).
     """
 
@@ -55,6 +56,7 @@ class PixelCropFlip:
             raise NotAJpegError(f"cannot augment: input does not start with a JPEG SOI marker ({jpeg[:4]!r})")
         if quality is not None:
             quality = check_quality(quality)
+        check_readable(jpeg)  # what the reader refuses is not augmented into a clean file
         try:
             with Image.open(io.BytesIO(jpeg)) as src:
                 src.load()

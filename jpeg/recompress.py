@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..common.errors import CorruptJpegError, DctqError, NotAJpegError
+from ..common.errors import CorruptJpegError, DctqError, JpegError, NotAJpegError
 from .quality import ijg_quant_table
+from .reader import read_blocks
 
 # QSAM's qualities [C]: base (and meta-train), held-out meta-test, and the 18 evaluation anchors.
 QSAM_BASE_QUALITIES = (90, 60, 30, 10)
@@ -33,6 +34,22 @@ def check_quality(quality: int, what: str = "quality") -> int:
     return int(quality)
 
 
+def check_readable(jpeg: bytes) -> None:
+    """Raise what the coefficient reader raises for `jpeg` (read_blocks: header checks, entropy decode,
+    warnings as errors), with the message naming no source (callers add the file's path).
+
+    Pillow decodes what the reader refuses: CMYK (converted to RGB), arithmetic-coded and 4:1:1 files,
+    and damaged data (libjpeg zero-fills it with only a warning). Re-compressing or augmenting such a
+    file would turn it into a clean JPEG the reader accepts, so the data pipeline would train on images
+    `predict` and evaluation refuse.
+    """
+    try:
+        read_blocks(jpeg)
+    except JpegError as exc:
+        message = str(exc)
+        raise type(exc)(message.removeprefix("<bytes>: ")) from None
+
+
 def recompress(jpeg: bytes, quality: int, subsampling: str = "4:2:0") -> bytes:
     """Decode `jpeg` with Pillow and re-encode it at IJG `quality`.
 
@@ -47,13 +64,15 @@ def recompress(jpeg: bytes, quality: int, subsampling: str = "4:2:0") -> bytes:
     Raises:
         DctqError: bad quality or subsampling.
         NotAJpegError: the bytes are not a JPEG.
-        CorruptJpegError: Pillow cannot decode them (truncated, bad data).
+        CorruptJpegError / UnsupportedJpegError: what the coefficient reader refuses (check_readable:
+            truncated or damaged data, CMYK, arithmetic coding, 4:1:1...), or Pillow cannot decode them.
     """
     quality = check_quality(quality)
     if subsampling not in _SUBSAMPLING_CODES:
         raise DctqError(f"subsampling must be one of {sorted(_SUBSAMPLING_CODES)}, got {subsampling!r}")
     if not jpeg.startswith(b"\xff\xd8"):
         raise NotAJpegError(f"cannot re-compress: input does not start with a JPEG SOI marker ({jpeg[:4]!r})")
+    check_readable(jpeg)
     try:
         with Image.open(io.BytesIO(jpeg)) as img:
             img.load()

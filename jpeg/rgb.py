@@ -27,6 +27,7 @@ from PIL import Image
 
 from ..common.errors import CorruptJpegError, DataError, JpegError, NotAJpegError
 from .dataset import FolderDataset, error_with_path, read_file_bytes
+from .limits import check_pixel_limit
 from .quality import estimate_ijg_quality
 from .recompress import QualityPolicy
 from .samples import Sample
@@ -62,10 +63,12 @@ def decode_rgb(data: bytes, source: Path | str = "<bytes>") -> tuple[np.ndarray,
     """(rgb [H, W, 3] uint8, qt [3, 64] float32) of JPEG bytes, decoded by Pillow (the RGB models' decoder).
 
     Raises:
-        NotAJpegError / CorruptJpegError: naming `source`.
+        NotAJpegError / CorruptJpegError: naming `source`. UnsupportedJpegError: more pixels than the
+        limit (jpeg.limits), refused from the header before Pillow decodes anything.
     """
     if not data.startswith(b"\xff\xd8"):
         raise NotAJpegError(f"{source} is not a JPEG file (starts with {data[:4]!r})")
+    check_pixel_limit(data, str(source))
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()

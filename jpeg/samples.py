@@ -3,7 +3,9 @@ listing them with their class index, splitting them into stratified train/val li
 them for files the coefficient reader rejects.
 
 Classes are the sorted, non-hidden sub-folder names; files are found recursively, non-JPEG extensions
-and hidden entries ignored.
+and hidden entries ignored. Links to folders are followed, but no real folder is listed twice: a link
+back up the tree (a loop), into another class or to a folder already listed is skipped with a warning,
+so a loop can neither hang the listing nor give one image several copies or the wrong class.
 """
 
 from __future__ import annotations
@@ -47,24 +49,53 @@ def list_classes(root: Path | str) -> list[str]:
     return classes
 
 
+def _folder_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder `path` leads to (links followed); None when it cannot be stat'ed."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _class_folders(root: Path, classes: list[str]) -> dict[tuple[int, int], Path]:
+    """The real folders of `root` and its classes, by identity. Raises DataError when two class names
+    (or a class and the root) are the same folder: its images would count under two labels."""
+    seen: dict[tuple[int, int], Path] = {}
+    for folder in (root, *(root / name for name in classes)):
+        ident = _folder_id(folder)
+        if ident is None:
+            continue
+        if ident in seen:
+            raise DataError(
+                f"{folder} is the same folder as {seen[ident]} (a link); its images would be listed under two "
+                "classes: remove the link or make it a folder of its own"
+            )
+        seen[ident] = folder
+    return seen
+
+
 def list_samples(root: Path | str) -> tuple[list[Sample], list[str]]:
     """All JPEG files under `root/<class>/`, in sorted order, with their class index.
 
     A class folder without any JPEG keeps its index (labels stay stable) and is logged as a warning.
+    Links to folders are followed once: one leading to a folder already listed (the root, a class, a
+    folder reached before, an ancestor: a loop) is skipped with a warning.
 
     Returns:
         (samples, class_names).
 
     Raises:
-        DataError: missing root, no class folders, or no JPEG file at all.
+        DataError: missing root, no class folders, two class names for one folder, or no JPEG file at all.
     """
     root = Path(root)
     classes = list_classes(root)
+    seen = _class_folders(root, classes)
     samples: list[Sample] = []
     for label, name in enumerate(classes):
         found = 0
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = _unseen(Path(dirpath), sorted(d for d in dirnames if not d.startswith(".")), seen)
             for fname in sorted(filenames):
                 if not fname.startswith(".") and fname.lower().endswith(JPEG_EXTENSIONS):
                     samples.append(Sample(Path(dirpath) / fname, label))
@@ -77,6 +108,22 @@ def list_samples(root: Path | str) -> tuple[list[Sample], list[str]]:
             f"expected {EXPECTED_LAYOUT}"
         )
     return samples, classes
+
+
+def _unseen(parent: Path, names: list[str], seen: dict[tuple[int, int], Path]) -> list[str]:
+    """The sub-folders of `parent` to walk into: those whose real folder was not listed yet (marked now)."""
+    keep = []
+    for name in names:
+        path = parent / name
+        ident = _folder_id(path)
+        if ident is None:
+            continue
+        if ident in seen:
+            logger.warning("skipping %s: it leads to %s, which is listed already (a link)", path, seen[ident])
+            continue
+        seen[ident] = path
+        keep.append(name)
+    return keep
 
 
 def split_samples(

@@ -97,7 +97,31 @@ def save_checkpoint(
     Raises ModelError for an unregistered `arch`, non-plain `arch_kwargs`/`extra` (a class or a
     numpy array would need unpickling), or class names that are not strings.
     """
+    payload = checkpoint_payload(
+        model, arch=arch, arch_kwargs=arch_kwargs, class_names=class_names, extra=extra
+    )
+    return write_checkpoint(path, payload)
+
+
+def write_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
+    """Write a `checkpoint_payload` to `path` atomically (complete or absent, even when killed); returns
+    the path. The training loop keeps the payload in its resumable state and writes it again from there."""
     path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    logger.info("saved %s checkpoint to %s", payload["arch"], path)
+    return path
+
+
+def checkpoint_payload(
+    model: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    class_names: list[str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The dict a checkpoint file holds (module docstring), checked as `save_checkpoint` says."""
     if not is_model(arch):
         create_model(arch)  # raises the unknown-name error with close matches
     _check_plain(arch_kwargs, "arch_kwargs")
@@ -117,14 +141,11 @@ def save_checkpoint(
         "extra": dict(extra or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    logger.info("saved %s checkpoint to %s", arch, path)
-    return path
+    return payload
 
 
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a device is refused, by name, in load_torch_file
         raise ModelError(f"checkpoint not found: {path}")
     payload = load_torch_file(path, "dctq checkpoint", ModelError, fmt=FORMAT, map_location=map_location)
     version = payload.get("version")
@@ -142,6 +163,25 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
         if not isinstance(payload.get(key), kind):
             raise ModelError(f"{path} is damaged: field {key!r} is missing or not a {kind.__name__}")
     return payload
+
+
+def _check_contents(payload: dict[str, Any], path: Path) -> None:
+    """Raise ModelError for class names that are not strings, state-dict entries that are not tensors,
+    and weights holding NaN or infinity (a damaged file or a diverged run: every prediction would be junk)."""
+    names = payload["class_names"]
+    bad = [c for c in names if not isinstance(c, str)]
+    if bad:
+        raise ModelError(f"{path} is damaged: class names must be strings, got {bad[0]!r}")
+    for name, value in payload["state_dict"].items():
+        if not isinstance(value, torch.Tensor):
+            raise ModelError(
+                f"{path} is damaged: state_dict[{name!r}] is a {type(value).__name__}, not a tensor"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelError(
+                f"{path}: weight {name!r} holds NaN or infinite values (a damaged file, or a training run "
+                "that diverged); use an earlier checkpoint"
+            )
 
 
 def register_checkpoint_transform(key: str, fn: CheckpointTransform) -> None:
@@ -198,6 +238,28 @@ def _apply_qabn(model: nn.Module, spec: Any, path: Path) -> nn.Module:
 register_checkpoint_transform("qabn", _apply_qabn)
 
 
+def _tensor_bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def _check_model_size(path: Path, arch: str, arch_kwargs: dict[str, Any], state_dict: dict[str, Any]) -> None:
+    """Refuse architecture arguments that build a model larger than the weights the file holds: every
+    tensor of a dctq model is in its state dict, so a larger model means arguments altered to make the
+    loader allocate (and initialise) gigabytes, e.g. num_classes=10**9 beside a few KB of weights. The
+    model is first built on the "meta" device, which allocates nothing."""
+    try:
+        with torch.device("meta"):
+            shell = create_model(arch, **arch_kwargs)
+    except Exception:  # the real build below reports bad arguments, naming the file
+        return
+    needed, stored = _tensor_bytes(shell.state_dict().values()), _tensor_bytes(state_dict.values())
+    if needed > 2 * stored + (64 << 20):  # smaller gaps: load_state_dict names the missing keys
+        raise ModelError(
+            f"{path}: {arch} with arch_kwargs {arch_kwargs} is a model of {needed / 2**20:.0f} MiB, but the file "
+            f"holds {stored / 2**20:.1f} MiB of weights; its architecture arguments were altered or it is damaged"
+        )
+
+
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model from the registry and load its weights; the model is returned in eval mode.
 
@@ -210,12 +272,27 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     path = Path(path)
     payload = _read(path, map_location)
     arch, arch_kwargs, extra = payload["arch"], payload["arch_kwargs"], payload["extra"]
+    _check_contents(payload, path)
+    _check_model_size(path, arch, arch_kwargs, payload["state_dict"])
     try:
         model = create_model(arch, **arch_kwargs)
     except ModelError as exc:
         raise ModelError(f"{path}: cannot rebuild architecture: {exc}") from None
     for key in _transform_keys(extra, path):
-        model = _TRANSFORMS[key](model, extra[key], path)
+        try:
+            model = _TRANSFORMS[key](model, extra[key], path)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a malformed entry of extra
+            raise ModelError(
+                f"{path} is damaged: its {key!r} entry {extra[key]!r} cannot be applied "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+    num_classes = getattr(model, "num_classes", None)
+    names = payload["class_names"]
+    if names and isinstance(num_classes, int) and len(names) != num_classes:
+        raise ModelError(
+            f"{path} is damaged: {len(names)} class names for a model with {num_classes} outputs; "
+            "predictions would be labelled wrongly"
+        )
     try:
         result = model.load_state_dict(payload["state_dict"], strict=False)
     except RuntimeError as exc:  # shape mismatches

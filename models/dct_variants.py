@@ -32,34 +32,38 @@ from .resnet import NormLayer, StageSpec
 RFA_KERNELS = (1, 2, 3)
 
 
+# Stages that begin with Keras's conv_block (res2a, res3a, res4a, res5a in the diagrams) project their
+# shortcut even where the shape does not change (res3a of Late-Concat-RFA-Thinner: 384 -> 384).
+
+
 def _rfa(mid: int = 256, out: int = 1024) -> StageSpec:
-    return StageSpec(3, out, stride=1, mid_channels=mid, kernels=RFA_KERNELS)
+    return StageSpec(3, out, stride=1, mid_channels=mid, kernels=RFA_KERNELS, project_first=True)
 
 
 def _res3(stride: int = 1, mid: int = 128, out: int = 512) -> StageSpec:
-    return StageSpec(4, out, stride=stride, mid_channels=mid)
+    return StageSpec(4, out, stride=stride, mid_channels=mid, project_first=True)
 
 
 def _res4(stride: int = 2) -> StageSpec:
-    return StageSpec(6, 1024, stride=stride, mid_channels=256)
+    return StageSpec(6, 1024, stride=stride, mid_channels=256, project_first=True)
 
 
 def _res5() -> StageSpec:
-    return StageSpec(3, 2048, stride=2, mid_channels=512)
+    return StageSpec(3, 2048, stride=2, mid_channels=512, project_first=True)
 
 
 def _res4a(mid: int, out: int) -> StageSpec:
-    return StageSpec(1, out, stride=2, mid_channels=mid)
+    return StageSpec(1, out, stride=2, mid_channels=mid, project_first=True)
 
 
 def _res4_tail() -> StageSpec:
-    """res4b..f after a Late-Concat merge (input 1024 channels)."""
+    """res4b..f after a Late-Concat merge (input 1024 channels): identity blocks, no projection."""
     return StageSpec(5, 1024, stride=1, mid_channels=256)
 
 
 def _cbcr_block(mid: int, out: int) -> StageSpec:
     """The chroma path of the Late-Concat variants: one bottleneck of 1x1 convs ("res4x")."""
-    return StageSpec(1, out, stride=1, mid_channels=mid, kernels=(1,))
+    return StageSpec(1, out, stride=1, mid_channels=mid, kernels=(1,), project_first=True)
 
 
 def _build(

@@ -230,7 +230,7 @@ def choose_routing(model: nn.Module, routing: str = "auto", *, stage: str | None
         ModelError: a routing outside ROUTINGS.
     """
     if routing not in ROUTINGS:
-        raise ModelError(f"qabn_routing must be one of {ROUTINGS}, got {routing!r}")
+        raise ModelError(f"--routing (qabn_routing) must be one of {ROUTINGS}, got {routing!r}")
     if not is_qabn(model):
         return None
     if routing != "auto":

@@ -129,7 +129,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise ModelError(
             f"model {name!r} does not take these arguments ({exc}); it takes: {params}"
         ) from None
-    model = builder(**kwargs)
+    try:
+        model = builder(**kwargs)
+    except (TypeError, ValueError) as exc:  # an argument of the right name with a value it cannot take
+        raise ModelError(f"model {name!r} cannot be built from the arguments {kwargs}: {exc}") from exc
     required = (
         ("input_kind", "input_size", "num_classes")
         if info.task == "classify"

@@ -37,6 +37,9 @@ class StageSpec:
 
     block: "bottleneck" (1x1 -> kxk -> 1x1, width `mid_channels`) or "basic" (3x3 -> 3x3).
     kernels: middle kernel of each bottleneck block (RFA stages use (1, 2, 3)); default all 3.
+    project_first: the first block always has a 1x1 projection shortcut, as Keras's conv_block (the "a"
+        block of every ResNet-50 stage) has even where the shape does not change; otherwise a block
+        projects only where its input and output shapes differ.
     """
 
     blocks: int
@@ -45,6 +48,7 @@ class StageSpec:
     block: str = "bottleneck"
     mid_channels: int | None = None
     kernels: tuple[int, ...] | None = None
+    project_first: bool = False
 
     def __post_init__(self) -> None:
         if self.block not in ("bottleneck", "basic"):
@@ -83,8 +87,10 @@ def _pad_for(kernel: int) -> tuple[nn.Module, int]:
     return nn.ZeroPad2d((total // 2, total - total // 2, total // 2, total - total // 2)), 0
 
 
-def _shortcut(in_ch: int, out_ch: int, stride: int, norm_layer: NormLayer) -> nn.Module | None:
-    if in_ch == out_ch and stride == 1:
+def _shortcut(
+    in_ch: int, out_ch: int, stride: int, norm_layer: NormLayer, *, project: bool = False
+) -> nn.Module | None:
+    if in_ch == out_ch and stride == 1 and not project:
         return None
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False),
@@ -105,6 +111,7 @@ class Bottleneck(nn.Module):
         kernel_size: int = 3,
         stride_in_1x1: bool = True,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        project: bool = False,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 and not stride_in_1x1 and stride > 1:
@@ -121,7 +128,7 @@ class Bottleneck(nn.Module):
         self.act2 = nn.ReLU()
         self.conv3 = nn.Conv2d(mid_channels, out_channels, kernel_size=1, bias=False)
         self.bn3 = norm_layer(out_channels)
-        self.downsample = _shortcut(in_channels, out_channels, stride, norm_layer)
+        self.downsample = _shortcut(in_channels, out_channels, stride, norm_layer, project=project)
         self.add = ResidualAdd()
         self.act3 = nn.ReLU()
 
@@ -204,6 +211,7 @@ def make_stage(
                     kernel_size=kernel,
                     stride_in_1x1=stride_in_1x1,
                     norm_layer=norm_layer,
+                    project=spec.project_first and i == 0,
                 )
             )
         ch = spec.out_channels

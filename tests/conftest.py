@@ -50,3 +50,13 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """`run_demo` at tiny settings (2 epochs, 12 images a class), run once per session: the DemoReport of a
+    run folder holding a training run, an INT8 checkpoint, FP32/INT8 ONNX, evaluations and profiles.
+    Tests may add files beside (a Triton repository) but must not change what is there."""
+    from dctq.cli.demo_pipeline import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("tiny_demo") / "demo", epochs=2, per_class=12)

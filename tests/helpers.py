@@ -24,6 +24,7 @@ from torch import nn
 
 import dctq.jpeg.cifar
 import dctq.jpeg.dataset
+import dctq.jpeg.decoders
 import dctq.jpeg.reader
 from dctq.jpeg.chroma import round_half_away
 from dctq.jpeg.dct import rgb_to_coefficients
@@ -168,9 +169,30 @@ def forbid_images(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         (dctq.jpeg.dataset, "read_file_bytes"),
     ):
         monkeypatch.setattr(module, name, forbidden)
+    # The one entry point every coefficient read goes through, whoever imported read_jpeg by name
+    # (JpegFolder, inspect_jpeg, predict, the GPU input path), and the decoders behind it.
+    monkeypatch.setattr(dctq.jpeg.reader, "_read", forbidden)
+    for backend in list(dctq.jpeg.decoders.DECODERS):
+        monkeypatch.setitem(dctq.jpeg.decoders.DECODERS, backend, forbidden)
 
 
 TESTS_DIR = Path(__file__).resolve().parent
+
+
+def permissions_enforced(tmp_path: Path) -> bool:
+    """Whether this process is refused a folder without permissions (not so for root with its usual
+    capabilities; `setpriv --inh-caps=-dac_override,-dac_read_search ...` makes root subject to them)."""
+    probe = tmp_path / "permission-probe"
+    probe.mkdir()
+    probe.chmod(0)
+    try:
+        with os.scandir(probe):
+            return False
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o700)
+        probe.rmdir()
 
 
 def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 120) -> str:
@@ -205,3 +227,128 @@ def load_bench(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def flat_jpeg(width: int, height: int) -> bytes:
+    """A valid baseline 4:2:0 JPEG of a flat grey `width` x `height` image, built by hand in a few
+    milliseconds whatever its size: one quant table of ones, one-symbol Huffman tables (DC difference 0,
+    end of block), so every block is two zero bits and a 16384x16384 image is 1.5 MB (the pixel bomb a
+    32-px model must not read into gigabytes)."""
+    mcus = -(-width // 16) * -(-height // 16)
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+
+    one_code = bytes([1] + [0] * 15)  # one code of length 1
+    return b"".join(
+        (
+            b"\xff\xd8",
+            segment(0xDB, b"\x00" + b"\x01" * 64),
+            segment(0xC0, b"\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big") + b"\x03"
+                    + b"\x01\x22\x00" + b"\x02\x11\x00" + b"\x03\x11\x00"),
+            segment(0xC4, b"\x00" + one_code + b"\x00" + b"\x10" + one_code + b"\x00"),
+            segment(0xDA, b"\x03\x01\x00\x02\x00\x03\x00\x00\x3f\x00"),
+            b"\x00" * -(-12 * mcus // 8),  # 6 blocks of 2 zero bits per MCU
+            b"\xff\xd9",
+        )
+    )  # fmt: skip
+
+
+def run_killed_at_write(fn: Any, kill_at: int, log: Path) -> bool:
+    """Run `fn()` in a forked child process that kills itself (SIGKILL) just before its `kill_at`-th
+    `os.replace`: the commit of every atomic write (common/files.py), so the child dies between two of its
+    writes exactly as a killed job would. `log` gets one line per os.replace the child reached: the name
+    of the file it was putting in place (the last line's never landed when it was killed).
+
+    Returns True when the child was killed there, False when `fn` finished first (fewer writes).
+    """
+    import traceback
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            real_replace, count = os.replace, [0]
+
+            def replace(src, dst, *args, **kwargs):
+                count[0] += 1
+                with open(log, "a") as f:
+                    f.write(f"{Path(dst).name}\n")
+                if count[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real_replace(src, dst, *args, **kwargs)
+
+            os.replace = replace
+            fn()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL, f"the child died of signal {os.WTERMSIG(status)}"
+        return True
+    assert os.WEXITSTATUS(status) == 0, "the child failed before its kill point (its traceback is above)"
+    return False
+
+
+def scan_bomb_jpeg(width: int, height: int, scans: int) -> bytes:
+    """A progressive grayscale JPEG of a flat image whose DC scan is followed by `scans` AC scans of a
+    few bytes each (end-of-band runs of 32767 blocks): libjpeg walks every block once per scan, so a file
+    of ~100 bytes per scan costs the decoder width * height / 64 block visits per scan."""
+
+    class Bits:
+        def __init__(self) -> None:
+            self.out, self.acc, self.n = bytearray(), 0, 0
+
+        def put(self, value: int, length: int) -> None:
+            for i in range(length - 1, -1, -1):
+                self.acc, self.n = (self.acc << 1) | ((value >> i) & 1), self.n + 1
+                if self.n == 8:
+                    self.out.append(self.acc)
+                    if self.acc == 0xFF:
+                        self.out.append(0)  # byte stuffing
+                    self.acc, self.n = 0, 0
+
+        def done(self) -> bytes:
+            if self.n:
+                self.put((1 << (8 - self.n)) - 1, 8 - self.n)  # pad with ones
+            return bytes(self.out)
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+
+    blocks = -(-width // 8) * -(-height // 8)
+    dc = Bits()
+    for _ in range(blocks):
+        dc.put(0, 1)  # DC difference category 0: code "0"
+    runs, left = [], blocks
+    while left:
+        runs.append(min(left, 32767))
+        left -= runs[-1]
+    sizes = sorted({run.bit_length() - 1 for run in runs}, reverse=True)  # EOBn: run = 2^n + n extra bits
+    codes = {n: (0, 1) if i == 0 else (2, 2) for i, n in enumerate(sizes)}  # "0", then "10"
+    ac = Bits()
+    for run in runs:
+        n = run.bit_length() - 1
+        ac.put(*codes[n])
+        ac.put(run - (1 << n), n)
+    counts = bytes([1, len(sizes) - 1] + [0] * 14)
+    header = b"".join(
+        (
+            b"\xff\xd8",
+            segment(0xDB, b"\x00" + b"\x01" * 64),
+            segment(
+                0xC2, b"\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big") + b"\x01\x01\x11\x00"
+            ),
+            segment(
+                0xC4,
+                b"\x00" + bytes([1] + [0] * 15) + b"\x00" + b"\x10" + counts + bytes(n << 4 for n in sizes),
+            ),
+            segment(0xDA, b"\x01\x01\x00\x00\x00\x00"),
+            dc.done(),
+        )
+    )
+    ac_scan = segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + ac.done()
+    return header + ac_scan * scans + b"\xff\xd9"

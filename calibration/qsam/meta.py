@@ -1,6 +1,6 @@
 """QSAM's meta stage (Ma et al., METHODS.md section 1, "Two-stage schedule"): a base-stage QABN model's
-backbone and BN branches frozen, its mixing MLP learns. `meta_step`: one second-order MAML episode on
-`model.qabn_mixer` (models/qabn.py); `MetaConfig`: the options, saved as extra["meta_config"];
+backbone and BN branches frozen, its mixing MLP learns, one `meta_step` episode (qsam/episode.py) at a
+time. `MetaConfig`: the options, saved as extra["meta_config"];
 `train_meta`: the epoch loop, one process, each episode a meta-train batch at a random base quality and a
 meta-test batch at a random held-out quality (qsam/data.py's EpisodeSampler), Adam at QSAM's
 constant-then-exponential rate, best epoch by mean validation top-1 over `MetaConfig.eval_qualities`;
@@ -20,181 +20,24 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
 
-from ...common.config import DEVICES, Config, check
 from ...common.devices import resolve_device
-from ...common.errors import ModelError
+from ...common.errors import ConfigError, ModelError
 from ...common.seeding import mix_seed
 from ...jpeg.batch import model_inputs
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
-from ...jpeg.recompress import QSAM_META_TEST_QUALITIES, QualityPolicy
-from ...models.checkpoint import load_checkpoint
+from ...jpeg.recompress import QualityPolicy
+from ...models.checkpoint import checkpoint_payload, load_checkpoint
 from ...models.metrics import topk_correct
-from ...models.qabn import QSAM_BASE_QUALITIES, QuantTableMixer, is_qabn, qabn_mixing
-from ..train.state import BEST, LAST, save_last_and_best
+from ...models.qabn import is_qabn
+from ..train.state import BEST, LAST, check_no_run, read_epoch_state, repair_epoch_files, write_epoch
+from .config import MetaConfig
 from .data import EpisodeSampler, QualityView
-from .qac import qac_weighted_loss
+from .episode import MetaStepLosses, meta_step
 
 logger = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------- the step
-
-
-def _as_args(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    return (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
-
-
-def _plain_ce(logits: Tensor, labels: Tensor, qt: Tensor) -> Tensor:
-    return F.cross_entropy(logits, labels)
-
-
-@dataclasses.dataclass(frozen=True)
-class MetaStepLosses:
-    """Loss terms of one meta step (before the update): L_tr, L_te, L_base and the weighted total."""
-
-    train: float
-    test: float
-    base: float
-    total: float
-
-
-def meta_step(
-    model: nn.Module,
-    batch_train: tuple[Tensor | tuple[Tensor, ...], Tensor, Tensor, Tensor | int | None],
-    batch_test: tuple[Tensor | tuple[Tensor, ...], Tensor, Tensor],
-    optimizer: torch.optim.Optimizer,
-    *,
-    loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor] = _plain_ce,
-    inner_lr: float = 1e-3,
-    test_weight: float = 1.0,
-    base_weight: float = 1.0,
-) -> MetaStepLosses:
-    """One QSAM meta-stage episode: a second-order MAML step on `model.qabn_mixer` alone.
-
-    With theta the mixer's parameters: w = mixer_theta(qt_tr); L_tr = loss_fn(f(x_tr; w), y_tr, qt_tr);
-    L_base = mean |w - onehot(branch_index)|; theta' = theta - inner_lr * grad L_tr (graph kept);
-    L_te = loss_fn(f(x_te; mixer_theta'(qt_te)), y_te, qt_te); the optimizer then steps the mixer on
-    L_tr + test_weight * L_te + base_weight * L_base. The model runs in eval mode (frozen backbone and
-    BN statistics; its train/eval mode is restored afterwards) and only mixer parameters receive
-    gradients, so the optimizer may be built over `model.qabn_mixer.parameters()` only.
-
-    Args:
-        batch_train: (inputs, labels [N] long, qt [N, 3, 64], branch_index) at a base quality;
-            inputs = the forward arguments before qt ((y, cbcr) or x); branch_index = that quality's
-            branch (int or [N] long), or None to drop L_base (meta-train batch not at a base quality).
-        batch_test: (inputs, labels, qt) at a held-out quality.
-        loss_fn: (logits, labels, qt) -> scalar; QSAM uses `dctq.calibration.qsam.qac.qac_weighted_loss`
-            (the per-sample form; the reference code's meta stage weights L_tr/L_te B times larger).
-    Raises:
-        ModelError: `model` was not converted with apply_qabn.
-    """
-    if not is_qabn(model):
-        raise ModelError(f"{type(model).__name__} has no QABN layers; convert it with apply_qabn first")
-    mixer: QuantTableMixer = model.qabn_mixer
-    names = [n for n, _ in mixer.named_parameters()]
-    params = [p for _, p in mixer.named_parameters()]
-    inputs_tr, labels_tr, qt_tr, branch_index = batch_train
-    inputs_te, labels_te, qt_te = batch_test
-    was_training = model.training
-    model.eval()
-    try:
-        w_tr = mixer(qt_tr)
-        with qabn_mixing(model, w_tr):
-            l_tr = loss_fn(model(*_as_args(inputs_tr), qt=qt_tr), labels_tr, qt_tr)
-        if branch_index is None:
-            l_base = w_tr.new_zeros(())
-        else:
-            target_index = torch.as_tensor(branch_index, device=w_tr.device).long().expand(w_tr.shape[0])
-            target = F.one_hot(target_index, mixer.num_branches).to(w_tr.dtype)
-            l_base = F.l1_loss(w_tr, target)
-        grads = torch.autograd.grad(l_tr, params, create_graph=True)
-        adapted = {n: p - inner_lr * g for n, p, g in zip(names, params, grads, strict=True)}
-        w_te = torch.func.functional_call(mixer, adapted, (qt_te,))
-        with qabn_mixing(model, w_te):
-            l_te = loss_fn(model(*_as_args(inputs_te), qt=qt_te), labels_te, qt_te)
-        total = l_tr + test_weight * l_te + base_weight * l_base
-        optimizer.zero_grad(set_to_none=True)
-        # Gradients w.r.t. the mixer only, so frozen backbone parameters never get a .grad.
-        for p, g in zip(params, torch.autograd.grad(total, params), strict=True):
-            p.grad = g
-        optimizer.step()
-    finally:
-        model.train(was_training)
-    return MetaStepLosses(*(float(t.detach()) for t in (l_tr, l_te, l_base, total)))
-
-
-# ------------------------------------------------------------------------------------ options
-
-
-@dataclass(frozen=True)
-class MetaConfig(Config):
-    """QSAM's meta stage: learn the QABN mixing MLP alone, backbone and BN branches frozen.
-
-    Saved as {"type", "version", "fields"} (common.config), version 1; bad values raise ConfigError.
-    """
-
-    epochs: int = 150
-    """Meta epochs (QSAM: 150)."""
-
-    steps_per_epoch: int | None = None
-    """Episodes per epoch; None = training images // batch_size (QSAM: 390 on CIFAR)."""
-
-    batch_size: int = 128
-    """Images in each meta-train and meta-test batch."""
-
-    lr: float = 0.004
-    """Adam learning rate of the mixer, constant for `constant_epochs`, then decayed to lr * final_factor."""
-
-    weight_decay: float = 5e-4
-    constant_epochs: int = 20
-    final_factor: float = 1e-3
-    inner_lr: float = 1e-3
-    """Step size of the inner (MAML) SGD step on the mixer."""
-
-    test_weight: float = 1.0
-    base_weight: float = 1.0
-    qac: bool = True
-    """Weight the episode losses by c(Q), as QSAM does."""
-
-    base_qualities: tuple[int, ...] = QSAM_BASE_QUALITIES
-    held_out_qualities: tuple[int, ...] = QSAM_META_TEST_QUALITIES
-    eval_qualities: tuple[int, ...] = (90, 70, 50, 30, 10)
-    """Validation qualities; the best epoch has the best mean top-1 over them (QSAM: 18 anchors)."""
-
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            check(getattr(self, name) >= 1, f"MetaConfig.{name} must be >= 1, got {getattr(self, name)}")
-        check(
-            self.steps_per_epoch is None or self.steps_per_epoch >= 1,
-            f"MetaConfig.steps_per_epoch must be >= 1, got {self.steps_per_epoch}",
-        )
-        check(
-            self.lr > 0 and 0 < self.final_factor <= 1 and self.constant_epochs >= 0,
-            "MetaConfig needs lr > 0, final_factor in (0, 1] and constant_epochs >= 0",
-        )
-        for name in ("base_qualities", "held_out_qualities", "eval_qualities"):
-            object.__setattr__(self, name, tuple(int(q) for q in getattr(self, name)))
-            qualities = getattr(self, name)
-            check(
-                bool(qualities) and all(1 <= q <= 100 for q in qualities),
-                f"MetaConfig.{name} must be JPEG qualities in 1..100, got {qualities}",
-            )
-        check(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}")
-
-    def lr_factor(self, epoch: int) -> float:
-        """QSAM's schedule: 1 up to `constant_epochs`, then exponential down to `final_factor` at the end."""
-        decay = self.epochs - (self.constant_epochs + 1)
-        if epoch < self.constant_epochs or decay <= 0:
-            return 1.0
-        return self.final_factor ** ((epoch - self.constant_epochs) / decay)
 
 
 @dataclass(frozen=True)
@@ -276,7 +119,7 @@ class _MetaRun:
         self.optimizer = torch.optim.Adam(mixer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_factor)
         self.steps = config.steps_per_epoch or max(1, len(train_set) // config.batch_size)
-        self.loss_fn = qac_weighted_loss if config.qac else _plain_ce
+        self.loss_fn = config.episode_loss()
         self.extra = {
             **{k: v for k, v in self.loaded.extra.items() if k in ("train_config", "qabn")},
             "qsam": {
@@ -331,23 +174,59 @@ class _MetaRun:
             sums += (losses.train, losses.test, losses.base, losses.total)
         return MetaStepLosses(*(float(x) for x in sums / self.steps))
 
-    def _save(self, epoch: int, val: dict[int, float], is_best: bool) -> None:
+    def _save(self, end: MetaEpochEnd, history: list[MetaEpochEnd], best_epoch: int, best: float) -> None:
+        """The epoch's files, as training writes them (train/state.py: the state first, with the
+        checkpoint inside it, then best.pt, then last.pt)."""
         loaded = self.loaded
-        save_last_and_best(
-            self.out_dir,
+        val = {str(q): v for q, v in end.val_top1.items()}
+        checkpoint = checkpoint_payload(
             self.model,
             arch=loaded.arch,
             arch_kwargs=loaded.arch_kwargs,
             class_names=loaded.class_names,
-            extra={**self.extra, "epoch": epoch, "val_top1": {str(q): v for q, v in val.items()}},
-            is_best=is_best,
+            extra={**self.extra, "epoch": end.epoch, "val_top1": val},
         )
+        state = {
+            "format": META_STATE_FORMAT,
+            "version": 1,
+            "epoch": end.epoch,
+            "checkpoint": checkpoint,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best_epoch": best_epoch,
+            "best": best,
+            "history": [_plain_end(h) for h in history],
+        }
+        write_epoch(self.out_dir, state, is_best=end.is_best)
 
-    def run(self) -> MetaResult:
+    def _resume(self) -> tuple[int, float, list[MetaEpochEnd]]:
+        """Load the meta stage saved in out_dir: (best epoch, its mean top-1, history). Raises DataError
+        without a saved state, ConfigError when the options differ beyond MetaConfig.RESUMABLE."""
+        state = read_epoch_state(self.out_dir, META_STATE_FORMAT, "dctq meta-stage state", self.device)
+        extra = state["checkpoint"]["extra"]
+        changed = list(MetaConfig.from_dict(extra["meta_config"]).changes(self.config))
+        if changed:
+            raise ConfigError(
+                f"--resume: options {changed} differ from the meta stage saved in {self.out_dir}; "
+                f"only {list(MetaConfig.RESUMABLE)} may change"
+            )
+        self.model.load_state_dict(state["checkpoint"]["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        repair_epoch_files(self.out_dir, state)
+        history = [_end_from_plain(h) for h in state["history"]]
+        logger.info("resuming the meta stage in %s after epoch %d", self.out_dir, state["epoch"])
+        return state["best_epoch"], state["best"], history
+
+    def run(self, resume: bool = False) -> MetaResult:
         config = self.config
         history: list[MetaEpochEnd] = []
         best_epoch, best = 0, -1.0
-        for epoch in range(config.epochs):
+        if resume:
+            best_epoch, best, history = self._resume()
+        else:
+            check_no_run(self.out_dir)
+        for epoch in range(len(history), config.epochs):
             tick = time.perf_counter()
             losses = self._train_epoch(epoch)
             self.scheduler.step()
@@ -357,11 +236,11 @@ class _MetaRun:
             is_best = mean > best
             if is_best:
                 best_epoch, best = epoch + 1, mean
-            self._save(epoch + 1, val, is_best)
             end = MetaEpochEnd(
                 epoch + 1, config.epochs, losses, val, mean, is_best, time.perf_counter() - tick
             )
             history.append(end)
+            self._save(end, history, best_epoch, best)
             logger.info(
                 "meta epoch %d/%d: loss %.4f, mean val top-1 %.4f",
                 epoch + 1,
@@ -384,6 +263,7 @@ def train_meta(
     out_dir: Path,
     *,
     progress: Callable[[MetaEpochEnd], None] | None = None,
+    resume: bool = False,
 ) -> MetaResult:
     """QSAM's meta stage on a base-stage checkpoint (`dctq train --qabn`): trains `model.qabn_mixer`
     with `meta_step` episodes, one process, and writes best.pt / last.pt into `out_dir`
@@ -393,8 +273,30 @@ def train_meta(
         train_set: training JpegFolder / RgbJpegFolder (train=True) of the base stage's data.
         val_set: its evaluation-mode validation set; re-compressed at each of config.eval_qualities.
         progress: called with a MetaEpochEnd after every epoch.
+        resume: continue the meta stage saved in `out_dir` after its last epoch (its files are written
+            as training's are, train/state.py, so a killed stage resumes to the stage that was not killed).
 
     Raises:
-        ModelError: the checkpoint has no QABN layers. DataError: empty data. ConfigError: bad config.
+        ModelError: the checkpoint has no QABN layers. DataError: empty data, `out_dir` already holds a
+            stage (without resume) or none (with it). ConfigError: bad config, or options that differ
+            from the saved stage's beyond MetaConfig.RESUMABLE.
     """
-    return _MetaRun(config, base_checkpoint, train_set, val_set, out_dir, progress).run()
+    return _MetaRun(config, base_checkpoint, train_set, val_set, out_dir, progress).run(resume)
+
+
+META_STATE_FORMAT = "dctq.meta_state"
+
+
+def _plain_end(end: MetaEpochEnd) -> dict[str, Any]:
+    """A MetaEpochEnd as plain data for the state file (torch.load(weights_only=True) reads it)."""
+    return dataclasses.asdict(end)
+
+
+def _end_from_plain(data: dict[str, Any]) -> MetaEpochEnd:
+    return MetaEpochEnd(
+        **{
+            **data,
+            "losses": MetaStepLosses(**data["losses"]),
+            "val_top1": {int(q): v for q, v in data["val_top1"].items()},
+        }
+    )

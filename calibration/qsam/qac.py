@@ -38,3 +38,15 @@ def qac_weighted_loss(
     if normalize:
         weights = weights / weights.mean()
     return (weights * ce).mean()
+
+
+def qac_batch_loss(logits: Tensor, targets: Tensor, qt: Tensor) -> Tensor:
+    """QSAM's meta-stage loss as its code computes it: the sum over the batch of c(Q_i) times the batch-mean
+    cross-entropy (`qac(inputs) * CE` in LiMaPKU/QSAM, whose `qac` sums 1/Q over the whole [B, 128] tensor).
+    For a batch at one quality that is B * `qac_weighted_loss`: with B = 128, the episode losses outweigh
+    the L1 pull towards one-hot weights, and the inner MAML step moves the mixer (METHODS.md, QSAM pitfall 1).
+
+    Raises:
+        DataError: as qac_confidence.
+    """
+    return qac_confidence(qt).sum().to(logits.dtype) * F.cross_entropy(logits, targets)

@@ -177,7 +177,14 @@ class _Run:
     def _resume(self) -> None:
         scaler = self.scaler if self.use_amp else None
         done = load_run(
-            self.out_dir, self.config, self.device, self.core, self.optimizer, self.scheduler, scaler
+            self.out_dir,
+            self.config,
+            self.device,
+            self.core,
+            self.optimizer,
+            self.scheduler,
+            scaler,
+            repair=self.env.is_main,  # rank 0 writes the run's files
         )
         self.start_epoch, self.best_epoch, self.best_score, self.history = done
         logger.info("resuming %s after epoch %d", self.out_dir, self.start_epoch)

@@ -37,25 +37,31 @@ def calibration_loader(
     batch_size: int = 64,
     seed: int = 0,
     workers: int = 0,
+    quality: int | None = None,
+    split_flag: str = "--calib-split",
 ) -> tuple[Any, dict[str, Any]]:
     """(loader, info): `num_images` images drawn (seeded by `seed`) from `split` ("train" or "all") of
-    `data` ("cifar10" or an ImageFolder), split with the FP checkpoint's val_fraction, files as stored,
-    in the architecture's input layout. info records what was drawn (plain data).
+    `data` ("cifar10" or an ImageFolder), split with the FP checkpoint's val_fraction, files as stored
+    (or re-compressed at JPEG `quality`), in the architecture's input layout. info records what was
+    drawn (plain data). split_flag: the option the split error names.
 
     Raises DataError for a bad split name or count, ConfigError for a saved train_config this dctq
     cannot read, and what split_data / make_dataset raise.
     """
     if split not in CALIB_SPLITS:
-        raise DataError(f"--calib-split must be one of {', '.join(CALIB_SPLITS)}, got {split!r}")
+        raise DataError(f"{split_flag} must be one of {', '.join(CALIB_SPLITS)}, got {split!r}")
     if num_images < 1 or batch_size < 1:
         raise DataError(f"--num-images and --batch-size must be >= 1, got {num_images}, {batch_size}")
+    if workers < 0:
+        raise DataError(f"--workers must be >= 0, got {workers}")
     val_fraction = saved_val_fraction(loaded.extra)
     splits = split_data(data, val_fraction)
     pool = splits.samples(split)
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(pool), size=min(num_images, len(pool)), replace=False).tolist())
     samples = [pool[i] for i in chosen]
-    dataset = dataset_for_arch(loaded.arch, splits.root, samples, train=False, policy=QualityPolicy())
+    policy = QualityPolicy(test_quality=quality)
+    dataset = dataset_for_arch(loaded.arch, splits.root, samples, train=False, policy=policy)
     loader = make_loader(dataset, batch_size, shuffle=False, num_workers=workers)
     info = {
         "data": str(data),
@@ -64,6 +70,7 @@ def calibration_loader(
         "images": len(samples),
         "batch_size": batch_size,
         "seed": seed,
+        **({"quality": quality} if quality is not None else {}),
     }
     if len(samples) < num_images:
         logger.warning(

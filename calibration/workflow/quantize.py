@@ -20,6 +20,7 @@ from torch import nn
 
 from ...common.devices import resolve_device
 from ...common.errors import DataError, QuantizationError
+from ...common.records import metrics_path, write_metrics
 from ...models.checkpoint import LoadedCheckpoint, load_checkpoint
 from ..distributed import detect_env
 from ..ptq import ptq
@@ -50,7 +51,9 @@ QuantizeEvent = CalibProgress | SynthEvent | ZeroShotEvent
 
 @dataclasses.dataclass(frozen=True)
 class QuantizeResult:
-    """What `quantize_checkpoint` made: the file, how, and every quantizer's range."""
+    """What `quantize_checkpoint` made: the file, how, every quantizer's range, and the run record
+    beside the file (metrics.csv: one row per fine-tuning epoch of the zero-shot methods, else one per
+    quantizer)."""
 
     path: Path | None
     method: str
@@ -58,11 +61,13 @@ class QuantizeResult:
     quantizers: list[QuantizerSummary]
     info: dict[str, Any]
     model: nn.Module = dataclasses.field(repr=False, compare=False)
+    metrics: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (without the model)."""
         return {
             "out": str(self.path) if self.path is not None else None,
+            "metrics": str(self.metrics) if self.metrics is not None else None,
             "method": self.method,
             "recipe": self.recipe.to_dict(),
             "quantization": self.info,
@@ -127,18 +132,21 @@ def quantize_checkpoint(
         "val": loaded.extra.get("val"),
     }
     info: dict[str, Any] = {"method": method, "source": source}
+    epochs: list[ZeroShotEpochEnd] = []
     if method == "ptq":
         qmodel, info["ptq"] = _ptq(loaded, recipe, calib, device, progress)  # type: ignore[arg-type]
     else:
         plan = zero_shot or ZeroShotPlan()
-        qmodel, zero_shot_info = _zero_shot(checkpoint, loaded, recipe, method, plan, progress)
+        qmodel, zero_shot_info = _zero_shot(checkpoint, loaded, recipe, method, plan, progress, epochs)
         info.update(zero_shot_info)
     qmodel = qmodel.cpu().eval()
-    written = None
+    summary = quantization_summary(qmodel)
+    written = metrics = None
     if out is not None and detect_env().is_main:
         written = save_quantized(out, qmodel, loaded, recipe, info)
-        logger.info("wrote %s quantized checkpoint %s", method, written)
-    return QuantizeResult(written, method, recipe, quantization_summary(qmodel), info, qmodel)
+        metrics = write_metrics(metrics_path(written), epochs or summary)
+        logger.info("wrote %s quantized checkpoint %s and %s", method, written, metrics.name)
+    return QuantizeResult(written, method, recipe, summary, info, qmodel, metrics)
 
 
 def _check_types(calib: object, zero_shot: object) -> None:
@@ -183,13 +191,14 @@ def _zero_shot(
     method: str,
     plan: ZeroShotPlan,
     progress: Callable[[QuantizeEvent], None] | None,
+    last_epoch: list[ZeroShotEpochEnd],
 ) -> tuple[nn.Module, dict[str, Any]]:
     """(quantized model, info): the synthetic set of `plan` (reused, continued or made), then
-    calibration and KD fine-tuning on it. info: calib_synthesis, synthesis, zero_shot, fine_tune."""
+    calibration and KD fine-tuning on it, each fine-tuning epoch's end appended to `last_epoch`.
+    info: calib_synthesis, synthesis, zero_shot, fine_tune."""
     teacher = loaded.model
     tune = plan.fine_tune
     info: dict[str, Any] = {}
-    last_epoch: list[ZeroShotEpochEnd] = []
 
     def relay(event: QuantizeEvent) -> None:
         if isinstance(event, ZeroShotEpochEnd):

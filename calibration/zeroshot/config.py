@@ -23,6 +23,23 @@ METHODS = ("intraq", "bnstats")
 INTRAQ_TRAIN_EPOCHS = 147
 """IntraQ trains epochs 4..150 (after 4 calibration epochs) and decays at epochs 20, 40, 60."""
 
+# The options that set these fields, for the messages: `dctq synthesize`'s, and `dctq quantize`'s where
+# it names them differently.
+_SYNTH_FLAGS = {
+    "num": "--num (quantize: --num-synthetic)",
+    "iterations": "--iters (quantize: --synth-iters)",
+    "batch_size": "--batch-size (quantize: --synth-batch-size)",
+    "centre_every": "--centre-every",
+    "log_every": "the log_every setting",
+}
+_TUNE_FLAGS = {
+    "epochs": "--epochs",
+    "steps_per_epoch": "--steps-per-epoch",
+    "batch_size": "--batch-size",
+    "dct_pad_mcus": "the dct_pad_mcus setting",
+    "log_every": "the log_every setting",
+}
+
 
 def _check(ok: bool, message: str) -> None:
     check(ok, message, QuantizationConfigError)
@@ -96,21 +113,22 @@ class SynthConfig(_ZeroShotOptions):
                 object.__setattr__(self, name, default)
             else:
                 _check(
-                    isinstance(value, bool), f"SynthConfig.{name} must be true, false or None, got {value!r}"
+                    isinstance(value, bool), f"the {name} setting must be true, false or None, got {value!r}"
                 )
         _check(
             isinstance(self.iterations, int)
             and not isinstance(self.iterations, bool)
             and self.iterations >= 0,
-            f"--iters must be an integer >= 0 (0 keeps the random initial images), got {self.iterations!r}",
+            f"{_SYNTH_FLAGS['iterations']} must be an integer >= 0 (0 keeps the random initial images), "
+            f"got {self.iterations!r}",
         )
         for name in ("num", "batch_size", "centre_every", "log_every"):
             value = getattr(self, name)
             _check(
                 isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                f"--{name.replace('_', '-')} must be a positive integer, got {value!r}",
+                f"{_SYNTH_FLAGS.get(name, '--' + name.replace('_', '-'))} must be a positive integer, got {value!r}",
             )
-        _check(self.lr > 0, f"SynthConfig.lr must be > 0, got {self.lr}")
+        _check(self.lr > 0, f"--lr (of synthesize) must be > 0, got {self.lr}")
         _check(0 < self.plateau_factor < 1, f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
         _check(self.plateau_patience >= 0 and self.min_lr >= 0, "plateau_patience and min_lr must be >= 0")
         _check(0 <= self.lor_prob <= 1, f"lor_prob must be in [0, 1], got {self.lor_prob}")
@@ -122,7 +140,7 @@ class SynthConfig(_ZeroShotOptions):
         _check(len(ratio) == 2 and 0 < ratio[0] <= ratio[1], f"crop_ratio must be 0 < a <= b, got {ratio}")
         object.__setattr__(self, "crop_scale", (float(scale[0]), float(scale[1])))
         object.__setattr__(self, "crop_ratio", (float(ratio[0]), float(ratio[1])))
-        _check(0 <= self.sil_eps <= 1, f"sil_eps must be in [0, 1], got {self.sil_eps}")
+        _check(0 <= self.sil_eps <= 1, f"--sil-eps must be in [0, 1], got {self.sil_eps}")
         _check(
             0 <= self.mdc_lo <= self.mdc_up, f"need 0 <= mdc_lo <= mdc_up, got {self.mdc_lo}, {self.mdc_up}"
         )
@@ -188,13 +206,13 @@ class ZeroShotConfig(_ZeroShotOptions):
             value = getattr(self, name)
             _check(
                 isinstance(value, int) and value >= 0,
-                f"ZeroShotConfig.{name} must be an integer >= 0, got {value!r}",
+                f"{_TUNE_FLAGS.get(name, name)} must be an integer >= 0, got {value!r}",
             )
         for name in ("steps_per_epoch", "batch_size", "log_every"):
             value = getattr(self, name)
             _check(
                 isinstance(value, int) and value >= 1,
-                f"ZeroShotConfig.{name} must be an integer >= 1, got {value!r}",
+                f"{_TUNE_FLAGS.get(name, name)} must be an integer >= 1, got {value!r}",
             )
         _check(
             self.lr > 0 and 0 < self.gamma <= 1,

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ...common.errors import BackendUnavailable, DctqError, ExportError
@@ -74,8 +75,28 @@ class OrtRunner:
         self.output_name = self.session.get_outputs()[0].name
 
     def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Raises DctqError when an input is missing or ORT rejects the shapes."""
+        """Logits of a batch of any size: a graph exported with a fixed batch runs it in chunks of that
+        size, the last one padded by repeating its last image (the padding's logits are dropped).
+
+        Raises DctqError when an input is missing or ORT rejects the shapes.
+        """
         feeds = model_arrays(batch, self.input_names, source=str(self.artifact.path))
+        fixed = self.artifact.meta.fixed_batch
+        size = len(next(iter(feeds.values()))) if feeds else 0
+        if fixed is None or size == fixed or size == 0:
+            return self._run(feeds)
+        outs = []
+        for start in range(0, size, fixed):
+            chunk = {k: v[start : start + fixed] for k, v in feeds.items()}
+            real = len(next(iter(chunk.values())))
+            if real < fixed:
+                chunk = {
+                    k: np.concatenate([v, np.repeat(v[-1:], fixed - real, axis=0)]) for k, v in chunk.items()
+                }
+            outs.append(self._run(chunk)[:real])
+        return torch.cat(outs)
+
+    def _run(self, feeds: dict[str, Any]) -> torch.Tensor:
         try:
             out = self.session.run([self.output_name], feeds)[0]
         except Exception as exc:  # onnxruntime raises its own exception types

@@ -26,7 +26,7 @@ from ...jpeg.batch import input_names, model_inputs
 from ...models.checkpoint import LoadedCheckpoint
 from ...models.qabn import choose_routing, is_qabn, qabn_routing
 from ...models.qabn_routing import oracle_branch_index
-from ..artifact import Artifact, input_specs, needs_qt
+from ..artifact import Artifact, input_specs, needs_qt, require_trusted
 from .registry import register_backend
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ def _module_names(module: nn.Module) -> tuple[str, ...] | None:
 
 
 def _load_scripted(artifact: Artifact, device: torch.device) -> nn.Module:
-    """The TorchScript module or torch.export program of `artifact`. Raises ExportError if unloadable."""
+    """The TorchScript module or torch.export program of `artifact`, a trusted one only (both kinds hold
+    code: artifact.CODE_KINDS). Raises UntrustedArtifactError without trust, ExportError if unloadable."""
+    require_trusted(artifact)
     if artifact.kind == "torchscript":
         try:
             with warnings.catch_warnings():

@@ -115,16 +115,22 @@ def default_backend(artifact: Artifact) -> str:
 
 
 def load_runner(
-    artifact: Artifact | Path | str, backend: str | None = None, *, device: str = "auto", **options: Any
+    artifact: Artifact | Path | str,
+    backend: str | None = None,
+    *,
+    device: str = "auto",
+    trust_code: bool = False,
+    **options: Any,
 ) -> Runner:
     """`get_backend(backend or default).load(artifact, ...)`, checking the backend takes this kind;
-    `artifact` is a loaded Artifact or the path of one (.pt, .onnx, .ts, .pt2, .engine).
+    `artifact` is a loaded Artifact or the path of one (.pt, .onnx, .ts, .pt2, .engine). trust_code:
+    load_artifact's, for a path (a loaded Artifact carries its own `trusted`).
 
     Raises DctqError when it does not (e.g. ort with a .pt checkpoint), BackendUnavailable as get_backend,
     and what load_artifact raises for a path.
     """
     if not isinstance(artifact, Artifact):
-        artifact = load_artifact(artifact)
+        artifact = load_artifact(artifact, trust_code=trust_code)
     name = backend or default_backend(artifact)
     chosen = get_backend(name)
     if artifact.kind not in chosen.accepts:

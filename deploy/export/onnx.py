@@ -10,9 +10,11 @@ tried and the sidecar records which one ran.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,40 @@ from ...common.files import atomic_path
 from ...models.checkpoint import LoadedCheckpoint
 from ...models.flops import example_inputs
 from ..artifact import describe_model, needs_qt, write_sidecar
-from ..onnx.graph import import_onnx
+from ..onnx.graph import import_onnx, opset_of
 
 logger = logging.getLogger(__name__)
 
 MIN_OPSET = 17
+
+# Loggers of the exporter's internals: they warn about optional packages dctq never needs ("torchvision
+# is not installed. Skipping torchvision::nms") and narrate the version conversion, on every export.
+_EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's own warnings and log lines for the duration; errors still raise."""
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's pytree deprecations, raised inside export
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape.*")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+
+def max_opset() -> int:
+    """The newest default-domain opset the installed onnx knows (its version converter's limit)."""
+    from onnx import defs
+
+    return int(defs.onnx_opset_version())
 
 
 def _module(model: nn.Module | LoadedCheckpoint) -> nn.Module:
@@ -47,8 +78,7 @@ def _dynamo_export(model: nn.Module, args: tuple, names: list[str], opset: int, 
     if dynamic:
         batch = torch.export.Dim("batch")
         dynamic_shapes = tuple({0: batch} for _ in names)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape.*")
+    with _quiet_exporter():
         program = torch.onnx.export(
             model,
             args,
@@ -69,8 +99,7 @@ def _legacy_export(
     import onnx
 
     axes = {n: {0: "batch"} for n in [*names, "logits"]} if dynamic else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated
+    with _quiet_exporter():  # the TorchScript exporter is deprecated and says so
         torch.onnx.export(
             model,
             args,
@@ -104,13 +133,19 @@ def export_onnx(
         dynamo: True = torch.export-based exporter only, False = TorchScript exporter only,
             None = dynamo, falling back to TorchScript if it fails.
 
-    Returns the path written. Raises ExportError (opset, failed export or invalid graph),
-    QuantizationError (uncalibrated or sub-8-bit quantizers), BackendUnavailable (onnx missing).
+    Returns the path written. Raises ExportError (opset outside MIN_OPSET..max_opset(), a graph the
+    exporter wrote at another opset than asked, failed export or invalid graph), QuantizationError
+    (uncalibrated or sub-8-bit quantizers), BackendUnavailable (onnx missing).
     """
     onnx = import_onnx("ONNX export", "onnx and onnxscript")
     if opset < MIN_OPSET:
         raise ExportError(
             f"opset {opset} is too old: TensorRT's explicit quantization needs opset >= {MIN_OPSET}"
+        )
+    if opset > max_opset():
+        raise ExportError(
+            f"opset {opset} does not exist in the installed onnx {onnx.__version__} (newest: {max_opset()}); "
+            f"use --opset {MIN_OPSET}..{max_opset()}"
         )
     if example_batch < 1:
         raise ExportError(f"example_batch must be >= 1, got {example_batch}")
@@ -130,6 +165,12 @@ def export_onnx(
                 ) from exc
             first_error = exc
             logger.warning("dynamo ONNX export failed (%s); falling back to the TorchScript exporter", exc)
+        if proto is not None and opset_of(proto) != opset and not dynamo:
+            # The dynamo exporter writes its own opset and converts; where the conversion fails it keeps
+            # its own (18 for 17). The TorchScript exporter writes older opsets natively.
+            first_error = f"it wrote opset {opset_of(proto)} instead of {opset}"
+            logger.info("dynamo ONNX export %s; using the TorchScript exporter", first_error)
+            proto = None
     with atomic_path(path) as tmp:
         if proto is None:
             try:
@@ -146,9 +187,17 @@ def export_onnx(
             onnx.checker.check_model(proto)
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"the exported graph is not valid ONNX: {str(exc)[:500]}") from None
+        written = opset_of(proto)
+        if written != opset:
+            # torch's exporter converts from its own opset and keeps that one when the conversion fails.
+            raise ExportError(
+                f"the {exporter} exporter could not write opset {opset} (its graph is at opset {written}); "
+                f"use --opset {written}"
+            )
         onnx.save_model(proto, str(tmp))
-    meta = dataclasses.replace(meta, exporter=exporter)
-    write_sidecar(path, meta, "onnx")
+        meta = dataclasses.replace(meta, exporter=exporter)
+        # The sidecar, bound to the finished file, lands first; then the model (artifact.py: kills).
+        write_sidecar(path, meta, "onnx", artifact_file=tmp)
     logger.info(
         "exported %s ONNX (%s exporter, opset %d) to %s",
         "Q/DQ" if meta.quantized else "FP32",

@@ -52,7 +52,7 @@ def export_torchscript(
         )
     with atomic_path(path) as tmp:
         torch.jit.save(traced, str(tmp))
-    write_sidecar(path, meta, "torchscript")
+        write_sidecar(path, meta, "torchscript", artifact_file=tmp)  # sidecar first (artifact.py: kills)
     logger.info("saved TorchScript to %s", path)
     return path
 
@@ -80,8 +80,9 @@ def export_program(
         program = torch.export.export(module, args, dynamic_shapes=shapes)
     except Exception as exc:  # torch.export raises many kinds
         raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc)[:500]}") from exc
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
-        torch.export.save(program, f)  # a file object: torch.export.save wants a .pt2 name otherwise
-    write_sidecar(path, meta, "program")
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as f:
+            torch.export.save(program, f)  # a file object: torch.export.save wants a .pt2 name otherwise
+        write_sidecar(path, meta, "program", artifact_file=tmp)  # sidecar first (artifact.py: kills)
     logger.info("saved torch.export program to %s", path)
     return path

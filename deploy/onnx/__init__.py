@@ -5,6 +5,7 @@
 - lint: lint_qdq checks a graph against TensorRT's explicit-quantization rules.
 - ort_rewrite: rewrite_for_ort gives ONNX Runtime's x86 integer kernels the same function.
 - fp16: to_fp16 / convert_file type the float parts FP16 for TensorRT's strongly typed networks.
+- scales: which Q/DQ scales can be FP16 (per tensor), the floor raised under weight scales.
 - dtypes: operator schemas and strict type inference (typing_problems, float_types_by_op).
 
 Importing the package does not import onnx: each function imports it when called and raises
@@ -32,6 +33,9 @@ _EXPORTS = {
     ),
     **dict.fromkeys(("LintReport", "Violation", "lint_qdq"), "dctq.deploy.onnx.lint"),
     **dict.fromkeys(("RewriteStats", "is_qdq_model", "rewrite_for_ort"), "dctq.deploy.onnx.ort_rewrite"),
+    **dict.fromkeys(
+        ("FP16_MAX", "FP16_MIN_NORMAL", "raise_weight_scales", "resolve_scales"), "dctq.deploy.onnx.scales"
+    ),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,11 +8,16 @@ so without this pass the stem, residual adds, pooling and the Q/DQ arithmetic wo
 - Weights: `QuantizeLinear(float weight)` is computed here once, in FP32 exactly as ONNX defines it,
   and stored as an int8 initializer behind its DequantizeLinear (TensorRT's constant-INT8-weight
   form), so the integer weights stay what PyTorch computed whatever the scale's type.
-- Scales: all Q/DQ scales become FP16 together, or all stay FP32 (`scales`: "auto" picks FP16 when
-  every scale lies in FP16's normal range, where rounding moves it by at most 2^-11 relative). FP16
-  scales need opset 19 (QuantizeLinear/DequantizeLinear take FP16 from there on); an opset-18 graph is
-  bumped to 19, which changes no operator's meaning. With FP32 scales, explicit Casts surround the
-  Q/DQ pairs instead.
+- Scales: each Q/DQ scale tensor becomes FP16 where it lies in FP16's normal range (rounding moves it
+  by at most 2^-11 relative) and stays FP32 where it does not (`scales="auto"`), so one odd tensor
+  does not switch the whole graph to FP32 scales. A weight scale below FP16's smallest normal number
+  (a near-zero output channel) is raised to it first and the channel's int8 weights computed with the
+  raised scale: the channel moves by at most half of that step (2^-15), and its convolution keeps
+  FP16 scales. An FP32 scale makes its pair compute in FP32 with explicit Casts around it
+  (DQ -> Cast -> Conv), a form TensorRT may not fuse into an INT8 layer: `dctq check` warns about
+  it (deploy/onnx/lint.py, rules fp16-scale and dq-cast). FP16 scales need opset 19
+  (QuantizeLinear/DequantizeLinear take FP16 from there on); an opset-18 graph is bumped to 19,
+  which changes no operator's meaning. `scales="fp16"` / `"fp32"` force one type for all.
 - Constants (initializers and Constant nodes) become FP16 when every consumer takes FP16; inputs an
   operator takes only as FP32 (Resize's `scales`) stay FP32. Wherever a tensor's type differs from
   what its consumer needs, an explicit Cast is inserted: the result has no implicit conversion left.
@@ -51,20 +56,18 @@ from .graph import (
     import_onnx,
     load_onnx,
 )
+from .scales import QDQ, raise_weight_scales, resolve_scales, scale_names
 
 logger = logging.getLogger(__name__)
-
-FP16_MIN_NORMAL = 2.0**-14
-FP16_MAX = 65504.0
-QDQ = ("QuantizeLinear", "DequantizeLinear")
-SCALE_MODES = ("auto", "fp16", "fp32")
 
 
 @dataclasses.dataclass(frozen=True)
 class Fp16Report:
     """What `to_fp16` did.
 
-    scales: "fp16" or "fp32" (the type every Q/DQ scale has now). opset: the default-domain opset of
+    scales: "fp16" or "fp32" when every Q/DQ scale has that type now, "mixed" when some stay FP32.
+    scales_fp32: the scale tensors left FP32 (outside FP16's range). weight_scales_raised: weight
+    channels whose scale was raised to FP16's smallest normal number. opset: the default-domain opset of
     the result. weights_folded: weight QuantizeLinear nodes replaced by int8 initializers.
     constants_fp16: float constants stored as FP16 now. kept_fp32: float constants left FP32 because a
     consumer (at the end of any Identity chain) takes FP32 only. casts_inserted: explicit Cast nodes added. inputs / outputs: (name,
@@ -72,6 +75,8 @@ class Fp16Report:
     """
 
     scales: str
+    scales_fp32: tuple[str, ...]
+    weight_scales_raised: int
     opset: int
     weights_folded: int
     constants_fp16: int
@@ -107,11 +112,11 @@ def _set_default_opset(model: Any, version: int) -> Any:
     return model
 
 
-def _wanted(node: Any, slot: int, schema: Any, scales: str) -> int:
+def _wanted(node: Any, slot: int, schema: Any, r: _Retyping) -> int:
     """The float type input `slot` of `node` should get: FP16 unless the graph must say FP32."""
     if node.op_type in QDQ and node.domain in ("", "ai.onnx"):
         if slot == 1 or (node.op_type == "QuantizeLinear" and slot == 0):
-            return FLOAT16 if scales == "fp16" else FLOAT
+            return FLOAT if r.scale_fp32(node) else FLOAT16
     return FLOAT16 if "tensor(float16)" in allowed_types(schema, formal_type(schema, slot)) else FLOAT
 
 
@@ -137,48 +142,26 @@ def _output_type(node: Any, schema: Any, slot: int, types: dict[str, int], origi
     return original
 
 
-def resolve_scales(index: GraphIndex, scales: str) -> str:
-    """The type every Q/DQ scale gets, "fp16" or "fp32": `scales` itself, or for "auto" FP16 when
-    every constant scale lies in FP16's normal range. Raises ExportError for an unknown mode, and
-    for "fp16" with a scale outside that range.
-    """
-    if scales not in SCALE_MODES:
-        raise ExportError(f"scales must be one of {', '.join(SCALE_MODES)}, got {scales!r}")
-    if scales == "fp32":
-        return scales
-    names = [n.input[1] for n in index.graph.node if n.op_type in QDQ and len(n.input) > 1]
-    bad = []
-    for name in dict.fromkeys(names):
-        value = index.const(name)
-        if value is None:
-            continue  # a computed scale is cast like any other tensor
-        mag = np.abs(value.astype(np.float64))
-        if (mag < FP16_MIN_NORMAL).any() or (mag > FP16_MAX).any():
-            bad.append(f"{name} (range {mag.min():.3g}..{mag.max():.3g})")
-    if not bad:
-        return "fp16"
-    if scales == "fp16":
-        raise ExportError(
-            f"Q/DQ scales outside FP16's normal range [{FP16_MIN_NORMAL:.3g}, {FP16_MAX:g}]: "
-            f"{', '.join(bad[:5])}; use scales='fp32' (or 'auto')"
-        )
-    logger.info("FP16 pass: %d scale tensors outside FP16's normal range, keeping all scales FP32", len(bad))
-    return "fp32"
-
-
 @dataclasses.dataclass
 class _Retyping:
     """What the phases of `to_fp16` share once the Q/DQ steps are done: the graph's index, the scale
-    mode, each tensor's element type before (`original`) and so far (`types`), each node's schema,
-    the Casts added (by (tensor, type)) and the node list being built."""
+    tensors that stay FP32, each tensor's element type before (`original`) and so far (`types`),
+    each node's schema, the Casts added (by (tensor, type)) and the node list being built."""
 
     index: GraphIndex
-    mode: str
+    fp32_scales: set[str]
+    all_fp32: bool
     original: dict[str, int]
     types: dict[str, int]
     schemas: dict[int, Any] = dataclasses.field(default_factory=dict)
     casts: dict[tuple[str, int], str] = dataclasses.field(default_factory=dict)
     nodes: list[Any] = dataclasses.field(default_factory=list)
+    scales_all_fp32: bool = False
+
+    def scale_fp32(self, node: Any) -> bool:
+        """Whether the scale of Q/DQ `node` is (or is cast to) FP32; computed scales follow `all_fp32`."""
+        name = self.index.source(node.input[1])
+        return name in self.fp32_scales or (self.all_fp32 and not self.index.is_const(name))
 
     def cast(self, name: str, to: int) -> str:
         """Tensor `name` as element type `to`: the output of a Cast, added the first time it is asked for."""
@@ -235,7 +218,7 @@ def _constants_to_fp16(r: _Retyping) -> tuple[int, list[str]]:
         proto = r.index.tensor(name)
         if proto is None or proto.data_type != FLOAT:
             continue
-        wants = {_wanted(n, s, r.schemas[id(n)], r.mode) for n, s in r.index.uses(name)}
+        wants = {_wanted(n, s, r.schemas[id(n)], r) for n, s in r.index.uses(name)}
         if wants == {FLOAT16}:
             proto.CopyFrom(
                 numpy_helper.from_array(numpy_helper.to_array(proto).astype(np.float16), proto.name)
@@ -258,7 +241,7 @@ def _insert_casts(r: _Retyping) -> None:
             if node.op_type == "Identity" and r.index.is_const(name):
                 continue  # a dedup copy takes its constant's type (chosen for where it ends up)
             if name and r.types.get(name) in (FLOAT, FLOAT16):
-                want = _wanted(node, slot, schema, r.mode)
+                want = _wanted(node, slot, schema, r)
                 if r.types[name] != want:
                     node.input[slot] = r.cast(name, want)
         if node.op_type == "Cast" and r.original.get(node.output[0]) == FLOAT:
@@ -303,9 +286,15 @@ def _float_io(values: Any) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _report(model: Any, r: _Retyping, opset: int, folded: int, converted: int, kept: list[str]) -> Fp16Report:
+def _report(
+    model: Any, r: _Retyping, opset: int, folded: int, raised: int, converted: int, kept: list[str]
+) -> Fp16Report:
+    fp32 = tuple(sorted(r.fp32_scales))
+    mode = "fp32" if r.all_fp32 or r.scales_all_fp32 else ("mixed" if fp32 else "fp16")
     report = Fp16Report(
-        scales=r.mode,
+        scales=mode,
+        scales_fp32=fp32,
+        weight_scales_raised=raised,
         opset=opset,
         weights_folded=folded,
         constants_fp16=converted,
@@ -320,7 +309,7 @@ def _report(model: Any, r: _Retyping, opset: int, folded: int, converted: int, k
         converted,
         len(kept),
         len(r.casts),
-        r.mode,
+        mode,
     )
     return report
 
@@ -337,8 +326,9 @@ def to_fp16(
 
     fp16_inputs: True (all float inputs), or the names of the float inputs to declare FP16; the
     others keep FP32 and are cast on entry. fp16_outputs: declare float outputs FP16 (else a Cast back
-    to FP32 ends the graph). scales: "auto" | "fp16" | "fp32" for the Q/DQ scales. fold_weights:
-    store quantized weights as int8 initializers.
+    to FP32 ends the graph). scales: "auto" (FP16 per scale tensor where it fits, weight scales
+    raised into FP16's range) | "fp16" | "fp32" for the Q/DQ scales. fold_weights: store quantized
+    weights as int8 initializers.
 
     Raises ExportError for graphs it cannot type (control flow, custom operators, a failed type
     inference, an FP16 scale out of range) and when the result fails onnx's checker.
@@ -347,15 +337,20 @@ def to_fp16(
     _refuse_subgraphs(model.graph)
     out = copy.deepcopy(model)
     # The Q/DQ steps come first, before any type changes.
+    raised = raise_weight_scales(GraphIndex(out)) if scales != "fp32" else 0
     folded = fold_weight_quantizers(GraphIndex(out)) if fold_weights else 0
     drop_unused(out)  # now, or the node walk would cast the folded weights' dead Identity chains
-    mode = resolve_scales(GraphIndex(out), scales)
-    if mode == "fp16":
+    index = GraphIndex(out)
+    fp32_scales = resolve_scales(index, scales)
+    names = scale_names(index)
+    every_scale_fp32 = scales == "fp32" or bool(names and names <= fp32_scales)
+    if not every_scale_fp32:
         out = _set_default_opset(out, 19)
     opset = default_opset(out)
     original = _original_types(out)
     as_fp16 = _fp16_input_names(out.graph, fp16_inputs)
-    r = _Retyping(GraphIndex(out), mode, original, dict(original))
+    r = _Retyping(GraphIndex(out), fp32_scales, scales == "fp32", original, dict(original))
+    r.scales_all_fp32 = every_scale_fp32
     _retype_inputs(r, as_fp16)
     r.schemas = {id(n): schema_of(n, opset) for n in out.graph.node}
     converted, kept = _constants_to_fp16(r)
@@ -368,7 +363,7 @@ def to_fp16(
         onnx.checker.check_model(out, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the FP16 pass produced an invalid graph (a dctq bug): {str(exc)[:400]}") from None
-    return out, _report(out, r, opset, folded, converted, kept)
+    return out, _report(out, r, opset, folded, raised, converted, kept)
 
 
 def convert_file(src: Path | str, dst: Path | str, **kwargs: Any) -> Fp16Report:

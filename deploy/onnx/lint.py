@@ -7,6 +7,7 @@ the build far from its cause. Rules and severities:
 | rule | severity | what |
 |---|---|---|
 | opset | error | default-domain opset below 17 (warning above 24, TensorRT 10.15's newest) |
+| empty-graph | error | no node, no graph input or no graph output: nothing a builder could make an engine of |
 | zero-point | error | a Q/DQ zero point that is not 0, or not a constant |
 | dtype | error | a Q/DQ type other than int8 (uint8 and int32 are not TensorRT Q/DQ types; fp8/int4/fp4 are, but dctq deploys INT8 only) |
 | scale | error | a scale that is not a constant, or not positive and finite |
@@ -15,6 +16,8 @@ the build far from its cause. Rules and severities:
 | q-without-dq | error | a QuantizeLinear whose output reaches anything but a DequantizeLinear |
 | unsupported-op | error | an op TensorRT's ONNX parser does not take (custom domains included) |
 | float-layer | warning | such a layer with neither input quantized: it runs in float (a recipe's skip rule, or a miss) |
+| fp16-scale | warning | a Q/DQ scale outside FP16's normal range [2^-14, 65504] (weight scales the FP16 pass can raise excepted): for TensorRT that pair stays FP32 behind Casts (deploy/onnx/scales.py) |
+| dq-cast | warning | such a layer reading a DequantizeLinear through a Cast: TensorRT may not fuse DQ -> Cast -> layer into an INT8 layer and run it in FP16 instead |
 | residual-add | warning | an Add fed by a quantized conv whose other input is not dequantized: TensorRT cannot fuse it into the conv |
 | requantize | warning | a Q -> DQ pair whose scales or zero points differ |
 | unknown-op | warning | an op missing from the support table below (newer ONNX op) |
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .graph import GraphIndex, attr_int, load_onnx, opset_of
+from .scales import FP16_MAX, out_of_range
 
 MIN_OPSET, MAX_OPSET = 17, 24
 
@@ -61,6 +65,7 @@ TRT_UNSUPPORTED_OPS = frozenset(
 )
 SEVERITY = {
     "opset": "error",
+    "empty-graph": "error",
     "zero-point": "error",
     "dtype": "error",
     "scale": "error",
@@ -69,6 +74,8 @@ SEVERITY = {
     "q-without-dq": "error",
     "unsupported-op": "error",
     "float-layer": "warning",
+    "fp16-scale": "warning",
+    "dq-cast": "warning",
     "residual-add": "warning",
     "requantize": "warning",
     "unknown-op": "warning",
@@ -130,7 +137,9 @@ class LintReport:
 
 def _load(model_or_path: Any) -> tuple[Any, str]:
     if isinstance(model_or_path, str | Path):
-        return load_onnx(model_or_path, external_data=False), str(Path(model_or_path))
+        # With its external data (resolved beside the model, never in the working directory): the rules
+        # read the values of scales, zero points and weights, wherever they are stored.
+        return load_onnx(model_or_path, external_data=True), str(Path(model_or_path))
     return model_or_path, "<model>"
 
 
@@ -160,6 +169,14 @@ def lint_qdq(model_or_path: Any) -> LintReport:
     elif opset > MAX_OPSET:
         add(None, "opset", f"opset {opset} is newer than TensorRT 10.15 parses ({MAX_OPSET})", "warning")
     nodes = list(model.graph.node)
+    graph_inputs = {i.name for i in model.graph.input} - {i.name for i in model.graph.initializer}
+    missing = [
+        what
+        for what, n in (("node", nodes), ("input", graph_inputs), ("output", model.graph.output))
+        if not n
+    ]
+    if missing:
+        add(None, "empty-graph", f"the graph has no {' and no '.join(missing)}; export the model again")
     qdq = [n for n in nodes if n.op_type in _QDQ]
     for node in nodes:
         _check_op(node, add)
@@ -237,6 +254,15 @@ def _check_qdq(g: GraphIndex, node: Any, add: Any) -> None:
     if not np.isfinite(values).all() or (values <= 0).any():
         bad = values[~np.isfinite(values) | (values <= 0)]
         add(node, "scale", f"scale holds {bad[:4].tolist()}: every scale must be positive and finite")
+    elif out_of_range(values) and not _raisable_weight_scale(g, node, values):
+        if node.op_type == "QuantizeLinear" or g.made_by(node.input[0], "QuantizeLinear") is None:
+            add(
+                node,
+                "fp16-scale",
+                f"scale {values.min():.3g}..{values.max():.3g} lies outside FP16's normal range: for TensorRT "
+                "the FP16 pass keeps this Q/DQ pair FP32 behind Casts, which TensorRT may not fuse into an "
+                "INT8 layer; recalibrate this tensor or leave it unquantized",
+            )
     if node.op_type == "QuantizeLinear":
         readers = g.readers(node.output[0])
         if node.output[0] in g.outputs or any(r.op_type != "DequantizeLinear" for r in readers):
@@ -261,6 +287,25 @@ def _check_qdq(g: GraphIndex, node: Any, add: Any) -> None:
                     add(r, "requantize", f"scale/zero point differ from its QuantizeLinear {g.label(node)}")
     if values.size > 1:
         _check_axis(g, node, values.size, add)
+
+
+def _raisable_weight_scale(g: GraphIndex, node: Any, values: np.ndarray) -> bool:
+    """A float weight's quantizer (or its DQ) whose scale is only too small: the FP16 pass raises it."""
+    q = node if node.op_type == "QuantizeLinear" else g.made_by(node.input[0], "QuantizeLinear")
+    if q is None or float(np.abs(values).max()) > FP16_MAX:
+        return False
+    weight = g.const(q.input[0])
+    return weight is not None and weight.dtype == np.float32
+
+
+def _dequantized(g: GraphIndex, name: str) -> tuple[bool, bool]:
+    """(whether tensor `name` comes from a DequantizeLinear, whether through a Cast)."""
+    if g.made_by(name, "DequantizeLinear") is not None:
+        return True, False
+    cast = g.made_by(name, "Cast")
+    return (
+        (True, True) if cast is not None and g.made_by(cast.input[0], "DequantizeLinear") else (False, False)
+    )
 
 
 def _weight_axis(g: GraphIndex, layer: Any, rank: int) -> int:
@@ -322,11 +367,22 @@ def _check_axis(g: GraphIndex, node: Any, channels: int, add: Any) -> None:
 def _check_layer(g: GraphIndex, node: Any, add: Any) -> None:
     if len(node.input) < 2:
         return
-    data_dq = g.made_by(node.input[0], "DequantizeLinear") is not None
-    weight_dq = g.made_by(node.input[1], "DequantizeLinear") is not None
-    constant_weight = g.is_const(node.input[1]) or (
-        weight_dq and _weight_value(g, g.producer[node.input[1]]) is not None
+    (data_dq, data_cast), (weight_dq, weight_cast) = (
+        _dequantized(g, node.input[0]),
+        _dequantized(g, node.input[1]),
     )
+    if data_cast or weight_cast:
+        which = " and ".join(w for w, c in (("data", data_cast), ("weight", weight_cast)) if c)
+        add(
+            node,
+            "dq-cast",
+            f"its {which} input is DequantizeLinear -> Cast: TensorRT may not fuse that into an INT8 "
+            f"{node.op_type} and run it in FP16 (an FP32 Q/DQ scale; see `fp16-scale`)",
+        )
+    weight_node = g.producer.get(node.input[1])
+    if weight_cast:
+        weight_node = g.producer.get(weight_node.input[0])
+    constant_weight = g.is_const(node.input[1]) or (weight_dq and _weight_value(g, weight_node) is not None)
     if node.op_type == "MatMul" and not constant_weight:
         return  # activation x activation MatMul: not a weighted layer
     if data_dq and weight_dq:

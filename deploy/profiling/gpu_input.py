@@ -35,7 +35,7 @@ from ...common.errors import DataError
 from ...jpeg.batch import DCT_INPUTS, model_inputs
 from ...jpeg.dataset import preprocess_dct
 from ...jpeg.geometry import block_grid
-from ...jpeg.reader import read_jpeg
+from ...jpeg.reader import read_jpeg, read_jpeg_file
 from ...jpeg.rgb import CIFAR10_MEAN, CIFAR10_STD, Box, decode_rgb, fit_pixels, normalize_pixels
 
 Source = str | Path | bytes
@@ -272,7 +272,7 @@ class DctInput(_InputPath):
 
 def _pixels(source: Source) -> np.ndarray:
     """[H, W, 3] uint8 pixels of a JPEG (path or bytes), decoded as the RGB models' data is (jpeg.rgb)."""
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    data = source if isinstance(source, bytes) else read_jpeg_file(source)  # regular files only, bounded
     return decode_rgb(data, "<bytes>" if isinstance(source, bytes) else source)[0]
 
 

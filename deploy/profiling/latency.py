@@ -5,11 +5,19 @@ random batch (integer-valued coefficients like real files); end-to-end mode time
 reading `batch` JPEG files (read_jpeg, crop to the grid, stack) plus the run. Timing: CUDA events
 around each call on CUDA (model-only), perf_counter after a synchronize otherwise.
 
-Peak memory: on CUDA `torch.cuda.max_memory_allocated` after a reset; on the CPU the process's
-peak resident set (VmHWM), which Linux lets us reset per batch size through /proc/self/clear_refs,
-reported as the rise over the resident set before the batch (`peak_rss_delta_mb`). tracemalloc
-would miss the runtimes' native allocations. Where the reset is refused, ru_maxrss is used and
-the delta only shows growth beyond the earlier peak (`memory_source` says which).
+Memory: what the timed calls add is `peak_rss_delta_mb`: on the CPU the rise of the process's peak
+resident set (VmHWM, which Linux lets us reset per batch size through /proc/self/clear_refs) over the
+resident set before the batch; on CUDA the rise of `torch.cuda.max_memory_allocated` over the
+allocations before it, plus, for runtimes that allocate device memory themselves (a TensorRT engine's
+weights and execution-context memory, which torch's allocator never sees), what the runner reports
+through `native_memory_mb()`. `peak_mem_mb` is the whole process's peak (Python, torch, the runtime, the
+model included), not the model's. tracemalloc would miss the runtimes' native allocations. Where the
+reset is refused, ru_maxrss is used and the delta only shows growth beyond the earlier peak
+(`memory_source` says which).
+
+A quantized checkpoint (or TorchScript / torch.export program of one) on the torch backend runs its
+fake-quant ops in float: the report marks it `simulated_int8`, because those timings say nothing of
+INT8 speed (export to ONNX for ONNX Runtime's integer kernels, or build a TensorRT engine).
 """
 
 from __future__ import annotations
@@ -25,10 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...common.errors import DataError, DctqError
-from ...common.files import atomic_path
+from ...common.errors import ConfigError, DataError, DctqError
 from ..artifact import Artifact, ArtifactMeta, TensorSpec, load_artifact
-from ..backends.registry import Runner, load_runner
+from ..backends.registry import Runner, default_backend, load_runner
 from ..predict import read_input, stack_inputs
 
 logger = logging.getLogger(__name__)
@@ -106,7 +113,8 @@ class BatchProfile:
 
 @dataclasses.dataclass(frozen=True)
 class ProfileReport:
-    """One artifact on one backend over several batch sizes."""
+    """One artifact on one backend over several batch sizes; `simulated_int8`: a quantized model whose
+    fake-quant ops ran in float (torch backend), so the timings are not INT8 speed."""
 
     artifact: str
     backend: str
@@ -114,12 +122,38 @@ class ProfileReport:
     end_to_end: bool
     memory_source: str
     rows: tuple[BatchProfile, ...]
+    simulated_int8: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "rows"},
             "rows": [r.to_dict() for r in self.rows],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "profile") -> ProfileReport:
+        """Inverse of to_dict (`dctq profile --json` / `--out`). Raises DataError naming `source`."""
+        try:
+            rows = tuple(
+                BatchProfile(
+                    int(r["batch"]),
+                    int(r["iters"]),
+                    Latency(*(float(r[f"{f.name}_ms"]) for f in dataclasses.fields(Latency))),
+                    r.get("peak_mem_mb"),
+                    r.get("peak_rss_delta_mb"),
+                )
+                for r in data["rows"]
+            )
+            return cls(
+                str(data["artifact"]),
+                str(data["backend"]),
+                str(data["device"]),
+                bool(data["end_to_end"]),
+                str(data.get("memory_source", "")),
+                rows,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{source} is not a dctq profile report ({type(exc).__name__}: {exc})") from None
 
 
 def synthetic_batch(
@@ -198,6 +232,14 @@ class _Feeder:
         self.runner.predict(stack_inputs([read_input(p, self.meta) for p in picked]))
 
 
+def native_memory_mb(run: Runner) -> float | None:
+    """MiB of device memory `run`'s runtime holds outside torch's allocator, when it says
+    (`native_memory_mb()`, e.g. TrtRunner: engine weights + execution contexts); else None."""
+    report = getattr(run, "native_memory_mb", None)
+    value = report() if callable(report) else None
+    return None if value is None else float(value)
+
+
 class _Timer:
     """Per-call milliseconds: CUDA events on a CUDA runner (when `events`), else perf_counter."""
 
@@ -230,24 +272,55 @@ def profile(
     end_to_end_data: Path | str | None = None,
     device: str = "auto",
     runner: Runner | None = None,
+    trust_code: bool = False,
     **options: Any,
 ) -> ProfileReport:
     """Latency percentiles, throughput and peak memory of `artifact` at each batch size.
 
     Args:
         backend: "ort", "torch", ...; default by artifact kind. options: passed to the backend's load
-            (e.g. threads=1 for ort). runner: an already loaded runner (then backend/device are its own).
+            (e.g. rewrite=False for ort); `threads` sets ONNX Runtime's intra-op threads, or torch's
+            (torch.set_num_threads, restored afterwards) on the torch backend. runner: an already loaded
+            runner (then backend/device are its own).
         end_to_end_data: a folder of JPEGs; each call then also reads `batch` of them (cycling).
+        trust_code: load a path of a kind that holds code (.ts, .pt2, .engine: artifact.CODE_KINDS).
 
     Raises:
-        DctqError: bad batch sizes or counts. DataError: no JPEGs in end_to_end_data. Backend errors.
+        DctqError: bad batch sizes or counts. ConfigError: threads below 1, or threads on a backend
+        without them (tensorrt). DataError: no JPEGs in end_to_end_data. Backend errors.
     """
     if not batches or any(b < 1 for b in batches) or warmup < 0 or iters < 1:
         raise DctqError(
-            f"batches must be >= 1 and iters >= 1 (got batches={list(batches)}, iters={iters}, warmup={warmup})"
+            f"--batch sizes and --iters must be >= 1 and --warmup >= 0 (got --batch "
+            f"{','.join(map(str, batches))}, --iters {iters}, --warmup {warmup})"
         )
-    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, trust_code=trust_code)
+    name = runner.backend if runner is not None else backend or default_backend(art)
+    threads = options.pop("threads", None) if name != "ort" else options.get("threads")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if threads is not None and name not in ("ort", "torch"):
+        raise ConfigError(
+            f"--threads sets ONNX Runtime's or torch's CPU threads; the {name} backend has none"
+        )
     run = runner or load_runner(art, backend, device=device, **options)
+    torch_threads = torch.get_num_threads()
+    if threads is not None and name == "torch":
+        torch.set_num_threads(threads)
+    try:
+        return _profile(art, run, batches, warmup, iters, end_to_end_data)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def _profile(
+    art: Artifact,
+    run: Runner,
+    batches: Sequence[int],
+    warmup: int,
+    iters: int,
+    end_to_end_data: Path | str | None,
+) -> ProfileReport:
     fixed = art.meta.fixed_batch
     if fixed is not None and any(b != fixed for b in batches):
         raise DctqError(
@@ -259,6 +332,7 @@ def profile(
     memory_source = (
         "cuda.max_memory_allocated" if cuda else ("VmHWM reset per batch" if can_reset else "ru_maxrss")
     )
+    native_mb = None
     timer = _Timer(run, events=files is None)
     rows = []
     for b in batches:
@@ -266,6 +340,7 @@ def profile(
         for _ in range(warmup):
             call()
         if cuda:
+            native_mb = native_memory_mb(run)  # after the warm-up: a CUDA graph adds a context
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
@@ -274,65 +349,22 @@ def profile(
             base = _rss_kb()
         times = np.array([timer.time(call) for _ in range(iters)])
         if cuda:
-            peak = torch.cuda.max_memory_allocated() / 2**20
+            peak = torch.cuda.max_memory_allocated() / 2**20 + (native_mb or 0.0)
             delta = (torch.cuda.max_memory_allocated() - base) / 2**20
         else:
             peak_kb = _peak_rss_kb()
             peak, delta = peak_kb / 1024, max(0, peak_kb - base) / 1024
         rows.append(BatchProfile(b, iters, Latency.of(times), peak_mem_mb=peak, peak_rss_delta_mb=delta))
         logger.info("batch %d: p50 %.3f ms, %.1f img/s", b, rows[-1].p50_ms, rows[-1].throughput)
+    if native_mb is not None:
+        memory_source += f" + what the runtime allocated itself ({native_mb:.1f} MiB at the last batch size)"
+    simulated = art.meta.quantized and run.backend == "torch"
+    if simulated:
+        logger.info(
+            "%s is quantized but the torch backend runs its fake-quant ops in float: these timings are "
+            "not INT8 speed (export it to ONNX or TensorRT for that)",
+            art.path,
+        )
     return ProfileReport(
-        str(art.path), run.backend, run.device, files is not None, memory_source, tuple(rows)
+        str(art.path), run.backend, run.device, files is not None, memory_source, tuple(rows), simulated
     )
-
-
-def _xy(box: tuple[int, int, int, int], i: int, n: int, value: float, top: float) -> tuple[float, float]:
-    """Pixel position of point i of n with `value` in a panel `box` whose y axis spans [0, top]."""
-    x0, y0, x1, y1 = box
-    return x0 + (x1 - x0) * (i + 0.5) / n, y1 - (y1 - y0) * value / top
-
-
-def plot_profile(report: ProfileReport, path: Path | str, *, width: int = 900, height: int = 380) -> Path:
-    """PNG of p50 latency (with a p90..p99 bar) and throughput against batch size, drawn with Pillow.
-
-    (matplotlib is not a dctq dependency; two small panels do not need it.)
-    """
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    batches = [r.batch for r in report.rows]
-    title = f"{Path(report.artifact).name} on {report.backend} ({report.device}){' end to end' if report.end_to_end else ''}"
-    draw.text((10, 6), title, fill="black")
-    panels = (
-        (
-            "latency p50 ms (bar: p90-p99)",
-            [r.p50_ms for r in report.rows],
-            [(r.p90_ms, r.p99_ms) for r in report.rows],
-        ),
-        ("throughput img/s", [r.throughput for r in report.rows], None),
-    )
-    pw = (width - 30) // 2
-    for k, (label, values, spans) in enumerate(panels):
-        x0, y0, x1, y1 = 10 + k * (pw + 10) + 45, 40, 10 + k * (pw + 10) + pw - 10, height - 40
-        top = max([v for v in values] + [s[1] for s in spans or []]) * 1.1 or 1.0
-        draw.rectangle((x0, y0, x1, y1), outline="gray")
-        draw.text((x0, y0 - 16), label, fill="black")
-        draw.text((x0 - 42, y0), f"{top:.3g}", fill="gray")
-        draw.text((x0 - 12, y1 - 10), "0", fill="gray")
-
-        box = (x0, y0, x1, y1)
-        points = [_xy(box, i, len(values), v, top) for i, v in enumerate(values)]
-        if len(points) > 1:
-            draw.line(points, fill=(31, 119, 180), width=2)
-        for i, (x, y) in enumerate(points):
-            if spans:
-                lo, hi = (_xy(box, i, len(values), v, top)[1] for v in spans[i])
-                draw.line((x, lo, x, hi), fill=(214, 39, 40), width=3)
-            draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(31, 119, 180))
-            draw.text((x - 10, y1 + 6), str(batches[i]), fill="black")
-            draw.text((x + 6, y - 14), f"{values[i]:.3g}", fill="black")
-        draw.text(((x0 + x1) // 2 - 15, y1 + 22), "batch", fill="gray")
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return Path(path)

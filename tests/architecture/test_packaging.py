@@ -40,6 +40,18 @@ def test_pyproject_lists_every_folder_with_an_init_and_nothing_else():
     assert config.get("include-package-data") is False  # else MANIFEST.in's tests/ would enter the wheel
 
 
+def test_the_license_file_is_the_one_pyproject_declares():
+    """pyproject says Apache-2.0; the repository had no LICENSE file to go with it."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["license"]
+    assert declared == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert (
+        "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+        and "END OF TERMS AND CONDITIONS" in text
+    )
+
+
 def test_the_root_holds_no_module_but_the_package_init():
     stray = sorted(p.name for p in ROOT.glob("*.py") if p.name != "__init__.py")
     assert not stray, f"{stray} at the root would be packaged as dctq.<name>; move them out of the root"
@@ -67,6 +79,7 @@ def test_the_built_wheel_holds_exactly_the_package(tmp_path):
     outside = [n for n in names if not n.startswith(("dctq/", "dctq-"))]
     assert not outside, outside
     assert "dctq/setup.py" not in names
+    assert any(n.startswith("dctq-") and n.endswith("LICENSE") for n in names)  # the license travels along
     assert not [n for n in names if n.startswith(tuple(f"dctq/{d}/" for d in NOT_PACKAGED))]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (

@@ -54,3 +54,4 @@ def test_headroom_script_end_to_end(trained, jpeg_folder, tmp_path):
     for r in report["rows"]:
         assert r["own_bn_top1"] in (0.0, 0.5, 1.0) and r["per_quality_bn_top1"] in (0.0, 0.5, 1.0)
         assert r["gain"] == pytest.approx(r["per_quality_bn_top1"] - r["own_bn_top1"])
+        assert r["plain_bn_top1"] in (0.0, 0.5, 1.0) and r["stored_bn_top1"] in (0.0, 0.5, 1.0)

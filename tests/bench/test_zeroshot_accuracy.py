@@ -50,7 +50,6 @@ def test_end_to_end_on_a_tiny_checkpoint(tmp_path, jpeg_folder, capsys, fold):
     assert [(r["method"], r["bits"]) for r in result["rows"]] == [("fp32", None)] + [
         (m, b) for m in ("ptq", "bnstats", "intraq") for b in ("w8a8", "w4a4")
     ]
-    assert all(0.0 <= r["accuracy"]["stored"]["top1"] <= 1.0 for r in result["rows"])
     assert all(r["fold_bn"] is fold for r in result["recipes"].values())
     assert result["zero_shot"]["lr"] == 1e-4
     printed = capsys.readouterr().out

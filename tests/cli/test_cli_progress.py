@@ -8,7 +8,8 @@ import io
 from rich.console import Console
 from rich.progress import Progress
 
-from dctq.calibration.qsam.meta import MetaEpochEnd, MetaStepLosses
+from dctq.calibration.qsam.episode import MetaStepLosses
+from dctq.calibration.qsam.meta import MetaEpochEnd
 from dctq.calibration.train.events import EpochEnd, EpochStart, StepEnd, ValMetrics
 from dctq.calibration.workflow.quantize import CalibProgress
 from dctq.calibration.zeroshot.config import SynthBatchEnd, SynthStep, ZeroShotEpochEnd, ZeroShotStep

@@ -22,7 +22,7 @@ def test_demo_pipeline_end_to_end(tmp_path):
     for torch_row, ort_row in zip(report.int8_torch.rows, report.int8_ort.rows, strict=True):
         assert torch_row.quality == ort_row.quality and torch_row.images == ort_row.images > 0
         assert abs(torch_row.top1 - ort_row.top1) * torch_row.images <= 1.0
-    assert [r.batch for r in report.ort_profile.rows] == [1, 32]
+    assert [r.batch for r in report.ort_profile.rows] == [1, 8, 32]
     as_json = json.loads(json.dumps(report.to_dict()))  # what `dctq demo --json` prints
     assert as_json["lint"]["errors"] == 0
 

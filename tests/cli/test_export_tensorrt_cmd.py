@@ -17,7 +17,21 @@ def test_export_tensorrt_says_how_to_install(tmp_path):
     result = CliRunner().invoke(
         app, ["export", str(ckpt), "--format", "tensorrt", "--out", str(tmp_path / "m.engine")]
     )
-    assert result.exit_code == 1
-    assert "pip install 'dctq[tensorrt]'" in result.output
-    assert "Traceback" not in result.output
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and "pip install 'dctq[tensorrt]'" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_export_an_onnx_file_to_tensorrt_says_how_to_install(tmp_path):
+    """`dctq export model.onnx --format tensorrt` builds from the ONNX file (tested with a fake TensorRT in
+    tests/deploy/backends/tensorrt/test_fake_bindings.py); here, without TensorRT, one line and no file."""
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"not read before TensorRT is found")
+    result = CliRunner().invoke(app, ["export", str(onnx_file), "--format", "tensorrt"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "pip install 'dctq[tensorrt]'" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    other = CliRunner().invoke(app, ["export", str(onnx_file), "--format", "onnx"])
+    assert other.exit_code == 1 and "exports to --format tensorrt only" in other.output

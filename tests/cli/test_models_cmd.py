@@ -35,5 +35,5 @@ def test_models_command_json():
 def test_models_command_table():
     result = CliRunner().invoke(app, ["models", "dct_late*", "--long"])
     assert result.exit_code == 0, result.output
-    assert "dct_late_concat_rfa_thinner" in result.output and "24.531" in result.output
+    assert "dct_late_concat_rfa_thinner" in result.output and "24.679" in result.output
     assert "resnet50" not in result.output

@@ -133,8 +133,9 @@ def test_from_dict_is_strict(cls):
 
     with pytest.raises(ConfigError, match=r"has no field 'colour'.*upgrade dctq"):
         cls.from_dict(with_field("colour", "red"))
-    with pytest.raises(ConfigError, match=r"version 2 is not supported.*newer dctq.*upgrade dctq"):
-        cls.from_dict({**saved, "version": 2})
+    newer = max(cls.READS) + 1
+    with pytest.raises(ConfigError, match=rf"version {newer} is not supported.*newer dctq.*upgrade dctq"):
+        cls.from_dict({**saved, "version": newer})
     with pytest.raises(ConfigError, match=r"version '1' is not supported"):
         cls.from_dict({**saved, "version": "1"})
     with pytest.raises(ConfigError, match=rf"not a {cls.__name__}: type is 'OtherConfig'"):
@@ -229,7 +230,13 @@ def test_forms_written_before_the_config_base_still_load():
     # read as their defaults from older forms
     added = {"optimizer": "sgd", "clip_grad_norm": None}
     assert train.to_dict() == {**OLD_TRAIN, "fields": {**OLD_TRAIN["fields"], **added}}
-    assert MetaConfig.from_dict(OLD_META) == MetaConfig() and MetaConfig().to_dict() == OLD_META
+    # version 1 had no qac_scale and trained with the per-sample scale (issue 20); the layout is unchanged
+    assert MetaConfig.from_dict(OLD_META) == MetaConfig(qac_scale="sample")
+    assert MetaConfig(qac_scale="sample").to_dict() == {
+        **OLD_META,
+        "version": 2,
+        "fields": {**OLD_META["fields"], "qac_scale": "sample"},
+    }
     recipe = QuantRecipe.from_dict(OLD_RECIPE)
     assert recipe == PRESETS["int8-percentile"]
     assert recipe.to_dict() == OLD_RECIPE  # the recipe in checkpoints and sidecars is written as before

@@ -106,7 +106,7 @@ def test_onnx_encoder_and_decoder_match_pytorch(ae_checkpoint, jpeg_folder, tmp_
     assert prof.exit_code == 0, prof.output
     assert json.loads(prof.stdout)["rows"][0]["batch"] == 1
     decoder.unlink()
-    with pytest.raises(ExportError, match="decoder .* is missing"):
+    with pytest.raises(ExportError, match=r"decoder .* is missing"):
         load_codec(encoder)
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import typer
 from helpers import saved_model
 from typer.testing import CliRunner
 
 from dctq.cli import evaluate_cmd
+from dctq.cli.main import app
 from dctq.common.errors import ConfigError, DctqError, ModelError
 from dctq.deploy.evaluate import EvalReport, QualityRow, as_runner, evaluate, evaluate_artifact
 from dctq.jpeg.dataset import JpegFolder
@@ -113,7 +114,15 @@ def test_rgb_model(seven_classes):
         )
 
     report = evaluate(model, factory, [50], batch_size=8, device="cpu")
-    assert report.rows[0].images == CLASSES and 0 <= report.rows[0].top1 <= 1
+    data = factory(50)
+    with torch.no_grad():  # the same images one by one, scored by hand
+        logits = torch.cat([model.eval()(data[i].x[None]) for i in range(len(data))])
+    labels = torch.tensor([data[i].label for i in range(len(data))])
+    assert report.rows[0].images == CLASSES
+    assert report.rows[0].top1 == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
+    assert report.rows[0].loss == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, labels)), rel=1e-4
+    )
 
 
 def test_oracle_routing_picks_nearest_base_quality(seven_classes):
@@ -150,15 +159,12 @@ def test_qabn_routing_is_decided_once_from_the_stage():
         assert as_runner(loaded, "cpu").qabn_routing == routing  # checkpoints: their recorded stage
     plain = create_model("dct_cifar_upsampling", **kwargs)
     assert as_runner(plain, "cpu").qabn_routing is None
-    with pytest.raises(ModelError, match="qabn_routing must be one of"):
+    with pytest.raises(ModelError, match=r"--routing \(qabn_routing\) must be one of"):
         as_runner(plain, "cpu", qabn_routing="nearest")
 
 
 def test_cli_evaluate(seven_classes, tmp_path):
     _, path = _seven_class_checkpoint(tmp_path)
-    app = typer.Typer()
-    evaluate_cmd.register(app)
-    app.command("noop")(lambda: None)  # two commands: `evaluate` stays a sub-command name
     runner = CliRunner()
     args = ["evaluate", str(path), "--data", str(seven_classes), "--split", "all"]
     result = runner.invoke(app, [*args, "--qualities", "20,80", "--json", "--out", str(tmp_path / "r.json")])
@@ -180,12 +186,66 @@ def test_cli_evaluate(seven_classes, tmp_path):
     assert evaluate_cmd.parse_qualities("stored") is None
     for bad, message in [
         (["--qualities", "0,50"], "--qualities"),
-        (["--routing", "nope"], "qabn_routing"),
+        (["--routing", "nope"], "--routing"),
     ]:
         failed = runner.invoke(app, [*args, *bad])
-        assert failed.exit_code == 1 and message in failed.output
+        assert failed.exit_code == 1 and failed.stderr.startswith(f"error: {message}")
     missing = runner.invoke(app, ["evaluate", str(tmp_path / "nope.pt"), "--data", str(seven_classes)])
-    assert missing.exit_code == 1 and "not found" in missing.output
+    assert missing.exit_code == 1 and missing.stderr == f"error: artifact not found: {tmp_path / 'nope.pt'}\n"
+
+
+def test_cli_evaluate_says_it_scored_the_validation_split(seven_classes, tmp_path):
+    """`evaluate` of a separate test folder scored only its 10% "val" split by default, silently."""
+    _, path = _seven_class_checkpoint(tmp_path)
+    data = tmp_path / "more"
+    for c in range(CLASSES):
+        (data / f"c{c}").mkdir(parents=True)
+        for i in range(10):
+            (data / f"c{c}" / f"{i}.jpg").write_bytes((seven_classes / f"c{c}" / "0.jpg").read_bytes())
+    result = CliRunner().invoke(app, ["evaluate", str(path), "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["split"] == "val" and report["rows"][0]["images"] == CLASSES  # 1 of each class's 10
+    assert result.stderr.startswith(
+        f"note: scored the validation split only ({CLASSES} images, 0.1 of {data}"
+    )
+    assert "--split all" in result.stderr
+    everything = CliRunner().invoke(
+        app, ["evaluate", str(path), "--data", str(data), "--split", "all", "--json"]
+    )
+    assert json.loads(everything.stdout)["rows"][0]["images"] == 10 * CLASSES and everything.stderr == ""
+
+
+def _with_bad_files(seven_classes, tmp_path):
+    data = tmp_path / "bad-data"
+    for c in range(CLASSES):
+        (data / f"c{c}").mkdir(parents=True)
+        (data / f"c{c}" / "0.jpg").write_bytes((seven_classes / f"c{c}" / "0.jpg").read_bytes())
+    (data / "c0" / "text.jpg").write_text("not an image")
+    good = (seven_classes / "c1" / "0.jpg").read_bytes()
+    (data / "c1" / "cut.jpg").write_bytes(good[: len(good) // 2])
+    return data
+
+
+def test_cli_evaluate_bad_files_stop_list_skip(seven_classes, tmp_path):
+    """`--bad-files`: stop at the first (the default), list every bad file, or skip them with a count."""
+    _, path = _seven_class_checkpoint(tmp_path)
+    data = _with_bad_files(seven_classes, tmp_path)
+    args = ["evaluate", str(path), "--data", str(data), "--split", "all"]
+    runner = CliRunner()
+    stop = runner.invoke(app, args)
+    assert stop.exit_code == 1 and stop.stderr.count("\n") == 1 and "text.jpg" in stop.stderr
+    listed = runner.invoke(app, [*args, "--bad-files", "list"])
+    assert listed.exit_code == 1 and listed.stdout == ""
+    lines = listed.stderr.splitlines()
+    assert len(lines) == 3 and "text.jpg: not a JPEG file" in lines[0] and "cut.jpg: " in lines[1]
+    assert lines[2].startswith("error: 2 of 9 files") and "--bad-files skip" in lines[2]
+    skipped = runner.invoke(app, [*args, "--bad-files", "skip", "--json"])
+    assert skipped.exit_code == 0, skipped.output
+    report = json.loads(skipped.stdout)
+    assert report["rows"][0]["images"] == CLASSES
+    assert [Path(f["path"]).name for f in report["skipped_files"]] == ["text.jpg", "cut.jpg"]
+    assert skipped.stderr.startswith("skipped 2 unreadable file(s) (--bad-files skip)")
 
 
 def test_evaluate_artifact_scores_checkpoints_and_exports_alike(seven_classes, tmp_path):

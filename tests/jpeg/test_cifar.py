@@ -125,3 +125,62 @@ def test_real_cifar10_counts(tmp_path: Path) -> None:
     assert len(train) + len(val) == 50_000
     assert len(val) == 5_000
     assert np.bincount([s.label for s in val]).tolist() == [500] * 10
+
+
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE])
+def test_extract_once_refuses_links_even_inside_the_archive(tmp_path: Path, kind: bytes) -> None:
+    """A link that stays inside the extraction folder passes tarfile's "data" filter; a loop back to the
+    class folder's parent then lists every image again under the wrong class."""
+    archive = _make_archive(tmp_path / "data", per_class=2)
+    with tarfile.open(archive, "r:gz") as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(archive, "w:gz") as tar:
+        for member, data in members:
+            tar.addfile(member, io.BytesIO(data))
+        link = tarfile.TarInfo("train/cat/loop" if kind == tarfile.SYMTYPE else "train/cat/alias.jpg")
+        link.type, link.linkname = kind, (".." if kind == tarfile.SYMTYPE else members[0][0].name)
+        tar.addfile(link)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"holds a link \(train/cat/(loop|alias\.jpg) -> "):
+        extract_once(archive, cache)
+    assert not any(cache.iterdir())  # nothing half-extracted left behind
+
+
+def test_extract_once_refuses_a_member_larger_than_any_jpeg(tmp_path: Path, monkeypatch) -> None:
+    """A gzip of zeros inflates a thousandfold: no member may be larger than a JPEG the reader reads
+    (MAX_FILE_BYTES, made 1000 bytes here so that the archive stays small)."""
+    monkeypatch.setattr(cifar, "MAX_FILE_BYTES", 1000)
+    archive = tmp_path / "zeros.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("train/cat/0.jpg")
+        info.size = 1001
+        tar.addfile(info, io.BytesIO(b"\0" * info.size))
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"train/cat/0\.jpg of 1001 bytes, more than any JPEG"):
+        extract_once(archive, cache)
+    assert not any(cache.iterdir())
+
+
+def test_a_replaced_archive_of_the_same_size_is_extracted_again(tmp_path: Path) -> None:
+    """The cache was keyed on the archive's name and size: another archive of the same size (here: other
+    class names of the same length, and the same modification time) kept the old images."""
+    archive = tmp_path / "data" / "train.tar"
+    archive.parent.mkdir()
+
+    def write(classes: tuple[str, ...]) -> None:
+        with tarfile.open(archive, "w") as tar:
+            for c, name in enumerate(classes):
+                data = _jpeg(c)
+                info = tarfile.TarInfo(f"train/{name}/0000.jpg")
+                info.size, info.mtime = len(data), 0
+                tar.addfile(info, io.BytesIO(data))
+        os.utime(archive, (1_000_000, 1_000_000))
+
+    write(("bird", "cat1"))
+    first_size = archive.stat().st_size
+    root = extract_once(archive, tmp_path / "cache")
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["bird", "cat1"]
+    write(("bird", "cat2"))
+    assert archive.stat().st_size == first_size
+    assert extract_once(archive, tmp_path / "cache") == root
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["bird", "cat2"]

@@ -228,3 +228,93 @@ def test_jpeglib_stderr_lines_other_than_libjpeg_warnings_pass_through(capfd) ->
         ("corrupt", "Corrupt JPEG data: bad Huffman code"),
     ]
     assert capfd.readouterr().err == "INFO another thread logged this\n"
+
+
+# ---------------------------------------------------------------- only the blocks a crop keeps
+
+
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("size", [(32, 32), (40, 72), (100, 37), (8, 8), (200, 150)])
+@pytest.mark.parametrize("grid", [(4, 4), (2, 2), (8, 6), (14, 20), (30, 2)])
+def test_fit_grid_is_the_centre_crop_of_the_whole_read(grid, size, layout: str, progressive, backend) -> None:
+    """Baseline 4:2:0 and gray files are streamed (turbo), the others cropped after a whole read."""
+    from dctq.jpeg.geometry import center_crop_or_pad
+
+    data = _jpeg(*size, layout=layout, progressive=progressive)
+    whole = read_jpeg(data, backend=backend)
+    want_y, want_cbcr = center_crop_or_pad(whole.y, whole.cbcr, *grid)
+    got = read_jpeg(data, backend=backend, fit_grid=grid)
+    assert np.array_equal(got.y, want_y) and got.y.dtype == np.int16
+    assert (got.cbcr is None and want_cbcr is None) or np.array_equal(got.cbcr, want_cbcr)
+    assert (got.height, got.width, got.subsampling) == (whole.height, whole.width, whole.subsampling)
+
+
+def test_fit_grid_reads_damaged_files_as_the_whole_read_does() -> None:
+    """Truncated, corrupted and garbage-tailed files: the same error, or (allow_truncated) the same
+    zero-filled blocks, whether the window is streamed or cropped from the whole image."""
+    from dctq.jpeg.geometry import center_crop_or_pad
+
+    rng = np.random.default_rng(0)
+    for seed in range(40):
+        data = bytearray(_jpeg(96, 80, layout="gray" if seed % 5 == 0 else "4:2:0", quality=80))
+        cut = int(rng.integers(400, len(data)))
+        if seed % 3 == 0:
+            data = data[:cut]
+        elif seed % 3 == 1:
+            for at in rng.integers(300, len(data), 3):
+                data[int(at)] = int(rng.integers(0, 256))
+        else:
+            data = data[:cut] + bytes(rng.integers(0, 256, 50, dtype=np.uint8))
+        for allow in (False, True):
+            outcomes = []
+            for fit in (None, (6, 4)):
+                try:
+                    got = read_jpeg(bytes(data), allow_truncated=allow, fit_grid=fit)
+                except Exception as exc:
+                    outcomes.append(type(exc).__name__)
+                    continue
+                outcomes.append(
+                    center_crop_or_pad(got.y, got.cbcr, 6, 4) if fit is None else (got.y, got.cbcr)
+                )
+            if isinstance(outcomes[0], str) or isinstance(outcomes[1], str):
+                assert outcomes[0] == outcomes[1], (seed, allow)
+            else:
+                (y0, c0), (y1, c1) = outcomes
+                assert np.array_equal(y0, y1) and ((c0 is None and c1 is None) or np.array_equal(c0, c1))
+
+
+@needs_turbo
+def test_a_streamed_window_holds_one_mcu_row_not_the_image() -> None:
+    """A centre crop of a baseline 8192x8192 file: libjpeg decodes it MCU row by MCU row into the window
+    (the whole read holds 384 MB of coefficient arrays). Peak RSS of a fresh process, before and after."""
+    code = (
+        f"import resource, sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from helpers import flat_jpeg\n"
+        "from dctq.jpeg.reader import read_jpeg\n"
+        "data = flat_jpeg(8192, 8192)\n"
+        "read_jpeg(flat_jpeg(64, 64), fit_grid=(4, 4))\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "got = read_jpeg(data, fit_grid=(4, 4), max_pixels=0)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(got.y.shape, (after - before) // 1024)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    shape, grown_mb = done.stdout.rsplit(" ", 1)
+    assert shape == "(64, 4, 4)" and int(grown_mb) < 32, done.stdout + done.stderr[-2000:]
+
+
+@needs_turbo
+def test_a_crop_of_a_large_photo_allocates_only_the_crop() -> None:
+    """The turbo decoder writes the window straight into buffers of the window's size: a 32-px model's
+    read of a 4096x4096 file holds 4 KiB of output, not the 48 MiB of the whole grid."""
+    from helpers import flat_jpeg
+
+    got = read_jpeg(flat_jpeg(4096, 4096), backend="turbo", fit_grid=(4, 4))
+    assert got.y.shape == (64, 4, 4) and got.cbcr.shape == (128, 2, 2)
+    for plane in (got.y, got.cbcr):
+        base = plane
+        while getattr(base, "base", None) is not None:
+            base = base.base
+        assert len(memoryview(base).cast("B")) == plane.nbytes  # the extension's buffer is the window

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dctq.common.errors import CorruptJpegError, DctqError, NotAJpegError
+from dctq.common.errors import CorruptJpegError, DctqError, NotAJpegError, UnsupportedJpegError
 from dctq.jpeg.quality import ijg_qt, ijg_quant_table
 from dctq.jpeg.reader import read_jpeg
 from dctq.jpeg.recompress import QualityPolicy, ijg_quant_tables, recompress
@@ -131,3 +131,59 @@ def test_quality_policy_picks() -> None:
     assert {policy.pick(False, rng) for _ in range(10)} == {70}
     keep = QualityPolicy()
     assert keep.pick(True, rng) is None and keep.pick(False, rng) is None
+
+
+def _refused_by_the_reader(kind: str, tmp_path) -> bytes:
+    """JPEG bytes the coefficient reader refuses but Pillow decodes (a clean re-encode would hide them)."""
+    import jpeglib
+
+    if kind == "cmyk":
+        buf = io.BytesIO()
+        Image.fromarray(_rgb()).convert("CMYK").save(buf, format="JPEG", quality=90)
+        return buf.getvalue()
+    if kind == "arithmetic":
+        previous = jpeglib.version.get()
+        try:
+            jpeglib.version.set("turbo210")
+            jpeglib.from_spatial(_rgb()).write_spatial(str(tmp_path / "a.jpg"), qt=80, flags=["+ARITH_CODE"])
+        finally:
+            jpeglib.version.set(previous)
+        return (tmp_path / "a.jpg").read_bytes()
+    if kind == "4:1:1":
+        img = jpeglib.from_spatial(_rgb())
+        img.samp_factor = "4:1:1"
+        img.write_spatial(str(tmp_path / "b.jpg"), qt=80)
+        return (tmp_path / "b.jpg").read_bytes()
+    data = _encode(_rgb(64, 64), quality=95)  # "corrupt": junk in the middle of the scan data
+    middle = (data.index(b"\xff\xda") + len(data)) // 2
+    junk = (
+        np.random.default_rng(3).integers(0, 256, size=24, dtype=np.uint8).tobytes().replace(b"\xff", b"\x00")
+    )
+    return data[:middle] + junk + data[middle + len(junk) :]
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "message"),
+    [
+        ("cmyk", UnsupportedJpegError, r"^CMYK JPEG is not supported"),
+        ("arithmetic", UnsupportedJpegError, r"^arithmetic-coded sequential JPEG is not supported"),
+        ("4:1:1", UnsupportedJpegError, r"^chroma sampling .* is not supported"),
+        ("corrupt", CorruptJpegError, r"^the JPEG data is damaged"),
+    ],
+)
+def test_recompression_and_augmentation_refuse_what_the_reader_refuses(
+    tmp_path, kind, error, message
+) -> None:
+    """`--qualities` and QSAM training re-encoded CMYK, arithmetic-coded, 4:1:1 and damaged files into
+    clean JPEGs the reader accepts, so training used images `predict` and evaluation refuse."""
+    from dctq.jpeg.pixel_augment import PixelCropFlip
+    from dctq.jpeg.reader import read_blocks
+
+    data = _refused_by_the_reader(kind, tmp_path)
+    with pytest.raises(error):
+        read_blocks(data)
+    Image.open(io.BytesIO(data)).load()  # Pillow alone decodes it
+    with pytest.raises(error, match=message):
+        recompress(data, 50)
+    with pytest.raises(error, match=message):
+        PixelCropFlip()(data, np.random.default_rng(0))

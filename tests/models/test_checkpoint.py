@@ -133,7 +133,7 @@ def test_missing_corrupt_and_foreign_files(tmp_path):
         load_checkpoint(foreign)
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": "dctq.checkpoint", "obj": Path("x")}, pickled)  # needs unpickling a class
-    with pytest.raises(ModelError, match="not a readable dctq checkpoint"):
+    with pytest.raises(ModelError, match="not a dctq checkpoint: it holds pickled code or objects"):
         load_checkpoint(pickled)
 
 
@@ -222,3 +222,52 @@ def test_qabn_checkpoint_without_qabn_module_is_a_clear_error(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "dctq.models.qabn", None)  # makes the import fail like a missing file
     with pytest.raises(ModelError, match="QABN"):
         load_checkpoint(path)
+
+
+def _tampered(tmp_path: Path, **changes) -> Path:
+    """A valid dct_cifar_upsampling checkpoint (3 classes) with top-level fields replaced by `changes`."""
+    model = create_model("dct_cifar_upsampling", num_classes=3, widths=[8, 16], depths=[1, 1])
+    path = save_checkpoint(
+        tmp_path / "ok.pt", model, arch="dct_cifar_upsampling",
+        arch_kwargs={"num_classes": 3, "widths": [8, 16], "depths": [1, 1]}, class_names=["a", "b", "c"],
+    )  # fmt: skip
+    payload = torch.load(path, weights_only=True)
+    payload.update(changes)
+    torch.save(payload, tmp_path / "bad.pt")
+    return tmp_path / "bad.pt"
+
+
+def _with_weight(tmp_path: Path, value: float) -> Path:
+    payload = torch.load(_tampered(tmp_path), weights_only=True)
+    state = dict(payload["state_dict"])
+    name = next(k for k, v in state.items() if k.endswith("conv.weight") or v.dim() == 4)
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = value
+    return _tampered(tmp_path, state_dict=state)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"class_names": ["a", "b"]}, r"2 class names for a model with 3 outputs"),
+        ({"class_names": [0, 1, 2]}, r"class names must be strings, got 0"),
+        ({"extra": {"qabn": {"no_such_key": 1}}}, r"its 'qabn' entry .* cannot be applied \(TypeError"),
+        ({"extra": {"qabn": {"num_branches": "four"}}}, r"its 'qabn' entry .* cannot be applied"),
+        (
+            {"arch_kwargs": {"widths": "abc"}},
+            r"cannot rebuild architecture: model 'dct_cifar_upsampling' cannot be built from the arguments",
+        ),
+    ],
+)
+def test_malformed_fields_are_model_errors(tmp_path, changes, message):
+    """Fewer class names than outputs labelled predictions wrongly; the others were tracebacks."""
+    with pytest.raises(ModelError, match=message):
+        load_checkpoint(_tampered(tmp_path, **changes))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, value):
+    """A NaN weight made every prediction NaN (and `--json` wrote bare NaN) with exit code 0."""
+    with pytest.raises(ModelError, match=r"holds NaN or infinite values"):
+        load_checkpoint(_with_weight(tmp_path, value))
+    assert load_checkpoint(_with_weight(tmp_path, 0.5)).model.num_classes == 3

@@ -57,7 +57,7 @@ REGRESSION = {
     "dct_downsampling": (28_620_264, 3_001_368_576),
     "dct_late_concat": (25_111_528, 2_956_410_880),
     "dct_late_concat_rfa": (28_047_336, 5_249_253_376),
-    "dct_late_concat_rfa_thinner": (24_530_792, 2_772_566_016),
+    "dct_late_concat_rfa_thinner": (24_679_016, 2_888_171_520),  # res3a projects 384 -> 384 (diagram)
     "dct_cifar_upsampling": (413_098, 3_994_240),
     "dct_cifar_late_concat": (350_634, 3_007_104),
     # by hand: ConvT 192*32*16 + BN 64; 3 blocks 2*(32*32*9)+128; 64-stage 57,728 + 2*73,984; fc 650.
@@ -72,26 +72,24 @@ REGRESSION = {
 # ---- closed-form counts from METHODS.md's table (no module code involved) ----------------------
 
 
-def _bottleneck(cin: int, mid: int, out: int, k: int, hw: int) -> tuple[int, int]:
+def _bottleneck(cin: int, mid: int, out: int, k: int, hw: int, project: bool) -> tuple[int, int]:
     """(params, MACs) of a v1 bottleneck at output size hw x hw; BN = 2 params per channel."""
-    proj = cin != out
     params = cin * mid + mid * mid * k * k + mid * out + 2 * (2 * mid + out)
     macs = hw * hw * (cin * mid + mid * mid * k * k + mid * out)
-    if proj:
+    if project:
         params += cin * out + 2 * out
         macs += hw * hw * cin * out
     return params, macs
 
 
-def _stage(cin: int, blocks: int, mid: int, out: int, hw: int, kernels=None, stride: int = 1):
+def _stage(cin: int, blocks: int, mid: int, out: int, hw: int, kernels=None, *, conv_block: bool = True):
+    """A stage of the diagrams: its first block a Keras conv_block (always a projection shortcut) unless
+    `conv_block` is False (res4b..f after the Late-Concat merge: identity blocks only)."""
     params = macs = 0
     for i in range(blocks):
         k = 3 if kernels is None else kernels[i]
-        # a stride-2 block always projects; cin != out covers it for every stage used here
-        p, m = _bottleneck(cin if i == 0 else out, mid, out, k, hw)
-        if i == 0 and stride == 2 and cin == out:
-            p += cin * out + 2 * out
-            m += hw * hw * cin * out
+        first = cin if i == 0 else out
+        p, m = _bottleneck(first, mid, out, k, hw, project=(i == 0 and conv_block) or first != out)
         params, macs = params + p, macs + m
     return params, macs
 
@@ -105,8 +103,8 @@ RFA = (1, 2, 3)
 
 
 def _expected(name: str) -> tuple[int, int]:
-    res4_tail = _stage(1024, 5, 256, 1024, 14)
-    res5 = _stage(1024, 3, 512, 2048, 7, stride=2)
+    res4_tail = _stage(1024, 5, 256, 1024, 14, conv_block=False)
+    res5 = _stage(1024, 3, 512, 2048, 7)
     if name == "dct_upsampling":
         return _sum(_stage(192, 4, 128, 512, 28), _stage(512, 6, 256, 1024, 14), res5, FC)
     if name in ("dct_upsampling_rfa", "dct_deconvolution_rfa"):
@@ -130,13 +128,13 @@ def _expected(name: str) -> tuple[int, int]:
             FC,
         )
     if name == "dct_late_concat":
-        y = _sum(_stage(64, 4, 128, 512, 28), _stage(512, 1, 256, 512, 14, stride=2))
+        y = _sum(_stage(64, 4, 128, 512, 28), _stage(512, 1, 256, 512, 14))
         return _sum(y, _stage(128, 1, 256, 512, 14, (1,)), res4_tail, res5, FC)
     if name == "dct_late_concat_rfa":
         y = _sum(
             _stage(64, 3, 256, 1024, 28, RFA),
             _stage(1024, 4, 128, 512, 28),
-            _stage(512, 1, 256, 512, 14, stride=2),
+            _stage(512, 1, 256, 512, 14),
         )
         return _sum(y, _stage(128, 1, 256, 512, 14, (1,)), res4_tail, res5, FC)
     if name == "dct_late_concat_rfa_thinner":
@@ -374,3 +372,24 @@ def test_basic_stage_specs_refuses_mismatched_lists():
             basic_stage_specs(widths, depths)
     with pytest.raises(ModelError, match="two positive"):
         create_model("dct_cifar_upsampling", widths=[8, 16, 32], depths=[1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "name", ["dct_late_concat_rfa_thinner", "dct_late_concat_rfa", "dct_upsampling", "resnet50"]
+)
+def test_every_stage_opening_block_projects_its_shortcut_as_kerass_conv_block(name):
+    # The authors' diagrams are Keras ResNet-50s: each stage's "a" block (conv_block) has a 1x1 projection
+    # shortcut even where the shape is unchanged (Late-Concat-RFA-Thinner's res3a: 384 -> 384); later
+    # blocks (identity_block, also res4b..f after the Late-Concat merge) have none.
+    from dctq.models.resnet import Bottleneck
+
+    model = create_model(name)
+    for stage in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
+        blocks = [b for b in stage if isinstance(b, Bottleneck)]
+        if len(blocks) != len(stage) or not blocks:
+            continue
+        later = [b.downsample is None for b in blocks[1:]]
+        assert all(later), f"{name}: a block after the first projects"
+    thinner_res3a = create_model("dct_late_concat_rfa_thinner").front.y_stages[1][0]
+    assert thinner_res3a.downsample is not None
+    assert thinner_res3a.conv1.in_channels == thinner_res3a.conv3.out_channels == 384

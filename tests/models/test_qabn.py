@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dctq.calibration.qsam.meta import meta_step
+from dctq.calibration.qsam.episode import meta_step
 from dctq.calibration.qsam.qac import qac_weighted_loss
 from dctq.common.errors import ModelError
 from dctq.jpeg.quality import ijg_qt

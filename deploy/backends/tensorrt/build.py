@@ -6,7 +6,9 @@ pass (deploy/onnx/fp16.py: float parts FP16, INT8 where the Q/DQ nodes say so), 
 
     trt.Builder -> create_network (STRONGLY_TYPED on TensorRT 10; the default, and the flag
     deprecated, on 11) -> OnnxParser -> builder config (workspace pool limit, one optimization
-    profile, timing cache) -> build_serialized_network
+    profile, timing cache: a refused one is replaced by a fresh one) -> build_serialized_network
+
+The builder gets the process-wide logger (env.trt_logger) and runs under the chosen CUDA device.
 
 The profile covers a batch range and an image-size range; the block grids follow from the pixel
 sizes (luma Hb = 2*ceil(H/16), chroma Hb/2; RGB inputs take the pixels). The engine and the sidecar
@@ -36,7 +38,15 @@ from ...artifact import TensorSpec, load_artifact, sidecar_path
 from ...export.onnx import export_onnx
 from ...onnx.fp16 import to_fp16
 from ...onnx.graph import load_onnx
-from .env import describe_environment, import_tensorrt, require_cuda, trt_logger
+from .device import CudaDevice, cuda_device
+from .env import (
+    create_builder,
+    describe_environment,
+    import_tensorrt,
+    logger_verbosity,
+    trt_logger,
+    trt_major,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -273,64 +283,102 @@ def engine_sidecar(
     return {**plan.meta.to_dict("engine"), "build": build}
 
 
+def network_flags(trt: Any) -> int:
+    """create_network's flags: 0 on TensorRT 11 (every network is strongly typed and the flag is
+    deprecated), STRONGLY_TYPED on TensorRT 10 (its default is weakly typed)."""
+    if trt_major(trt) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def attach_timing_cache(build_config: Any, cache_file: Path | None) -> Any:
+    """Create the timing cache from `cache_file` (a fresh one when the file is absent), attach it to
+    `build_config` and return it (None: no cache attached).
+
+    TensorRT refuses a cache written on another GPU or TensorRT version (set_timing_cache returns
+    False; ignore_mismatch=False because a foreign cache can pick bad tactics): the build then goes on
+    with a fresh cache, with a warning, and the file is replaced after the build.
+    """
+    data = cache_file.read_bytes() if cache_file is not None and cache_file.is_file() else b""
+    for blob in (data, b"") if data else (b"",):
+        try:
+            cache = build_config.create_timing_cache(blob)
+        except (TypeError, RuntimeError):  # a corrupt blob
+            cache = None
+        if cache is not None and build_config.set_timing_cache(cache, False):
+            return cache
+        if blob:
+            logger.warning(
+                "timing cache %s does not fit this GPU or TensorRT version (TensorRT refused it); "
+                "building with a fresh one, which replaces the file after the build",
+                cache_file,
+            )
+    logger.warning("TensorRT refused a fresh timing cache; building without one")
+    return None
+
+
+def _parse(trt: Any, network: Any, plan: BuildPlan) -> Any:
+    parser = trt.OnnxParser(network, trt_logger(trt))
+    if not parser.parse(plan.onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(
+            f"{plan.onnx_path}: TensorRT's ONNX parser refused the graph: {errors[:1500] or 'no error recorded'}"
+        )
+    return parser  # kept alive with the network: the parser owns the weights the network refers to
+
+
 def build_engine(
     onnx_path: Path | str,
     engine_path: Path | str,
     config: BuildConfig | None = None,
     *,
     recipe: Mapping[str, Any] | None = None,
+    device: int | CudaDevice | None = None,
 ) -> dict[str, Any]:
     """Build `engine_path` (+ `<engine>.json` sidecar) from the ONNX file; returns the sidecar dict.
 
     recipe: the quantization recipe (QuantRecipe.to_dict()) to record; default: the ONNX sidecar's.
-    Raises BackendUnavailable without TensorRT or CUDA, ExportError for an unreadable ONNX file, a
-    parse or build failure (with TensorRT's messages), or bad shapes.
+    device: the CUDA device to build for (index; default the current one).
+    Raises BackendUnavailable without TensorRT or CUDA or where TensorRT cannot start (driver too
+    old: the message names the versions), ExportError for an unreadable ONNX file, a parse or build
+    failure (with TensorRT's messages), or bad shapes.
     """
     config = config or BuildConfig()
     trt = import_tensorrt()
-    require_cuda()
+    cuda = cuda_device(device)
     engine_path = Path(engine_path)
     plan = plan_build(onnx_path, config, recipe)
 
-    tlog = trt_logger(trt, config.verbose)
-    builder = trt.Builder(tlog)
-    major = int(trt.__version__.split(".")[0])
-    # TensorRT 11 types every network strongly and deprecates the flag; 10 needs it asked for.
-    flags = 0 if major >= 11 else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, tlog)
-    if not parser.parse(plan.onnx_bytes):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ExportError(f"{plan.onnx_path}: TensorRT's ONNX parser refused the graph: {errors[:1500]}")
+    with cuda.guard(), logger_verbosity(trt, config.verbose):
+        builder = create_builder(trt)
+        network = builder.create_network(network_flags(trt))
+        parser = _parse(trt, network, plan)
+        build_config = builder.create_builder_config()
+        build_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
+        if config.optimization_level is not None:
+            build_config.builder_optimization_level = config.optimization_level
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in plan.shapes.items():
+            profile.set_shape(name, lo, opt, hi)
+        if build_config.add_optimization_profile(profile) < 0:
+            raise ExportError(f"TensorRT refused the optimization profile {plan.shapes} (see the log)")
+        cache_file = Path(config.timing_cache) if config.timing_cache is not None else None
+        cache = attach_timing_cache(build_config, cache_file)
 
-    build_config = builder.create_builder_config()
-    build_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
-    if config.optimization_level is not None:
-        build_config.builder_optimization_level = config.optimization_level
-    profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in plan.shapes.items():
-        profile.set_shape(name, lo, opt, hi)
-    build_config.add_optimization_profile(profile)
-    cache_file = Path(config.timing_cache) if config.timing_cache is not None else None
-    cache = build_config.create_timing_cache(
-        cache_file.read_bytes() if cache_file and cache_file.is_file() else b""
-    )
-    build_config.set_timing_cache(
-        cache, False
-    )  # ignore_mismatch=False: a cache from another setup is not used
-
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, build_config)
-    seconds = time.perf_counter() - start
-    if serialized is None:
-        raise ExportError(
-            f"TensorRT could not build an engine from {plan.onnx_path} (its messages are in the log above); "
-            "check the profile shapes and the workspace limit"
-        )
-    engine = bytes(memoryview(serialized))
-    if cache_file is not None:
-        write_bytes_atomic(cache_file, bytes(memoryview(build_config.get_timing_cache().serialize())))
-    sidecar = engine_sidecar(plan, config, describe_environment(trt), engine, seconds)
+        start = time.perf_counter()
+        serialized = builder.build_serialized_network(network, build_config)
+        seconds = time.perf_counter() - start
+        del parser
+        if serialized is None:
+            raise ExportError(
+                f"TensorRT could not build an engine from {plan.onnx_path} (its messages are in the log above); "
+                "check the profile shapes and the workspace limit"
+            )
+        engine = bytes(memoryview(serialized))
+        if cache_file is not None and cache is not None:
+            write_bytes_atomic(cache_file, bytes(memoryview(cache.serialize())))
+    sidecar = engine_sidecar(plan, config, describe_environment(trt, cuda), engine, seconds)
+    sidecar["artifact"] = {"name": engine_path.name, "size": len(engine), "sha256": _sha256(engine)}
     # Both files appear together: the sidecar is renamed into place first, then the engine.
     with atomic_path(engine_path) as tmp_engine, atomic_path(sidecar_path(engine_path)) as tmp_sidecar:
         tmp_engine.write_bytes(engine)
@@ -346,6 +394,7 @@ def export_engine(
     *,
     onnx_path: Path | str | None = None,
     opset: int = 18,
+    device: int | CudaDevice | None = None,
 ) -> dict[str, Any]:
     """Export a (quantized) dctq model or LoadedCheckpoint to ONNX, then build the engine from it.
 
@@ -354,8 +403,8 @@ def export_engine(
     the engine's sidecar; raises as export_onnx and build_engine.
     """
     import_tensorrt()
-    require_cuda()
+    cuda = cuda_device(device)
     engine_path = Path(engine_path)
     onnx_path = Path(onnx_path) if onnx_path is not None else engine_path.with_suffix(".onnx")
     export_onnx(model, onnx_path, opset=opset, dynamic_batch=True)
-    return build_engine(onnx_path, engine_path, config)
+    return build_engine(onnx_path, engine_path, config, device=cuda)

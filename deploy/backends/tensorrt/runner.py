@@ -5,8 +5,10 @@
 
 Batches may hold int16/float tensors or numpy arrays, on the CPU or the GPU; they are converted on
 the GPU to the engine's input types (tensorrt/engine.TrtEngine). Options: `cuda_graph=True` replays a
-CUDA graph for batches of the shape seen first (other shapes run normally); `check=False` skips the
-sidecar's version check. Importing this module does not import tensorrt: loading an engine does,
+CUDA graph for batches of the shape seen first (other shapes, such as a smaller last batch, run
+normally on the engine's own execution context); `check=False` skips the sidecar's version check.
+`native_memory_mb()` is the device memory TensorRT holds outside torch's allocator (the profiler's
+memory column adds it). Importing this module does not import tensorrt: loading an engine does,
 and raises BackendUnavailable with the install command where it is missing.
 """
 
@@ -20,7 +22,7 @@ import torch
 
 from ....common.errors import BackendUnavailable, DctqError
 from ....jpeg.batch import model_inputs
-from ...artifact import Artifact
+from ...artifact import Artifact, require_trusted
 from ..registry import register_backend
 from .engine import TrtEngine
 
@@ -51,6 +53,7 @@ class TrtRunner:
     def __init__(
         self, artifact: Artifact, *, device: str = "auto", cuda_graph: bool = False, check: bool = True
     ) -> None:
+        require_trusted(artifact)  # an engine is native code (artifact.CODE_KINDS)
         self.artifact = artifact
         self.__name__ = f"tensorrt:{artifact.path.name}"
         self.engine = TrtEngine(artifact.path, device=cuda_index(device), check=check)
@@ -80,8 +83,16 @@ class TrtRunner:
 
     __call__ = predict
 
+    def native_memory_mb(self) -> float | None:
+        """MiB of device memory TensorRT allocated itself: the engine's weights plus each execution
+        context's activation memory (None when the weights size is not reported, TensorRT 10)."""
+        memory = self.engine.memory()
+        if memory["weights"] is None:
+            return None
+        return (memory["weights"] + memory["context"] * memory["contexts"]) / 2**20
+
     def synchronize(self) -> None:
-        torch.cuda.synchronize(self.engine.device)
+        self.engine.cuda.synchronize()
 
 
 class TrtBackend:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dctq.calibration.qsam.qac import qac_weighted_loss
+from dctq.calibration.qsam.qac import qac_batch_loss, qac_weighted_loss
 from dctq.common.errors import DataError
 from dctq.jpeg.quality import ijg_qt, ijg_quant_table
 from dctq.models.qabn_routing import qac_confidence
@@ -117,3 +117,32 @@ def test_bad_tables_raise() -> None:
         qac_confidence(qt)
     with pytest.raises(DataError):
         ijg_qt([])
+
+
+def test_batch_loss_is_qsams_meta_stage_scale() -> None:
+    # LiMaPKU/QSAM's meta stage: qac(inputs) = sum over the [B, 128] table tensor of 1/Q, divided by 128,
+    # times the batch-mean cross-entropy. Written out here from the tables, not from qac_confidence.
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    qt = ijg_qt([30] * 8)
+    reference = (1.0 / qt[:, :2].reshape(8, 128)).sum() / 128 * F.cross_entropy(logits, labels)
+    torch.testing.assert_close(qac_batch_loss(logits, labels, qt), reference)
+    # one quality per batch: B times the per-sample form that the base stage uses
+    torch.testing.assert_close(qac_batch_loss(logits, labels, qt), 8 * qac_weighted_loss(logits, labels, qt))
+
+
+def test_meta_config_scale_defaults_to_qsams_and_old_configs_keep_theirs() -> None:
+    from dctq.calibration.qsam.episode import plain_ce
+    from dctq.calibration.qsam.meta import MetaConfig
+    from dctq.common.errors import ConfigError
+
+    assert MetaConfig().episode_loss() is qac_batch_loss
+    assert MetaConfig(qac_scale="sample").episode_loss() is qac_weighted_loss
+    assert MetaConfig(qac=False).episode_loss() is plain_ce
+    old = MetaConfig(qac_scale="sample").to_dict()
+    old["version"] = 1
+    del old["fields"]["qac_scale"]
+    assert MetaConfig.from_dict(old).qac_scale == "sample"  # meta stages saved before the fix trained so
+    assert MetaConfig.from_dict(MetaConfig().to_dict()) == MetaConfig()
+    with pytest.raises(ConfigError, match="--qac-scale must be one of batch, sample"):
+        MetaConfig(qac_scale="mean")

@@ -112,4 +112,9 @@ def test_two_cpu_ranks_end_identical(ddp_run, mode):
     # 6 training images over 2 ranks at batch 2: 2 steps per epoch on each; only rank 0 reports.
     assert s0["steps"] == 2 and s0["events"] > 0 and s1["events"] == 0
     assert s0["val"] == s1["val"]  # validation counts summed over the ranks' shards
-    assert sorted(p.name for p in (ddp_run / mode).iterdir()) == ["best.pt", "last.pt", "last.state.pt"]
+    assert sorted(p.name for p in (ddp_run / mode).iterdir()) == [
+        "best.pt",
+        "last.pt",
+        "last.state.pt",
+        "metrics.csv",
+    ]

@@ -17,8 +17,9 @@ from dctq.calibration.qsam.meta import MetaConfig, train_meta
 from dctq.calibration.train.config import TrainConfig
 from dctq.calibration.train.data import build_train_data
 from dctq.calibration.train.loop import EpochEnd, EpochStart, StepEnd, lr_factor, train
-from dctq.cli import evaluate_cmd, train_cmd, train_meta_cmd
+from dctq.cli.main import app
 from dctq.common.errors import ConfigError, DataError
+from dctq.common.records import read_metrics
 from dctq.deploy.evaluate import as_runner
 from dctq.jpeg.dataset import JpegFolder
 from dctq.jpeg.recompress import QualityPolicy
@@ -91,7 +92,12 @@ def test_train_writes_loadable_checkpoints_and_events(jpeg_folder, tmp_path, arc
     config = tiny_config(arch=arch, arch_kwargs=kwargs, max_steps_per_epoch=1)
     events = []
     result = run(config, jpeg_folder, tmp_path / "out", progress=events.append)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["best.pt", "last.pt", "last.state.pt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "best.pt",
+        "last.pt",
+        "last.state.pt",
+        "metrics.csv",
+    ]
     assert [type(e) for e in events] == [EpochStart, StepEnd, EpochEnd] * 2
     assert len(result.history) == 2 and result.history[-1].val.images == 2
     for name in ("best.pt", "last.pt"):
@@ -133,6 +139,7 @@ def test_resume_repeats_the_straight_run(jpeg_folder, tmp_path):
     with pytest.raises(Killed):
         run(config, jpeg_folder, tmp_path / "b", progress=kill_after_first_epoch)
     assert load_checkpoint(tmp_path / "b" / "last.pt").extra["epoch"] == 1
+    assert [r["epoch"] for r in read_metrics(tmp_path / "b" / "metrics.csv")] == [1]
     with pytest.raises(ConfigError, match="lr"):
         run(config.replace(lr=0.01), jpeg_folder, tmp_path / "b", resume=True)
     resumed = run(config, jpeg_folder, tmp_path / "b", resume=True)
@@ -141,7 +148,14 @@ def test_resume_repeats_the_straight_run(jpeg_folder, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     timeless = [dataclasses.replace(h, seconds=0.0) for h in straight.history]
     assert [dataclasses.replace(h, seconds=0.0) for h in resumed.history] == timeless
-    with pytest.raises(DataError, match=r"no last\.pt"):
+    # The run record holds every epoch, the resumed run's as the straight one's (timings aside).
+    records = [read_metrics(tmp_path / d / "metrics.csv") for d in ("a", "b")]
+    for rows in records:
+        for row in rows:
+            row.pop("seconds")
+    assert records[0] == records[1] and [r["epoch"] for r in records[0]] == [1, 2]
+    assert records[0][1]["val_top1"] == straight.history[1].val.top1
+    with pytest.raises(DataError, match=r"no last\.state\.pt"):
         run(config, jpeg_folder, tmp_path / "c", resume=True)
 
 
@@ -225,10 +239,7 @@ def test_qac_and_qabn_train(jpeg_folder, tmp_path):
 
 
 def cli_app() -> typer.Typer:
-    app = typer.Typer()
-    train_cmd.register(app)
-    train_meta_cmd.register(app)
-    evaluate_cmd.register(app)
+    """The real `dctq` app: a command dropped from it fails these tests."""
     return app
 
 
@@ -260,20 +271,54 @@ def test_cli_train_then_evaluate(jpeg_folder, tmp_path):
         50,
     )
 
+    evaluation = tmp_path / "eval" / "best.json"
     result = runner.invoke(
-        app, ["evaluate", str(out / "best.pt"), "--data", str(jpeg_folder), "--qualities", "20,60"]
+        app,
+        [
+            "evaluate",
+            str(out / "best.pt"),
+            "--data",
+            str(jpeg_folder),
+            "--qualities",
+            "20,60",
+            "--out",
+            str(evaluation),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "top-1" in result.stdout and "60" in result.stdout
+    rows = read_metrics(tmp_path / "eval" / "best.metrics.csv")
+    saved = json.loads(evaluation.read_text())["rows"]
+    assert [(r["quality"], r["images"], r["top1"]) for r in rows] == [
+        (r["quality"], r["images"], r["top1"]) for r in saved
+    ]
 
     bad = runner.invoke(app, [*args, "--qualities", "90,abc"])
-    assert bad.exit_code == 1 and "--qualities" in bad.output
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: --qualities")
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--resume" in again.output
     unknown = runner.invoke(
         app, ["train", "dct_cifar_upsamplin", "--data", str(jpeg_folder), "--out", str(out)]
     )
     assert unknown.exit_code == 1 and "dct_cifar_upsampling" in unknown.output
+
+
+def test_cli_train_skips_unreadable_files_with_a_count(jpeg_folder, tmp_path):
+    """`--bad-files skip` leaves refused files out of both splits and says how many; `list` names them all."""
+    (jpeg_folder / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    (jpeg_folder / "dog" / "notes.jpg").write_text("text")
+    args = ["train", "dct_cifar_upsampling", "--data", str(jpeg_folder), "--epochs", "1", "--batch-size", "2",
+            "--max-steps", "1", "--val-fraction", "0.25", "--arch-kwargs", json.dumps(TINY_DCT)]  # fmt: skip
+    listed = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a"), "--bad-files", "list"])
+    assert listed.exit_code == 1 and not (tmp_path / "a").exists()
+    assert [line.split(":")[0].strip() for line in listed.stderr.splitlines()[:2]] == [
+        str(jpeg_folder / "cat" / "broken.jpg"), str(jpeg_folder / "dog" / "notes.jpg"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--bad-files", "skip", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 unreadable file(s)" in result.stderr
+    data = build_train_data(jpeg_folder, tiny_config(val_fraction=0.25), bad_files="skip")
+    assert len(data.train) + len(data.val) == 8 and len(data.skipped) == 2
 
 
 def test_qsam_meta_stage_trains_the_mixer_alone(jpeg_folder, tmp_path):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-import typer
 from helpers import forbid_images
 from typer.testing import CliRunner
 
@@ -27,8 +27,9 @@ from dctq.calibration.workflow.quantize import quantize_checkpoint
 from dctq.calibration.zeroshot.config import SynthConfig, ZeroShotConfig
 from dctq.calibration.zeroshot.data import load_synthetic
 from dctq.calibration.zeroshot.synthesize import synthesize_checkpoint
-from dctq.cli import quantize_cmd
+from dctq.cli.main import app
 from dctq.common.errors import QuantizationError
+from dctq.common.records import read_metrics
 from dctq.deploy.evaluate import evaluate
 from dctq.jpeg.dataset import make_loader
 from dctq.jpeg.recompress import QualityPolicy
@@ -47,18 +48,7 @@ FP_TRAIN_CONFIG = TrainConfig(
 runner = CliRunner()
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def root() -> None:
-        """Group, so that `quantize` is a sub-command as under `dctq`."""
-
-    quantize_cmd.register(app)
-    return app
-
-
-APP = _app()
+APP = app  # the real `dctq` app: a command dropped from it fails these tests
 
 
 def _batches(folder):
@@ -122,7 +112,10 @@ def test_ptq_checkpoint_reloads_as_the_quantized_model(fp_ckpt, jpeg_folder, tmp
     assert report["method"] == "ptq" and report["recipe"]["calibrator"] == calibrator
     assert report["quantization"]["ptq"]["images"] == 8
     assert all(q["amax_min"] > 0 for q in report["quantizers"])
-    assert [p.name for p in out.parent.iterdir()] == ["q.pt"]  # written atomically, nothing left over
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "q.metrics.csv",
+        "q.pt",
+    ]  # written atomically, nothing left over
 
     memory = quantize_checkpoint(
         fp_ckpt, None, recipe=build_recipe(calibrator=calibrator), calib=PtqData(jpeg_folder, split="all",
@@ -173,6 +166,12 @@ def test_quantized_file_is_plain_data_and_records_how_it_was_made(fp_ckpt, jpeg_
     grids = {name: (q.qmin, q.qmax) for name, q in iter_quantizers(loaded.model)}
     assert set(grids.values()) <= {(-7, 7), (-8, 7), (0, 15)} and (0, 15) in grids.values()
     assert grids == {name: (q.qmin, q.qmax) for name, q in iter_quantizers(result.model)}
+    # PTQ's run record: one row per quantizer, as `dctq quantize --json` lists them.
+    assert result.metrics == tmp_path / "q.metrics.csv"
+    rows = read_metrics(result.metrics)
+    assert [(r["name"], r["qmin"], r["qmax"]) for r in rows] == [
+        (q.name, q.qmin, q.qmax) for q in result.quantizers
+    ]
 
 
 def test_models_load_quantized_checkpoints_without_importing_calibration_first(
@@ -259,8 +258,10 @@ def test_intraq_quantizes_without_any_image(fp_ckpt, tmp_path, monkeypatch):
     assert info["synthesis"]["method"] == "intraq" and info["synthesis"]["images"] == 8
     assert info["synthesis"]["file"] is None and info["zero_shot"]["epochs"] == 1
     assert info["zero_shot"]["milestones"] == [1]  # as given, not IntraQ's scaled to one epoch
-    assert info["fine_tune"]["epoch"] == 1 and 0 <= info["fine_tune"]["agreement"] <= 1
-    assert sorted(p.name for p in work.iterdir()) == ["q.pt"]
+    assert info["fine_tune"]["epoch"] == 1 and math.isfinite(info["fine_tune"]["loss"])
+    assert sorted(p.name for p in work.iterdir()) == ["q.metrics.csv", "q.pt"]
+    (epoch,) = read_metrics(work / "q.metrics.csv")  # the run record: one row per fine-tuning epoch
+    assert epoch["epoch"] == 1 and epoch["agreement"] == info["fine_tune"]["agreement"]
     loaded = load_checkpoint(work / "q.pt")
     assert loaded.extra["quantization"] == info
     ranges = {name: (float(q.amax.min()), float(q.amax.max())) for name, q in iter_quantizers(loaded.model)}
@@ -350,7 +351,9 @@ def test_bad_usage_exits_1_with_a_clear_message(fp_ckpt, jpeg_folder, tmp_path, 
     args = [a.format(data=jpeg_folder, tmp=tmp_path) for a in extra]
     result = runner.invoke(APP, ["quantize", str(fp_ckpt), "--out", str(out), *args])
     assert result.exit_code == 1, result.output
-    assert message in result.output and "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # no other exception escaped the command
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and message in line
     assert not out.exists()
 
 

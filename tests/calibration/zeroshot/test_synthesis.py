@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import typer
 from helpers import TINY, smooth_images, tiny_dct_teacher
 from PIL import Image
 from torch import nn
@@ -33,7 +32,7 @@ from dctq.calibration.zeroshot.losses import (
     sil_loss,
 )
 from dctq.calibration.zeroshot.synthesize import synthesize
-from dctq.cli import synthesize_cmd
+from dctq.cli.main import app
 from dctq.common.errors import DataError, QuantizationError
 from dctq.jpeg.dct import rgb_to_coefficients
 from dctq.jpeg.quality import ijg_qt
@@ -375,9 +374,18 @@ def test_cli_synthesize_writes_the_file_and_refuses_to_overwrite(dct_teacher, tm
         arch_kwargs={"num_classes": 3, **TINY},
         class_names=["r", "g", "b"],
     )
-    app = typer.Typer()
-    synthesize_cmd.register(app)
-    args = [str(ckpt), "--out", str(tmp_path / "s.pt"), "--num", "4", "--batch-size", "4", "--iters", "2"]
+    args = [
+        "synthesize",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "s.pt"),
+        "--num",
+        "4",
+        "--batch-size",
+        "4",
+        "--iters",
+        "2",
+    ]
     result = CliRunner().invoke(app, [*args, "--device", "cpu", "--json", "--grid", str(tmp_path / "g.png")])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -388,4 +396,4 @@ def test_cli_synthesize_writes_the_file_and_refuses_to_overwrite(dct_teacher, tm
     assert data.class_names == ["r", "g", "b"] and data.teacher["arch"] == "dct_cifar_upsampling"
     assert (tmp_path / "g.png").is_file()
     again = CliRunner().invoke(app, [*args, "--device", "cpu"])
-    assert again.exit_code == 1 and "already exists" in again.output
+    assert again.exit_code == 1 and again.stderr.startswith("error: ") and "already exists" in again.stderr

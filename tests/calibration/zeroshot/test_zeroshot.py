@@ -224,7 +224,7 @@ def test_config_schedule_and_validation():
     short = config.with_epochs(20)
     assert short.milestones == (2, 5, 8)
     assert [short.lr_at(e) for e in (0, 2, 5, 8)] == pytest.approx([1e-4, 1e-5, 1e-6, 1e-7])
-    with pytest.raises(QuantizationError, match="batch_size"):
+    with pytest.raises(QuantizationError, match="--batch-size"):
         ZeroShotConfig(batch_size=0)
 
 
@@ -336,3 +336,34 @@ def test_two_cpu_processes_synthesize_disjoint_batches_and_train_one_model(tmp_p
     for k in s0:
         assert torch.equal(s0[k], s1[k]), k
     assert not torch.equal(s0["fc.weight"], calibrated["fc.weight"])  # DDP steps moved the weights
+
+
+def test_the_no_image_guard_catches_every_way_to_read_one(tmp_path, monkeypatch, jpeg_folder):
+    """The guard of the zero-shot tests patched read_jpeg in its module only: JpegFolder, inspect_jpeg and
+    the GPU input path, which imported it by name, still read a real JPEG with the guard on."""
+    from dctq.deploy.artifact import describe_model
+    from dctq.deploy.predict import read_input
+    from dctq.deploy.profiling.gpu_input import DctInput
+    from dctq.jpeg.dataset import JpegFolder
+    from dctq.jpeg.inspect import inspect_jpeg
+    from dctq.jpeg.reader import read_jpeg  # bound before the guard, as a module importing it by name
+    from dctq.jpeg.rgb import RgbJpegFolder
+    from dctq.models import create_model
+
+    image = sorted(jpeg_folder.rglob("*.jpg"))[0]
+    meta = describe_model(create_model("dct_cifar_upsampling", num_classes=2, **TINY))
+    reads = {
+        "read_jpeg by name": lambda: read_jpeg(image),
+        "JpegFolder": lambda: JpegFolder(jpeg_folder, input_size=32, train=False)[0],
+        "RgbJpegFolder": lambda: RgbJpegFolder(jpeg_folder, input_size=32, train=False)[0],
+        "inspect_jpeg": lambda: inspect_jpeg(image),
+        "predict's reader": lambda: read_input(image, meta),
+        "GPU input path": lambda: list(DctInput(1, (32, 32), device="cpu").batches([image])),
+    }
+    for read in reads.values():
+        read()  # each really reads an image without the guard
+    forbid_images(monkeypatch, tmp_path)
+    for what, read in reads.items():
+        with pytest.raises(AssertionError, match="read an image"):
+            read()
+            pytest.fail(f"{what} read an image past the guard")

@@ -192,3 +192,16 @@ def test_evaluate_accepts_any_artifact(artifacts, jpeg_folder):
     assert by_ort.rows[0].images == 8
     assert by_ort.rows[0].top1 == by_torch.rows[0].top1
     assert abs(by_ort.rows[0].loss - by_torch.rows[0].loss) < 0.05
+
+
+def test_ort_runs_any_batch_size_on_a_fixed_batch_graph(artifacts, tmp_path):
+    """`evaluate` of an ONNX exported with --static-batch failed in ONNX Runtime on its first batch."""
+    fixed = export_onnx(
+        artifacts["model"], tmp_path / "fixed.onnx", dynamic_batch=False, example_batch=2, dynamo=False
+    )
+    dynamic = export_onnx(artifacts["model"], tmp_path / "dynamic.onnx", dynamo=False)
+    feeds = {k: v.numpy() for k, v in _feeds(artifacts["model"], 5, seed=3).items()}
+    want = load_runner(dynamic).predict(feeds)
+    got = load_runner(fixed).predict(feeds)
+    assert got.shape == (5, 2)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

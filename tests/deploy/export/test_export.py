@@ -13,7 +13,7 @@ from dctq.calibration.ptq import ptq
 from dctq.calibration.quant.checkpoint import save_quantized
 from dctq.calibration.quant.model import quantize_model
 from dctq.calibration.quant.recipe import QuantRecipe
-from dctq.common.errors import DctqError, ExportError, QuantizationError
+from dctq.common.errors import ConfigError, DctqError, ExportError, QuantizationError
 from dctq.deploy.artifact import load_artifact, sidecar_path
 from dctq.deploy.export.formats import FORMATS, export_artifact
 from dctq.deploy.export.onnx import export_onnx
@@ -145,7 +145,8 @@ def test_torchscript_and_program_run_the_same_numbers(models, tmp_path):
         traced = torch.jit.load(str(ts))(*x)
         program = torch.export.load(str(pt2)).module()(*x)
     assert torch.equal(traced, ref) and torch.equal(program, ref)
-    assert load_artifact(ts).kind == "torchscript" and load_artifact(pt2).meta.quantized
+    assert load_artifact(ts, trust_code=True).kind == "torchscript"
+    assert load_artifact(pt2, trust_code=True).meta.quantized
 
 
 def test_uncalibrated_and_low_bit_models_are_refused(models, tmp_path):
@@ -189,14 +190,65 @@ def test_export_artifact_dispatches_on_the_format_and_guards_the_checkpoint(mode
         "lint": None,
     }
     onnx_result = export_artifact(ckpt, "onnx", tmp_path / "out.onnx", static_batch=2, dynamo=False)
-    assert onnx_result.lint is not None and onnx_result.lint.ok
+    assert onnx_result.lint.ok
     assert onnx_result.to_dict()["lint"] == onnx_result.lint.to_dict()
     assert load_artifact(onnx_result.artifact).meta.fixed_batch == 2
     with pytest.raises(DctqError, match="--format must be one of onnx, torchscript, program, tensorrt"):
         export_artifact(ckpt, "tflite")
+    same = tmp_path / "q.pt2"  # a checkpoint named like the format's output
+    same.write_bytes(ckpt.read_bytes())
     with pytest.raises(DctqError, match="would overwrite the checkpoint"):
-        export_artifact(ckpt, "program", tmp_path / "q.pt")
-    assert set(FORMATS) == {"onnx", "torchscript", "program", "tensorrt"}
+        export_artifact(same, "program")
+    assert set(FORMATS) == {"onnx", "torchscript", "program", "tensorrt", "triton"}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "message"),
+    [
+        ("onnx", {"out": "model.pt"}, r"--out .*model.pt: a onnx export must end in .onnx"),
+        ("program", {"out": "model.onnx"}, r"a program export must end in .pt2"),
+        ("onnx", {"static_batch": 0}, r"--static-batch must be >= 1"),
+        ("program", {"static_batch": -2}, r"--static-batch must be >= 1"),
+        ("tensorrt", {"max_batch": 0}, r"--max-batch must be >= 1"),
+        ("onnx", {"out": "folder.onnx"}, r"--out .*folder.onnx is a folder"),
+    ],
+)
+def test_export_refuses_bad_outputs_before_loading_anything(tmp_path, fmt, options, message):
+    """An ONNX file named .pt would load as a checkpoint, batch 0 was silently 1, a folder failed after
+    the export: each is refused before the checkpoint is even read (here: a file that is no checkpoint)."""
+    (tmp_path / "folder.onnx").mkdir()
+    if "out" in options:
+        options = {**options, "out": tmp_path / options["out"]}
+    not_read = tmp_path / "never-read.pt"
+    not_read.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=message):
+        export_artifact(not_read, fmt, **options)
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("opset", "message"), [(99, r"opset 99 does not exist .*use --opset 17\.\.\d+"), (16, "too old")]
+)
+def test_onnx_export_refuses_opsets_it_cannot_write(tmp_path, opset, message):
+    """`export --opset 99` wrote opset 18 inside and 99 in the sidecar, exit 0."""
+    with pytest.raises(ExportError, match=message):
+        export_onnx(tiny_dct(), tmp_path / "m.onnx", opset=opset)
+    assert not (tmp_path / "m.onnx").exists() and not sidecar_path(tmp_path / "m.onnx").exists()
+
+
+def test_onnx_export_writes_the_opset_it_names(tmp_path):
+    """Opset 17, which the dynamo exporter cannot convert to, comes from the TorchScript exporter; the
+    sidecar, the graph and the request agree."""
+    import onnx
+
+    from dctq.deploy.onnx.graph import opset_of
+
+    path = export_onnx(tiny_dct(), tmp_path / "m.onnx", opset=17)
+    meta = json.loads(sidecar_path(path).read_text())
+    assert opset_of(onnx.load(str(path))) == 17 == meta["opset"]
+    assert meta["exporter"] == "torchscript"
+    with pytest.raises(ExportError, match="could not write opset 17"):
+        export_onnx(tiny_dct(), tmp_path / "d.onnx", opset=17, dynamo=True)
 
 
 def test_deconv_front_folds_its_batchnorm_and_exports_lint_clean(tmp_path):
@@ -224,3 +276,15 @@ def test_deconv_front_folds_its_batchnorm_and_exports_lint_clean(tmp_path):
     with torch.no_grad():
         ref = qmodel(*x)
     assert sqnr_db(ref, run_ort(path, x)) > 30.0
+
+
+def test_export_prints_no_exporter_noise(tmp_path, capfd):
+    """`dctq export` printed torch's "torchvision is not installed" log lines (on every export) and pytree
+    FutureWarnings on stderr."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(tiny_dct(), tmp_path / "m.onnx", dynamo=True)
+    assert capfd.readouterr().err == ""
+    assert [w for w in caught if issubclass(w.category, FutureWarning | DeprecationWarning)] == []

@@ -216,3 +216,77 @@ def test_a_constant_reaching_an_fp32_input_through_an_identity_stays_fp32() -> N
     np.testing.assert_array_equal(numpy_helper.to_array(init), scales)
     assert report.casts_inserted == 2  # x into FP16, the output back to FP32: none for the scales
     assert typing_problems(converted) == []
+
+
+def _weight_quantizer(model: onnx.ModelProto):
+    """(weight initializer, scale initializer) of the first QuantizeLinear of a constant float weight."""
+    from dctq.deploy.onnx.graph import GraphIndex
+
+    index = GraphIndex(model)
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and index.is_const(node.input[0]):
+            return index.tensor(node.input[0]), index.tensor(node.input[1])
+    raise AssertionError("no weight QuantizeLinear")
+
+
+def test_a_near_zero_weight_channel_keeps_every_scale_fp16(
+    qdq: onnx.ModelProto, feeds: dict[str, np.ndarray]
+) -> None:
+    """One output channel with near-zero weights has a scale below FP16's range. Its scale is raised to
+    2^-14 (and its int8 weights follow), so the graph keeps FP16 scales and no Cast between a DQ and
+    a Conv, instead of switching every scale to FP32 with Casts around each DQ."""
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    weight, scale = _weight_quantizer(model)
+    w, s = numpy_helper.to_array(weight).copy(), numpy_helper.to_array(scale).copy()
+    w[0] = np.where(w[0] >= 0, 1e-7, -1e-7)
+    s[0] = 1e-7 / 127
+    weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+    scale.CopyFrom(numpy_helper.from_array(s, scale.name))
+
+    converted, report = to_fp16(model)
+    assert report.scales == "fp16" and report.scales_fp32 == () and report.weight_scales_raised == 1
+    assert report.opset == 19 and typing_problems(converted) == []
+    produced_by = {o: n for n in converted.graph.node for o in n.output}
+    layer_inputs = [i for n in converted.graph.node if n.op_type in ("Conv", "Gemm") for i in n.input[:2]]
+    assert all(produced_by[i].op_type == "DequantizeLinear" for i in layer_inputs)
+    assert {v.rule for v in lint_qdq(converted).violations} == set()
+    assert sqnr_db(run(model, feeds), run(converted, feeds)) > MIN_SQNR_DB
+
+
+def test_an_activation_scale_outside_fp16_stays_fp32_alone(
+    qdq: onnx.ModelProto, feeds: dict[str, np.ndarray]
+) -> None:
+    """Only the offending pair computes in FP32 (behind Casts); every other scale stays FP16."""
+    from dctq.deploy.onnx.graph import GraphIndex
+
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    index = GraphIndex(model)
+    act_q = next(
+        n
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear"
+        and not index.is_const(n.input[0])
+        and n.input[0] not in ("y", "cbcr")
+    )
+    scale = index.tensor(act_q.input[1])
+    scale.CopyFrom(numpy_helper.from_array(np.array(3e-5, np.float32), scale.name))  # below 2^-14
+
+    converted, report = to_fp16(model)
+    assert report.scales == "mixed" and report.scales_fp32 == (index.source(act_q.input[1]),)
+    assert report.opset == 19 and typing_problems(converted) == []
+    scale_types = {
+        numpy_helper.to_array(i).dtype
+        for i in converted.graph.initializer
+        if i.name
+        in {n.input[1] for n in converted.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    }
+    assert scale_types == {np.dtype(np.float16), np.dtype(np.float32)}
+    # the exporter shares this scale between the pairs of two convs: those two read DQ -> Cast, no other
+    pairs = [n for n, _ in index.uses(index.source(act_q.input[1])) if n.op_type == "QuantizeLinear"]
+    cast_fed = [v.node for v in lint_qdq(converted).violations if v.rule == "dq-cast"]
+    assert len(cast_fed) == len(pairs) == 2
+    assert sum(n.op_type in ("Conv", "Gemm") for n in converted.graph.node) > 2
+    assert "fp16-scale" in {v.rule for v in lint_qdq(model).violations}
+    assert sqnr_db(run(model, feeds), run(converted, feeds)) > MIN_SQNR_DB

@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from dctq.cli.check_cmd import register
+from dctq.cli.main import app
 from dctq.deploy.onnx.lint import SEVERITY, lint_qdq
 
 onnx = pytest.importorskip("onnx")
@@ -207,18 +206,107 @@ def test_legacy_exported_fake_quant_graph_is_clean(tmp_path):
 
 
 def test_check_cli_exit_codes_and_json(tmp_path):
-    app = typer.Typer()
-    register(app)
-    app.command("noop")(lambda: None)  # a second command keeps `check` a subcommand
     good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
     onnx.save(conv_graph(), str(good))
     onnx.save(conv_graph(act_zero=np.int8(5)), str(bad))
     runner = CliRunner()
     ok = runner.invoke(app, ["check", str(good)])
     assert ok.exit_code == 0, ok.output
+    assert "0 error(s), 0 warning(s) ok" in ok.stdout
     result = runner.invoke(app, ["check", str(bad), "--json"])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
     assert data["ok"] is False and data["violations"][0]["rule"] == "zero-point"
     missing = runner.invoke(app, ["check", str(tmp_path / "none.onnx")])
-    assert missing.exit_code == 1 and "not found" in missing.output
+    assert missing.exit_code == 1
+    assert missing.stderr.splitlines() == [f"error: ONNX file not found: {tmp_path / 'none.onnx'}"]
+
+
+def test_scales_outside_fp16_are_flagged_where_the_fp16_pass_keeps_them_fp32():
+    """An activation scale below 2^-14 makes the FP16 pass keep its pair FP32 behind Casts (fp16-scale on
+    the exported graph, dq-cast on the converted one); a float weight's tiny scale is raised by the pass
+    instead, so it is not flagged."""
+    from dctq.deploy.onnx.fp16 import to_fp16
+
+    tiny = conv_graph(act_scale=np.float32(1e-6))
+    found = lint_qdq(tiny)
+    assert found.rules() == {"fp16-scale"} and found.ok
+    assert [v.node for v in found.violations] == ["q_x"]  # one warning per Q/DQ pair
+    tiny.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C_OUT, 8, 8]))
+    converted, report = to_fp16(tiny)
+    assert report.scales == "mixed" and report.scales_fp32 == ("s_x",)
+    after = lint_qdq(converted)
+    # the same scale, now behind a DQ -> Cast -> Conv chain (and no half-quantized error for it)
+    assert after.rules() == {"fp16-scale", "dq-cast"} and after.ok
+    (cast_fed,) = [v for v in after.violations if v.rule == "dq-cast"]
+    assert cast_fed.node == "conv" and "data input" in cast_fed.message
+
+    float_weight = conv_graph(quantize_weight=False)  # w is a float constant: quantize it with a tiny channel
+    w_scale = np.full(C_OUT, 0.01, np.float32)
+    w_scale[2] = 1e-9
+    float_weight.graph.initializer.extend([_const("s_w", w_scale), _const("z_w", np.zeros(C_OUT, np.int8))])
+    conv = next(n for n in float_weight.graph.node if n.op_type == "Conv")
+    conv.input[1] = "w_dq"
+    float_weight.graph.node.insert(
+        0, helper.make_node("QuantizeLinear", ["w", "s_w", "z_w"], ["w_q"], axis=0)
+    )
+    float_weight.graph.node.insert(
+        1, helper.make_node("DequantizeLinear", ["w_q", "s_w", "z_w"], ["w_dq"], axis=0)
+    )
+    assert lint_qdq(float_weight).violations == ()
+    folded_tiny = conv_graph(w_scale=np.where(np.arange(C_OUT) == 2, 1e-9, 0.01).astype(np.float32))
+    assert rules_of(folded_tiny) == {"fp16-scale": "warning"}  # an int8 weight already folded: not raised
+
+
+@pytest.mark.parametrize(
+    ("graph", "missing"),
+    [
+        (helper.make_graph([], "g", [], []), "node and no input and no output"),
+        (
+            helper.make_graph(
+                [helper.make_node("Relu", ["x"], ["y"])],
+                "g",
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                [],
+            ),
+            "output",
+        ),
+    ],
+)
+def test_an_empty_graph_is_an_error(graph, missing):
+    """`dctq check` passed a graph with no node at all (exit 0): nothing to build an engine of."""
+    report = lint_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert not report.ok
+    assert [v.message for v in report.errors if v.rule == "empty-graph"] == [
+        f"the graph has no {missing}; export the model again"
+    ]
+
+
+def _external(tmp_path, model, folder: str = "model"):
+    """`model` saved into tmp_path/folder with its tensors in weights.bin beside it."""
+    (tmp_path / folder).mkdir()
+    path = tmp_path / folder / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    return path
+
+
+def test_external_data_is_read_beside_the_model_not_in_the_working_directory(tmp_path, monkeypatch):
+    """The rules read scales and zero points: from the model's own weights.bin, wherever the command runs,
+    even with a decoy weights.bin (of a clean graph) in the working directory."""
+    path = _external(tmp_path, conv_graph(act_zero=np.int8(5)))
+    decoy_dir = tmp_path / "cwd"
+    decoy_dir.mkdir()
+    _external(decoy_dir, conv_graph())
+    (decoy_dir / "weights.bin").write_bytes((decoy_dir / "model" / "weights.bin").read_bytes())
+    monkeypatch.chdir(decoy_dir)
+    report = lint_qdq(path)
+    assert "zero-point" in report.rules() and not report.ok
+
+
+def test_missing_external_data_is_one_line(tmp_path):
+    path = _external(tmp_path, conv_graph())
+    (path.parent / "weights.bin").unlink()
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {path} is not a readable ONNX model") and "weights.bin" in line

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from dctq.calibration.ptq import ptq
-from dctq.calibration.quant.recipe import QuantRecipe
 from dctq.common.errors import BackendUnavailable, ExportError
 from dctq.deploy.artifact import TensorSpec, load_artifact, read_sidecar
 from dctq.deploy.backends.tensorrt.build import (
@@ -26,9 +24,8 @@ from dctq.deploy.backends.tensorrt.build import (
     size_range,
 )
 from dctq.deploy.backends.tensorrt.engine import check_environment, read_engine_sidecar
-from dctq.deploy.backends.tensorrt.env import INSTALL_HINT
-from dctq.deploy.export.onnx import export_onnx
-from dctq.models import create_model, example_inputs
+from dctq.deploy.backends.tensorrt.env import import_tensorrt
+from dctq.models import example_inputs
 
 ENV = {
     "tensorrt": "11.4.0",
@@ -37,16 +34,6 @@ ENV = {
     "gpu": "NVIDIA H100",
     "compute_capability": "9.0",
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory):
-    """(path of a Q/DQ ONNX of a tiny calibrated DCT net with its sidecar, the quantized model)."""
-    torch.manual_seed(0)
-    model = create_model("dct_cifar_upsampling", widths=(8, 8), depths=(1, 1)).eval()
-    qmodel = ptq(model, QuantRecipe(calibrator="max"), [example_inputs(model, 8, seed=s) for s in range(2)])
-    path = export_onnx(qmodel, tmp_path_factory.mktemp("trt") / "tiny.onnx", dynamo=False)
-    return path, qmodel
 
 
 def test_input_roles_and_profile_shapes(tiny_onnx) -> None:
@@ -102,7 +89,7 @@ def test_build_plan_and_engine_sidecar(tiny_onnx, tmp_path) -> None:
     engine = tmp_path / "model.engine"
     engine.write_bytes(engine_bytes)
     (tmp_path / "model.engine.json").write_text(json.dumps(sidecar))
-    artifact = load_artifact(engine)
+    artifact = load_artifact(engine, trust_code=True)
     assert artifact.kind == "engine" and artifact.meta.input_kind == "dct" and artifact.meta.input_size == 32
     assert read_engine_sidecar(engine)["build"]["tensorrt"] == "11.4.0"
 
@@ -127,7 +114,8 @@ def test_version_check() -> None:
     assert check_environment(sidecar, ENV) == []
     warnings = check_environment(sidecar, {**ENV, "gpu": "NVIDIA H200", "driver": "590.2"})
     assert len(warnings) == 2 and "H100" in warnings[0] + warnings[1]
-    with pytest.raises(ExportError, match=r"tensorrt '11\.4\.0' at build time, '11\.5\.0' here.*rebuild"):
+    rebuild = r"rebuild it here: `dctq export model\.onnx --format tensorrt`"  # a command that exists
+    with pytest.raises(ExportError, match=rf"tensorrt '11\.4\.0' at build time, '11\.5\.0' here.*{rebuild}"):
         check_environment(sidecar, {**ENV, "tensorrt": "11.5.0"})
     with pytest.raises(ExportError, match="compute_capability"):
         check_environment(sidecar, {**ENV, "compute_capability": "8.9"})
@@ -144,12 +132,12 @@ def test_backend_is_registered_and_says_how_to_install(tiny_onnx, tmp_path) -> N
     plan = plan_build(tiny_onnx[0], BuildConfig())
     (tmp_path / "m.engine.json").write_text(json.dumps(engine_sidecar(plan, BuildConfig(), ENV, b"x", 0.0)))
     with pytest.raises(BackendUnavailable, match="GPUs only"):
-        backend.load(load_artifact(engine), device="cpu")
+        backend.load(load_artifact(engine, trust_code=True), device="cpu")
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         with pytest.raises(BackendUnavailable, match=r"pip install 'dctq\[tensorrt\]'"):
-            backend.load(load_artifact(engine))
+            backend.load(load_artifact(engine, trust_code=True))
 
 
 # ------------------------------------------------------------------ with TensorRT and a GPU
@@ -158,9 +146,9 @@ def test_backend_is_registered_and_says_how_to_install(tiny_onnx, tmp_path) -> N
 @pytest.fixture
 def trt():
     try:
-        import tensorrt
-    except ImportError:
-        pytest.skip(INSTALL_HINT)
+        tensorrt = import_tensorrt()
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
     if not torch.cuda.is_available():
         pytest.skip("TensorRT tests need a CUDA GPU")
     return tensorrt
@@ -211,3 +199,15 @@ def test_engine_refuses_a_foreign_sidecar(trt, tiny_onnx, tmp_path) -> None:
     side.write_text(json.dumps(data))
     with pytest.raises(ExportError, match="rebuild"):
         TrtEngine(tmp_path / "m.engine")
+
+
+def test_the_tensorrt_extra_installs_what_the_build_imports() -> None:
+    """The build reads the ONNX graph (onnx) and export_engine exports with the dynamo exporter
+    (onnxscript): `pip install 'dctq[tensorrt]'` alone must bring both."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[4] / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["tensorrt"]
+    names = {req.split(">")[0].split("=")[0].split("<")[0].strip() for req in extra}
+    assert {"tensorrt", "onnx", "onnxscript"} <= names
