@@ -10,7 +10,7 @@ process per lane).
     .venv/bin/python bench/dq_study.py train --root /work/runs/dq-grid --lane 1 --lanes 2 &
     .venv/bin/python bench/dq_study.py collect --root /work/runs/dq-grid --json docs/results/dq_study.json
 
-`collect` reads each run's best.pt (its validation report: bits/dim, code rates, PSNR, usage, perplexity)
+`collect` (`--partial`: unfinished runs too, at their best epoch so far) reads each run's best.pt (its validation report: bits/dim, code rates, PSNR, usage, perplexity)
 and parameter count, prints a markdown table with the mean and the spread over seeds, and lists the runs
 that are missing or unfinished together with the command that completes them.
 """
@@ -116,7 +116,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
             missing.append(
                 " ".join(["dctq", *train_command(args.root, m, mode, seed, {**STUDY, "epochs": args.epochs})])
             )
-            continue
+            if not (args.partial and best.is_file()):
+                continue
         payload = torch.load(best, weights_only=True)
         val = payload["extra"]["val"]["metrics"]
         rows.append(
@@ -138,6 +139,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
             "M": m,
             "mode": mode,
             "seeds": [r["seed"] for r in group],
+            "epochs": [r["epoch"] for r in group],
             "params": group[0]["params"],
         }
         for key in (
@@ -157,15 +159,15 @@ def cmd_collect(args: argparse.Namespace) -> None:
             agg[key] = [statistics.mean(level) for level in levels]
         table.append(agg)
     print(
-        "| M | mode | params | bits/dim (uniform) | bits/dim (prior) | recon bits/dim | code bits/dim | PSNR RGB | usage (bottom/top) | perplexity (bottom/top) | seeds |"
+        "| M | mode | params | bits/dim (uniform) | bits/dim (prior) | recon bits/dim | code bits/dim | PSNR RGB | usage (bottom/top) | perplexity (bottom/top) | seeds | epochs |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|---|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|")
     for a in table:
         print(
             f"| {a['M']} | {a['mode']} | {a['params']:,} | {_pm(a, 'bpd_uniform', 3)} | {_pm(a, 'bpd_prior', 3)} | "
             f"{_pm(a, 'recon_bpd', 3)} | {a['code_bpd_uniform']:.3f} | {_pm(a, 'psnr_rgb', 2)} | "
             f"{' / '.join(f'{100 * u:.0f}%' for u in a['usage'])} | {' / '.join(f'{p:.1f}' for p in a['perplexity'])} | "
-            f"{len(a['seeds'])} |"
+            f"{len(a['seeds'])} | {', '.join(str(e) for e in a['epochs'])} |"
         )
     if missing:
         print(f"\n{len(missing)} run(s) missing or unfinished; each completes with (DCTQ_DATA set):")
@@ -207,6 +209,11 @@ def main() -> None:
             p.add_argument("--lanes", type=int, default=1)
         else:
             p.add_argument("--json", type=Path, default=None)
+            p.add_argument(
+                "--partial",
+                action="store_true",
+                help="also tabulate unfinished runs (their best epoch so far; the epochs column says which)",
+            )
     args = parser.parse_args()
     {"train": cmd_train, "collect": cmd_collect}[args.command](args)
 
