@@ -1,6 +1,8 @@
 /* dctq.jpeg._turbo: quantized DCT coefficients of a JPEG held in memory, via libjpeg-turbo.
  *
- * One function, read_coefficients(data, max_memory, grid), wraps jpeg_read_coefficients() over jpeg_mem_src().
+ * read_coefficients(data, max_memory, grid, window) wraps jpeg_read_coefficients() over jpeg_mem_src(); with
+ * grid=True it writes the contract's planes and maps 4:4:4 / 4:2:2 / 4:4:0 chroma onto the 4:2:0 grid in the
+ * DCT domain (the map of jpeg/chroma.py, sparse, vectorised). entropy_decode(data) is a benchmark diagnostic.
  * Why C: jpeglib (the pure-Python-facing reference) reads only from paths, goes through a temporary file
  * and entropy-decodes twice; this reads straight from the bytes and releases the GIL while libjpeg works.
  *
@@ -12,8 +14,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jpeglib.h>
@@ -112,6 +116,9 @@ typedef struct {
     int out_rows, out_cols, out_buffer;
     int src_top, src_left;
     size_t out_offset;
+    /* Chroma mapped onto the 4:2:0 grid in the DCT domain (read_blocks, grid=True): source blocks averaged
+     * per output block across (map_h) and down (map_v); 1 x 1: copied as they are. */
+    int map_h, map_v;
 } component_info;
 
 /* State shared by the two GIL-free phases of one read. `cinfo` comes first: the IDCT hook of
@@ -126,6 +133,7 @@ typedef struct {
     /* stream_window: the output buffers, and the row pointers handed to jpeg_read_raw_data per component
      * (the hook tells a block's row within the iMCU row from its pointer into them; nothing is written) */
     char **buffers;
+    jvirt_barray_ptr *arrays; /* read_blocks: libjpeg's whole-image block arrays, from decode_arrays */
     JSAMPROW raw_rows[MAX_COMPONENTS][MAX_SAMP_FACTOR * DCTSIZE];
     JSAMPLE dummy_row[DCTSIZE];
 } reader;
@@ -153,11 +161,30 @@ static int read_header(reader *r, const unsigned char *data, size_t size, long m
     return 1;
 }
 
+/* Whether grid=True puts the frame's chroma on the 4:2:0 grid, and how: three components, Cb and Cr sampled
+ * alike, luma sampled once or twice as finely as chroma each way. *fh, *fv: how many chroma blocks across
+ * and down make one 4:2:0 block (2 x 2: 4:4:4, 1 x 2: 4:2:2, 2 x 1: 4:4:0, 1 x 1: 4:2:0 itself). */
+static int chroma_factors(const reader *r, int *fh, int *fv) {
+    const component_info *c = r->comps;
+    int rh, rv;
+    if (r->cinfo.num_components != 3 || c[1].h_samp != c[2].h_samp || c[1].v_samp != c[2].v_samp ||
+        c[1].h_samp <= 0 || c[1].v_samp <= 0 || c[0].h_samp % c[1].h_samp || c[0].v_samp % c[1].v_samp) {
+        return 0;
+    }
+    rh = c[0].h_samp / c[1].h_samp;
+    rv = c[0].v_samp / c[1].v_samp;
+    if (rh < 1 || rh > 2 || rv < 1 || rv > 2) {
+        return 0;
+    }
+    *fh = 2 / rh;
+    *fv = 2 / rv;
+    return 1;
+}
+
 /* Whether the frame is 4:2:0: three components, Cb and Cr alike, luma sampled twice as finely each way. */
 static int is_420(const reader *r) {
-    const component_info *c = r->comps;
-    return r->cinfo.num_components == 3 && c[1].h_samp == c[2].h_samp && c[1].v_samp == c[2].v_samp &&
-           c[0].h_samp == 2 * c[1].h_samp && c[0].v_samp == 2 * c[1].v_samp;
+    int fh, fv;
+    return chroma_factors(r, &fh, &fv) && fh == 1 && fv == 1;
 }
 
 /* A window of the luma grid (grid=True): rows x cols blocks from block (top, left); all even. */
@@ -171,7 +198,8 @@ typedef struct {
 static int plan_output(reader *r, int grid, const window *w) {
     int ci, n = r->cinfo.num_components, buffers = 0;
     int hb = 2 * (int)((r->cinfo.image_height + 15) / 16), wb = 2 * (int)((r->cinfo.image_width + 15) / 16);
-    int top = 0, left = 0;
+    int top = 0, left = 0, fh = 1, fv = 1;
+    int on_grid = grid && chroma_factors(r, &fh, &fv);
     if (grid && w->used) {
         hb = w->rows;
         wb = w->cols;
@@ -186,20 +214,27 @@ static int plan_output(reader *r, int grid, const window *w) {
         o->out_offset = 0;
         o->src_top = 0;
         o->src_left = 0;
+        o->map_h = 1;
+        o->map_v = 1;
         if (grid && ci == 0) {
             o->out_rows = hb;
             o->out_cols = wb;
             o->src_top = top;
             o->src_left = left;
-        } else if (grid && ci == 2 && is_420(r)) {
-            /* Cr right after Cb in Cb's buffer: [128, Hb/2, Wb/2] with no concatenation in Python. */
-            r->comps[1].out_rows = o->out_rows = hb / 2;
-            r->comps[1].out_cols = o->out_cols = wb / 2;
-            r->comps[1].src_top = o->src_top = top / 2;
-            r->comps[1].src_left = o->src_left = left / 2;
-            o->out_buffer = r->comps[1].out_buffer;
-            o->out_offset = (size_t)DCTSIZE2 * (size_t)(hb / 2) * (size_t)(wb / 2);
-            buffers--;
+        } else if (on_grid) {
+            /* Cb and Cr on the 4:2:0 chroma grid, Cr right after Cb in Cb's buffer: [128, Hb/2, Wb/2] with no
+             * concatenation in Python. A window comes only with 4:2:0 frames (read_coefficients). */
+            o->out_rows = hb / 2;
+            o->out_cols = wb / 2;
+            o->src_top = top / 2;
+            o->src_left = left / 2;
+            o->map_h = fh;
+            o->map_v = fv;
+            if (ci == 2) {
+                o->out_buffer = r->comps[1].out_buffer;
+                o->out_offset = (size_t)DCTSIZE2 * (size_t)(hb / 2) * (size_t)(wb / 2);
+                buffers--;
+            }
         }
     }
     return buffers;
@@ -275,16 +310,245 @@ static void zero_planes(JCOEF *dst, size_t plane, int from, int to) {
     }
 }
 
+/* ---- The DCT-domain chroma map (4:4:4, 4:2:2 and 4:4:0 chroma onto the 4:2:0 grid) ----
+ *
+ * The same exact linear map as jpeg/chroma.py: dequantize, "IDCT, average pixel pairs, DCT" along each axis
+ * that is averaged, re-quantize with the component's own table, round half away from zero. Along one axis,
+ * averaging 16 source pixels down to 8 never mixes two source blocks into one output pixel, so source block
+ * a (0: first, 1: second) maps through its own 8x8 matrix T[a] = D S_a D^T (chroma.py's PAIR_MAP); an axis
+ * that is not averaged maps through the identity. axis_map[f - 1][a][u][p]: coefficient p of source block a
+ * into output coefficient u, for f source blocks per output block along the axis. */
+static double axis_map[2][2][DCTSIZE][DCTSIZE], axis_map_t[2][2][DCTSIZE][DCTSIZE];
+
+/* Eight doubles: one row of an 8x8 block (GCC/clang vector extension; one zmm register with AVX-512, two
+ * ymm with AVX2, four xmm otherwise). */
+typedef double v8d __attribute__((vector_size(64)));
+typedef long long v8l __attribute__((vector_size(64)));
+typedef int v8i __attribute__((vector_size(32)));
+typedef short v8s __attribute__((vector_size(16)));
+
+/* axis_map_t[f - 1][a][p]: column p of axis_map[f - 1][a]; axis_vec the same as vectors over the output
+ * index. */
+static v8d axis_vec[2][2][DCTSIZE];
+
+static void init_axis_maps(void) {
+    double d[DCTSIZE][DCTSIZE];
+    int a, u, p, x, i;
+    for (u = 0; u < DCTSIZE; u++) {
+        for (x = 0; x < DCTSIZE; x++) {
+            d[u][x] = (u == 0 ? sqrt(1.0 / 8) : sqrt(2.0 / 8)) * cos((2 * x + 1) * u * M_PI / 16);
+        }
+    }
+    memset(axis_map, 0, sizeof(axis_map));
+    for (u = 0; u < DCTSIZE; u++) {
+        axis_map[0][0][u][u] = 1.0;
+    }
+    for (a = 0; a < 2; a++) {
+        for (u = 0; u < DCTSIZE; u++) {
+            for (p = 0; p < DCTSIZE; p++) {
+                double t = 0.0;
+                for (i = 0; i < 4; i++) { /* output pixel 4a + i averages source pixels 2i, 2i + 1 of block a */
+                    t += d[u][4 * a + i] * 0.5 * (d[p][2 * i] + d[p][2 * i + 1]);
+                }
+                axis_map[1][a][u][p] = t;
+            }
+        }
+    }
+    for (i = 0; i < 2; i++) {
+        for (a = 0; a < 2; a++) {
+            for (u = 0; u < DCTSIZE; u++) {
+                for (p = 0; p < DCTSIZE; p++) {
+                    axis_map_t[i][a][p][u] = axis_map[i][a][u][p];
+                    axis_vec[i][a][p][u] = axis_map[i][a][u][p];
+                }
+            }
+        }
+    }
+}
+
+/* Blocks with more non-zero coefficients than this go through the separable product (1,024 multiply-adds)
+ * instead of one 8x8 outer product per coefficient (64 each). */
+#define MAP_SPARSE_MAX 16
+
+/* Bit k set where blk[k] != 0. */
+static inline __attribute__((always_inline)) unsigned long long nonzero_mask(const JCOEF *blk) {
+    unsigned long long mask = 0;
+    int i;
+#ifdef __SSE2__
+    const __m128i zero = _mm_setzero_si128();
+    for (i = 0; i < 4; i++) {
+        __m128i lo = _mm_cmpeq_epi16(_mm_loadu_si128((const __m128i *)(blk + 16 * i)), zero);
+        __m128i hi = _mm_cmpeq_epi16(_mm_loadu_si128((const __m128i *)(blk + 16 * i + 8)), zero);
+        unsigned int zeros = (unsigned int)_mm_movemask_epi8(_mm_packs_epi16(lo, hi));
+        mask |= (unsigned long long)(~zeros & 0xFFFFu) << (16 * i);
+    }
+#else
+    for (i = 0; i < DCTSIZE2; i++) {
+        mask |= (unsigned long long)(blk[i] != 0) << i;
+    }
+#endif
+    return mask;
+}
+
+/* Round half away from zero after a nudge of 1e-9 away from zero, as chroma.py's map_round does: a value
+ * that is mathematically a tie (a DC of (1 + 2) / 2, ...) comes out of either summation order a few ulps
+ * to one side or the other, and rounds the same way in both. Clipped to int16. */
+static inline __attribute__((always_inline)) JCOEF map_round(double x) {
+    double a = fabs(x) + (0.5 + 1e-9);
+    long r;
+    if (a >= 32768.0) {
+        return x < 0 ? -32768 : 32767;
+    }
+    r = (long)a; /* truncation is floor for a >= 0 */
+    return (JCOEF)(x < 0 ? -r : r);
+}
+
+/* One output block of the map: acc[u] (over v) = sum over the source blocks (a, b) of Mv[a] X' Mh[b]^T with
+ * X' = X * qt, then re-quantized by inv_q and rounded into `out`. src[a][b]: the source block, or NULL
+ * (outside the image). A block with at most MAP_SPARSE_MAX non-zero coefficients adds one outer product
+ * per coefficient (8 vector multiply-adds), a denser one goes through the separable product; all-zero
+ * blocks cost one mask. Built for AVX-512, AVX2 and the baseline, picked at load time (target_clones). */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+map_block(JCOEF *out, const JCOEF *src[2][2], int fv, int fh, int nv, int nh, const UINT16 *qt,
+          const v8d *inv_q) {
+    const v8d limit = {32768.0, 32768.0, 32768.0, 32768.0, 32768.0, 32768.0, 32768.0, 32768.0};
+    /* The accumulator rows as eight named vectors, so that the compiler keeps them in registers. */
+    v8d acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0}, acc4 = {0}, acc5 = {0}, acc6 = {0}, acc7 = {0};
+    int a, b, p, q;
+    for (a = 0; a < nv; a++) {
+        for (b = 0; b < nh; b++) {
+            const JCOEF *blk = src[a][b];
+            unsigned long long mask;
+            if (blk == NULL || (mask = nonzero_mask(blk)) == 0) {
+                continue;
+            }
+            if (__builtin_popcountll(mask) <= MAP_SPARSE_MAX) {
+                while (mask != 0) {
+                    int c = __builtin_ctzll(mask);
+                    const double *cu = axis_map_t[fv][a][c >> 3];
+                    v8d cv = axis_vec[fh][b][c & 7] * ((double)blk[c] * (double)qt[c]);
+                    mask &= mask - 1;
+                    acc0 += cv * cu[0];
+                    acc1 += cv * cu[1];
+                    acc2 += cv * cu[2];
+                    acc3 += cv * cu[3];
+                    acc4 += cv * cu[4];
+                    acc5 += cv * cu[5];
+                    acc6 += cv * cu[6];
+                    acc7 += cv * cu[7];
+                }
+            } else {
+                for (p = 0; p < DCTSIZE; p++) {
+                    const double *cu = axis_map_t[fv][a][p];
+                    v8d t = {0}; /* sum_q X'[p][q] Mh[v][q], over v */
+                    for (q = 0; q < DCTSIZE; q++) {
+                        t += axis_vec[fh][b][q] * ((double)blk[DCTSIZE * p + q] * (double)qt[DCTSIZE * p + q]);
+                    }
+                    acc0 += t * cu[0];
+                    acc1 += t * cu[1];
+                    acc2 += t * cu[2];
+                    acc3 += t * cu[3];
+                    acc4 += t * cu[4];
+                    acc5 += t * cu[5];
+                    acc6 += t * cu[6];
+                    acc7 += t * cu[7];
+                }
+            }
+        }
+    }
+    /* map_round on eight values at once: the same operations in the same order, so the same integers. */
+#define DCTQ_ROUND_ROW(u, row)                                                                                  \
+    do {                                                                                                        \
+        v8d x = (row) * inv_q[u];                                                                               \
+        v8d a = (v8d)((v8l)x & 0x7FFFFFFFFFFFFFFFLL) + (0.5 + 1e-9); /* |x| + 0.5 + nudge */                   \
+        v8l small = a < 32768.0;                                                                                \
+        v8i r, neg = __builtin_convertvector((v8l)x < 0, v8i); /* -1 where the sign bit is set */               \
+        v8s r16;                                                                                                \
+        a = (v8d)(((v8l)a & small) | ((v8l)limit & ~small));                                                    \
+        r = __builtin_convertvector(a, v8i); /* truncation: floor, as a >= 0 */                                  \
+        r = (r ^ neg) - neg;                                                                                    \
+        r += (v8i)(r == 32768); /* +32768 clips to 32767; -32768 stays */                                       \
+        r16 = __builtin_convertvector(r, v8s);                                                                  \
+        memcpy(out + DCTSIZE * (u), &r16, sizeof(r16));                                                         \
+    } while (0)
+    DCTQ_ROUND_ROW(0, acc0);
+    DCTQ_ROUND_ROW(1, acc1);
+    DCTQ_ROUND_ROW(2, acc2);
+    DCTQ_ROUND_ROW(3, acc3);
+    DCTQ_ROUND_ROW(4, acc4);
+    DCTQ_ROUND_ROW(5, acc5);
+    DCTQ_ROUND_ROW(6, acc6);
+    DCTQ_ROUND_ROW(7, acc7);
+#undef DCTQ_ROUND_ROW
+}
+
+/* One chroma component of the whole image mapped onto its [64, out_rows, out_cols] grid (map_h x map_v source
+ * blocks per output block; blocks past the image's are zero), written by rows of out_cols blocks through the
+ * same plane transpose as a copy. `qt` NULL (no table, or a zero step: reader.py refuses the file): zeros. */
+static void map_component(reader *r, jvirt_barray_ptr array, const component_info *o, const UINT16 *qt,
+                          JCOEF *out) {
+    size_t plane = (size_t)o->out_rows * (size_t)o->out_cols;
+    int fv = o->map_v - 1, fh = o->map_h - 1;
+    JBLOCKROW row_out = (JBLOCKROW)(*r->cinfo.mem->alloc_large)((j_common_ptr)&r->cinfo, JPOOL_IMAGE,
+                                                                 (size_t)o->out_cols * sizeof(JBLOCK));
+    v8d inv_q[DCTSIZE];
+    int row, col, a, b, k;
+    for (k = 0; k < DCTSIZE2; k++) {
+        inv_q[k / DCTSIZE][k % DCTSIZE] = qt != NULL ? 1.0 / (double)qt[k] : 0.0;
+    }
+    for (row = 0; row < o->out_rows; row++) {
+        JBLOCKROW lines[2] = {NULL, NULL};
+        for (a = 0; a < o->map_v; a++) {
+            int src_row = o->map_v * row + a;
+            if (qt != NULL && src_row < o->height_in_blocks) {
+                lines[a] = (*r->cinfo.mem->access_virt_barray)((j_common_ptr)&r->cinfo, array, (JDIMENSION)src_row,
+                                                              1, FALSE)[0];
+            }
+        }
+        for (col = 0; col < o->out_cols; col++) {
+            const JCOEF *src[2][2] = {{NULL, NULL}, {NULL, NULL}};
+            for (a = 0; a < o->map_v; a++) {
+                for (b = 0; b < o->map_h; b++) {
+                    int src_col = o->map_h * col + b;
+                    if (lines[a] != NULL && src_col < o->width_in_blocks) {
+                        src[a][b] = lines[a][src_col];
+                    }
+                }
+            }
+            map_block(row_out[col], src, fv, fh, o->map_v, o->map_h, qt, inv_q);
+        }
+        blocks_to_planes((const JBLOCK *)row_out, o->out_cols, out + (size_t)row * (size_t)o->out_cols, plane);
+    }
+}
+
+/* The quant table a component's data used: the one latched when its first scan began, else the slot's. */
+static JQUANT_TBL *component_table(reader *r, jpeg_component_info *c) {
+    JQUANT_TBL *t = c->quant_table;
+    if (t == NULL && c->quant_tbl_no >= 0 && c->quant_tbl_no < NUM_QUANT_TBLS) {
+        t = r->cinfo.quant_tbl_ptrs[c->quant_tbl_no];
+    }
+    return t;
+}
+
 /* Phase 2: entropy-decode every scan, copy each component's blocks to its output grid as [64, rows, cols]
  * int16 (one plane per frequency, the layout the coefficient contract uses, so Python only reshapes),
  * writing zeros where the grid reaches past the blocks inside the image. */
-static int read_blocks(reader *r, char **buffers) {
-    int ci, row, k;
-    jvirt_barray_ptr *arrays;
+static int decode_arrays(reader *r) {
     if (setjmp(r->err.jmp)) {
         return 0;
     }
-    arrays = jpeg_read_coefficients(&r->cinfo);
+    r->arrays = jpeg_read_coefficients(&r->cinfo);
+    return 1;
+}
+
+/* Phase 3, after decode_arrays and the allocation of the output buffers (sized for the frame only now
+ * known): copy (or map) each component's blocks out of libjpeg's arrays. */
+static int read_blocks(reader *r, char **buffers) {
+    int ci, row, k;
+    jvirt_barray_ptr *arrays = r->arrays;
+    if (setjmp(r->err.jmp)) {
+        return 0;
+    }
     r->has_qt = 1;
     for (ci = 0; ci < r->cinfo.num_components; ci++) {
         jpeg_component_info *c = &r->cinfo.comp_info[ci];
@@ -295,8 +559,23 @@ static int read_blocks(reader *r, char **buffers) {
         int r0 = o->src_top > 0 ? o->src_top : 0, c0 = o->src_left > 0 ? o->src_left : 0;
         int r1 = o->src_top + o->out_rows < o->height_in_blocks ? o->src_top + o->out_rows : o->height_in_blocks;
         int c1 = o->src_left + o->out_cols < o->width_in_blocks ? o->src_left + o->out_cols : o->width_in_blocks;
+        JQUANT_TBL *t = component_table(r, c);
         if (c1 <= c0) {
             r1 = r0; /* no column of the window inside the image */
+        }
+        if (t == NULL) {
+            r->has_qt = 0;
+        }
+        for (k = 0; k < DCTSIZE2; k++) {
+            r->qt[ci][k] = t != NULL ? (unsigned short)t->quantval[k] : 0;
+        }
+        if (o->map_h * o->map_v > 1) {
+            int usable = t != NULL;
+            for (k = 0; k < DCTSIZE2 && usable; k++) {
+                usable = t->quantval[k] != 0;
+            }
+            map_component(r, arrays[ci], o, usable ? t->quantval : NULL, out);
+            continue;
         }
         for (row = 0; row < o->out_rows; row++) {
             int src_row = row + o->src_top;
@@ -311,19 +590,6 @@ static int read_blocks(reader *r, char **buffers) {
                 for (k = 0; k < DCTSIZE2; k++) {
                     memset(dst + (size_t)k * plane, 0, (size_t)o->out_cols * sizeof(JCOEF));
                 }
-            }
-        }
-        /* The table latched when the component's first scan began is the one its data used. */
-        {
-            JQUANT_TBL *t = c->quant_table;
-            if (t == NULL && c->quant_tbl_no >= 0 && c->quant_tbl_no < NUM_QUANT_TBLS) {
-                t = r->cinfo.quant_tbl_ptrs[c->quant_tbl_no];
-            }
-            if (t == NULL) {
-                r->has_qt = 0;
-            }
-            for (k = 0; k < DCTSIZE2; k++) {
-                r->qt[ci][k] = t != NULL ? (unsigned short)t->quantval[k] : 0;
             }
         }
     }
@@ -564,6 +830,17 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
         goto done;
     }
     nbuffers = plan_output(r, grid, &win);
+    streamed = win.used && can_stream(r);
+    if (!streamed) {
+        /* Entropy-decode first, then allocate the output: an error in the data allocates nothing. */
+        Py_BEGIN_ALLOW_THREADS
+        ok = decode_arrays(r);
+        Py_END_ALLOW_THREADS
+        if (!ok) {
+            raise_libjpeg_error(r);
+            goto done;
+        }
+    }
     for (i = 0; i < n; i++) {
         component_info *o = &r->comps[i];
         sizes[o->out_buffer] += (Py_ssize_t)o->out_rows * o->out_cols * DCTSIZE2 * (Py_ssize_t)sizeof(JCOEF);
@@ -578,7 +855,6 @@ static PyObject *read_coefficients(PyObject *self, PyObject *args) {
         out[i] = PyByteArray_AS_STRING(buffers[i]);
     }
 
-    streamed = win.used && can_stream(r);
     Py_BEGIN_ALLOW_THREADS
     ok = streamed ? stream_window(r, out) : read_blocks(r, out);
     Py_END_ALLOW_THREADS
@@ -600,6 +876,52 @@ done:
     return result;
 }
 
+/* entropy_decode(data): libjpeg's jpeg_read_coefficients alone (header, every scan's Huffman decoding into
+ * its own whole-image block arrays), nothing copied out; for bench/jpeg_read.py, the floor under any
+ * coefficient reader built on libjpeg. Errors as read_coefficients; warnings are ignored. */
+static int entropy_only(reader *r) {
+    if (setjmp(r->err.jmp)) {
+        return 0;
+    }
+    jpeg_read_coefficients(&r->cinfo);
+    jpeg_finish_decompress(&r->cinfo);
+    return 1;
+}
+
+static PyObject *entropy_decode(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    reader *r;
+    int ok;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*:entropy_decode", &buf)) {
+        return NULL;
+    }
+    r = (reader *)PyMem_Calloc(1, sizeof(reader));
+    if (r == NULL) {
+        PyBuffer_Release(&buf);
+        return PyErr_NoMemory();
+    }
+    r->cinfo.err = jpeg_std_error(&r->err.pub);
+    r->err.pub.error_exit = dctq_error_exit;
+    r->err.pub.emit_message = dctq_emit_message;
+    r->err.pub.output_message = dctq_output_message;
+    Py_BEGIN_ALLOW_THREADS
+    ok = read_header(r, (const unsigned char *)buf.buf, (size_t)buf.len, 0) && entropy_only(r);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        raise_libjpeg_error(r);
+    }
+    if (r->created) {
+        jpeg_destroy_decompress(&r->cinfo);
+    }
+    PyMem_Free(r);
+    PyBuffer_Release(&buf);
+    if (!ok) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"read_coefficients", read_coefficients, METH_VARARGS,
      "read_coefficients(data, max_memory=0, grid=False, window=None) -> tuple\n\n"
@@ -612,12 +934,18 @@ static PyMethodDef methods[] = {
      "grid=False: one array per component, its blocks inside the image ([64, height_in_blocks,\n"
      "width_in_blocks]). grid=True: the first component on the luma grid of the 4:2:0 coefficient contract,\n"
      "[64, 2*ceil(H/16), 2*ceil(W/16)], and for a 4:2:0 frame Cb and Cr together as [128, Hb/2, Wb/2];\n"
-     "blocks past those inside the image are zero (MCU padding dropped); other chroma as with grid=False.\n"
+     "blocks past those inside the image are zero (MCU padding dropped); 4:4:4, 4:2:2 and 4:4:0 chroma (Cb and Cr\n"
+     "sampled alike, luma once or twice as finely each way) is mapped onto that [128, Hb/2, Wb/2] grid in the DCT\n"
+     "domain exactly as jpeg/chroma.py maps it; other chroma as with grid=False.\n"
      "window=(top, left, rows, cols), all even, with grid=True on a grayscale or 4:2:0 frame: only that window of\n"
      "the luma grid ([64, rows, cols], starting at block (top, left); negative or past the image: zeros) and its\n"
      "half of the chroma grid are written, so a crop never allocates the whole image's output.\n"
      "max_memory bounds libjpeg's allocations (0: no bound). Raises _turbo.Error(kind, message,\n"
      "warnings), kind one of 'not_jpeg', 'unsupported', 'too_large', 'corrupt'."},
+    {"entropy_decode", entropy_decode, METH_VARARGS,
+     "entropy_decode(data) -> None\n\nDiagnostic for benchmarks: libjpeg's jpeg_read_coefficients alone (every scan\n"
+     "entropy-decoded into libjpeg's own block arrays), nothing copied out. Raises _turbo.Error like\n"
+     "read_coefficients."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -625,6 +953,22 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_turbo", "libjpeg-turbo coefficient reader for dctq.jpeg.reader.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
+
+/* glibc's malloc returns freed memory at the top of the heap to the system once it exceeds its trim
+ * threshold, which starts at 256 KiB and rises only when a chunk larger than the mmap threshold (128 KiB
+ * at first) is freed: threshold := that size, trim threshold := twice it. One read frees libjpeg's
+ * whole-image arrays and, later, the caller frees the output: at 1024x768 ~4.7 MB together, above the trim
+ * threshold that reads of that size leave (~3 MB), so every read gave the memory back and faulted it in
+ * again: ~1,000 page faults, 1.5-2.5 ms of a 5 ms read (simplejpeg, one 2.3 MB output, none). Freeing
+ * one untouched 16 MiB block at import raises the thresholds to 16 and 32 MiB, as the first 16 MiB array
+ * any numpy or torch program frees does; it changes nothing where MALLOC_*_ environment settings have
+ * fixed them. */
+static void raise_malloc_thresholds(void) {
+#ifdef __GLIBC__
+    void *volatile block = malloc((size_t)16 << 20);
+    free(block);
+#endif
+}
 
 PyMODINIT_FUNC PyInit__turbo(void) {
     PyObject *m = PyModule_Create(&module);
@@ -638,6 +982,8 @@ PyMODINIT_FUNC PyInit__turbo(void) {
         return NULL;
     }
     Py_INCREF(TurboError);
+    init_axis_maps();
+    raise_malloc_thresholds();
 #ifdef LIBJPEG_TURBO_VERSION_NUMBER
     if (PyModule_AddIntConstant(m, "LIBJPEG_TURBO_VERSION_NUMBER", LIBJPEG_TURBO_VERSION_NUMBER) < 0) {
         Py_DECREF(m);

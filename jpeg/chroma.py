@@ -55,6 +55,19 @@ def round_half_away(x: Array) -> Array:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
+# Ties nudged away from zero before rounding: see map_round.
+TIE_NUDGE = 1e-9
+
+
+def map_round(x: np.ndarray) -> np.ndarray:
+    """The map's re-quantization rounding: half away from zero after a nudge of TIE_NUDGE away from zero.
+
+    Many mapped values are ties in exact arithmetic (a DC of (1 + 2) / 2, ...) and come out of the float64
+    sums a few ulps to either side depending on the summation order; the nudge makes them round away from
+    zero whatever the order, so this numpy map and the C map of dctq.jpeg._turbo agree bit for bit."""
+    return round_half_away(x + np.sign(x) * TIE_NUDGE)
+
+
 def downsample_444(blocks: np.ndarray) -> np.ndarray:
     """Exact DCT-domain 2x2 averaging: [..., 64, R, C] float -> [..., 64, ceil(R/2), ceil(C/2)] float.
 
@@ -104,7 +117,7 @@ def _map_chroma(blocks: np.ndarray, table: np.ndarray, layout: str) -> np.ndarra
     q = np.asarray(table, dtype=np.float64).reshape(64, 1, 1)
     deq = blocks.astype(np.float64) * q
     mapped = downsample_444(deq) if layout == "4:4:4" else downsample_422(deq)
-    return round_half_away(mapped / q)
+    return map_round(mapped / q)
 
 
 def assemble_420(

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from ..common.errors import ConfigError, UnsupportedJpegError
 from .sniff import parse_header
 
@@ -39,7 +41,14 @@ def check_scans(data: bytes, source: str) -> None:
     Counting FF DA is exact inside entropy-coded data (a 0xFF there is always followed by 0x00 or a
     restart marker); only metadata bytes could add to the count, never hide a scan.
     """
-    scans = data.count(b"\xff\xda")
+    # numpy, not bytes.count: CPython's two-byte search crawls over data full of 0xFF (0.3 ms for a 100 KB
+    # photograph, as much as its 4:2:0 read took beyond the C call); this is ~0.03 ms.
+    if len(data) <= 4096:
+        scans = data.count(b"\xff\xda")  # numpy's fixed cost (~4 us) is more, for a CIFAR-sized file
+    else:
+        arr = np.frombuffer(data, dtype=np.uint8)
+        before_da = np.flatnonzero(arr[1:] == 0xDA)  # i: arr[i + 1] is 0xDA
+        scans = int(np.count_nonzero(arr[before_da] == 0xFF))
     if scans > MAX_SCANS:
         raise UnsupportedJpegError(
             f"{source}: {scans} scans, more than the {MAX_SCANS} any encoder writes; a file like this makes "

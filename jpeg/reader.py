@@ -266,9 +266,10 @@ def read_jpeg(
     out, source_name, layout = _read(source, allow_truncated, backend, True, max_pixels, fit_grid)
     if out.windowed:
         y, cbcr = (out.components[0], None) if layout == "gray" else out.components
-    elif out.on_grid and layout == "4:2:0":
-        # The hot path of every data loader: the extension's buffers are the contract's arrays.
-        y, cbcr = out.components
+    elif out.on_grid and (layout == "gray" or len(out.components) == 2):
+        # The hot path of every data loader: the extension's buffers are the contract's arrays (4:4:4 and
+        # 4:2:2 chroma mapped onto the 4:2:0 grid in C, as chroma.assemble_420 maps it).
+        y, cbcr = out.components if layout != "gray" else (out.components[0], None)
     else:
         y, cbcr = assemble_420(out.components, _NORMALISED[layout], list(out.tables), out.height, out.width)
     if fit_grid is not None and not out.windowed:

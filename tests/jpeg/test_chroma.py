@@ -8,11 +8,13 @@ import jpeglib
 import numpy as np
 import pytest
 import torch
+from helpers import jpeg_bytes
 
 from dctq.common.errors import UnsupportedJpegError
 from dctq.jpeg.chroma import assemble_420, downsample_422, downsample_444, round_half_away
 from dctq.jpeg.dct import block_dct, block_idct
 from dctq.jpeg.geometry import fit_block_grid
+from dctq.jpeg.reader import available_backends, read_blocks, read_jpeg
 
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
@@ -192,3 +194,59 @@ def test_oversized_arrays_are_cropped_to_the_grid():
     y, cbcr = assemble_420(big, [(2, 2), (1, 1), (1, 1)], [np.ones(64)] * 3, 20, 30)
     assert y.shape == (64, 4, 4) and cbcr.shape == (128, 2, 2)
     np.testing.assert_array_equal(y, big[0][:, :4, :4])
+
+
+def _numpy_path(data: bytes):
+    """The reference: the blocks as stored (read_blocks), mapped by this module's numpy code."""
+    blocks = read_blocks(data)
+    hy, vy = blocks.sampling[0]
+    hc, vc = blocks.sampling[1]
+    normalised = [(hy // hc, vy // vc), (1, 1), (1, 1)]
+    return assemble_420(list(blocks.components), normalised, list(blocks.qt), blocks.height, blocks.width)
+
+
+def _photo(height: int, width: int, seed: int) -> np.ndarray:
+    """A real photograph (scikit-image's) resized, or noise for the dense blocks of the separable path."""
+    import PIL.Image
+    import skimage.data
+
+    if seed < 0:
+        return np.random.default_rng(-seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    rgb = [skimage.data.chelsea, skimage.data.coffee, skimage.data.astronaut][seed % 3]()
+    return np.asarray(PIL.Image.fromarray(rgb).resize((width, height), PIL.Image.LANCZOS))
+
+
+@pytest.mark.skipif("turbo" not in available_backends(), reason="the C extension is not built")
+@pytest.mark.parametrize("layout", ["4:4:4", "4:2:2"])
+@pytest.mark.parametrize(
+    "height,width,quality,progressive,seed",
+    [
+        (17, 9, 75, False, 0),
+        (33, 47, 90, True, 1),
+        (224, 224, 90, False, 2),  # 14 output blocks across: the SIMD plane copy and its scalar tail
+        (375, 500, 75, True, 0),
+        (250, 130, 95, False, 1),
+        (64, 136, 100, False, -1),  # noise at q100: blocks denser than the sparse path takes
+    ],
+)
+def test_c_map_equals_the_numpy_map(layout, height, width, quality, progressive, seed):
+    """The extension maps 4:4:4 / 4:2:2 chroma while it copies the blocks out (read_jpeg's turbo path):
+    bit for bit what assemble_420 gives from the blocks as stored, ties included (map_round)."""
+
+    data = jpeg_bytes(_photo(height, width, seed), quality, SUBSAMPLING[layout], progressive)
+    fast = read_jpeg(data, backend="turbo")
+    y, cbcr = _numpy_path(data)
+    assert fast.subsampling == layout
+    np.testing.assert_array_equal(fast.y, y)
+    np.testing.assert_array_equal(fast.cbcr, cbcr)
+    assert fast.cbcr.dtype == np.int16 and fast.cbcr.flags.writeable
+    if seed < 0:
+        dense = max((c.reshape(64, -1) != 0).sum(0).max() for c in read_blocks(data).components[1:])
+        assert dense > 16  # the separable branch ran
+
+
+def test_map_round_takes_ties_away_from_zero_whatever_the_summation_order():
+    from dctq.jpeg.chroma import map_round
+
+    ties = np.array([0.5, -0.5, 2.5, -2.5, 0.5 - 1e-13, -0.5 + 1e-13, 1.5 + 1e-13, 0.49, -0.51, 0.0])
+    np.testing.assert_array_equal(map_round(ties), [1, -1, 3, -3, 1, -1, 2, 0, -1, 0])

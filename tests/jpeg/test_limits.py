@@ -166,3 +166,22 @@ def test_a_scan_bomb_is_refused_before_decoding(backend: str) -> None:
     assert fine.y.shape == (64, 6, 8) and not fine.y.any() and fine.progressive
     with pytest.raises(UnsupportedJpegError, match=rf"{MAX_SCANS + 1} scans, more than the {MAX_SCANS}"):
         read_jpeg(scan_bomb_jpeg(8192, 8192, MAX_SCANS), backend=backend)
+
+
+@pytest.mark.parametrize("size", [1600, 4096, 5000, 200_000])
+def test_scan_count_is_exact_on_both_paths(size: int) -> None:
+    """check_scans counts FF DA with bytes.count up to 4 KiB and with numpy above: MAX_SCANS markers pass
+    and one more is refused either way, with markers at the very start and end."""
+    from dctq.jpeg.limits import MAX_SCANS, check_scans
+
+    rng = np.random.default_rng(size)
+    for count in (MAX_SCANS, MAX_SCANS + 1):
+        data = bytearray(rng.integers(0, 0xFF, size=size, dtype=np.uint8).tobytes())  # no 0xFF of its own
+        for p in np.linspace(0, size - 2, count).astype(int):
+            data[p : p + 2] = b"\xff\xda"
+        assert bytes(data).count(b"\xff\xda") == count
+        if count > MAX_SCANS:
+            with pytest.raises(UnsupportedJpegError, match=f"{count} scans"):
+                check_scans(bytes(data), "x")
+        else:
+            check_scans(bytes(data), "x")

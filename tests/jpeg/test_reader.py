@@ -318,3 +318,16 @@ def test_a_crop_of_a_large_photo_allocates_only_the_crop() -> None:
         while getattr(base, "base", None) is not None:
             base = base.base
         assert len(memoryview(base).cast("B")) == plane.nbytes  # the extension's buffer is the window
+
+
+@pytest.mark.skipif("turbo" not in available_backends(), reason="the C extension is not built")
+def test_entropy_decode_diagnostic_reads_or_raises():
+    """_turbo.entropy_decode (bench/jpeg_read.py's floor): the Huffman pass alone, libjpeg errors raised."""
+    from helpers import jpeg_bytes, smooth_rgb
+
+    from dctq.jpeg import _turbo
+
+    assert _turbo.entropy_decode(jpeg_bytes(smooth_rgb(40, 56), subsampling=0, progressive=True)) is None
+    with pytest.raises(_turbo.Error) as info:
+        _turbo.entropy_decode(b"\xff\xd8\xff")
+    assert info.value.args[0] in ("corrupt", "not_jpeg")
