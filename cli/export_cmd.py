@@ -62,6 +62,14 @@ def export_command(
             "--legacy-exporter", help="ONNX: use the deprecated TorchScript exporter (dynamo=False)."
         ),
     ] = False,
+    low_bit: Annotated[
+        bool,
+        typer.Option(
+            "--low-bit",
+            help="ONNX: export a model quantized below 8 bits on its trained grid (Clip + int8/uint8 Q/DQ; "
+            "ONNX Runtime computes it exactly, TensorRT takes INT8 models only).",
+        ),
+    ] = False,
     as_json: JsonResult = False,
 ) -> None:
     """Export a checkpoint to ONNX, TorchScript, a torch.export program or a TensorRT engine, with a JSON
@@ -83,6 +91,7 @@ def export_command(
             max_batch=max_batch,
             timing_cache=timing_cache,
             dynamo=False if legacy else None,
+            low_bit=low_bit,
         )
     if as_json:
         print_json(result.to_dict())

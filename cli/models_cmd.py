@@ -23,8 +23,8 @@ def models_command(
         bool, typer.Option("--long", "-l", help="Add each model's description to the table.")
     ] = False,
 ) -> None:
-    """List registered models: task (classify, autoencode), input kind and size, parameters, GMACs and
-    GFLOPs (= 2 x MACs) of one image at the model's input size."""
+    """List registered models: task (classify, sr, autoencode), input kind and size, parameters, GMACs and
+    GFLOPs (= 2 x MACs) of one image at the model's input size (SR models: the LR input side)."""
     with user_errors(ctx):
         rows = summarize_models(pattern)
     if json_out:
@@ -33,7 +33,10 @@ def models_command(
     if not rows:
         out_console.print(f"no model matches {pattern!r}")
         return
-    table = Table(title="dctq models", caption="MACs/FLOPs: conv + linear layers, batch 1; FLOPs = 2 x MACs")
+    table = Table(
+        title="dctq models",
+        caption="MACs/FLOPs: conv + linear layers, batch 1, at the input size (SR: LR side); FLOPs = 2 x MACs",
+    )
     table.add_column("name", no_wrap=True)
     tasks = any(r.task != "classify" for r in rows)  # the column only where the rows differ from classifiers
     if tasks:

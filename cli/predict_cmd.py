@@ -1,4 +1,5 @@
-"""`dctq predict ARTIFACT IMG... [--backend] [--top-k] [--json]`: classify JPEG files."""
+"""`dctq predict ARTIFACT IMG... [--backend] [--top-k] [--json]`: classify JPEG files; with an SR model,
+`dctq predict model.pt low.jpg --out high.png` writes the upscaled image (a folder for several)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..common.errors import DctqError
+from ..common.errors import ConfigError, DctqError
 from ..common.files import check_output_dir, check_output_file
 from ..deploy.artifact import load_artifact
 from ..deploy.autoencode import Reconstruction, reconstruct
 from ..deploy.predict import predict
+from ..deploy.sr import upscale_files
 from .common import out_console, print_json, user_errors
 from .options import TrustCode
 
@@ -24,7 +26,9 @@ def predict_command(
         Path,
         typer.Argument(help="A checkpoint (.pt), ONNX (.onnx), TorchScript (.ts), program (.pt2) or engine."),
     ],
-    images: Annotated[list[Path], typer.Argument(help="JPEG files.", show_default=False)],
+    images: Annotated[
+        list[Path], typer.Argument(help="JPEG files (SR models: any image file).", show_default=False)
+    ],
     backend: Annotated[
         str | None,
         typer.Option(
@@ -34,37 +38,60 @@ def predict_command(
     top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.")] = 5,
     batch_size: Annotated[int, typer.Option(help="Images per run.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (torch/tensorrt backends).")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
-            help="Autoencoders: write the reconstruction here (a .png for one image, a folder for several).",
+            help="SR models: the upscaled image to write (.png recommended); autoencoders: the reconstruction "
+            "(a .png); a folder for several inputs.",
             show_default=False,
         ),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
     trust_code: TrustCode = False,
 ) -> None:
-    """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients.
+    """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients;
+    super-resolution models write the upscaled images to --out.
 
     Autoencoders (dq_ae checkpoints, or their .encoder.onnx / .decoder.onnx): reconstruct each image (written
     with --out) and print the bits its codes take, next to the JPEG file's own size.
     """
     with user_errors(ctx):
-        if out is not None:
-            if len(images) == 1:
-                check_output_file(out, "--out", inputs=(artifact, *images))
-            else:
-                check_output_dir(out, "--out")
         art = load_artifact(artifact, trust_code=trust_code)
         if art.meta.task == "autoencode":
+            if out is not None:
+                if len(images) == 1:
+                    check_output_file(out, "--out", inputs=(artifact, *images))
+                else:
+                    check_output_dir(out, "--out")
             recs = reconstruct(art, images, out, device=device)
             _print_reconstructions(artifact, recs, as_json)
             return
-        if out is not None:
+        if art.meta.task == "sr":
+            if out is None:
+                raise ConfigError(
+                    f"{artifact} is a super-resolution model: give --out high.png (or a folder)"
+                )
+            done = upscale_files(art, images, out, backend=backend, device=device)
+        elif out is not None:
             raise DctqError(
-                f"--out writes reconstructions of autoencoders; {artifact} is a {art.meta.task!r} model"
+                f"--out writes upscaled images of SR models and reconstructions of autoencoders; {artifact} is a "
+                "classifier ('classify' model): drop --out"
             )
+        else:
+            done = None
+    if done is not None:
+        if as_json:
+            print_json([d.__dict__ for d in done])
+        else:
+            for d in done:
+                out_console.print(
+                    f"{escape(d.source)} {d.input_size[0]}x{d.input_size[1]} -> {escape(d.output)} "
+                    f"{d.output_size[0]}x{d.output_size[1]}",
+                    highlight=False,
+                )
+        return
+    with user_errors(ctx):
         predictions = predict(
             art,
             images,

@@ -42,8 +42,12 @@ def _summary(result: TrainResult) -> Table:
                 f"{m['bpd_uniform']:.4f} (uniform code rate), {m['bpd_prior']:.4f} (EMA prior)",
             )
         table.add_row("best val PSNR", f"{m['psnr_rgb']:.2f} dB RGB, {m['psnr_y']:.2f} dB Y")
+    if result.best_psnr is not None:
+        table.add_row("best val PSNR", f"{result.best_psnr:.3f} dB")
     if last is not None and last.val is not None and last.val.top1 is not None and last.val.top5 is not None:
         table.add_row("last val top-1 / top-5", f"{100 * last.val.top1:.2f}% / {100 * last.val.top5:.2f}%")
+    if last is not None and last.val is not None and last.val.psnr is not None:
+        table.add_row("last val PSNR / SSIM", f"{last.val.psnr:.3f} dB / {last.val.ssim:.4f}")
     if last is not None:
         table.add_row("last train loss", f"{last.train_loss:.4f}")
     table.add_row("best checkpoint", escape(str(result.best_path)))
@@ -60,8 +64,9 @@ def train_command(
         str,
         typer.Option(
             "--data",
-            help="An ImageFolder of JPEGs (root/<class>/*.jpg), or 'cifar10' for the shared CIFAR-10 archive. "
-            "The validation set is split off it (stratified, fixed seed).",
+            help="Classifiers: an ImageFolder of JPEGs (root/<class>/*.jpg), or 'cifar10' for the shared CIFAR-10 "
+            "archive. SR models: a folder of HR images, or 'sr' for the shared BSD200+Yang91 archive. The validation "
+            "set is split off it (fixed seed).",
             show_default=False,
         ),
     ],
@@ -78,11 +83,28 @@ def train_command(
             + _default("batch_size")
         ),
     ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate." + _default("lr") + " (SR models: 4e-4)")
+    ] = None,
     optimizer: Annotated[
         str | None,
-        typer.Option(help="'sgd' or 'adam' (default: the model's, see `dctq models -l`; else sgd)."),
+        typer.Option(
+            help="'sgd' or 'adam' (beta1 = --momentum); default: the model's (`dctq models -l`; SR models and "
+            "autoencoders: adam), else sgd."
+        ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate." + _default("lr"))] = None,
+    patch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="SR models: HR training patch side, a multiple of the scale." + _default("patch_size")
+        ),
+    ] = None,
+    samples_per_epoch: Annotated[
+        int | None,
+        typer.Option(
+            help="SR models: random training patches per epoch (default 8000; classifiers: one pass)."
+        ),
+    ] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum." + _default("momentum"))] = None,
     weight_decay: Annotated[
         float | None, typer.Option(help="L2 weight decay." + _default("weight_decay"))
@@ -178,6 +200,12 @@ def train_command(
     arch_kwargs: Annotated[
         str | None, typer.Option(help="Extra architecture arguments as JSON, e.g. '{\"widths\": [16, 32]}'.")
     ] = None,
+    skip_small_images: Annotated[
+        bool,
+        typer.Option(
+            "--skip-small-images", help="SR models: leave out training images smaller than the patch."
+        ),
+    ] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out after its last epoch.")
     ] = False,
@@ -220,6 +248,9 @@ def train_command(
             "log_every": log_every,
             "device": device,
             "arch_kwargs": parse_arch_kwargs(arch_kwargs),
+            "patch_size": patch_size,
+            "samples_per_epoch": samples_per_epoch,
+            "skip_small_images": skip_small_images or None,
         }
         config = config_for(arch, **given(options))
         main = detect_env().is_main
@@ -228,8 +259,8 @@ def train_command(
             report_skipped(data_sets.skipped)
         if main and not as_json:
             err_console.print(
-                f"training [bold]{escape(arch)}[/] on {len(data_sets.train)} images "
-                f"({len(data_sets.split.class_names)} class folders), validating on {len(data_sets.val)}",
+                f"training [bold]{escape(arch)}[/] on {len(data_sets.train)} samples "
+                f"({escape(data_sets.description)}), validating on {len(data_sets.val)}",
                 highlight=False,
             )
         with make_progress(main) as progress:

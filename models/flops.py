@@ -162,7 +162,8 @@ class ModelSummary:
 
 def summarize_models(pattern: str = "*", *, num_classes: int | None = None) -> list[ModelSummary]:
     """Build every registered model matching `pattern` (on the meta device: no memory, no compute)
-    and count its parameters and MACs at its default input size (default num_classes unless given).
+    and count its parameters and MACs at its default input size (default num_classes unless given;
+    SR models at their stated LR input size, ModelInfo.input_size).
     """
     rows = []
     for info in list_models(pattern):

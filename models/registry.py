@@ -1,13 +1,19 @@
 """Architectures by name: `@register_model` fills the registry, `create_model` builds from it.
 
-Every entry names its *task*, what the model computes and therefore how it is trained, evaluated and
-run: "classify" (builders `(num_classes: int = ..., **kwargs)`, models returning logits) or "autoencode"
-(models.dq: images -> codes -> images). Training, evaluation and prediction switch on `ModelInfo.task`
-(one case per task; a new task adds its cases there and its name to TASKS). The models a builder returns
-carry `input_kind` ("dct" or "rgb"), `input_size` (pixels) and, for classifiers, `num_classes`; models of
-other tasks carry `task`. An entry may also carry `train_defaults`: TrainConfig options (by field name,
-plain values) that `dctq train` uses for this model where the user gives none (an autoencoder trains
-with Adam, not the classifiers' SGD). Registration happens
+Builders are functions `(**kwargs) -> nn.Module`; the models they return carry `input_kind` ("dct" or
+"rgb"), `input_size` (pixels) and the attributes of their *task* (TASK_ATTRIBUTES): classifiers
+("classify", builders take `num_classes`) carry `num_classes`, super-resolution models ("sr") `scale`
+and `image_channels`, autoencoders ("autoencode", models.dq: images -> codes -> images) nothing more;
+models of a task other than "classify" carry a `task` attribute.
+
+The task is the one switch of the commands that treat model kinds differently (`dctq train`,
+`evaluate`, `predict`, `quantize`, `export`): they look up `ModelInfo.task` (or `task_of(model)`) and
+dispatch on it; training through one `calibration.train.tasks.TrainTask` per task. A new kind of model
+adds its name to TASK_ATTRIBUTES, a TrainTask and a case where those commands dispatch, never a second
+mechanism. An entry may also carry `train_defaults`: TrainConfig options (by field name, plain values)
+that `dctq train` uses for this model where the user gives none; they go over the task's defaults
+(`calibration.train.config.TASK_DEFAULTS`), and `calibration.train.config.config_for` is the one place
+that combines them. Registration happens
 when `dctq.models` is imported (its __init__ imports the architecture modules); the functions here
 import it themselves, so `dctq.models.registry` also works on its own.
 """
@@ -26,7 +32,13 @@ from torch import nn
 from ..common.errors import ModelError
 
 INPUT_KINDS = ("dct", "rgb")
-TASKS = ("classify", "autoencode")
+TASK_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "classify": ("input_kind", "input_size", "num_classes"),
+    "sr": ("input_kind", "input_size", "scale", "image_channels"),
+    "autoencode": ("input_kind", "input_size"),
+}
+"""The attributes a built model of each task must carry (checked by create_model)."""
+TASKS = tuple(TASK_ATTRIBUTES)
 
 Builder = Callable[..., nn.Module]
 
@@ -40,7 +52,9 @@ class ModelInfo:
     input_size: int
     description: str
     task: str = "classify"
+    """What the model does: a key of TASK_ATTRIBUTES ("classify", "sr", "autoencode")."""
     train_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """TrainConfig options by field name that `dctq train` uses for this model (over its task's defaults)."""
 
 
 _MODELS: dict[str, tuple[ModelInfo, Builder]] = {}
@@ -55,12 +69,12 @@ def register_model(
     task: str = "classify",
     train_defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Decorator registering a builder under `name` (task and train_defaults: see the module docstring).
+    """Decorator registering a builder under `name` for `task` (a key of TASK_ATTRIBUTES; train_defaults: see the module docstring).
 
     Raises ModelError for an invalid input kind/size or task, or a name already taken by another builder
     (re-registering the same function, as on a module reload, replaces it).
     """
-    if task not in TASKS:
+    if task not in TASK_ATTRIBUTES:
         raise ModelError(f"model {name!r}: task must be one of {TASKS}, got {task!r}")
     if input_kind not in INPUT_KINDS:
         raise ModelError(f"model {name!r}: input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
@@ -89,6 +103,7 @@ def _ensure_registered() -> None:
     # not at the top (a cycle); importing them runs their decorators (a no-op once imported).
     from . import dct_cifar, dct_variants, rgb  # noqa: F401
     from .dq import presets  # noqa: F401
+    from .sr import edsr  # noqa: F401
 
 
 def _unknown(name: str) -> ModelError:
@@ -133,12 +148,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         model = builder(**kwargs)
     except (TypeError, ValueError) as exc:  # an argument of the right name with a value it cannot take
         raise ModelError(f"model {name!r} cannot be built from the arguments {kwargs}: {exc}") from exc
-    required = (
-        ("input_kind", "input_size", "num_classes")
-        if info.task == "classify"
-        else ("input_kind", "input_size")
-    )
-    for attr in required:
+    for attr in TASK_ATTRIBUTES[info.task]:
         if not hasattr(model, attr):
             raise ModelError(f"builder of {name!r} returned a model without the `{attr}` attribute")
     if model.input_kind != info.input_kind:
@@ -161,3 +171,9 @@ def list_models(pattern: str = "*", *, task: str | None = None) -> list[ModelInf
         for name, (info, _) in sorted(_MODELS.items())
         if fnmatch.fnmatchcase(name, pattern) and (task is None or info.task == task)
     ]
+
+
+def task_of(model: nn.Module) -> str:
+    """The task of a built model: its `task` attribute, "classify" for models without one."""
+    task = getattr(model, "task", "classify")
+    return task if isinstance(task, str) else "classify"

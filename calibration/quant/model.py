@@ -26,6 +26,7 @@ from ..calibrators.max import MaxCalibrator
 from ..calibrators.registry import create_calibrator
 from .fold import fold_conv_bn
 from .modules import QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantResidualAdd
+from .offsets import insert_offsets
 from .quantizer import QuantState, TensorQuantizer
 from .recipe import QuantRecipe
 
@@ -47,9 +48,10 @@ def _act_quantizer(recipe: QuantRecipe, label: str) -> TensorQuantizer:
         recipe.act_bits,
         None,
         narrow_range=recipe.act_narrow_range,
-        unsigned=None if recipe.act_unsigned else False,
+        unsigned=None if recipe.act_unsigned and not recipe.act_asymmetric else False,
         calibrator=calibrator,
         label=label,
+        asymmetric=recipe.act_asymmetric,
     )
 
 
@@ -117,6 +119,7 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe | None = None) -> nn.Mo
             f"no layer of {type(model).__name__} was quantized: it has no Conv2d/Linear/ResidualAdd, "
             f"or the recipe's rules skip them all (skipped: {', '.join(skipped) or 'none'})"
         )
+    insert_offsets(qmodel, recipe.offsets)
     setattr(qmodel, _RECIPE_ATTR, recipe)
     logger.info(
         "quantized %d layers (W%dA%d), kept %d in float by rules",

@@ -56,6 +56,26 @@ after it is quantized, its input Q/DQ after the normalization as the coefficient
 RGB stems are convs and are quantized like every other layer."""
 
 
+SR_RULES: tuple[LayerRule, ...] = (
+    LayerRule("head", "skip"),
+    LayerRule("head.*", "skip"),
+    LayerRule("body_end", "skip"),
+    LayerRule("body_end.*", "skip"),
+    LayerRule("tail.*", "skip"),
+)
+"""The SR literature's convention (PAMS, DAQ, DDTB, ODM on EDSR / SRResNet): the first conv (head), the
+conv after the residual blocks (body_end) and the upsampler with the last conv (tail) stay in full
+precision; only the residual blocks' convs are quantized."""
+TASK_RULES: dict[str, tuple[LayerRule, ...]] = {"sr": SR_RULES}
+"""Rules a task's models get before the recipe's own (models.registry ModelInfo.task)."""
+
+
+def with_task_rules(recipe: QuantRecipe, task: str) -> QuantRecipe:
+    """`recipe` with the rules of `task` (TASK_RULES) in front, unless it already holds them."""
+    extra = tuple(r for r in TASK_RULES.get(task, ()) if r not in recipe.rules)
+    return dataclasses.replace(recipe, rules=extra + recipe.rules) if extra else recipe
+
+
 def _is_bits(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8
 
@@ -79,6 +99,12 @@ class QuantRecipe(Config):
         computes, so PyTorch and the exported graph agree exactly.
     act_unsigned: below 8 bits, give an activation quantizer the unsigned grid [0, 2^b - 1] when
         calibration saw no negative input (post-ReLU layers), as low-bit papers (IntraQ) do.
+    act_asymmetric: below 8 bits, activation quantizers get an asymmetric range [amin, amax] on the grid
+        [0, 2^b - 1] with a zero point (QAT of networks whose features are not centred on 0, e.g. SR
+        bodies); calibration sets both bounds. Exports as uint8 Q/DQ with a zero point (ONNX Runtime;
+        TensorRT refuses zero points).
+    offsets: (layer name, "shift" | "scale" | "both") pairs: per-channel distribution offsets around those
+        layers' input quantizers (quant/offsets.py; chosen by ODM's QAT, values in the state dict).
     add_inputs: "residual" quantizes only the shortcut input of residual Adds (TensorRT fuses the
         Add into the producing conv, whose output stays in its accumulator); "both" quantizes the conv
         side too, which ONNX Runtime needs to run those convs as integer QLinearConv (~1.4-2x faster
@@ -94,11 +120,14 @@ class QuantRecipe(Config):
     act_narrow_range: bool = False
     act_unsigned: bool = False
     add_inputs: str = "residual"
+    act_asymmetric: bool = False
+    offsets: tuple[tuple[str, str], ...] = ()
 
     # common.config: bump VERSION when a field changes meaning (READS keeps the old ones readable).
     VERSION = 1
     READS = (1,)
     FLAT = True
+    SPARSE = ("act_asymmetric", "offsets")  # QAT's additions: recipes without them hash as before
     UPGRADE = "upgrade dctq or re-quantize the model"
     error = QuantizationConfigError
 
@@ -134,11 +163,23 @@ class QuantRecipe(Config):
                 f"QuantRecipe.rules must hold LayerRule objects, got {self.rules!r}"
             )
         object.__setattr__(self, "rules", rules)
-        for field in ("fold_bn", "act_narrow_range", "act_unsigned"):
+        for field in ("fold_bn", "act_narrow_range", "act_unsigned", "act_asymmetric"):
             if not isinstance(getattr(self, field), bool):
                 raise QuantizationConfigError(
                     f"QuantRecipe.{field} must be true or false, got {getattr(self, field)!r}"
                 )
+        try:
+            offsets = tuple((str(name), str(kind)) for name, kind in self.offsets)
+        except (TypeError, ValueError):
+            raise QuantizationConfigError(
+                f"QuantRecipe.offsets must be (layer, kind) pairs, got {self.offsets!r}"
+            ) from None
+        bad = [kind for _, kind in offsets if kind not in ("shift", "scale", "both")]
+        if bad:
+            raise QuantizationConfigError(
+                f"QuantRecipe.offsets kinds must be shift, scale or both, got {bad[0]!r}"
+            )
+        object.__setattr__(self, "offsets", offsets)
         if self.add_inputs not in ADD_INPUTS:
             raise QuantizationConfigError(
                 f"QuantRecipe.add_inputs must be one of {', '.join(ADD_INPUTS)}, got {self.add_inputs!r}"
@@ -146,6 +187,10 @@ class QuantRecipe(Config):
         if self.act_unsigned and self.act_bits == 8:
             raise QuantizationConfigError(
                 "QuantRecipe.act_unsigned needs act_bits < 8: INT8 activations stay signed for TensorRT"
+            )
+        if self.act_asymmetric and self.act_bits == 8:
+            raise QuantizationConfigError(
+                "QuantRecipe.act_asymmetric needs act_bits < 8: INT8 activations stay symmetric for TensorRT"
             )
 
     @property
@@ -211,6 +256,8 @@ def build_recipe(
     bits: str | None = None,
     calibrator: str | None = None,
     add_inputs: str | None = None,
+    *,
+    asymmetric: bool | None = None,
 ) -> QuantRecipe:
     """The recipe of `dctq quantize --recipe PRESET --bits wNaM --calibrator NAME` (each optional).
 
@@ -218,7 +265,8 @@ def build_recipe(
     "int8" for w8a8 and the low-bit settings (MSE calibration, unsigned post-ReLU grids) below 8 bits.
     `bits` then overrides the preset's widths (unsigned activation grids exactly when act_bits < 8),
     and `calibrator` its calibrator (keeping the preset's calibrator options only for the same one);
-    `add_inputs` ("residual" or "both") which inputs of residual Adds are quantized.
+    `add_inputs` ("residual" or "both") which inputs of residual Adds are quantized; `asymmetric` True
+    gives activations asymmetric ranges (below 8 bits).
     Raises QuantizationError for an unknown preset, calibrator or bit width.
     """
     widths = parse_bits(bits) if bits is not None else None
@@ -236,4 +284,6 @@ def build_recipe(
         changes.update(calibrator=calibrator, calibrator_args=())
     if add_inputs is not None:
         changes.update(add_inputs=add_inputs)
+    if asymmetric is not None:
+        changes.update(act_asymmetric=asymmetric)
     return dataclasses.replace(base, **changes) if changes else base

@@ -1,9 +1,12 @@
 """train: the training loop of every registered model: classifiers (FP32, and QSAM's base stage with
-TrainConfig(qabn=True)) and autoencoders (models.dq), one loop switching on the model's task.
+TrainConfig(qabn=True)), super-resolution models (models.sr) and autoencoders (models.dq), one loop
+calling the TrainTask of the model's task.
 
-- config: TrainConfig (every option, saved in the checkpoints), config_for (the model's train_defaults under
-  the options) and the readers of a run's saved config;
-- tasks: what differs per task (ClassifyTask, AutoencodeTask; task_for picks by the registry);
+- config: TrainConfig (every option, saved in the checkpoints), config_for / TrainConfig.for_arch (the one
+  place defaults combine: TASK_DEFAULTS, then the model's train_defaults, under the options) and the
+  readers of a run's saved config;
+- tasks: what differs per task (ClassifyTask, SrTask, AutoencodeTask; task_for picks by the registry);
+- sr: SR data, step and validation (SrTask's);
 - data: the datasets of a run (build_train_data) from a JPEG folder or the CIFAR-10 archive;
 - loop: train(config, train_set, val_set, out_dir), one process or several under torchrun;
 - state: the run folder's files (last.pt, best.pt, last.state.pt) and resume;
@@ -18,7 +21,7 @@ _EXPORTS = {
         "dctq.calibration.train.config",
     ),
     **dict.fromkeys(
-        ("AutoencodeTask", "ClassifyTask", "TASKS_BY_NAME", "TrainTask", "task_for"),
+        ("AutoencodeTask", "ClassifyTask", "SrTask", "TASKS_BY_NAME", "TrainTask", "task_for"),
         "dctq.calibration.train.tasks",
     ),
     **dict.fromkeys(("TrainData", "build_train_data", "dataset_for_arch"), "dctq.calibration.train.data"),
@@ -26,7 +29,7 @@ _EXPORTS = {
         ("EpochEnd", "EpochStart", "StepEnd", "TrainEvent", "TrainResult", "ValMetrics"),
         "dctq.calibration.train.events",
     ),
-    "train": "dctq.calibration.train.loop",
+    **dict.fromkeys(("make_optimizer", "train"), "dctq.calibration.train.loop"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

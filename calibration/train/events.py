@@ -22,8 +22,9 @@ class EpochStart:
 @dataclasses.dataclass(frozen=True)
 class StepEnd:
     """Every `log_every` steps: means over the steps since the last event (rank 0's shard). `top1` is the
-    training accuracy of classifiers (None for other tasks); `metrics` the task's other running means
-    (an autoencoder's reconstruction loss "recon" and latent loss "latent")."""
+    training accuracy of classifiers, `psnr` (dB on Y of the training patches, not rounded to 8 bits) that
+    of SR models (None for other tasks); `metrics` the task's other running means (an autoencoder's
+    reconstruction loss "recon" and latent loss "latent")."""
 
     epoch: int
     step: int
@@ -33,19 +34,24 @@ class StepEnd:
     images_per_second: float
     lr: float
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    psnr: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class ValMetrics:
-    """Validation over all processes. Classifiers: plain cross-entropy, top-1/top-5 in [0, 1]. Other tasks:
-    `loss` is what selects the best epoch (lower is better; an autoencoder's bits/dim), top-1/top-5 are
-    None and `metrics` holds the task's report (models.dq.rate.CodeStats.summary for autoencoders)."""
+    """Validation over all processes. Classifiers: plain cross-entropy, top-1/top-5 in [0, 1]. SR models:
+    L1 loss, mean PSNR (dB) and SSIM over the images (Y channel, `scale` border cropped, 8-bit output).
+    Autoencoders: `loss` is the bits/dim (lower is better), top-1/top-5 are None and `metrics` holds the
+    task's report (models.dq.rate.CodeStats.summary). What selects best.pt is the task's `score`
+    (calibration.train.tasks)."""
 
     loss: float
     top1: float | None
     top5: float | None
     images: int
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    psnr: float | None = None
+    ssim: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +67,7 @@ class EpochEnd:
     seconds: float
     lr: float
     train_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    train_psnr: float | None = None
 
 
 TrainEvent = EpochStart | StepEnd | EpochEnd
@@ -71,6 +78,7 @@ ProgressCallback = Callable[[TrainEvent], None]
 class TrainResult:
     """What a run produced. `model` is the trained model (last epoch, eval mode, unwrapped). `best_top1`:
     the best epoch's validation top-1 (classifiers; None for other tasks and runs without validation);
+    `best_psnr`: its PSNR (SR models);
     `task`: the model's task (models.registry.TASKS)."""
 
     out_dir: Path
@@ -82,6 +90,7 @@ class TrainResult:
     history: tuple[EpochEnd, ...]
     model: nn.Module = dataclasses.field(repr=False, compare=False)
     task: str = "classify"
+    best_psnr: float | None = None
 
     @property
     def best_val(self) -> ValMetrics | None:
@@ -100,6 +109,7 @@ class TrainResult:
             "last_path": str(self.last_path),
             "best_epoch": self.best_epoch,
             "best_top1": self.best_top1,
+            "best_psnr": self.best_psnr,
             "start_epoch": self.start_epoch,
             "history": [dataclasses.asdict(h) for h in self.history],
             "task": self.task,
@@ -108,5 +118,5 @@ class TrainResult:
 
 def epoch_end_from_dict(d: dict[str, Any]) -> EpochEnd:
     """Inverse of dataclasses.asdict for an EpochEnd (as kept in last.state.pt)."""
-    val = ValMetrics(**d["val"]) if d.get("val") is not None else None
+    val = ValMetrics(**d["val"]) if d.get("val") is not None else None  # older files lack psnr/ssim: defaults
     return EpochEnd(**{**d, "val": val})

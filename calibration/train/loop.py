@@ -5,7 +5,8 @@ statistics on training batches, trains with SGD (+Nesterov) or Adam under a cosi
 constant schedule with linear warm-up (and optional gradient-norm clipping), validates every epoch and
 writes, atomically, `last.pt`, `best.pt` (the best validation score) and `last.state.pt` into `out_dir`
 (what they hold: state.py). What differs per task (a classifier's cross-entropy and top-1, an
-autoencoder's bits/dim) is tasks.py, chosen by the architecture's registered task.
+super-resolution model's L1 loss and PSNR/SSIM, an autoencoder's bits/dim) is tasks.py, one TrainTask per
+registered task; the loop has no case of its own for any task.
 
 Reproducibility: every epoch reseeds torch and the data order/augmentation from (seed, epoch), so a
 run resumed from `last.pt` repeats the uninterrupted run exactly on CPU (RNG states need no saving).
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from ...common.devices import resolve_device
 from ...common.errors import ConfigError, DataError
@@ -73,18 +74,6 @@ def _check_policy(name: str, dataset: Dataset, expected: QualityPolicy) -> None:
         )
 
 
-def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        params,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        nesterov=config.nesterov,
-    )
-
-
 # ------------------------------------------------------------------------------------------ run
 
 
@@ -124,7 +113,7 @@ class _Run:
         self.use_amp = config.amp and device.type == "cuda"
         if config.amp and not self.use_amp:
             logger.warning("--amp applies to CUDA only; training in float32 on %s", device)
-        self.optimizer = _optimizer(config, [p for p in self.core.parameters() if p.requires_grad])
+        self.optimizer = make_optimizer([p for p in self.core.parameters() if p.requires_grad], config)
         self.steps = len(self._train_loader(0))
         if config.max_steps_per_epoch is not None:
             self.steps = min(self.steps, config.max_steps_per_epoch)
@@ -235,7 +224,10 @@ class _Run:
                 if self.progress is not None:
                     mean_loss, top1, metrics = self.task.summarize(w)
                     rate = w[-1] * self.env.world_size / max(now - tick, 1e-9)
-                    self.progress(StepEnd(epoch + 1, step, self.steps, mean_loss, top1, rate, lr, metrics))
+                    psnr = metrics.pop("psnr", None)  # StepEnd's own field (SR models)
+                    self.progress(
+                        StepEnd(epoch + 1, step, self.steps, mean_loss, top1, rate, lr, metrics, psnr)
+                    )
                 totals = window if totals is None else totals + window
                 window = None
                 tick = now
@@ -251,16 +243,7 @@ class _Run:
         if self.val_set is None:
             raise DataError("no validation set")
         self.core.eval()
-        # An exact shard per process (DistributedSampler would pad with repeated images).
-        shard = Subset(self.val_set, range(self.env.rank, len(self.val_set), self.env.world_size))
-        sums = torch.zeros(self.task.val_size(self.core), dtype=torch.float64, device=self.device)
-        if len(shard):
-            loader = make_loader(
-                shard, self.config.batch_size, shuffle=False, num_workers=self.config.num_workers
-            )
-            for batch in loader:
-                sums += self.task.val_batch(self.core, batch, self.device, self._autocast)
-        return self.task.val_metrics(self.core, dd.all_reduce_sum(sums, self.env))
+        return self.task.validate(self.core, self.val_set, self.env, self.device, self._autocast)
 
     # --------------------------------------------------------------------------------- run
 
@@ -278,6 +261,7 @@ class _Run:
             tick = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, train_top1, train_metrics = self._train_epoch(model, epoch)
+            train_psnr = train_metrics.pop("psnr", None)  # EpochEnd's own field (SR models)
             dd.sync_buffers(self.core, self.env)
             val = self._validate() if self.val_set is not None else None
             score = self.task.score(val) if val is not None else None
@@ -294,6 +278,7 @@ class _Run:
                 time.perf_counter() - tick,
                 lr,
                 train_metrics,
+                train_psnr,
             )
             self.history.append(end)
             if self.env.is_main:
@@ -312,21 +297,37 @@ class _Run:
             if self.progress is not None:
                 self.progress(end)
         self.core.eval()
+        best = self._best_val()
         return TrainResult(
             out_dir=self.out_dir,
             best_path=self.out_dir / BEST,
             last_path=self.out_dir / LAST,
             best_epoch=self.best_epoch,
-            best_top1=self._best_top1(),
+            best_top1=best.top1 if best is not None else None,
+            best_psnr=best.psnr if best is not None else None,
             start_epoch=self.start_epoch,
             history=tuple(self.history),
             model=self.core,
             task=self.task.name,
         )
 
-    def _best_top1(self) -> float | None:
-        best = next((h.val for h in self.history if h.epoch == self.best_epoch), None)
-        return best.top1 if best is not None else None
+    def _best_val(self) -> ValMetrics | None:
+        return next((h.val for h in self.history if h.epoch == self.best_epoch), None)
+
+
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or Adam (beta1 = momentum) over `params`, as `config.optimizer` says."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(
+            params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay
+        )
+    return torch.optim.SGD(
+        params,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
 
 
 def train(

@@ -4,7 +4,7 @@
   gradient scaler, best so far, history), plain tensors and data that `torch.load(weights_only=True)`
   reads;
 - `last.pt` / `best.pt`: dctq checkpoints (models.checkpoint) of the last and the best epoch (by
-  the task's validation score, tasks.py), `extra` holding the TrainConfig, the epoch and its validation metrics;
+  the task's validation score: top-1, PSNR for SR models, minus an autoencoder's bits/dim; tasks.py), `extra` holding the TrainConfig, the epoch and its validation metrics;
 - `metrics.csv`: the run record, one row per epoch so far (the flattened EpochEnd: epoch, train_loss,
   train_top1, val_loss, val_top1, ..., is_best, seconds, lr; common/records.py), for `dctq report`.
 
@@ -46,8 +46,8 @@ logger = logging.getLogger(__name__)
 
 
 class RunProgress(NamedTuple):
-    """How far a run got: epochs done, the best epoch and its score (the task's: a classifier's validation
-    top-1, minus an autoencoder's bits/dim), every EpochEnd."""
+    """How far a run got: epochs done, the best epoch and its score (the task's, tasks.py: a classifier's
+    validation top-1, an SR model's PSNR, minus an autoencoder's bits/dim), every EpochEnd."""
 
     epoch: int
     best_epoch: int

@@ -5,6 +5,9 @@ one entry in TASKS_BY_NAME.
 
 - ClassifyTask: cross-entropy (label smoothing, QSAM's QAC weights and QABN routing), top-1/top-5; the best
   epoch has the highest validation top-1.
+- SrTask (models.sr, registry task "sr"): L1 between the output and the HR patch (EDSR); the running
+  score is the patches' PSNR on Y; validation scores every held-out image whole (PSNR/SSIM on Y, sr.py's
+  `validate_sr`); the best epoch has the highest validation PSNR.
 - AutoencodeTask (models.dq): L_rec + beta * L_latent of the model's head; validation reports bits/dim,
   code rates, PSNR and codebook usage (models.dq.rate.CodeStats); the best epoch has the lowest bits/dim
   (uniform code-rate bound; the mean squared error for the "mse" head).
@@ -19,18 +22,22 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
 
 from ...common.errors import ConfigError, DataError
 from ...jpeg.batch import model_inputs
+from ...jpeg.dataset import make_loader
 from ...models.dq.autoencoder import HierarchicalAE
 from ...models.dq.rate import CodeStats
 from ...models.metrics import topk_correct
 from ...models.qabn import QSAM_BASE_QUALITIES, qabn_routing
 from ...models.qabn_routing import oracle_branch_index
 from ...models.registry import get_model_info
+from .. import distributed as dd
 from ..qsam.qac import qac_weighted_loss
 from .config import TrainConfig
 from .events import ValMetrics
+from .sr import sr_step, validate_sr
 
 Autocast = Callable[[], contextlib.AbstractContextManager[None]]
 
@@ -74,6 +81,22 @@ class TrainTask:
         n = max(window[-1], 1.0)
         metrics = {name: v / n for name, v in zip(self.metric_names, window[1:-1], strict=True)}
         return window[0] / n, metrics.pop("top1", None), metrics
+
+    @torch.no_grad()
+    def validate(
+        self, core: nn.Module, val_set: Dataset, env: dd.DistEnv, device: torch.device, autocast: Autocast
+    ) -> ValMetrics:
+        """ValMetrics over the whole `val_set`, `core` in eval mode: each process sums `val_batch` over an
+        exact shard (DistributedSampler would pad with repeated images), the sums are all-reduced."""
+        shard = Subset(val_set, range(env.rank, len(val_set), env.world_size))  # type: ignore[arg-type]
+        sums = torch.zeros(self.val_size(core), dtype=torch.float64, device=device)
+        if len(shard):
+            loader = make_loader(
+                shard, self.config.batch_size, shuffle=False, num_workers=self.config.num_workers
+            )
+            for batch in loader:
+                sums += self.val_batch(core, batch, device, autocast)
+        return self.val_metrics(core, dd.all_reduce_sum(sums, env))
 
     def val_size(self, core: nn.Module) -> int:
         raise NotImplementedError
@@ -251,7 +274,41 @@ class AutoencodeTask(TrainTask):
         return ValMetrics(float(loss), None, None, summary["images"], summary)
 
 
-TASKS_BY_NAME: dict[str, type[TrainTask]] = {"classify": ClassifyTask, "autoencode": AutoencodeTask}
+class SrTask(TrainTask):
+    """Super-resolution models (models.sr): see the module docstring; data, step and validation in sr.py."""
+
+    name = "sr"
+    metric_names = ("psnr",)
+
+    def train_step(
+        self,
+        model: nn.Module,
+        core: nn.Module,
+        batch: Mapping[str, Any],
+        device: torch.device,
+        autocast: Autocast,
+    ) -> tuple[Tensor, Tensor]:
+        loss, score, n = sr_step(model, dict(batch), device)  # float32, as the SR recipe was measured
+        with torch.no_grad():
+            row = torch.stack(
+                [loss.detach().double() * n, score.double(), loss.new_tensor(float(n)).double()]
+            )
+        return loss, row
+
+    def validate(
+        self, core: nn.Module, val_set: Dataset, env: dd.DistEnv, device: torch.device, autocast: Autocast
+    ) -> ValMetrics:
+        return validate_sr(core, val_set, env, device)  # type: ignore[arg-type]
+
+    def score(self, val: ValMetrics) -> float:
+        return float(val.psnr) if val.psnr is not None else float("-inf")
+
+
+TASKS_BY_NAME: dict[str, type[TrainTask]] = {
+    "classify": ClassifyTask,
+    "sr": SrTask,
+    "autoencode": AutoencodeTask,
+}
 
 
 def task_for(config: TrainConfig) -> TrainTask:

@@ -76,6 +76,7 @@ def export_artifact(
     max_batch: int = 256,
     timing_cache: Path | str | None = None,
     dynamo: bool | None = None,
+    low_bit: bool = False,
 ) -> ExportResult:
     """Export a dctq checkpoint (.pt, float or quantized) to `fmt`, with a JSON sidecar beside it.
 
@@ -90,6 +91,7 @@ def export_artifact(
             batch axis (onnx, program). max_batch: largest batch of the TensorRT optimization profile
             (min 1, opt min(32, max_batch)); triton: every model's max_batch_size. timing_cache: TensorRT timing-cache file, read and updated.
         dynamo: onnx exporter choice as export_onnx's (False: the deprecated TorchScript exporter).
+        low_bit: onnx: export a model below 8 bits on its trained grid (Clip + int8/uint8 Q/DQ; ORT).
 
     Raises:
         DctqError: an unknown format, or `out` is the checkpoint itself (messages name the CLI flags).
@@ -147,6 +149,7 @@ def export_artifact(
             dynamic_batch=static_batch is None,
             example_batch=1 if static_batch is None else static_batch,
             dynamo=dynamo,
+            low_bit=low_bit,
         )
         lint = lint_qdq(target)
     elif fmt == "tensorrt":

@@ -42,6 +42,7 @@ parameters and 50 MMACs per 32x32 image, about 1 s per step of 128 images on one
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "optimizer": "adam",
+    "nesterov": False,  # Adam has no Nesterov momentum (TrainConfig refuses the pair)
     "lr": 2e-4,
     "weight_decay": 0.0,
     "schedule": "constant",

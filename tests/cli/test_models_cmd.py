@@ -30,6 +30,7 @@ def test_models_command_json():
         "description",
         "task",
     ]
+    assert rows["resnet50"]["task"] == "classify"
 
 
 def test_models_command_table():
