@@ -15,6 +15,7 @@ from ..common.errors import ConfigError
 from ..common.files import check_output_file, write_text_atomic
 from ..common.records import metrics_path
 from ..deploy.artifact import load_artifact
+from ..deploy.autoencode import AutoencoderReport, evaluate_autoencoder
 from ..deploy.evaluate import EvalReport, evaluate_artifact
 from ..deploy.sr import SrEvalReport, evaluate_sr
 from ..jpeg.sr.sources import NAMED
@@ -33,6 +34,47 @@ def _table(report: EvalReport, title: str) -> Table:
         table.add_row(quality, str(r.images), f"{100 * r.top1:.2f}", f"{100 * r.top5:.2f}", f"{r.loss:.4f}")
     if len(report.rows) > 1:
         table.add_row("mean", "", f"{100 * report.mean_top1:.2f}", "", "", style="bold")
+    return table
+
+
+def _ae_table(report: AutoencoderReport, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in (
+        "quality",
+        "images",
+        "bits/dim (uniform)",
+        "bits/dim (prior)",
+        "recon NLL bits/dim",
+        "code bits uniform / prior",
+        "PSNR RGB / Y dB",
+        "codes used",
+        "perplexity",
+    ):
+        table.add_column(name, justify="right")
+    for quality, m in report.rows:
+        recon = m["recon_bpd"]
+        table.add_row(
+            "stored" if quality is None else str(quality),
+            str(m["images"]),
+            "-" if m["bpd_uniform"] is None else f"{m['bpd_uniform']:.4f}",
+            "-" if m["bpd_prior"] is None else f"{m['bpd_prior']:.4f}",
+            "-" if recon is None else f"{recon:.4f}",
+            f"{m['code_bits_uniform']:.0f} / {m['code_bits_prior']:.0f}",
+            f"{m['psnr_rgb']:.2f} / {m['psnr_y']:.2f}",
+            " / ".join(f"{100 * u:.0f}%" for u in m["usage"]),
+            " / ".join(f"{p:.1f}" for p in m["perplexity"]),
+        )
+    notes = [f"backend {report.backend}"]
+    if report.params is not None:
+        notes.append(f"{report.params:,} parameters")
+    if report.train_epoch_seconds is not None:
+        steps = f" ({report.train_steps_per_epoch} steps)" if report.train_steps_per_epoch else ""
+        notes.append(f"training {report.train_epoch_seconds:.0f} s per epoch{steps}")
+    notes.append(f"evaluated in {report.eval_seconds:.1f} s")
+    table.caption = (
+        "; ".join(notes) + ". bits/dim = reconstruction NLL + code rate (uniform: log2 K per code, an upper "
+        "bound; prior: the EMA code counts learned in training). Codes used / perplexity: per level, bottom first."
+    )
     return table
 
 
@@ -131,7 +173,12 @@ def evaluate_command(
         ),
     ] = None,
 ) -> None:
-    """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
+    """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality.
+
+    Autoencoders (a dq_ae checkpoint, or its exported .encoder.onnx / .decoder.onnx in ONNX Runtime): bits/dim
+    (reconstruction NLL + code rate, uniform bound and learned prior), PSNR, codebook usage, parameters and
+    the training time per epoch.
+    """
     with user_errors(ctx):
         if out is not None:
             check_output_file(out, "--out", inputs=(checkpoint,))
@@ -159,6 +206,28 @@ def evaluate_command(
     with user_errors(ctx):
         quality_list = parse_qualities(qualities)
         fraction = saved_val_fraction(art.extra) if val_fraction is None else val_fraction
+        if art.meta.task == "autoencode":
+            with make_progress(not as_json, detail=False, transient=True) as progress:
+                ae_report = evaluate_autoencoder(
+                    art,
+                    data,
+                    val_fraction=fraction,
+                    split=split or "val",
+                    qualities=quality_list,
+                    batch_size=batch_size,
+                    num_workers=workers,
+                    device=device,
+                    progress=EvalProgressView(progress),
+                )
+            _finish(
+                {**ae_report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split or "val"},
+                out,
+                as_json,
+            )
+            if not as_json:
+                title = f"{escape(str(checkpoint))} ({ae_report.arch}, autoencoder) on {escape(data)}, split {split or 'val'}"
+                out_console.print(_ae_table(ae_report, title))
+            return
         with make_progress(not as_json, detail=False, transient=True) as progress:
             report = evaluate_artifact(
                 art,
@@ -185,13 +254,17 @@ def evaluate_command(
     report_skipped(report.skipped)
     split = split or "val"
     result = {**report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split}
+    _finish(result, out, as_json)
+    if not as_json:
+        title = f"{escape(str(checkpoint))} ({report.arch}) on {escape(data)}, split {split}"
+        out_console.print(_table(report, title))
+
+
+def _finish(result: dict, out: Path | None, as_json: bool) -> None:
     if out is not None:
         write_text_atomic(out, json_text(result))
     if as_json:
         print_json(result)
-    else:
-        title = f"{escape(str(checkpoint))} ({report.arch}) on {escape(data)}, split {split}"
-        out_console.print(_table(report, title))
 
 
 def register(app: typer.Typer) -> None:

@@ -10,8 +10,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..common.errors import ConfigError
+from ..common.errors import ConfigError, DctqError
+from ..common.files import check_output_dir, check_output_file
 from ..deploy.artifact import load_artifact
+from ..deploy.autoencode import Reconstruction, reconstruct
 from ..deploy.predict import predict
 from ..deploy.sr import upscale_files
 from .common import out_console, print_json, user_errors
@@ -40,7 +42,8 @@ def predict_command(
         Path | None,
         typer.Option(
             "--out",
-            help="SR models: the upscaled image to write (.png recommended), or a folder for several inputs.",
+            help="SR models: the upscaled image to write (.png recommended); autoencoders: the reconstruction "
+            "(a .png); a folder for several inputs.",
             show_default=False,
         ),
     ] = None,
@@ -48,9 +51,22 @@ def predict_command(
     trust_code: TrustCode = False,
 ) -> None:
     """Predict the classes of JPEG images with any exported model, read straight from their DCT coefficients;
-    super-resolution models write the upscaled images to --out."""
+    super-resolution models write the upscaled images to --out.
+
+    Autoencoders (dq_ae checkpoints, or their .encoder.onnx / .decoder.onnx): reconstruct each image (written
+    with --out) and print the bits its codes take, next to the JPEG file's own size.
+    """
     with user_errors(ctx):
         art = load_artifact(artifact, trust_code=trust_code)
+        if art.meta.task == "autoencode":
+            if out is not None:
+                if len(images) == 1:
+                    check_output_file(out, "--out", inputs=(artifact, *images))
+                else:
+                    check_output_dir(out, "--out")
+            recs = reconstruct(art, images, out, device=device)
+            _print_reconstructions(artifact, recs, as_json)
+            return
         if art.meta.task == "sr":
             if out is None:
                 raise ConfigError(
@@ -58,8 +74,9 @@ def predict_command(
                 )
             done = upscale_files(art, images, out, backend=backend, device=device)
         elif out is not None:
-            raise ConfigError(
-                f"--out writes upscaled images of SR models; {artifact} is a classifier: drop --out"
+            raise DctqError(
+                f"--out writes upscaled images of SR models and reconstructions of autoencoders; {artifact} is a "
+                "classifier ('classify' model): drop --out"
             )
         else:
             done = None
@@ -75,7 +92,15 @@ def predict_command(
                 )
         return
     with user_errors(ctx):
-        predictions = predict(art, images, backend=backend, top_k=top_k, batch_size=batch_size, device=device)
+        predictions = predict(
+            art,
+            images,
+            backend=backend,
+            top_k=top_k,
+            batch_size=batch_size,
+            device=device,
+            trust_code=trust_code,
+        )
     if as_json:
         print_json([p.to_dict() for p in predictions])
         return
@@ -88,6 +113,29 @@ def predict_command(
     for p in predictions:
         ranked = ", ".join(f"{escape(n)} {v:.3f}" for n, _, v in p.top)
         table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", ranked)
+    out_console.print(table)
+
+
+def _print_reconstructions(artifact: Path, recs: list[Reconstruction], as_json: bool) -> None:
+    if as_json:
+        print_json([r.to_dict() for r in recs])
+        return
+    table = Table(title=f"{escape(str(artifact))} (autoencoder)", title_justify="left")
+    table.add_column("image", overflow="fold")
+    table.add_column("size", justify="right")
+    table.add_column("code bits (uniform / prior)", justify="right")
+    table.add_column("JPEG file bits", justify="right")
+    table.add_column("PSNR RGB / Y dB", justify="right")
+    table.add_column("reconstruction", overflow="fold")
+    for r in recs:
+        table.add_row(
+            escape(r.path),
+            f"{r.width}x{r.height}",
+            f"{r.code_bits_uniform:.0f} / {r.code_bits_prior:.0f}",
+            f"{8 * r.jpeg_bytes}",
+            f"{r.psnr_rgb:.2f} / {r.psnr_y:.2f}",
+            escape(r.out or "-"),
+        )
     out_console.print(table)
 
 

@@ -22,7 +22,7 @@ from rich.progress import (
 
 from ..calibration.qat.config import QatEpochEnd, QatStep
 from ..calibration.qsam.meta import MetaEpochEnd
-from ..calibration.train.events import EpochEnd, EpochStart, StepEnd, TrainEvent
+from ..calibration.train.events import EpochEnd, EpochStart, StepEnd, TrainEvent, ValMetrics
 from ..calibration.workflow.quantize import CalibProgress, QuantizeEvent
 from ..calibration.zeroshot.config import (
     SynthBatchEnd,
@@ -124,29 +124,50 @@ class TrainProgressView:
             self.bars.outer.ensure(total=event.epochs, completed=event.epoch - 1)
             self.bars.inner.follow(event.epoch, f"epoch {event.epoch}", event.steps)
         elif isinstance(event, StepEnd):
-            score = f"acc {100 * event.top1:5.1f}%" if event.top1 is not None else f"psnr {event.psnr:.2f} dB"
             self.bars.step(
                 event.epoch,
                 f"epoch {event.epoch}",
                 event.step,
                 event.steps,
-                stats=f"loss {event.loss:.4f}  {score}  {event.images_per_second:,.0f} img/s  lr {event.lr:.3g}",
+                stats=f"loss {event.loss:.4f}  {_train_stats(event.top1, event.metrics, event.psnr)}"
+                f"{event.images_per_second:,.0f} img/s  lr {event.lr:.3g}",
             )
         elif isinstance(event, EpochEnd):
-            score = (
-                f"acc {100 * event.train_top1:.1f}%"
-                if event.train_top1 is not None
-                else f"psnr {event.train_psnr:.2f} dB"
-            )
-            line = f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} {score}"
-            if event.val is not None and event.val.psnr is not None:
-                line += (
-                    f"  val loss {event.val.loss:.4f} PSNR {event.val.psnr:.3f} dB SSIM {event.val.ssim:.4f}"
-                )
-            elif event.val is not None:
-                line += f"  val loss {event.val.loss:.4f} top-1 {100 * event.val.top1:.2f}% top-5 {100 * event.val.top5:.2f}%"
+            line = f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
+            line += _train_stats(event.train_top1, event.train_metrics, event.train_psnr, width=0).rstrip()
+            if event.val is not None:
+                line += "  " + _val_stats(event.val)
             line += f"  {event.seconds:.1f}s" + ("  [green]best[/]" if event.is_best else "")
             self.bars.finish(event.epoch, None, line)
+
+
+def _train_stats(
+    top1: float | None, metrics: dict[str, float], psnr: float | None = None, width: int = 5
+) -> str:
+    """A training window's accuracy (classifiers, `width` characters), PSNR (SR models) or other running
+    means, each followed by two spaces."""
+    parts = [f"acc {100 * top1:{width}.1f}%"] if top1 is not None else []
+    parts += [f"psnr {psnr:.2f} dB"] if psnr is not None else []
+    parts += [f"{name} {value:.4f}" for name, value in metrics.items()]
+    return "".join(p + "  " for p in parts)
+
+
+def _val_stats(val: ValMetrics) -> str:
+    """Validation: a classifier's loss and top-1/top-5; an SR model's PSNR/SSIM; an autoencoder's bits/dim, PSNR and code usage."""
+    if val.top1 is not None and val.top5 is not None:
+        return f"val loss {val.loss:.4f} top-1 {100 * val.top1:.2f}% top-5 {100 * val.top5:.2f}%"
+    if val.psnr is not None:
+        return f"val loss {val.loss:.4f} PSNR {val.psnr:.3f} dB SSIM {val.ssim:.4f}"
+    m = val.metrics
+    if "psnr_rgb" not in m:
+        return f"val loss {val.loss:.4f}"
+    line = (
+        f"val bits/dim {m['bpd_uniform']:.4f} (prior {m['bpd_prior']:.4f})"
+        if m.get("bpd_uniform") is not None
+        else f"val mse {m['mse']:.2f}"
+    )
+    usage = "/".join(f"{100 * u:.0f}%" for u in m["usage"])
+    return line + f" PSNR {m['psnr_rgb']:.2f} dB  codes used {usage}"
 
 
 class MetaProgressView:

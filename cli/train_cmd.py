@@ -15,12 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.distributed import detect_env
-from ..calibration.train.config import TrainConfig
+from ..calibration.train.config import TrainConfig, config_for
 from ..calibration.train.data import build_train_data
 from ..calibration.train.events import TrainResult
 from ..calibration.train.loop import train
 from ..common.files import check_output_dir
-from ..models.registry import get_model_info
 from .common import BadFiles, err_console, out_console, print_json, report_skipped, summary_table, user_errors
 from .options import JsonResult, field_default_help, given, parse_arch_kwargs, parse_int_list
 from .progress import TrainProgressView, make_progress
@@ -34,9 +33,18 @@ def _summary(result: TrainResult) -> Table:
     table.add_row("best epoch", str(result.best_epoch))
     if result.best_top1 is not None:
         table.add_row("best val top-1", f"{100 * result.best_top1:.2f}%")
+    best = result.best_val
+    if result.task == "autoencode" and best is not None:
+        m = best.metrics
+        if m.get("bpd_uniform") is not None:
+            table.add_row(
+                "best val bits/dim",
+                f"{m['bpd_uniform']:.4f} (uniform code rate), {m['bpd_prior']:.4f} (EMA prior)",
+            )
+        table.add_row("best val PSNR", f"{m['psnr_rgb']:.2f} dB RGB, {m['psnr_y']:.2f} dB Y")
     if result.best_psnr is not None:
         table.add_row("best val PSNR", f"{result.best_psnr:.3f} dB")
-    if last is not None and last.val is not None and last.val.top1 is not None:
+    if last is not None and last.val is not None and last.val.top1 is not None and last.val.top5 is not None:
         table.add_row("last val top-1 / top-5", f"{100 * last.val.top1:.2f}% / {100 * last.val.top5:.2f}%")
     if last is not None and last.val is not None and last.val.psnr is not None:
         table.add_row("last val PSNR / SSIM", f"{last.val.psnr:.3f} dB / {last.val.ssim:.4f}")
@@ -81,7 +89,8 @@ def train_command(
     optimizer: Annotated[
         str | None,
         typer.Option(
-            help="'sgd' or 'adam' (beta1 = --momentum)." + _default("optimizer") + " (SR models: adam)"
+            help="'sgd' or 'adam' (beta1 = --momentum); default: the model's (`dctq models -l`; SR models and "
+            "autoencoders: adam), else sgd."
         ),
     ] = None,
     patch_size: Annotated[
@@ -105,7 +114,12 @@ def train_command(
         typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum." + _default("nesterov")),
     ] = None,
     schedule: Annotated[
-        str | None, typer.Option(help="'cosine' or 'multistep' (with --milestones)." + _default("schedule"))
+        str | None,
+        typer.Option(help="'cosine', 'multistep' (with --milestones) or 'constant'." + _default("schedule")),
+    ] = None,
+    clip_grad_norm: Annotated[
+        float | None,
+        typer.Option(help="Clip the gradients' global norm to this value (default: no clipping)."),
     ] = None,
     milestones: Annotated[
         str | None,
@@ -198,17 +212,23 @@ def train_command(
     bad_files: BadFiles = "stop",
     as_json: JsonResult = False,
 ) -> None:
-    """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch."""
+    """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch.
+
+    Classifiers train on the class folders' labels; autoencoders (dq_ae, dq_ae_cpu) reconstruct the images
+    and take the model's own defaults (Adam 2e-4, constant rate, gradient clip 2) where options are left out.
+    """
     with user_errors(ctx):
         check_output_dir(out, "--out")
         options = {
             "epochs": epochs,
             "batch_size": batch_size,
+            "optimizer": optimizer,
             "lr": lr,
             "momentum": momentum,
             "weight_decay": weight_decay,
             "nesterov": nesterov,
             "schedule": schedule,
+            "clip_grad_norm": clip_grad_norm,
             "milestones": parse_int_list(milestones, "--milestones"),
             "gamma": gamma,
             "warmup_epochs": warmup_epochs,
@@ -228,12 +248,11 @@ def train_command(
             "log_every": log_every,
             "device": device,
             "arch_kwargs": parse_arch_kwargs(arch_kwargs),
-            "optimizer": optimizer,
             "patch_size": patch_size,
             "samples_per_epoch": samples_per_epoch,
             "skip_small_images": skip_small_images or None,
         }
-        config = TrainConfig.for_arch(arch, get_model_info(arch).task, **given(options))
+        config = config_for(arch, **given(options))
         main = detect_env().is_main
         data_sets = build_train_data(data, config, bad_files=bad_files)
         if main:

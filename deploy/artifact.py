@@ -134,7 +134,8 @@ class ArtifactMeta:
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     task: str = "classify"
-    """The model's registry task: "classify" (outputs logits) or "sr" (outputs an image `scale` times larger)."""
+    """What the model computes (models.registry.TASKS): "classify" (outputs logits), "sr" (outputs an image
+    `scale` times larger) or "autoencode"; sidecars written before tasks existed are "classify"."""
     scale: int | None = None
     """SR models: the upscaling factor; input_size is then the LR side at which costs are stated."""
 
@@ -387,6 +388,27 @@ def describe_model(
     if task_of(module) == "sr":
         return _describe_sr(module, loaded, batch, exporter, opset)
     kind, size = getattr(module, "input_kind", None), getattr(module, "input_size", None)
+    task = getattr(module, "task", "classify")
+    if task != "classify" and kind in ("dct", "rgb") and isinstance(size, int):
+        # Not a logits model: its exports describe themselves (deploy.export.autoencoder); the checkpoint's
+        # meta says what it is and what it reads.
+        return ArtifactMeta(
+            arch=loaded.arch if loaded else None,
+            arch_kwargs=dict(loaded.arch_kwargs) if loaded else {},
+            class_names=(),
+            input_kind=kind,
+            input_size=size,
+            inputs=input_specs(kind, size, with_qt=False, batch=batch),
+            outputs=(),
+            recipe=dict(loaded.extra[QUANT_RECIPE_KEY])
+            if loaded and loaded.extra.get(QUANT_RECIPE_KEY)
+            else None,
+            exporter=exporter,
+            opset=opset,
+            versions=versions(),
+            extra=_jsonable({k: v for k, v in (loaded.extra if loaded else {}).items() if k == "epoch"}),
+            task=task,
+        )
     classes = getattr(module, "num_classes", None)
     if kind not in ("dct", "rgb") or not isinstance(size, int) or not isinstance(classes, int):
         raise ModelError(

@@ -146,7 +146,8 @@ class ModelSummary:
         return 2 * self.macs
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (`dctq models --json`): the fields and `flops`."""
+        """The JSON form (`dctq models --json`): the fields and `flops` ("task" last: added with the
+        autoencoders)."""
         return {
             "name": self.name,
             "input_kind": self.input_kind,

@@ -92,8 +92,9 @@ def build_train_data(
     split = screened.split
     # The architecture's arguments checked now, before anything is printed or read: built on the meta
     # device, which allocates nothing.
+    classes = {"num_classes": len(split.class_names)} if task == "classify" else {}
     with torch.device("meta"):
-        create_model(config.arch, num_classes=len(split.class_names), **config.arch_kwargs)
+        create_model(config.arch, **classes, **config.arch_kwargs)
     policy = QualityPolicy(train_qualities=config.train_qualities, test_quality=config.eval_quality)
     return TrainData(
         train=dataset_for_arch(

@@ -1,6 +1,6 @@
 """The super-resolution task of the training loop (models of registry task "sr"): its data, loss and
-validation. The loop (loop.py) switches on the task in three places: the data (build_train_data), the
-loss and training score of a batch (`sr_step`), and validation (`validate_sr`).
+validation: the data (build_train_data), the loss and training score of a batch (`sr_step`) and
+validation (`validate_sr`), which tasks.SrTask calls for the training loop.
 
 - data: HR images of `--data` ("sr", "set5", "set14" or a folder; jpeg.sr), `val_fraction` of them
   (seeded with jpeg.splits.SPLIT_SEED) held out whole for validation, the rest cut into

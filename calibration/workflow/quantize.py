@@ -136,7 +136,12 @@ def quantize_checkpoint(
     if loaded.extra.get(QUANT_RECIPE_KEY):
         raise QuantizationError(f"{checkpoint} is already quantized; quantize the FP checkpoint it came from")
     task = get_model_info(loaded.arch).task
-    if task != "classify" and method not in QAT:
+    if task == "autoencode" and method != "ptq":
+        raise QuantizationError(
+            f"--method {method} is not for autoencoders; {checkpoint} is "
+            f"a {task!r} model ({loaded.arch}): use --method ptq --calib DIR|cifar10"
+        )
+    if task == "sr" and method not in QAT:
         raise QuantizationError(
             f"{checkpoint} is a {task} model ({loaded.arch}); --method {method} is for classifiers: quantize it with "
             "--method qat or odm and --data (e.g. --data sr)"

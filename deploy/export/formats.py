@@ -23,6 +23,7 @@ from ..artifact import sidecar_path
 from ..backends.tensorrt.build import BuildConfig, build_engine, export_engine
 from ..onnx.lint import LintReport, lint_qdq
 from ..triton.repository import export_triton
+from .autoencoder import export_autoencoder_onnx
 from .onnx import export_onnx
 from .torchscript import export_program, export_torchscript
 
@@ -50,15 +51,18 @@ class ExportResult:
     format: str
     quantized: bool
     lint: LintReport | None = None
+    parts: tuple[Path, ...] = ()
+    """An autoencoder's files: (encoder, decoder); `artifact` is the encoder."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form `dctq export --json` prints."""
+        """The JSON form `dctq export --json` prints ("parts" only for an autoencoder's two files)."""
         return {
             "artifact": str(self.artifact),
             "sidecar": str(self.sidecar),
             "format": self.format,
             "quantized": self.quantized,
             "lint": self.lint.to_dict() if self.lint is not None else None,
+            **({"parts": [str(p) for p in self.parts]} if self.parts else {}),
         }
 
 
@@ -122,6 +126,21 @@ def export_artifact(
         check_output_file(target, "--out")
     loaded = load_checkpoint(checkpoint)
     lint = None
+    if getattr(loaded.model, "task", "classify") == "autoencode":
+        if fmt != "onnx" or static_batch is not None or dynamo is False:
+            raise DctqError(
+                f"{checkpoint} is an autoencoder: it exports to ONNX only (--format onnx, dynamic batch, dynamo "
+                "exporter), as an encoder and a decoder graph"
+            )
+        parts = export_autoencoder_onnx(loaded, target, opset=opset)
+        return ExportResult(
+            artifact=parts[0],
+            sidecar=sidecar_path(parts[0]),
+            format=fmt,
+            quantized=bool(loaded.extra.get("quant_recipe")),
+            lint=lint_qdq(parts[0]) if loaded.extra.get("quant_recipe") else None,
+            parts=parts,
+        )
     if fmt == "onnx":
         export_onnx(
             loaded,
