@@ -1,4 +1,5 @@
-"""`dctq evaluate CKPT --data DIR|cifar10 [--qualities ...]`: top-1/top-5 per JPEG quality."""
+"""`dctq evaluate CKPT --data DIR|cifar10 [--qualities ...]`: top-1/top-5 per JPEG quality; for SR models
+`--data set5,set14|DIR`: PSNR/SSIM per set (per image with --json). Dispatches on the artifact's task."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.train.config import saved_val_fraction
+from ..common.errors import ConfigError
 from ..common.files import check_output_file, write_text_atomic
 from ..common.records import metrics_path
 from ..deploy.artifact import load_artifact
+from ..deploy.autoencode import AutoencoderReport, evaluate_autoencoder
 from ..deploy.evaluate import EvalReport, evaluate_artifact
+from ..deploy.sr import SrEvalReport, evaluate_sr
+from ..jpeg.sr.sources import NAMED
 from .common import BadFiles, err_console, json_text, out_console, print_json, report_skipped, user_errors
 from .options import JsonReport, TrustCode, parse_qualities
 from .progress import EvalProgressView, make_progress
@@ -32,6 +37,77 @@ def _table(report: EvalReport, title: str) -> Table:
     return table
 
 
+def _ae_table(report: AutoencoderReport, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in (
+        "quality",
+        "images",
+        "bits/dim (uniform)",
+        "bits/dim (prior)",
+        "recon NLL bits/dim",
+        "code bits uniform / prior",
+        "PSNR RGB / Y dB",
+        "codes used",
+        "perplexity",
+    ):
+        table.add_column(name, justify="right")
+    for quality, m in report.rows:
+        recon = m["recon_bpd"]
+        table.add_row(
+            "stored" if quality is None else str(quality),
+            str(m["images"]),
+            "-" if m["bpd_uniform"] is None else f"{m['bpd_uniform']:.4f}",
+            "-" if m["bpd_prior"] is None else f"{m['bpd_prior']:.4f}",
+            "-" if recon is None else f"{recon:.4f}",
+            f"{m['code_bits_uniform']:.0f} / {m['code_bits_prior']:.0f}",
+            f"{m['psnr_rgb']:.2f} / {m['psnr_y']:.2f}",
+            " / ".join(f"{100 * u:.0f}%" for u in m["usage"]),
+            " / ".join(f"{p:.1f}" for p in m["perplexity"]),
+        )
+    notes = [f"backend {report.backend}"]
+    if report.params is not None:
+        notes.append(f"{report.params:,} parameters")
+    if report.train_epoch_seconds is not None:
+        steps = f" ({report.train_steps_per_epoch} steps)" if report.train_steps_per_epoch else ""
+        notes.append(f"training {report.train_epoch_seconds:.0f} s per epoch{steps}")
+    notes.append(f"evaluated in {report.eval_seconds:.1f} s")
+    table.caption = (
+        "; ".join(notes) + ". bits/dim = reconstruction NLL + code rate (uniform: log2 K per code, an upper "
+        "bound; prior: the EMA code counts learned in training). Codes used / perplexity: per level, bottom first."
+    )
+    return table
+
+
+def _sr_table(report: SrEvalReport, title: str) -> Table:
+    table = Table(title=title, title_justify="left", caption="Y channel (BT.601), scale border cropped")
+    for name, justify in (("set", "left"), ("images", "right"), ("PSNR dB", "right"), ("SSIM", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for s in report.sets:
+        table.add_row(escape(s.name), str(len(s.images)), f"{s.psnr:.3f}", f"{s.ssim:.4f}")
+    return table
+
+
+def _evaluate_sr(art, data: str, qualities: str | None, backend: str | None, device: str) -> SrEvalReport:  # type: ignore[no-untyped-def]
+    if qualities is not None:
+        raise ConfigError(
+            f"--qualities re-compresses JPEGs for classifiers; {art.path} is an SR model: drop it"
+        )
+    if data in ("cifar10",):
+        raise ConfigError(
+            f"{art.path} is a super-resolution model; evaluate it on --data set5,set14 or a folder of HR images"
+        )
+    sources = [d for d in data.split(",") if d] if "," in data else [data]
+    with make_progress(True, detail=False, transient=True) as progress:
+        tasks: dict[str, object] = {}
+
+        def show(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done)  # type: ignore[arg-type]
+
+        return evaluate_sr(art, sources, backend=backend, device=device, progress=show)
+
+
 def evaluate_command(
     ctx: typer.Context,
     checkpoint: Annotated[
@@ -44,7 +120,10 @@ def evaluate_command(
     data: Annotated[
         str,
         typer.Option(
-            "--data", help="An ImageFolder of JPEGs, or 'cifar10' for the shared archive.", show_default=False
+            "--data",
+            help="An ImageFolder of JPEGs, or 'cifar10' for the shared archive; SR models: set5, set14 "
+            "(comma-separated) or a folder of HR images.",
+            show_default=False,
         ),
     ],
     qualities: Annotated[
@@ -94,13 +173,61 @@ def evaluate_command(
         ),
     ] = None,
 ) -> None:
-    """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality."""
+    """Top-1 / top-5 accuracy of an artifact on JPEG images, at each requested JPEG quality.
+
+    Autoencoders (a dq_ae checkpoint, or its exported .encoder.onnx / .decoder.onnx in ONNX Runtime): bits/dim
+    (reconstruction NLL + code rate, uniform bound and learned prior), PSNR, codebook usage, parameters and
+    the training time per epoch.
+    """
     with user_errors(ctx):
         if out is not None:
             check_output_file(out, "--out", inputs=(checkpoint,))
-        quality_list = parse_qualities(qualities)
         art = load_artifact(checkpoint, trust_code=trust_code)
+        if art.meta.task == "sr":
+            sr_report = _evaluate_sr(art, data, qualities, backend, device)
+        elif data in NAMED:
+            raise ConfigError(
+                f"--data {data} is a super-resolution set, but {checkpoint} is an image classifier; give "
+                "cifar10 or an ImageFolder of JPEGs"
+            )
+        else:
+            sr_report = None
+    if sr_report is not None:
+        result = {**sr_report.to_dict(per_image=True), "checkpoint": str(checkpoint), "data": data}
+        if out is not None:
+            write_text_atomic(out, json_text(result))
+        if as_json:
+            print_json(result)
+        else:
+            out_console.print(
+                _sr_table(sr_report, f"{escape(str(checkpoint))} ({sr_report.arch}, x{sr_report.scale})")
+            )
+        return
+    with user_errors(ctx):
+        quality_list = parse_qualities(qualities)
         fraction = saved_val_fraction(art.extra) if val_fraction is None else val_fraction
+        if art.meta.task == "autoencode":
+            with make_progress(not as_json, detail=False, transient=True) as progress:
+                ae_report = evaluate_autoencoder(
+                    art,
+                    data,
+                    val_fraction=fraction,
+                    split=split or "val",
+                    qualities=quality_list,
+                    batch_size=batch_size,
+                    num_workers=workers,
+                    device=device,
+                    progress=EvalProgressView(progress),
+                )
+            _finish(
+                {**ae_report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split or "val"},
+                out,
+                as_json,
+            )
+            if not as_json:
+                title = f"{escape(str(checkpoint))} ({ae_report.arch}, autoencoder) on {escape(data)}, split {split or 'val'}"
+                out_console.print(_ae_table(ae_report, title))
+            return
         with make_progress(not as_json, detail=False, transient=True) as progress:
             report = evaluate_artifact(
                 art,
@@ -127,13 +254,17 @@ def evaluate_command(
     report_skipped(report.skipped)
     split = split or "val"
     result = {**report.to_dict(), "checkpoint": str(checkpoint), "data": data, "split": split}
+    _finish(result, out, as_json)
+    if not as_json:
+        title = f"{escape(str(checkpoint))} ({report.arch}) on {escape(data)}, split {split}"
+        out_console.print(_table(report, title))
+
+
+def _finish(result: dict, out: Path | None, as_json: bool) -> None:
     if out is not None:
         write_text_atomic(out, json_text(result))
     if as_json:
         print_json(result)
-    else:
-        title = f"{escape(str(checkpoint))} ({report.arch}) on {escape(data)}, split {split}"
-        out_console.print(_table(report, title))
 
 
 def register(app: typer.Typer) -> None:

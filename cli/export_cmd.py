@@ -62,10 +62,21 @@ def export_command(
             "--legacy-exporter", help="ONNX: use the deprecated TorchScript exporter (dynamo=False)."
         ),
     ] = False,
+    low_bit: Annotated[
+        bool,
+        typer.Option(
+            "--low-bit",
+            help="ONNX: export a model quantized below 8 bits on its trained grid (Clip + int8/uint8 Q/DQ; "
+            "ONNX Runtime computes it exactly, TensorRT takes INT8 models only).",
+        ),
+    ] = False,
     as_json: JsonResult = False,
 ) -> None:
     """Export a checkpoint to ONNX, TorchScript, a torch.export program or a TensorRT engine, with a JSON
     sidecar; or build a TensorRT engine from a Q/DQ ONNX file.
+
+    An autoencoder (dq_ae, dq_ae_cpu) exports to two ONNX graphs, OUT's stem + .encoder.onnx (image -> codes,
+    nearest code as ArgMin + Gather) and + .decoder.onnx (codes -> pixels and the head's output).
 
     Quantized ONNX graphs are checked against TensorRT's Q/DQ rules (as `dctq check` does) and the
     summary printed; the export itself succeeds either way.
@@ -80,11 +91,19 @@ def export_command(
             max_batch=max_batch,
             timing_cache=timing_cache,
             dynamo=False if legacy else None,
+            low_bit=low_bit,
         )
     if as_json:
         print_json(result.to_dict())
         return
     kind = "Q/DQ INT8" if result.quantized else "FP32"
+    if result.parts:
+        encoder, decoder = result.parts
+        out_console.print(
+            f"wrote the autoencoder's encoder {escape(str(encoder))} and decoder {escape(str(decoder))} "
+            f"({fmt}, {kind}), each with its JSON sidecar"
+        )
+        return
     out_console.print(
         f"wrote {escape(str(result.artifact))} ({fmt}, {kind}) and {escape(result.sidecar.name)}"
     )

@@ -46,6 +46,12 @@ def profile_command(
             help="CPU threads: ONNX Runtime's intra-op threads, or torch's (default: the runtime's own)."
         ),
     ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help="SR models: side of the LR input images timed (default: the model's stated size, 64)."
+        ),
+    ] = None,
     as_json: JsonReport = False,
     out: Annotated[
         Path | None,
@@ -91,6 +97,7 @@ def profile_command(
                 end_to_end_data=data if end_to_end else None,
                 device=device,
                 trust_code=trust_code,
+                input_size=size,
                 **options,
             )
             for artifact in artifacts
@@ -120,6 +127,8 @@ def profile_command(
 
 def _table(report: ProfileReport) -> Table:
     mode = "end to end (JPEG read + run)" if report.end_to_end else "model only"
+    if report.input_shape is not None:
+        mode += f", input {'x'.join(map(str, report.input_shape))} per image"
     simulated = ", SIMULATED INT8 (fake-quant in float)" if report.simulated_int8 else ""
     table = Table(
         title=f"{escape(report.artifact)} on {report.backend} ({report.device}), {mode}{simulated}",

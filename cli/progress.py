@@ -20,8 +20,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ..calibration.qat.config import QatEpochEnd, QatStep
 from ..calibration.qsam.meta import MetaEpochEnd
-from ..calibration.train.events import EpochEnd, EpochStart, StepEnd, TrainEvent
+from ..calibration.train.events import EpochEnd, EpochStart, StepEnd, TrainEvent, ValMetrics
 from ..calibration.workflow.control import LayerProgress
 from ..calibration.workflow.quantize import CalibProgress, QuantizeEvent
 from ..calibration.zeroshot.config import (
@@ -129,18 +130,45 @@ class TrainProgressView:
                 f"epoch {event.epoch}",
                 event.step,
                 event.steps,
-                stats=f"loss {event.loss:.4f}  acc {100 * event.top1:5.1f}%  "
+                stats=f"loss {event.loss:.4f}  {_train_stats(event.top1, event.metrics, event.psnr)}"
                 f"{event.images_per_second:,.0f} img/s  lr {event.lr:.3g}",
             )
         elif isinstance(event, EpochEnd):
-            line = (
-                f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
-                f"acc {100 * event.train_top1:.1f}%"
-            )
+            line = f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
+            line += _train_stats(event.train_top1, event.train_metrics, event.train_psnr, width=0).rstrip()
             if event.val is not None:
-                line += f"  val loss {event.val.loss:.4f} top-1 {100 * event.val.top1:.2f}% top-5 {100 * event.val.top5:.2f}%"
+                line += "  " + _val_stats(event.val)
             line += f"  {event.seconds:.1f}s" + ("  [green]best[/]" if event.is_best else "")
             self.bars.finish(event.epoch, None, line)
+
+
+def _train_stats(
+    top1: float | None, metrics: dict[str, float], psnr: float | None = None, width: int = 5
+) -> str:
+    """A training window's accuracy (classifiers, `width` characters), PSNR (SR models) or other running
+    means, each followed by two spaces."""
+    parts = [f"acc {100 * top1:{width}.1f}%"] if top1 is not None else []
+    parts += [f"psnr {psnr:.2f} dB"] if psnr is not None else []
+    parts += [f"{name} {value:.4f}" for name, value in metrics.items()]
+    return "".join(p + "  " for p in parts)
+
+
+def _val_stats(val: ValMetrics) -> str:
+    """Validation: a classifier's loss and top-1/top-5; an SR model's PSNR/SSIM; an autoencoder's bits/dim, PSNR and code usage."""
+    if val.top1 is not None and val.top5 is not None:
+        return f"val loss {val.loss:.4f} top-1 {100 * val.top1:.2f}% top-5 {100 * val.top5:.2f}%"
+    if val.psnr is not None:
+        return f"val loss {val.loss:.4f} PSNR {val.psnr:.3f} dB SSIM {val.ssim:.4f}"
+    m = val.metrics
+    if "psnr_rgb" not in m:
+        return f"val loss {val.loss:.4f}"
+    line = (
+        f"val bits/dim {m['bpd_uniform']:.4f} (prior {m['bpd_prior']:.4f})"
+        if m.get("bpd_uniform") is not None
+        else f"val mse {m['mse']:.2f}"
+    )
+    usage = "/".join(f"{100 * u:.0f}%" for u in m["usage"])
+    return line + f" PSNR {m['psnr_rgb']:.2f} dB  codes used {usage}"
 
 
 class MetaProgressView:
@@ -201,7 +229,7 @@ class SynthProgressView:
 
 class QuantizeProgressView:
     """`dctq quantize`: bars for PTQ calibration batches, synthesis (as SynthProgressView) and the
-    fine-tuning epochs and steps; one line per synthetic batch and per fine-tuning epoch."""
+    fine-tuning / QAT epochs and steps; one line per synthetic batch and per fine-tuning or QAT epoch."""
 
     def __init__(self, progress: Progress) -> None:
         self.synth = SynthProgressView(progress)
@@ -222,6 +250,26 @@ class QuantizeProgressView:
                 event.steps,
                 stats=f"loss {event.loss:.4g}  kd {event.kd:.4g}  ce {event.ce:.3f}  "
                 f"agree {100 * event.agreement:.1f}%  lr {event.lr:.2g}",
+            )
+        elif isinstance(event, QatStep):
+            conflict = f"  conflict {100 * event.conflict:.1f}%" if event.conflict is not None else ""
+            self.fine_tune.step(
+                event.epoch,
+                f"QAT epoch {event.epoch}",
+                event.step,
+                event.steps,
+                stats=f"loss {event.loss:.4g}  rec {event.rec:.4g}  reg {event.reg:.3g}  score {event.score:.4g}"
+                f"{conflict}  lr {event.lr:.2g}",
+            )
+        elif isinstance(event, QatEpochEnd):
+            conflict = (
+                f"  gradient conflict {100 * event.conflict:.1f}%" if event.conflict is not None else ""
+            )
+            self.fine_tune.finish(
+                event.epoch,
+                event.epochs,
+                f"QAT epoch {event.epoch}/{event.epochs}  loss {event.loss:.5g}  reconstruction {event.rec:.5g}  "
+                f"regulariser {event.reg:.3g}  score {event.score:.4g}{conflict}  {event.seconds:.1f}s",
             )
         elif isinstance(event, ZeroShotEpochEnd):
             self.fine_tune.finish(

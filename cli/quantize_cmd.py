@@ -1,12 +1,13 @@
-"""`dctq quantize CKPT --method ptq|intraq|bnstats --out q.pt`: a quantized checkpoint from an FP one.
+"""`dctq quantize CKPT --method ptq|intraq|bnstats|qat|odm --out q.pt`: a quantized checkpoint from an FP one.
 
 ptq calibrates on real images (`--calib DIR|cifar10`, or the statistics of an earlier pass in
 `--calib-cache FILE`); intraq and bnstats are zero-shot: synthetic images from the model alone (or a file
-of `dctq synthesize`), then KD fine-tuning; they read no image. Layer control: `--skip`, `--override`,
+of `dctq synthesize`), then KD fine-tuning; they read no image. qat and odm train the quantized model on
+real data (`--data`): learnable PAMS ranges, plus ODM's parts. Layer control: `--skip`, `--override`,
 `--recipe recipe.toml`; after calibration `--sensitivity` (ranking JSON + PNG beside --out) and
 `--max-drop POINTS` (layers back to float, most sensitive first) on held-out images (`--val`).
-Options left out keep the library's defaults (SynthConfig, ZeroShotConfig), shown in --help.
-Several processes (zero-shot): `torchrun --nproc-per-node N $(which dctq) quantize ...`; rank 0 writes.
+Options left out keep the library's defaults (SynthConfig, ZeroShotConfig, QatConfig), shown in --help.
+Several processes (zero-shot, QAT): `torchrun --nproc-per-node N $(which dctq) quantize ...`; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.distributed import detect_env
+from ..calibration.qat.config import QatConfig, method_defaults
 from ..calibration.quant.recipe import DEFAULT_RULES, build_recipe, parse_override, skip_rules
 from ..calibration.quant.recipe_file import recipe_option, save_recipe
 from ..calibration.workflow.plan import (
+    QAT,
     LayerPlan,
     PtqData,
+    QatPlan,
     ValData,
     ZeroShotPlan,
     check_layer_plan,
@@ -47,8 +51,37 @@ def _range(rows: list, weights: bool) -> str:
     return f"{min(r.amax_min for r in chosen):.4g} .. {max(r.amax_max for r in chosen):.4g}"
 
 
+def _qat_rows(table: Table, result: QuantizeResult) -> None:
+    qat = result.info["qat"]
+    config = qat["qat"]
+    table.add_row(
+        "training",
+        f"{config['epochs']} epochs x {config['steps_per_epoch']} steps, batch {config['batch_size']}, "
+        f"lr {config['lr']:g} (ranges {config['range_lr']:g}, {config['gradient']} gradient)",
+    )
+    last = qat["history"][-1] if qat["history"] else None
+    if last:
+        table.add_row(
+            "last epoch",
+            f"loss {last['loss']:.5g} (reconstruction {last['rec']:.5g}), score {last['score']:.4g}",
+        )
+    if result.method == "odm":
+        parts = [f"{k} {config[k]:g}" for k in ("variance_weight", "mismatch_weight") if config[k]]
+        parts += ["cooperative gate"] if config["cooperative"] else []
+        parts += [f"offsets on {len(qat['offsets'])} layers"] if qat["offsets"] else []
+        parts += [f"weight clipping on {len(qat['weight_clip'])} layers"] if qat["weight_clip"] else []
+        table.add_row("ODM", f"v{config['odm_version']}: " + (", ".join(parts) or "nothing"))
+        if qat["conflict_ratio_total"] is not None:
+            table.add_row(
+                "gradient conflict",
+                f"{100 * qat['conflict_ratio_total']:.1f}% of elements (per layer: --json)",
+            )
+
+
 def _data_line(result: QuantizeResult) -> str:
     info = result.info
+    if result.method in QAT:
+        return escape(info["qat"]["data"]["description"])
     if result.method == "ptq":
         ptq = info["ptq"]
         return f"{ptq['images']} real images of {ptq['data']} ({ptq['split']} split, as stored)"
@@ -81,7 +114,7 @@ def _summary(result: QuantizeResult) -> Table:
             )
             + (f", ... ({len(overrides)} rules)" if len(overrides) > 8 else ""),
         )
-    table.add_row("calibration data", _data_line(result))
+    table.add_row("calibration data" if result.method not in QAT else "training data", _data_line(result))
     cache = result.info.get("ptq", {}).get("calib_cache")
     if cache:
         table.add_row(
@@ -109,7 +142,9 @@ def _summary(result: QuantizeResult) -> Table:
             table.add_row(
                 "sensitivity report", escape(f"{layers['files']['json']}, {layers['files']['png']}")
             )
-    if result.method != "ptq":
+    if result.method in QAT:
+        _qat_rows(table, result)
+    elif result.method != "ptq":
         zs = result.info["zero_shot"]
         line = f"{zs['epochs']} epochs x {zs['steps_per_epoch']} steps, batch {zs['batch_size']}"
         last = result.info.get("fine_tune")
@@ -159,9 +194,18 @@ def quantize_command(
         str,
         typer.Option(
             help="'ptq' (calibrate on real images, needs --calib), 'intraq' (zero-shot, IntraQ synthetic "
-            "images + KD fine-tuning) or 'bnstats' (zero-shot, BN-statistics baseline)."
+            "images + KD fine-tuning), 'bnstats' (zero-shot, BN-statistics baseline), 'qat' (quantization-aware "
+            "training with learnable ranges, needs --data) or 'odm' (QAT with ODM, needs --data)."
         ),
     ] = "ptq",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="qat/odm: training data: 'cifar10' or an ImageFolder of JPEGs (classifiers), 'sr' or a folder of "
+            "HR images (SR models); the FP run's training split of it.",
+            show_default=False,
+        ),
+    ] = None,
     calib: Annotated[
         str | None,
         typer.Option(
@@ -287,7 +331,8 @@ def quantize_command(
             help=escape(
                 f"Images per batch: ptq calibration [default: {field_default(PtqData, 'batch_size')}], zero-shot "
                 "calibration and "
-                f"fine-tuning [default: {field_default(ZeroShotConfig, 'batch_size')}]."
+                f"fine-tuning [default: {field_default(ZeroShotConfig, 'batch_size')}], qat/odm per process "
+                f"[default: {field_default(QatConfig, 'batch_size')}]."
             )
         ),
     ] = None,
@@ -343,6 +388,78 @@ def quantize_command(
             + field_default_help(LayerPlan, "metric")
         ),
     ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="qat/odm: Adam rate of the weights." + field_default_help(QatConfig, "lr")),
+    ] = None,
+    range_lr: Annotated[
+        float | None,
+        typer.Option(
+            help="qat/odm: Adam rate of the ranges and offsets." + field_default_help(QatConfig, "range_lr")
+        ),
+    ] = None,
+    range_gradient: Annotated[
+        str | None,
+        typer.Option(
+            help="qat/odm: 'pams' (learnable clip, PACT-style gradient) or 'lsq' (step-size gradient)."
+            + field_default_help(QatConfig, "gradient")
+        ),
+    ] = None,
+    asymmetric: Annotated[
+        bool,
+        typer.Option(
+            "--asymmetric",
+            help="Below 8 bits: asymmetric activation ranges (amin to amax) with a zero point.",
+        ),
+    ] = False,
+    odm_version: Annotated[
+        int | None,
+        typer.Option(
+            help="odm: 1 (variance + cooperative gate + offsets) or 2 (mismatch + gate + weight clipping); default 1."
+        ),
+    ] = None,
+    variance_weight: Annotated[
+        float | None,
+        typer.Option(help="odm: weight of the feature-variance loss L_V (v1 default 0.05; 0 = off)."),
+    ] = None,
+    mismatch_weight: Annotated[
+        float | None,
+        typer.Option(help="odm: weight of the range-mismatch loss L_M (v2 default 1.0; 0 = off)."),
+    ] = None,
+    cooperative: Annotated[
+        bool | None,
+        typer.Option(
+            "--cooperative/--no-cooperative",
+            help="odm: apply regulariser gradients only where their sign "
+            "agrees with the reconstruction gradient (odm default: on).",
+        ),
+    ] = None,
+    offsets: Annotated[
+        str | None,
+        typer.Option(
+            help="odm: per-channel distribution offsets: none, shift, scale or both (v1 default: both)."
+        ),
+    ] = None,
+    offset_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="odm: share of quantized layers that get each offset kind."
+            + field_default_help(QatConfig, "offset_fraction")
+        ),
+    ] = None,
+    weight_clip_correction: Annotated[
+        bool | None,
+        typer.Option(
+            "--weight-clip-correction/--no-weight-clip-correction",
+            help="odm: per-layer weight clipping ratio searched before training (v2 default: on).",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="qat/odm: continue the run whose state sits beside --out (q.qat-state.pt)."
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the calibration subset / synthesis / fine-tuning.")] = 0,
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
     workers: Annotated[int, typer.Option(help="ptq: data-loader worker processes.")] = 0,
@@ -369,13 +486,52 @@ def quantize_command(
             "--epochs": epochs,
             "--steps-per-epoch": steps_per_epoch,
             "--milestones": milestones,
+            "--lr": lr,
+            "--range-lr": range_lr,
+            "--range-gradient": range_gradient,
+            "--resume": resume or None,
+            "--odm-version": odm_version,
+            "--variance-weight": variance_weight,
+            "--mismatch-weight": mismatch_weight,
+            "--cooperative": cooperative,
+            "--offsets": offsets,
+            "--offset-fraction": offset_fraction,
+            "--weight-clip-correction": weight_clip_correction,
         }
-        ptq_data = plan = None
+        ptq_data = plan = qat_plan = None
         if method == "ptq" and calib is None and calib_cache is not None and calib_cache.is_file():
-            check_plan(method, str(calib_cache), set(given(flags)))  # the cache stands for the images
+            check_plan(
+                method, str(calib_cache), set(given(flags)), data=data
+            )  # the cache stands for the images
         else:
-            check_plan(method, calib, set(given(flags)))
-        if method == "ptq":
+            check_plan(method, calib, set(given(flags)), data=data)
+        if method in QAT:
+            odm = {
+                "odm_version": odm_version,
+                "variance_weight": variance_weight,
+                "mismatch_weight": mismatch_weight,
+                "cooperative": cooperative,
+                "offsets": offsets,
+                "offset_fraction": offset_fraction,
+                "weight_clip_correction": weight_clip_correction,
+            }
+            options = {
+                "epochs": epochs,
+                "steps_per_epoch": steps_per_epoch,
+                "batch_size": batch_size,
+                "lr": lr,
+                "range_lr": range_lr,
+                "gradient": range_gradient,
+                "num_workers": workers or None,
+            }
+            config = QatConfig(
+                method=method,
+                seed=seed,
+                device=device,
+                **{**method_defaults(method, odm_version or 1), **given(odm), **given(options)},
+            )
+            qat_plan = QatPlan(data, config, resume=resume)  # type: ignore[arg-type]  # check_plan: QAT has --data
+        elif method == "ptq":
             options = {"split": calib_split, "num_images": num_images, "batch_size": batch_size}
             ptq_data = PtqData(calib, workers=workers, seed=seed, cache=calib_cache, **given(options))
         else:
@@ -406,7 +562,9 @@ def quantize_command(
         check_layer_plan(method, layer_plan, ptq_data, set(given(layer_flags)))
         rules = skip_rules(skip or []) + tuple(parse_override(o) for o in override or [])
         base = recipe_option(recipe) if recipe is not None else None
-        quant_recipe = build_recipe(base, bits, calibrator, add_inputs, rules=rules)
+        quant_recipe = build_recipe(
+            base, bits, calibrator, add_inputs, rules=rules, asymmetric=asymmetric or None
+        )
         main = detect_env().is_main
         with make_progress(main and not as_json) as progress:
             result = quantize_checkpoint(
@@ -416,6 +574,7 @@ def quantize_command(
                 recipe=quant_recipe,
                 calib=ptq_data,
                 zero_shot=plan,
+                qat=qat_plan,
                 device=device,
                 layers=layer_plan if layer_plan.active else None,
                 progress=QuantizeProgressView(progress),

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..calibration.distributed import detect_env
-from ..calibration.train.config import TrainConfig
+from ..calibration.train.config import TrainConfig, config_for
 from ..calibration.train.data import build_train_data
 from ..calibration.train.events import TrainResult
 from ..calibration.train.loop import train
@@ -33,8 +33,21 @@ def _summary(result: TrainResult) -> Table:
     table.add_row("best epoch", str(result.best_epoch))
     if result.best_top1 is not None:
         table.add_row("best val top-1", f"{100 * result.best_top1:.2f}%")
-    if last is not None and last.val is not None:
+    best = result.best_val
+    if result.task == "autoencode" and best is not None:
+        m = best.metrics
+        if m.get("bpd_uniform") is not None:
+            table.add_row(
+                "best val bits/dim",
+                f"{m['bpd_uniform']:.4f} (uniform code rate), {m['bpd_prior']:.4f} (EMA prior)",
+            )
+        table.add_row("best val PSNR", f"{m['psnr_rgb']:.2f} dB RGB, {m['psnr_y']:.2f} dB Y")
+    if result.best_psnr is not None:
+        table.add_row("best val PSNR", f"{result.best_psnr:.3f} dB")
+    if last is not None and last.val is not None and last.val.top1 is not None and last.val.top5 is not None:
         table.add_row("last val top-1 / top-5", f"{100 * last.val.top1:.2f}% / {100 * last.val.top5:.2f}%")
+    if last is not None and last.val is not None and last.val.psnr is not None:
+        table.add_row("last val PSNR / SSIM", f"{last.val.psnr:.3f} dB / {last.val.ssim:.4f}")
     if last is not None:
         table.add_row("last train loss", f"{last.train_loss:.4f}")
     table.add_row("best checkpoint", escape(str(result.best_path)))
@@ -51,8 +64,9 @@ def train_command(
         str,
         typer.Option(
             "--data",
-            help="An ImageFolder of JPEGs (root/<class>/*.jpg), or 'cifar10' for the shared CIFAR-10 archive. "
-            "The validation set is split off it (stratified, fixed seed).",
+            help="Classifiers: an ImageFolder of JPEGs (root/<class>/*.jpg), or 'cifar10' for the shared CIFAR-10 "
+            "archive. SR models: a folder of HR images, or 'sr' for the shared BSD200+Yang91 archive. The validation "
+            "set is split off it (fixed seed).",
             show_default=False,
         ),
     ],
@@ -69,7 +83,28 @@ def train_command(
             + _default("batch_size")
         ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak SGD learning rate." + _default("lr"))] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate." + _default("lr") + " (SR models: 4e-4)")
+    ] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(
+            help="'sgd' or 'adam' (beta1 = --momentum); default: the model's (`dctq models -l`; SR models and "
+            "autoencoders: adam), else sgd."
+        ),
+    ] = None,
+    patch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="SR models: HR training patch side, a multiple of the scale." + _default("patch_size")
+        ),
+    ] = None,
+    samples_per_epoch: Annotated[
+        int | None,
+        typer.Option(
+            help="SR models: random training patches per epoch (default 8000; classifiers: one pass)."
+        ),
+    ] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum." + _default("momentum"))] = None,
     weight_decay: Annotated[
         float | None, typer.Option(help="L2 weight decay." + _default("weight_decay"))
@@ -79,7 +114,12 @@ def train_command(
         typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum." + _default("nesterov")),
     ] = None,
     schedule: Annotated[
-        str | None, typer.Option(help="'cosine' or 'multistep' (with --milestones)." + _default("schedule"))
+        str | None,
+        typer.Option(help="'cosine', 'multistep' (with --milestones) or 'constant'." + _default("schedule")),
+    ] = None,
+    clip_grad_norm: Annotated[
+        float | None,
+        typer.Option(help="Clip the gradients' global norm to this value (default: no clipping)."),
     ] = None,
     milestones: Annotated[
         str | None,
@@ -162,23 +202,35 @@ def train_command(
     arch_kwargs: Annotated[
         str | None, typer.Option(help="Extra architecture arguments as JSON, e.g. '{\"widths\": [16, 32]}'.")
     ] = None,
+    skip_small_images: Annotated[
+        bool,
+        typer.Option(
+            "--skip-small-images", help="SR models: leave out training images smaller than the patch."
+        ),
+    ] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out after its last epoch.")
     ] = False,
     bad_files: BadFiles = "stop",
     as_json: JsonResult = False,
 ) -> None:
-    """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch."""
+    """Train ARCH on JPEG files; writes best.pt / last.pt checkpoints into --out every epoch.
+
+    Classifiers train on the class folders' labels; autoencoders (dq_ae, dq_ae_cpu) reconstruct the images
+    and take the model's own defaults (Adam 2e-4, constant rate, gradient clip 2) where options are left out.
+    """
     with user_errors(ctx):
         check_output_dir(out, "--out")
         options = {
             "epochs": epochs,
             "batch_size": batch_size,
+            "optimizer": optimizer,
             "lr": lr,
             "momentum": momentum,
             "weight_decay": weight_decay,
             "nesterov": nesterov,
             "schedule": schedule,
+            "clip_grad_norm": clip_grad_norm,
             "milestones": parse_int_list(milestones, "--milestones"),
             "gamma": gamma,
             "warmup_epochs": warmup_epochs,
@@ -198,16 +250,19 @@ def train_command(
             "log_every": log_every,
             "device": device,
             "arch_kwargs": parse_arch_kwargs(arch_kwargs),
+            "patch_size": patch_size,
+            "samples_per_epoch": samples_per_epoch,
+            "skip_small_images": skip_small_images or None,
         }
-        config = TrainConfig(arch=arch, **given(options))
+        config = config_for(arch, **given(options))
         main = detect_env().is_main
         data_sets = build_train_data(data, config, bad_files=bad_files)
         if main:
             report_skipped(data_sets.skipped)
         if main and not as_json:
             err_console.print(
-                f"training [bold]{escape(arch)}[/] on {len(data_sets.train)} images "
-                f"({len(data_sets.split.class_names)} classes), validating on {len(data_sets.val)}",
+                f"training [bold]{escape(arch)}[/] on {len(data_sets.train)} samples "
+                f"({escape(data_sets.description)}), validating on {len(data_sets.val)}",
                 highlight=False,
             )
         with make_progress(main) as progress:

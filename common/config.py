@@ -10,6 +10,8 @@ keeps validating itself on construction with `check()` and only declares, as cla
   UNTYPED  versions whose saved form had no "type" key (flat dicts written before this base).
   error    the ConfigError subclass its messages raise; UPGRADE the fix named for a too-new dict.
   RESUMABLE  fields a resumed run may change (they do not change what is computed).
+  SPARSE   fields added after the layout was published: written only when they differ from their
+           default, so the files (and hashes) of configs that do not use them stay as they were.
   upgrade()  (a classmethod) the fields of an older READS version as this version means them.
 
 In return it gets:
@@ -70,6 +72,7 @@ class Config:
     UPGRADE: ClassVar[str] = "upgrade dctq"
     error: ClassVar[type[ConfigError]] = ConfigError
     RESUMABLE: ClassVar[tuple[str, ...]] = ()
+    SPARSE: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
@@ -92,8 +95,15 @@ class Config:
         }
 
     def fields_dict(self) -> dict[str, Any]:
-        """{field name: plain value} in field order (tuples -> lists, dataclasses -> dicts)."""
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        """{field name: plain value} in field order (tuples -> lists, dataclasses -> dicts); SPARSE fields
+        only when they differ from their default."""
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in self.SPARSE and value == _default_of(f):
+                continue
+            out[f.name] = plain(value)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The saved form: {"type", "version", "fields"}, or {"type", <fields>, "version"} when FLAT."""
@@ -152,6 +162,14 @@ def plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: plain(v) for k, v in value.items()}
     return value
+
+
+def _default_of(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
 
 
 def _field_names(cls: type) -> tuple[str, ...]:

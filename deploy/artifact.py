@@ -41,6 +41,7 @@ from ..common.errors import DctqError, ExportError, ModelError, UntrustedArtifac
 from ..common.files import open_regular_file, read_regular_file, write_text_atomic
 from ..models.checkpoint import LoadedCheckpoint, load_checkpoint
 from ..models.qabn import is_qabn
+from ..models.registry import task_of
 from .onnx.graph import load_onnx, opset_of
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,11 @@ class ArtifactMeta:
     opset: int | None = None
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    task: str = "classify"
+    """What the model computes (models.registry.TASKS): "classify" (outputs logits), "sr" (outputs an image
+    `scale` times larger) or "autoencode"; sidecars written before tasks existed are "classify"."""
+    scale: int | None = None
+    """SR models: the upscaling factor; input_size is then the LR side at which costs are stated."""
 
     @property
     def quantized(self) -> bool:
@@ -187,6 +193,8 @@ class ArtifactMeta:
                 opset=data.get("opset"),
                 versions=dict(data.get("versions") or {}),
                 extra=dict(data.get("extra") or {}),
+                task=str(data.get("task", "classify")),  # sidecars before SR models have none
+                scale=data.get("scale"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"{source} is a damaged dctq sidecar ({type(exc).__name__}: {exc})") from None
@@ -346,6 +354,17 @@ def input_specs(
     return (*specs, TensorSpec("qt", (batch, 3, 64))) if with_qt else specs
 
 
+def sr_specs(
+    channels: int, scale: int, batch: int | str = "batch"
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """(inputs, outputs) of an SR model: x [B, C, height, width] -> image [B, C, scale*height, scale*width],
+    the spatial axes dynamic (fully convolutional)."""
+    return (
+        (TensorSpec("x", (batch, channels, "height", "width")),),
+        (TensorSpec("image", (batch, channels, f"{scale}*height", f"{scale}*width")),),
+    )
+
+
 def needs_qt(model: nn.Module) -> bool:
     """Whether the model reads qt: DCT models always, RGB models when QABN routes on it."""
     if getattr(model, "input_kind", None) == "dct":
@@ -366,7 +385,30 @@ def describe_model(
     """
     loaded = model if isinstance(model, LoadedCheckpoint) else None
     module = loaded.model if loaded is not None else model
+    if task_of(module) == "sr":
+        return _describe_sr(module, loaded, batch, exporter, opset)
     kind, size = getattr(module, "input_kind", None), getattr(module, "input_size", None)
+    task = getattr(module, "task", "classify")
+    if task != "classify" and kind in ("dct", "rgb") and isinstance(size, int):
+        # Not a logits model: its exports describe themselves (deploy.export.autoencoder); the checkpoint's
+        # meta says what it is and what it reads.
+        return ArtifactMeta(
+            arch=loaded.arch if loaded else None,
+            arch_kwargs=dict(loaded.arch_kwargs) if loaded else {},
+            class_names=(),
+            input_kind=kind,
+            input_size=size,
+            inputs=input_specs(kind, size, with_qt=False, batch=batch),
+            outputs=(),
+            recipe=dict(loaded.extra[QUANT_RECIPE_KEY])
+            if loaded and loaded.extra.get(QUANT_RECIPE_KEY)
+            else None,
+            exporter=exporter,
+            opset=opset,
+            versions=versions(),
+            extra=_jsonable({k: v for k, v in (loaded.extra if loaded else {}).items() if k == "epoch"}),
+            task=task,
+        )
     classes = getattr(module, "num_classes", None)
     if kind not in ("dct", "rgb") or not isinstance(size, int) or not isinstance(classes, int):
         raise ModelError(
@@ -402,6 +444,40 @@ def describe_model(
         opset=opset,
         versions=versions(),
         extra=_jsonable(extra),
+    )
+
+
+def _quant_recipe(module: nn.Module, loaded: LoadedCheckpoint | None) -> dict[str, Any] | None:
+    if loaded is not None and loaded.extra.get(QUANT_RECIPE_KEY):
+        return dict(loaded.extra[QUANT_RECIPE_KEY])
+    found = recipe_of(module)
+    return found.to_dict() if found is not None else None
+
+
+def _describe_sr(
+    module: nn.Module,
+    loaded: LoadedCheckpoint | None,
+    batch: int | str,
+    exporter: str | None,
+    opset: int | None,
+) -> ArtifactMeta:
+    inputs, outputs = sr_specs(module.image_channels, module.scale, batch)
+    extra = {k: v for k, v in (loaded.extra if loaded else {}).items() if k in ("epoch",)}
+    return ArtifactMeta(
+        arch=loaded.arch if loaded else None,
+        arch_kwargs=dict(loaded.arch_kwargs) if loaded else {},
+        class_names=(),
+        input_kind="rgb",
+        input_size=int(module.input_size),
+        inputs=inputs,
+        outputs=outputs,
+        recipe=_quant_recipe(module, loaded),
+        exporter=exporter,
+        opset=opset,
+        versions=versions(),
+        extra=_jsonable(extra),
+        task="sr",
+        scale=int(module.scale),
     )
 
 

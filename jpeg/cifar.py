@@ -31,7 +31,8 @@ MARKER_NAME = ".dctq-extracted"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def _data_roots(data_root: Path | str | None) -> list[Path]:
+def data_roots(data_root: Path | str | None = None) -> list[Path]:
+    """Where shared data sets are looked up, in order: `data_root`, $DCTQ_DATA, ../shared/data."""
     roots = []
     if data_root is not None:
         roots.append(Path(data_root))
@@ -47,7 +48,7 @@ def cifar10_archive(data_root: Path | str | None = None) -> Path:
     Raises:
         DataError: the archive is in none of them (the message lists where it looked).
     """
-    roots = _data_roots(data_root)
+    roots = data_roots(data_root)
     for root in roots:
         for candidate in (root / CIFAR10_ARCHIVE, root / CIFAR10_ARCHIVE.name):
             if candidate.is_file():

@@ -139,13 +139,15 @@ class ModelSummary:
     description: str
     params: int
     macs: int
+    task: str = "classify"
 
     @property
     def flops(self) -> int:
         return 2 * self.macs
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (`dctq models --json`): the fields and `flops`."""
+        """The JSON form (`dctq models --json`): the fields and `flops` ("task" last: added with the
+        autoencoders)."""
         return {
             "name": self.name,
             "input_kind": self.input_kind,
@@ -154,12 +156,14 @@ class ModelSummary:
             "macs": self.macs,
             "flops": self.flops,
             "description": self.description,
+            "task": self.task,
         }
 
 
 def summarize_models(pattern: str = "*", *, num_classes: int | None = None) -> list[ModelSummary]:
     """Build every registered model matching `pattern` (on the meta device: no memory, no compute)
-    and count its parameters and MACs at its default input size (default num_classes unless given).
+    and count its parameters and MACs at its default input size (default num_classes unless given;
+    SR models at their stated LR input size, ModelInfo.input_size).
     """
     rows = []
     for info in list_models(pattern):
@@ -173,6 +177,7 @@ def summarize_models(pattern: str = "*", *, num_classes: int | None = None) -> l
                 description=info.description,
                 params=count_params(model),
                 macs=count_macs(model),
+                task=info.task,
             )
         )
     return rows

@@ -1,7 +1,19 @@
 """Architectures by name: `@register_model` fills the registry, `create_model` builds from it.
 
-Builders are functions `(num_classes: int = ..., **kwargs) -> nn.Module`; the models they return
-carry `input_kind` ("dct" or "rgb"), `input_size` (pixels) and `num_classes`. Registration happens
+Builders are functions `(**kwargs) -> nn.Module`; the models they return carry `input_kind` ("dct" or
+"rgb"), `input_size` (pixels) and the attributes of their *task* (TASK_ATTRIBUTES): classifiers
+("classify", builders take `num_classes`) carry `num_classes`, super-resolution models ("sr") `scale`
+and `image_channels`, autoencoders ("autoencode", models.dq: images -> codes -> images) nothing more;
+models of a task other than "classify" carry a `task` attribute.
+
+The task is the one switch of the commands that treat model kinds differently (`dctq train`,
+`evaluate`, `predict`, `quantize`, `export`): they look up `ModelInfo.task` (or `task_of(model)`) and
+dispatch on it; training through one `calibration.train.tasks.TrainTask` per task. A new kind of model
+adds its name to TASK_ATTRIBUTES, a TrainTask and a case where those commands dispatch, never a second
+mechanism. An entry may also carry `train_defaults`: TrainConfig options (by field name, plain values)
+that `dctq train` uses for this model where the user gives none; they go over the task's defaults
+(`calibration.train.config.TASK_DEFAULTS`), and `calibration.train.config.config_for` is the one place
+that combines them. Registration happens
 when `dctq.models` is imported (its __init__ imports the architecture modules); the functions here
 import it themselves, so `dctq.models.registry` also works on its own.
 """
@@ -12,7 +24,7 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -20,6 +32,13 @@ from torch import nn
 from ..common.errors import ModelError
 
 INPUT_KINDS = ("dct", "rgb")
+TASK_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "classify": ("input_kind", "input_size", "num_classes"),
+    "sr": ("input_kind", "input_size", "scale", "image_channels"),
+    "autoencode": ("input_kind", "input_size"),
+}
+"""The attributes a built model of each task must carry (checked by create_model)."""
+TASKS = tuple(TASK_ATTRIBUTES)
 
 Builder = Callable[..., nn.Module]
 
@@ -32,19 +51,31 @@ class ModelInfo:
     input_kind: str
     input_size: int
     description: str
+    task: str = "classify"
+    """What the model does: a key of TASK_ATTRIBUTES ("classify", "sr", "autoencode")."""
+    train_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """TrainConfig options by field name that `dctq train` uses for this model (over its task's defaults)."""
 
 
 _MODELS: dict[str, tuple[ModelInfo, Builder]] = {}
 
 
 def register_model(
-    name: str, *, input_kind: str, input_size: int, description: str
+    name: str,
+    *,
+    input_kind: str,
+    input_size: int,
+    description: str,
+    task: str = "classify",
+    train_defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Decorator registering a builder under `name`.
+    """Decorator registering a builder under `name` for `task` (a key of TASK_ATTRIBUTES; train_defaults: see the module docstring).
 
-    Raises ModelError for an invalid input kind/size, or a name already taken by another builder
+    Raises ModelError for an invalid input kind/size or task, or a name already taken by another builder
     (re-registering the same function, as on a module reload, replaces it).
     """
+    if task not in TASK_ATTRIBUTES:
+        raise ModelError(f"model {name!r}: task must be one of {TASKS}, got {task!r}")
     if input_kind not in INPUT_KINDS:
         raise ModelError(f"model {name!r}: input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
     if input_size < 1 or (input_kind == "dct" and input_size % 16):
@@ -60,7 +91,8 @@ def register_model(
                 raise ModelError(
                     f"model name {name!r} is already registered by {old.__module__}.{old.__qualname__}"
                 )
-        _MODELS[name] = (ModelInfo(name, input_kind, input_size, description), fn)
+        info = ModelInfo(name, input_kind, input_size, description, task, dict(train_defaults or {}))
+        _MODELS[name] = (info, fn)
         return fn
 
     return decorator
@@ -70,6 +102,8 @@ def _ensure_registered() -> None:
     # The architecture modules import this one to register, so they are imported here, at first use, and
     # not at the top (a cycle); importing them runs their decorators (a no-op once imported).
     from . import dct_cifar, dct_variants, rgb  # noqa: F401
+    from .dq import presets  # noqa: F401
+    from .sr import edsr  # noqa: F401
 
 
 def _unknown(name: str) -> ModelError:
@@ -114,17 +148,32 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         model = builder(**kwargs)
     except (TypeError, ValueError) as exc:  # an argument of the right name with a value it cannot take
         raise ModelError(f"model {name!r} cannot be built from the arguments {kwargs}: {exc}") from exc
-    for attr in ("input_kind", "input_size", "num_classes"):
+    for attr in TASK_ATTRIBUTES[info.task]:
         if not hasattr(model, attr):
             raise ModelError(f"builder of {name!r} returned a model without the `{attr}` attribute")
     if model.input_kind != info.input_kind:
         raise ModelError(
             f"builder of {name!r} returned a {model.input_kind!r} model, registered as {info.input_kind!r}"
         )
+    if getattr(model, "task", "classify") != info.task:
+        raise ModelError(
+            f"builder of {name!r} returned a {getattr(model, 'task', 'classify')!r} model, registered as {info.task!r}"
+        )
     return model
 
 
-def list_models(pattern: str = "*") -> list[ModelInfo]:
-    """Registered architectures whose name matches the shell-style `pattern`, sorted by name."""
+def list_models(pattern: str = "*", *, task: str | None = None) -> list[ModelInfo]:
+    """Registered architectures whose name matches the shell-style `pattern` (and of `task`, when given),
+    sorted by name."""
     _ensure_registered()
-    return [info for name, (info, _) in sorted(_MODELS.items()) if fnmatch.fnmatchcase(name, pattern)]
+    return [
+        info
+        for name, (info, _) in sorted(_MODELS.items())
+        if fnmatch.fnmatchcase(name, pattern) and (task is None or info.task == task)
+    ]
+
+
+def task_of(model: nn.Module) -> str:
+    """The task of a built model: its `task` attribute, "classify" for models without one."""
+    task = getattr(model, "task", "classify")
+    return task if isinstance(task, str) else "classify"

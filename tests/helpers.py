@@ -273,6 +273,35 @@ def photo_jpeg(
     return buf.getvalue()
 
 
+def hr_folder(folder: Path, n: int = 6, size: tuple[int, int] = (48, 40), seed: int = 0) -> Path:
+    """A folder of `n` smooth RGB PNGs (width x height `size`; odd sides exercise modcrop), as HR images of
+    super-resolution data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        PIL.Image.fromarray(smooth_rgb(size[1], size[0], seed=seed + i)).save(folder / f"img_{i:03d}.png")
+    return folder
+
+
+def tiny_sr_run(folder: Path, out: Path, arch: str = "edsr_cpu_x2", **changes):
+    """`calibration.train.loop.train` of an SR model for 2 steps of 16x16 HR patches on `folder` (a third of
+    its images held out): (TrainResult, TrainData). A real SR checkpoint (with its TrainConfig) in seconds."""
+    from dctq.calibration.train.config import TrainConfig
+    from dctq.calibration.train.data import build_train_data
+    from dctq.calibration.train.loop import train
+
+    options = {
+        "epochs": 1,
+        "batch_size": 4,
+        "patch_size": 16,
+        "samples_per_epoch": 8,
+        "val_fraction": 0.34,
+        **changes,
+    }
+    config = TrainConfig.for_arch(arch, "sr", **options)
+    data = build_train_data(folder, config)
+    return train(config, data.train, data.val, out), data
+
+
 def flat_jpeg(width: int, height: int) -> bytes:
     """A valid baseline 4:2:0 JPEG of a flat grey `width` x `height` image, built by hand in a few
     milliseconds whatever its size: one quant table of ones, one-symbol Huffman tables (DC difference 0,

@@ -26,6 +26,7 @@ from ..calibrators.max import MaxCalibrator
 from ..calibrators.registry import create_calibrator
 from .fold import fold_conv_bn
 from .modules import QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantResidualAdd
+from .offsets import insert_offsets
 from .quantizer import QuantState, TensorQuantizer
 from .recipe import QuantRecipe
 
@@ -51,9 +52,10 @@ def _act_quantizer(recipe: QuantRecipe, bits: int | None, label: str) -> TensorQ
         None,
         narrow_range=recipe.act_narrow_range,
         # an 8-bit override inside a low-bit recipe stays signed (INT8 is signed)
-        unsigned=None if recipe.act_unsigned and bits < 8 else False,
+        unsigned=None if recipe.act_unsigned and bits < 8 and not recipe.act_asymmetric else False,
         calibrator=calibrator,
         label=label,
+        asymmetric=recipe.act_asymmetric,
     )
 
 
@@ -129,6 +131,7 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe | None = None) -> nn.Mo
             f"no layer of {type(model).__name__} was quantized: it has no Conv2d/Linear/ResidualAdd, "
             f"or the recipe's rules skip them all (skipped: {', '.join(skipped) or 'none'})"
         )
+    insert_offsets(qmodel, recipe.offsets)
     setattr(qmodel, _RECIPE_ATTR, recipe)
     logger.info(
         "quantized %d layers (W%dA%d), kept %d in float by rules",

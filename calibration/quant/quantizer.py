@@ -19,7 +19,15 @@ quant_min/quant_max (simulation only, not exportable). Gradients: straight-throu
 range, zero outside (the ops' own backward). A learnable quantizer holds amax as a Parameter and,
 while training, uses the LSQ formulation (Esser et al. 2020): round with a straight-through
 estimator and the step's gradient scaled by 1 / sqrt(N * qmax), N the elements per sample (or per
-channel); in eval and export it runs the same ops as above.
+channel); or, with gradient "pams", PAMS's learnable clip (quant/learnable.py). In eval and export it
+runs the same ops as above.
+
+QAT additions: an *asymmetric* quantizer (activations below 8 bits) holds a second bound `amin` and the
+unsigned grid [0, 2^b - 1] with a zero point, so [amin, amax] need not be centred on 0 (ORT takes its
+uint8 Q/DQ; TensorRT does not). Quantizers below 8 bits clamp to their grid's interval and then call the
+ops with the full int8 (or uint8) range: the same numbers, and a graph of Clip -> QuantizeLinear ->
+DequantizeLinear that any ONNX runtime computes exactly on the trained low-bit grid (weights are clipped
+in place instead, `model.clip_weights`).
 """
 
 from __future__ import annotations
@@ -35,10 +43,13 @@ from torch import nn
 from ...common.errors import QuantizationError
 from ..calibrators.base import Calibrator, qmax_for
 from ..calibrators.statistics import ActivationStatistics
+from .learnable import asymmetric_grid, pams_quantize
 
 logger = logging.getLogger(__name__)
 
 _MIN_AMAX = 1e-8  # an all-zero input calibrates to amax 0; keep the scale positive
+GRADIENTS = ("lsq", "pams")
+"""How a learnable range trains (quant/learnable.py)."""
 
 
 class QuantState(str, enum.Enum):
@@ -85,7 +96,9 @@ class TensorQuantizer(nn.Module):
     no negative value was seen (post-ReLU inputs at low bit widths). `label` names the quantizer in
     messages (set by quantize_model). is_weight: quantizes a parameter (see module docstring on
     export). amax: [] or [C] float32, empty until calibrated or loaded; the buffer `grid` (int32
-    [bits, unsigned, narrow_range]) saves the grid with it in state dicts.
+    [bits, unsigned, narrow_range]) saves the grid with it in state dicts. asymmetric (bits < 8, per
+    tensor): a second bound `amin` and the grid [0, 2^b - 1] with a zero point (module docstring).
+    gradient: how a learnable range trains, "lsq" (symmetric grids) or "pams" (any grid).
     """
 
     def __init__(
@@ -99,8 +112,19 @@ class TensorQuantizer(nn.Module):
         calibrator: Calibrator | None = None,
         label: str = "",
         is_weight: bool = False,
+        asymmetric: bool = False,
+        gradient: str = "lsq",
     ) -> None:
         super().__init__()
+        if asymmetric and (bits == 8 or per_channel_axis is not None or unsigned):
+            raise QuantizationError(
+                f"quantizer {label or '?'}: asymmetric grids are per tensor, signed-free and below 8 bits "
+                "(INT8 stays symmetric for TensorRT)"
+            )
+        if gradient not in GRADIENTS:
+            raise QuantizationError(
+                f"quantizer {label or '?'}: gradient must be one of {GRADIENTS}, got {gradient!r}"
+            )
         if not isinstance(bits, int) or not 2 <= bits <= 8:
             raise QuantizationError(
                 f"quantizer {label or '?'}: bits must be an integer in 2..8, got {bits!r}"
@@ -121,10 +145,18 @@ class TensorQuantizer(nn.Module):
         self.state = QuantState.DISABLED
         self._saw_negative = False
         self.learnable = learnable
+        self.asymmetric = asymmetric
+        self.gradient = gradient
         if learnable:
             self.amax = nn.Parameter(torch.empty(0))
         else:
             self.register_buffer("amax", torch.empty(0))
+        if asymmetric:
+            if learnable:
+                self.amin = nn.Parameter(torch.empty(0))
+            else:
+                self.register_buffer("amin", torch.empty(0))
+        self._seen = [math.inf, -math.inf]  # smallest and largest value seen while calibrating
         self.register_buffer("grid", torch.zeros(3, dtype=torch.int32))
         self._sync_grid()
 
@@ -138,11 +170,11 @@ class TensorQuantizer(nn.Module):
     # -- grid ---------------------------------------------------------------------------------
     @property
     def qmax(self) -> int:
-        return qmax_for(self.bits, self.unsigned)
+        return qmax_for(self.bits, self.unsigned or self.asymmetric)
 
     @property
     def qmin(self) -> int:
-        if self.unsigned:
+        if self.unsigned or self.asymmetric:
             return 0
         return -self.qmax if self.narrow_range else -self.qmax - 1
 
@@ -169,16 +201,37 @@ class TensorQuantizer(nn.Module):
                 self.amax = value.clone()
         self.state = QuantState.QUANTIZING
 
-    def set_learnable(self, learnable: bool) -> None:
-        """Turn amax into a trainable Parameter (QAT after PTQ) or back into a buffer."""
+    def set_range(self, amin: torch.Tensor, amax: torch.Tensor) -> None:
+        """Set both bounds of an asymmetric quantizer (amin < amax) and switch to QUANTIZING."""
+        if not self.asymmetric:
+            raise QuantizationError(
+                f"quantizer {self.label}: set_range is for asymmetric quantizers; use set_amax"
+            )
+        lo = torch.as_tensor(amin, dtype=torch.float32).detach().to(self.amax.device)
+        with torch.no_grad():
+            if isinstance(self.amin, nn.Parameter):
+                self.amin.data = lo.clone()
+            else:
+                self.amin = lo.clone()
+        hi = torch.as_tensor(amax, dtype=torch.float32).detach().to(lo.device)
+        self.set_amax(torch.maximum(hi, lo + 1e-6))
+
+    def set_learnable(self, learnable: bool, gradient: str | None = None) -> None:
+        """Turn the range (amax, and amin when asymmetric) into trainable Parameters (QAT after
+        calibration) or back into buffers; `gradient` ("lsq" or "pams") says how it trains."""
+        if gradient is not None:
+            if gradient not in GRADIENTS:
+                raise QuantizationError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+            self.gradient = gradient
         if learnable == self.learnable:
             return
-        value = self.amax.detach().clone()
-        del self.amax
-        if learnable:
-            self.amax = nn.Parameter(value)
-        else:
-            self.register_buffer("amax", value)
+        for name in ("amax", "amin") if self.asymmetric else ("amax",):
+            value = getattr(self, name).detach().clone()
+            delattr(self, name)
+            if learnable:
+                setattr(self, name, nn.Parameter(value))
+            else:
+                self.register_buffer(name, value)
         self.learnable = learnable
 
     def start_calibration(self) -> None:
@@ -187,6 +240,7 @@ class TensorQuantizer(nn.Module):
             raise QuantizationError(f"quantizer {self.label} has no calibrator to calibrate with")
         self.calibrator.reset()
         self._saw_negative = False
+        self._seen = [math.inf, -math.inf]
         self.state = QuantState.CALIBRATING
 
     def finish_calibration(self) -> torch.Tensor:
@@ -201,7 +255,13 @@ class TensorQuantizer(nn.Module):
             self.calibrator.unsigned = self.unsigned
             self._sync_grid()
         amax = self.calibrator.compute_amax()
-        self.set_amax(amax)
+        if self.asymmetric:
+            # the calibrator's clipping of |x|, applied to each side of the observed interval
+            lo = max(self._seen[0], -float(amax))
+            hi = min(self._seen[1], float(amax))
+            self.set_range(torch.tensor(min(lo, 0.0)), torch.tensor(max(hi, 1e-6)))
+        else:
+            self.set_amax(amax)
         return self.amax.detach()
 
     def calibrate_from(self, stats: ActivationStatistics) -> torch.Tensor:
@@ -216,10 +276,12 @@ class TensorQuantizer(nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):  # type: ignore[no-untyped-def]
-        incoming = state_dict.get(prefix + "amax")
-        if isinstance(incoming, torch.Tensor) and incoming.shape != self.amax.shape:
-            # amax is sized by calibration; a fresh model holds an empty one.
-            self.amax.data = torch.empty(incoming.shape, dtype=self.amax.dtype, device=self.amax.device)
+        for name in ("amax", "amin") if self.asymmetric else ("amax",):
+            incoming = state_dict.get(prefix + name)
+            mine = getattr(self, name)
+            if isinstance(incoming, torch.Tensor) and incoming.shape != mine.shape:
+                # ranges are sized by calibration; a fresh model holds empty ones.
+                mine.data = torch.empty(incoming.shape, dtype=mine.dtype, device=mine.device)
         grid = state_dict.get(prefix + "grid")
         if isinstance(grid, torch.Tensor) and grid.numel() == 3:
             bits, unsigned, narrow = (int(v) for v in grid.tolist())
@@ -242,8 +304,10 @@ class TensorQuantizer(nn.Module):
         if self.state is QuantState.CALIBRATING:
             if self.calibrator is not None:
                 self.calibrator.observe(x)
-            if not self._saw_negative and x.numel() and bool((x.detach() < 0).any()):
-                self._saw_negative = True
+            if x.numel():
+                lo, hi = torch.aminmax(x.detach().float())
+                self._seen = [min(self._seen[0], float(lo)), max(self._seen[1], float(hi))]
+                self._saw_negative = self._seen[0] < 0
             return x
         exporting = _is_exporting()
         if not exporting and self.amax.numel() == 0:
@@ -256,7 +320,7 @@ class TensorQuantizer(nn.Module):
         if not exporting:
             self._check_channels(xf)
         if self.learnable and self.amax.requires_grad and torch.is_grad_enabled() and not exporting:
-            out = self._lsq(xf)
+            out = self._pams(xf) if (self.gradient == "pams" or self.asymmetric) else self._lsq(xf)
         else:
             out = self._fake_quant(xf, exporting)
         return out.to(dtype) if dtype != torch.float32 else out
@@ -276,11 +340,43 @@ class TensorQuantizer(nn.Module):
                 f"{x.shape[self.axis]} along axis {self.axis} (shape {list(x.shape)})"
             )
 
+    def _grid(self, x: torch.Tensor, amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(scale, zero point, lo): the grid's step, zero point (float) and lowest value, viewed for x."""
+        if self.asymmetric:
+            lo = self.amin if self.learnable else self.amin.detach()
+            scale, zero = asymmetric_grid(lo, amax, self.bits)
+            return scale, zero, (self.qmin - zero) * scale
+        scale = self._view(amax.clamp_min(_MIN_AMAX) / self.qmax, x)
+        return scale, torch.zeros_like(scale), self.qmin * scale
+
+    @torch.no_grad()
+    def interval(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lo, hi): the lowest and highest representable values ([] or [C], detached)."""
+        scale, zero, lo = self._grid(self.amax, self.amax.detach())
+        return lo.detach(), ((self.qmax - zero) * scale).detach()
+
+    def _pams(self, x: torch.Tensor) -> torch.Tensor:
+        scale, zero, lo = self._grid(x, self.amax)
+        hi = (self.qmax - zero) * scale
+        return pams_quantize(x, lo, hi, scale, zero, self.qmin, self.qmax)
+
     def _fake_quant(self, x: torch.Tensor, exporting: bool = False) -> torch.Tensor:
         amax = self.amax.detach()  # floored at _MIN_AMAX by set_amax; no clamp node in exported graphs
         scale = amax / self.qmax
         qmin, qmax = self.qmin, self.qmax
-        if self.bits == 8 and not self.unsigned and self.narrow_range:
+        if self.asymmetric:
+            scale, zero, lo = (t.detach() for t in self._grid(x, amax))
+            x = torch.clamp(
+                x, lo, (qmax - zero) * scale
+            )  # exporters take (0, 255): clamp to the low-bit grid
+            return torch.fake_quantize_per_tensor_affine(x, scale, zero.to(torch.int32), 0, 255)
+        if self.bits < 8:
+            # Exporters accept the int8/uint8 ranges only: clamp to the low-bit grid, then use the full one.
+            if not (self.is_weight and exporting):
+                a = self._view(scale, x)
+                x = torch.clamp(x, qmin * a, qmax * a)
+            qmin, qmax = (0, 255) if self.unsigned else (-128, 127)
+        elif self.bits == 8 and not self.unsigned and self.narrow_range:
             # Exporters accept (-128, 127) only; clamping first makes it the [-127, 127] grid.
             if not (self.is_weight and exporting):
                 a = self._view(amax, x)

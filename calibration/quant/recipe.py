@@ -112,6 +112,26 @@ after it is quantized, its input Q/DQ after the normalization as the coefficient
 RGB stems are convs and are quantized like every other layer."""
 
 
+SR_RULES: tuple[LayerRule, ...] = (
+    LayerRule("head", "skip"),
+    LayerRule("head.*", "skip"),
+    LayerRule("body_end", "skip"),
+    LayerRule("body_end.*", "skip"),
+    LayerRule("tail.*", "skip"),
+)
+"""The SR literature's convention (PAMS, DAQ, DDTB, ODM on EDSR / SRResNet): the first conv (head), the
+conv after the residual blocks (body_end) and the upsampler with the last conv (tail) stay in full
+precision; only the residual blocks' convs are quantized."""
+TASK_RULES: dict[str, tuple[LayerRule, ...]] = {"sr": SR_RULES}
+"""Rules a task's models get before the recipe's own (models.registry ModelInfo.task)."""
+
+
+def with_task_rules(recipe: QuantRecipe, task: str) -> QuantRecipe:
+    """`recipe` with the rules of `task` (TASK_RULES) in front, unless it already holds them."""
+    extra = tuple(r for r in TASK_RULES.get(task, ()) if r not in recipe.rules)
+    return dataclasses.replace(recipe, rules=extra + recipe.rules) if extra else recipe
+
+
 # Which inputs of residual Adds get Q/DQ (see QuantRecipe.add_inputs).
 ADD_INPUTS = ("residual", "both")
 
@@ -131,6 +151,12 @@ class QuantRecipe(Config):
         computes, so PyTorch and the exported graph agree exactly.
     act_unsigned: below 8 bits, give an activation quantizer the unsigned grid [0, 2^b - 1] when
         calibration saw no negative input (post-ReLU layers), as low-bit papers (IntraQ) do.
+    act_asymmetric: below 8 bits, activation quantizers get an asymmetric range [amin, amax] on the grid
+        [0, 2^b - 1] with a zero point (QAT of networks whose features are not centred on 0, e.g. SR
+        bodies); calibration sets both bounds. Exports as uint8 Q/DQ with a zero point (ONNX Runtime;
+        TensorRT refuses zero points).
+    offsets: (layer name, "shift" | "scale" | "both") pairs: per-channel distribution offsets around those
+        layers' input quantizers (quant/offsets.py; chosen by ODM's QAT, values in the state dict).
     add_inputs: "residual" quantizes only the shortcut input of residual Adds (TensorRT fuses the
         Add into the producing conv, whose output stays in its accumulator); "both" quantizes the conv
         side too, which ONNX Runtime needs to run those convs as integer QLinearConv (~1.4-2x faster
@@ -146,11 +172,14 @@ class QuantRecipe(Config):
     act_narrow_range: bool = False
     act_unsigned: bool = False
     add_inputs: str = "residual"
+    act_asymmetric: bool = False
+    offsets: tuple[tuple[str, str], ...] = ()
 
     # common.config: bump VERSION when a field changes meaning (READS keeps the old ones readable).
     VERSION = 1
     READS = (1,)
     FLAT = True
+    SPARSE = ("act_asymmetric", "offsets")  # QAT's additions: recipes without them hash as before
     UPGRADE = "upgrade dctq or re-quantize the model"
     error = QuantizationConfigError
 
@@ -186,11 +215,23 @@ class QuantRecipe(Config):
                 f"QuantRecipe.rules must hold LayerRule objects, got {self.rules!r}"
             )
         object.__setattr__(self, "rules", rules)
-        for field in ("fold_bn", "act_narrow_range", "act_unsigned"):
+        for field in ("fold_bn", "act_narrow_range", "act_unsigned", "act_asymmetric"):
             if not isinstance(getattr(self, field), bool):
                 raise QuantizationConfigError(
                     f"QuantRecipe.{field} must be true or false, got {getattr(self, field)!r}"
                 )
+        try:
+            offsets = tuple((str(name), str(kind)) for name, kind in self.offsets)
+        except (TypeError, ValueError):
+            raise QuantizationConfigError(
+                f"QuantRecipe.offsets must be (layer, kind) pairs, got {self.offsets!r}"
+            ) from None
+        bad = [kind for _, kind in offsets if kind not in ("shift", "scale", "both")]
+        if bad:
+            raise QuantizationConfigError(
+                f"QuantRecipe.offsets kinds must be shift, scale or both, got {bad[0]!r}"
+            )
+        object.__setattr__(self, "offsets", offsets)
         if self.add_inputs not in ADD_INPUTS:
             raise QuantizationConfigError(
                 f"QuantRecipe.add_inputs must be one of {', '.join(ADD_INPUTS)}, got {self.add_inputs!r}"
@@ -198,6 +239,10 @@ class QuantRecipe(Config):
         if self.act_unsigned and self.act_bits == 8:
             raise QuantizationConfigError(
                 "QuantRecipe.act_unsigned needs act_bits < 8: INT8 activations stay signed for TensorRT"
+            )
+        if self.act_asymmetric and self.act_bits == 8:
+            raise QuantizationConfigError(
+                "QuantRecipe.act_asymmetric needs act_bits < 8: INT8 activations stay symmetric for TensorRT"
             )
 
     @property
@@ -320,6 +365,7 @@ def build_recipe(
     add_inputs: str | None = None,
     *,
     rules: Sequence[LayerRule] = (),
+    asymmetric: bool | None = None,
 ) -> QuantRecipe:
     """The recipe of `dctq quantize --recipe PRESET|FILE --bits wNaM --calibrator NAME --skip/--override`
     (each optional).
@@ -330,7 +376,8 @@ def build_recipe(
     `bits` then overrides the base's widths (unsigned activation grids exactly when act_bits < 8),
     and `calibrator` its calibrator (keeping the base's calibrator options only for the same one);
     `add_inputs` ("residual" or "both") which inputs of residual Adds are quantized; `rules` go in
-    front of the base's own rules (first match wins, so they take precedence).
+    front of the base's own rules (first match wins, so they take precedence); `asymmetric` True
+    gives activations asymmetric ranges (below 8 bits).
     Raises QuantizationError for an unknown preset, calibrator or bit width.
     """
     widths = parse_bits(bits) if bits is not None else None
@@ -352,4 +399,6 @@ def build_recipe(
         changes.update(add_inputs=add_inputs)
     if rules:
         changes.update(rules=tuple(rules) + base.rules)
+    if asymmetric is not None:
+        changes.update(act_asymmetric=asymmetric)
     return dataclasses.replace(base, **changes) if changes else base

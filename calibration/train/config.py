@@ -13,8 +13,42 @@ from typing import Any
 
 from ...common.config import DEVICES, Config, check
 from ...jpeg.splits import AUGMENTS
+from ...models.registry import get_model_info
 
-SCHEDULES = ("cosine", "multistep")
+SCHEDULES = ("cosine", "multistep", "constant")
+OPTIMIZERS = ("sgd", "adam")
+
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classify": {},
+    "autoencode": {},
+    "sr": {
+        "optimizer": "adam",
+        "lr": 4e-4,
+        "weight_decay": 0.0,
+        "nesterov": False,
+        "batch_size": 16,
+        "epochs": 30,
+        "samples_per_epoch": 8000,
+        "val_fraction": 0.05,
+    },
+}
+"""Defaults that differ by the architecture's task (models.registry ModelInfo.task). The one place that
+combines defaults is `TrainConfig.for_arch` (and `config_for`, which looks the task up): TrainConfig's
+field defaults, under TASK_DEFAULTS[task], under the architecture's registered `train_defaults`
+(ModelInfo.train_defaults: the DQ autoencoders' Adam 2e-4, constant rate, clip 2), under the options a
+user gives. SR follows EDSR (Adam, L1 loss, batch 16, no weight decay) with a
+shorter, cosine schedule at a higher rate for CPU-scale runs (EDSR: lr 1e-4 halved every 200k steps)."""
+SR_ONLY = ("patch_size", "samples_per_epoch", "skip_small_images")
+CLASSIFY_ONLY = (
+    "label_smoothing",
+    "train_qualities",
+    "eval_quality",
+    "qac",
+    "qac_normalize",
+    "qabn",
+    "versions",
+    "stem_stats_batches",
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +59,13 @@ class TrainConfig(Config):
     # A resumed run may change how long and where it runs: a new --epochs reshapes the cosine schedule and
     # a new --workers changes the augmentation draws, both still the same recipe.
     RESUMABLE = ("epochs", "num_workers", "log_every", "device")
+    SPARSE = (
+        "optimizer",
+        "samples_per_epoch",
+        "patch_size",
+        "skip_small_images",
+        "clip_grad_norm",
+    )  # added with SR, DQ training
 
     arch: str
     """Registry name of the architecture (`dctq models list`)."""
@@ -40,20 +81,27 @@ class TrainConfig(Config):
     """Images per step per process (`--batch-size`). With `qabn` and no `train_qualities` this is per base
     quality, so a step holds `len(QSAM_BASE_QUALITIES) * batch_size` images, as in QSAM (128 per QF, 512 per step)."""
 
+    optimizer: str = "sgd"
+    """"sgd" (with --momentum, --nesterov) or "adam" (beta1 = --momentum, beta2 0.999) (`--optimizer`)."""
+
     lr: float = 0.1
-    """Peak learning rate of SGD (`--lr`), reached after the warm-up."""
+    """Peak learning rate (`--lr`), reached after the warm-up."""
 
     momentum: float = 0.9
     """SGD momentum (`--momentum`)."""
 
     weight_decay: float = 5e-4
-    """L2 weight decay of SGD (`--weight-decay`)."""
+    """L2 weight decay (`--weight-decay`; Adam adds it to the gradient, as torch.optim.Adam does)."""
+
+    clip_grad_norm: float | None = None
+    """Clip the gradients' global L2 norm to this value before each step (`--clip-grad-norm`); None: no clipping."""
 
     nesterov: bool = True
     """Nesterov momentum (`--nesterov/--no-nesterov`); needs momentum > 0."""
 
     schedule: str = "cosine"
-    """Learning-rate schedule after the warm-up: "cosine" (to 0 at the last step) or "multistep" (`--schedule`)."""
+    """Learning-rate schedule after the warm-up: "cosine" (to 0 at the last step), "multistep" or "constant"
+    (`--schedule`)."""
 
     milestones: tuple[int, ...] = ()
     """Epochs at which "multistep" multiplies the rate by `gamma` (`--milestones 60,120,160`)."""
@@ -129,6 +177,18 @@ class TrainConfig(Config):
     """"auto" (CUDA when present), "cpu" or "cuda" (`--device`); under torchrun each process takes
     cuda:LOCAL_RANK."""
 
+    samples_per_epoch: int | None = None
+    """Training samples per epoch (`--samples-per-epoch`): None = one pass over the training set
+    (classifiers); SR models draw this many random patches per epoch (their default 8000: 500 steps of 16)."""
+
+    patch_size: int = 96
+    """SR only: side of the random HR training patches in pixels, a multiple of the scale (`--patch-size`;
+    96 at x4 = 24x24 LR patches, EDSR uses 192)."""
+
+    skip_small_images: bool = False
+    """SR only: leave out training images smaller than the patch (logged) instead of refusing them
+    (`--skip-small-images`; the shared Yang91 set holds one 78x78 image, t20.bmp)."""
+
     def __post_init__(self) -> None:
         # Frozen: normalise list inputs to tuples through object.__setattr__.
         if self.train_qualities is not None:
@@ -145,11 +205,18 @@ class TrainConfig(Config):
         )
         check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}.")
         check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}.")
+        check(
+            self.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}."
+        )
         check(self.lr > 0, f"--lr must be > 0, got {self.lr}.")
+        check(
+            self.clip_grad_norm is None or self.clip_grad_norm > 0,
+            f"--clip-grad-norm must be > 0, got {self.clip_grad_norm}.",
+        )
         check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}.")
         check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}.")
         check(
-            not (self.nesterov and self.momentum == 0),
+            not (self.nesterov and self.momentum == 0 and self.optimizer == "sgd"),
             "--nesterov needs --momentum > 0; pass --no-nesterov or a momentum.",
         )
         check(self.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
@@ -199,10 +266,48 @@ class TrainConfig(Config):
         check(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}.")
         check(self.stem_stats_batches >= 1, f"--stem-batches must be >= 1, got {self.stem_stats_batches}.")
         check(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}.")
+        check(
+            not (self.optimizer == "adam" and self.nesterov),
+            "--optimizer adam has no Nesterov momentum; pass --no-nesterov.",
+        )
+        check(
+            self.samples_per_epoch is None or self.samples_per_epoch >= 1,
+            f"--samples-per-epoch must be >= 1, got {self.samples_per_epoch}.",
+        )
+        check(self.patch_size >= 1, f"--patch-size must be >= 1, got {self.patch_size}.")
+
+    @classmethod
+    def for_arch(cls, arch: str, task: str, **options: Any) -> TrainConfig:
+        """The config of `arch` (whose registry task is `task`): TASK_DEFAULTS[task] under the model's
+        `train_defaults` under `options` (the ones given), validated. Options that do not apply to the task raise ConfigError naming them.
+        """
+        check(task in TASK_DEFAULTS, f"training does not know the task {task!r} of {arch!r}.")
+        # the autoencoders refuse the classifier options themselves (tasks.AutoencodeTask.check)
+        wrong = {"classify": SR_ONLY, "sr": CLASSIFY_ONLY, "autoencode": SR_ONLY}.get(
+            task, CLASSIFY_ONLY + SR_ONLY
+        )
+        bad = [name for name in wrong if name in options and options[name] != _field_default(name)]
+        check(
+            not bad,
+            f"{', '.join('--' + b.replace('_', '-') for b in bad)} do(es) not apply to {arch} (a {task} model).",
+        )
+        model_defaults = dict(get_model_info(arch).train_defaults)
+        return cls(arch=arch, **{**TASK_DEFAULTS[task], **model_defaults, **options})
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with `changes` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def config_for(arch: str, **options: Any) -> TrainConfig:
+    """The TrainConfig of a run of `arch`: `options` (TrainConfig fields; None values count as not given)
+    over the architecture's registered `train_defaults` (models.registry) over its task's TASK_DEFAULTS
+    over TrainConfig's defaults (`TrainConfig.for_arch`).
+
+    Raises ConfigError for invalid values, ModelError for an unknown architecture.
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    return TrainConfig.for_arch(arch, get_model_info(arch).task, **given)
 
 
 def saved_train_config(extra: Mapping[str, Any]) -> TrainConfig | None:
@@ -222,4 +327,9 @@ def saved_val_fraction(extra: Mapping[str, Any]) -> float:
     return config.val_fraction if config is not None else _DEFAULT_VAL_FRACTION
 
 
-_DEFAULT_VAL_FRACTION = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "val_fraction")
+def _field_default(name: str) -> Any:
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default  # type: ignore[misc]
+
+
+_DEFAULT_VAL_FRACTION = _field_default("val_fraction")

@@ -1,9 +1,12 @@
-"""The training loop: SGD on a registry model over a JPEG dataset, one process or several under torchrun.
+"""The training loop: a registry model over a JPEG dataset, one process or several under torchrun.
 
 `train(config, train_set, val_set, out_dir)` builds the model by name, measures the DCT stem's
-statistics on training batches, trains with SGD (+Nesterov) under a cosine or multistep schedule
-with linear warm-up, validates every epoch and writes, atomically, `last.pt`, `best.pt` (the best
-validation top-1) and `last.state.pt` into `out_dir` (what they hold: state.py).
+statistics on training batches, trains with SGD (+Nesterov) or Adam under a cosine, multistep or
+constant schedule with linear warm-up (and optional gradient-norm clipping), validates every epoch and
+writes, atomically, `last.pt`, `best.pt` (the best validation score) and `last.state.pt` into `out_dir`
+(what they hold: state.py). What differs per task (a classifier's cross-entropy and top-1, an
+super-resolution model's L1 loss and PSNR/SSIM, an autoencoder's bits/dim) is tasks.py, one TrainTask per
+registered task; the loop has no case of its own for any task.
 
 Reproducibility: every epoch reseeds torch and the data order/augmentation from (seed, epoch), so a
 run resumed from `last.pt` repeats the uninterrupted run exactly on CPU (RNG states need no saving).
@@ -21,24 +24,19 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from ...common.devices import resolve_device
 from ...common.errors import ConfigError, DataError
 from ...common.seeding import mix_seed
-from ...jpeg.batch import model_inputs
 from ...jpeg.dataset import FolderDataset, collate_samples, make_loader
 from ...jpeg.recompress import QualityPolicy
-from ...models.metrics import topk_correct
-from ...models.qabn import QSAM_BASE_QUALITIES, apply_qabn, qabn_routing
-from ...models.qabn_routing import oracle_branch_index
+from ...models.qabn import QSAM_BASE_QUALITIES, apply_qabn
 from ...models.registry import create_model
 from ...models.stem import DctStem, compute_stem_stats
 from .. import distributed as dd
 from ..qsam.data import MultiQualityDataset, collate_versions
-from ..qsam.qac import qac_weighted_loss
 from .config import TrainConfig
 from .events import (
     EpochEnd,
@@ -51,6 +49,7 @@ from .events import (
 )
 from .schedule import determinism, lr_factor
 from .state import BEST, LAST, RunProgress, check_no_run, load_run, save_epoch
+from .tasks import ClassifyTask, task_for
 
 __all__ = [
     "EpochEnd",
@@ -92,19 +91,18 @@ class _Run:
         progress: ProgressCallback | None,
     ) -> None:
         self.config, self.out_dir, self.env, self.device = config, out_dir, env, device
-        # QSAM's protocol: every image at all base qualities per step; with --qualities, one random each.
-        self.quality_versions = config.versions or (config.qabn and config.train_qualities is None)
+        self.task = task_for(config)
+        self.quality_versions = isinstance(self.task, ClassifyTask) and self.task.quality_versions
         self.progress = progress if env.is_main else None
-        self.class_names = list(getattr(train_set, "class_names", []))
-        if not self.class_names:
-            raise DataError("train_set has no class_names; use a dctq JpegFolder / RgbJpegFolder")
+        class_names = list(getattr(train_set, "class_names", []))
         self.val_set = val_set
         if self.quality_versions:
             self.train_set: Dataset = MultiQualityDataset(train_set, QSAM_BASE_QUALITIES)
             self.collate = collate_versions
         else:
             self.train_set, self.collate = train_set, collate_samples
-        self.arch_kwargs = {"num_classes": len(self.class_names), **config.arch_kwargs}
+        self.arch_kwargs = {**self.task.model_kwargs(class_names), **config.arch_kwargs}
+        self.class_names = self.task.checkpoint_class_names(class_names)
         torch.manual_seed(config.seed)
         model = create_model(config.arch, **self.arch_kwargs)
         if config.qabn:
@@ -115,13 +113,7 @@ class _Run:
         self.use_amp = config.amp and device.type == "cuda"
         if config.amp and not self.use_amp:
             logger.warning("--amp applies to CUDA only; training in float32 on %s", device)
-        self.optimizer = torch.optim.SGD(
-            [p for p in self.core.parameters() if p.requires_grad],
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            nesterov=config.nesterov,
-        )
+        self.optimizer = make_optimizer([p for p in self.core.parameters() if p.requires_grad], config)
         self.steps = len(self._train_loader(0))
         if config.max_steps_per_epoch is not None:
             self.steps = min(self.steps, config.max_steps_per_epoch)
@@ -129,7 +121,7 @@ class _Run:
             self.optimizer, lambda s: lr_factor(s, config=config, steps_per_epoch=self.steps)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.start_epoch, self.best_epoch, self.best_top1 = 0, 0, None
+        self.start_epoch, self.best_epoch, self.best_score = 0, 0, None
         self.history: list[EpochEnd] = []
 
     # -------------------------------------------------------------------------------- data
@@ -183,7 +175,7 @@ class _Run:
             scaler,
             repair=self.env.is_main,  # rank 0 writes the run's files
         )
-        self.start_epoch, self.best_epoch, self.best_top1, self.history = done
+        self.start_epoch, self.best_epoch, self.best_score, self.history = done
         logger.info("resuming %s after epoch %d", self.out_dir, self.start_epoch)
 
     def _save(self, epoch: int, val: ValMetrics | None, is_best: bool) -> None:
@@ -193,7 +185,7 @@ class _Run:
             self.optimizer,
             self.scheduler,
             self.scaler,
-            RunProgress(epoch, self.best_epoch, self.best_top1, self.history),
+            RunProgress(epoch, self.best_epoch, self.best_score, self.history),
             config=self.config,
             arch_kwargs=self.arch_kwargs,
             class_names=self.class_names,
@@ -203,98 +195,55 @@ class _Run:
 
     # ------------------------------------------------------------------------------- steps
 
-    def _loss(self, logits: Tensor, labels: Tensor, qt: Tensor, chunks: int) -> Tensor:
-        if self.config.qac:
-            if self.config.qac_normalize:
-                return qac_weighted_loss(logits, labels, qt, self.config.label_smoothing, normalize=True)
-            # QSAM sums c(Q_q) * CE_q over the K quality chunks: K times the per-sample mean.
-            return chunks * qac_weighted_loss(logits, labels, qt, self.config.label_smoothing)
-        return F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
-
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp)
 
-    def _routing(self, branch: Tensor | None) -> contextlib.AbstractContextManager[None]:
-        return qabn_routing(self.core, branch) if branch is not None else contextlib.nullcontext()
-
-    def _train_epoch(self, model: nn.Module, epoch: int) -> tuple[float, float]:
+    def _train_epoch(self, model: nn.Module, epoch: int) -> tuple[float, float | None, dict[str, float]]:
         loader = self._train_loader(epoch)
         if self.env.distributed:
             loader.sampler.set_epoch(epoch)
         model.train()
-        chunks = len(QSAM_BASE_QUALITIES) if self.quality_versions else 1
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, images
-        window = torch.zeros(3, dtype=torch.float64, device=self.device)
+        totals: Tensor | None = None  # the task's window rows: [loss * n, metric sums..., n]
+        window: Tensor | None = None
         tick = time.perf_counter()
         for step, batch in enumerate(loader, start=1):
-            inputs, labels = model_inputs(batch, self.device), batch["label"].to(self.device)
-            branch = None
-            if self.config.qabn:
-                branch = batch.get("branch")
-                if branch is None:
-                    branch = oracle_branch_index(inputs[-1])
-            with self._routing(branch), self._autocast():
-                logits = model(*inputs)
-            loss = self._loss(logits.float(), labels, inputs[-1], chunks)
+            loss, row = self.task.train_step(model, self.core, batch, self.device, self._autocast)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if self.config.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.core.parameters(), self.config.clip_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
-            with torch.no_grad():
-                window[0] += loss.detach().double() * labels.shape[0]
-                window[1] += topk_correct(logits, labels, (1,))[0]
-                window[2] += labels.shape[0]
+            window = row if window is None else window + row
             if step % self.config.log_every == 0 or step == self.steps:
                 w = window.tolist()
                 now = time.perf_counter()
                 if self.progress is not None:
+                    mean_loss, top1, metrics = self.task.summarize(w)
+                    rate = w[-1] * self.env.world_size / max(now - tick, 1e-9)
+                    psnr = metrics.pop("psnr", None)  # StepEnd's own field (SR models)
                     self.progress(
-                        StepEnd(
-                            epoch + 1,
-                            step,
-                            self.steps,
-                            w[0] / w[2],
-                            w[1] / w[2],
-                            w[2] * self.env.world_size / max(now - tick, 1e-9),
-                            lr,
-                        )
+                        StepEnd(epoch + 1, step, self.steps, mean_loss, top1, rate, lr, metrics, psnr)
                     )
-                totals += window
-                window.zero_()
+                totals = window if totals is None else totals + window
+                window = None
                 tick = now
             if step >= self.steps:
                 break
-        totals = dd.all_reduce_sum(totals + window, self.env).tolist()
-        return totals[0] / max(totals[2], 1), totals[1] / max(totals[2], 1)
+        if totals is None and window is None:
+            raise DataError("the training set gave no batch; give more images or a smaller --batch-size")
+        summed = totals if window is None else (window if totals is None else totals + window)
+        return self.task.summarize(dd.all_reduce_sum(summed, self.env).tolist())
 
     @torch.no_grad()
     def _validate(self) -> ValMetrics:
         if self.val_set is None:
             raise DataError("no validation set")
         self.core.eval()
-        # An exact shard per process (DistributedSampler would pad with repeated images).
-        shard = Subset(self.val_set, range(self.env.rank, len(self.val_set), self.env.world_size))
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top1, top5, images
-        if len(shard):
-            loader = make_loader(
-                shard, self.config.batch_size, shuffle=False, num_workers=self.config.num_workers
-            )
-            for batch in loader:
-                inputs, labels = model_inputs(batch, self.device), batch["label"].to(self.device)
-                branch = oracle_branch_index(inputs[-1]) if self.config.qabn else None
-                with self._routing(branch), self._autocast():
-                    logits = self.core(*inputs).float()
-                top1, top5 = topk_correct(logits, labels)
-                sums[0] += F.cross_entropy(logits, labels, reduction="sum").double()
-                sums[1] += top1
-                sums[2] += top5
-                sums[3] += labels.shape[0]
-        loss, top1, top5, n = dd.all_reduce_sum(sums, self.env).tolist()
-        if n == 0:
-            raise DataError("the validation set is empty; give more images or a larger --val-fraction")
-        return ValMetrics(loss / n, top1 / n, top5 / n, int(n))
+        return self.task.validate(self.core, self.val_set, self.env, self.device, self._autocast)
 
     # --------------------------------------------------------------------------------- run
 
@@ -311,12 +260,14 @@ class _Run:
                 self.progress(EpochStart(epoch + 1, self.config.epochs, self.steps))
             tick = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            train_loss, train_top1 = self._train_epoch(model, epoch)
+            train_loss, train_top1, train_metrics = self._train_epoch(model, epoch)
+            train_psnr = train_metrics.pop("psnr", None)  # EpochEnd's own field (SR models)
             dd.sync_buffers(self.core, self.env)
             val = self._validate() if self.val_set is not None else None
-            is_best = val is None or self.best_top1 is None or val.top1 > self.best_top1
+            score = self.task.score(val) if val is not None else None
+            is_best = score is None or self.best_score is None or score > self.best_score
             if is_best:
-                self.best_epoch, self.best_top1 = epoch + 1, (val.top1 if val is not None else None)
+                self.best_epoch, self.best_score = epoch + 1, score
             end = EpochEnd(
                 epoch + 1,
                 self.config.epochs,
@@ -326,32 +277,57 @@ class _Run:
                 is_best,
                 time.perf_counter() - tick,
                 lr,
+                train_metrics,
+                train_psnr,
             )
             self.history.append(end)
             if self.env.is_main:
                 self._save(epoch + 1, val, is_best)
             dd.barrier(self.env)
             logger.info(
-                "epoch %d/%d: train loss %.4f top-1 %.4f%s",
+                "epoch %d/%d: train loss %.4f%s%s",
                 epoch + 1,
                 self.config.epochs,
                 train_loss,
-                train_top1,
-                f", val loss {val.loss:.4f} top-1 {val.top1:.4f} top-5 {val.top5:.4f}" if val else "",
+                f" top-1 {train_top1:.4f}" if train_top1 is not None else "",
+                f", val loss {val.loss:.4f}" + (f" top-1 {val.top1:.4f}" if val.top1 is not None else "")
+                if val
+                else "",
             )
             if self.progress is not None:
                 self.progress(end)
         self.core.eval()
+        best = self._best_val()
         return TrainResult(
             out_dir=self.out_dir,
             best_path=self.out_dir / BEST,
             last_path=self.out_dir / LAST,
             best_epoch=self.best_epoch,
-            best_top1=self.best_top1,
+            best_top1=best.top1 if best is not None else None,
+            best_psnr=best.psnr if best is not None else None,
             start_epoch=self.start_epoch,
             history=tuple(self.history),
             model=self.core,
+            task=self.task.name,
         )
+
+    def _best_val(self) -> ValMetrics | None:
+        return next((h.val for h in self.history if h.epoch == self.best_epoch), None)
+
+
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or Adam (beta1 = momentum) over `params`, as `config.optimizer` says."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(
+            params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay
+        )
+    return torch.optim.SGD(
+        params,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
 
 
 def train(

@@ -18,6 +18,8 @@ def lr_factor(step: int, *, config: TrainConfig, steps_per_epoch: int) -> float:
     warmup = round(config.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return (step + 1) / warmup
+    if config.schedule == "constant":
+        return 1.0
     if config.schedule == "multistep":
         return config.gamma ** sum(step >= m * steps_per_epoch for m in config.milestones)
     progress = (step - warmup) / max(1, total - warmup)

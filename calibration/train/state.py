@@ -4,7 +4,7 @@
   gradient scaler, best so far, history), plain tensors and data that `torch.load(weights_only=True)`
   reads;
 - `last.pt` / `best.pt`: dctq checkpoints (models.checkpoint) of the last and the best epoch (by
-  validation top-1), `extra` holding the TrainConfig, the epoch and its validation metrics;
+  the task's validation score: top-1, PSNR for SR models, minus an autoencoder's bits/dim; tasks.py), `extra` holding the TrainConfig, the epoch and its validation metrics;
 - `metrics.csv`: the run record, one row per epoch so far (the flattened EpochEnd: epoch, train_loss,
   train_top1, val_loss, val_top1, ..., is_best, seconds, lr; common/records.py), for `dctq report`.
 
@@ -48,11 +48,12 @@ logger = logging.getLogger(__name__)
 
 
 class RunProgress(NamedTuple):
-    """How far a run got: epochs done, the best epoch and its validation top-1, every EpochEnd."""
+    """How far a run got: epochs done, the best epoch and its score (the task's, tasks.py: a classifier's
+    validation top-1, an SR model's PSNR, minus an autoencoder's bits/dim), every EpochEnd."""
 
     epoch: int
     best_epoch: int
-    best_top1: float | None
+    best_score: float | None
     history: list[EpochEnd]
 
 
@@ -89,6 +90,7 @@ def save_epoch(
         "input_policy": default_policy(info.input_kind, info.input_size).to_dict(),  # = train_input_policy
         "epoch": progress.epoch,
         "val": dataclasses.asdict(val) if val is not None else None,
+        "epoch_seconds": [h.seconds for h in progress.history],
     }
     if config.qabn:
         extra["qabn"] = {"num_branches": len(QSAM_BASE_QUALITIES)}
@@ -105,7 +107,7 @@ def save_epoch(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "best_epoch": progress.best_epoch,
-        "best_top1": progress.best_top1,
+        "best_score": progress.best_score,
         "history": [dataclasses.asdict(h) for h in progress.history],
     }
     write_epoch(out_dir, state, is_best=is_best)
@@ -195,7 +197,9 @@ def load_run(
     if repair and "checkpoint" in state:
         repair_epoch_files(out_dir, state)
     history = [epoch_end_from_dict(h) for h in state["history"]]
-    return RunProgress(state["epoch"], state["best_epoch"], state["best_top1"], history)
+    # States written before tasks existed call the score "best_top1" (it was the top-1).
+    best = state["best_score"] if "best_score" in state else state.get("best_top1")
+    return RunProgress(state["epoch"], state["best_epoch"], best, history)
 
 
 def remove_stale_writes(out_dir: Path) -> None:

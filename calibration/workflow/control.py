@@ -68,6 +68,11 @@ def ptq_through_cache(
     """
     path = calib.cache
     assert path is not None
+    if recipe.act_asymmetric:
+        raise QuantizationError(
+            f"--calib-cache {path} holds statistics of |x| only, and asymmetric activation ranges need each "
+            "side's extremes: leave out --calib-cache or --asymmetric"
+        )
     if path.is_file():
         cache = load_cache(path, model=loaded.model)
         drawn = dict(cache.data)

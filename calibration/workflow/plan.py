@@ -1,12 +1,13 @@
 """What `dctq quantize` is asked to do, and the one place its option rules live.
 
 A quantization method (METHODS), then either the real images PTQ calibrates on (`PtqData`, with an optional
-calibration cache) or how the zero-shot methods get and use their synthetic images (`ZeroShotPlan`), and
-what is done with the calibrated model's layers (`LayerPlan`: the sensitivity report and the fallback to
-float, on held-out images `ValData`). `check_plan` and `check_layer_plan` hold the rules
-(which flags go with which method) and words them with the CLI's flags: the CLI calls it with the
-flags it was given, `quantize_checkpoint` with the flags its arguments stand for (`plan_flags`), so
-both refuse the same combinations with the same message.
+calibration cache), how the zero-shot methods get and use their synthetic images (`ZeroShotPlan`), or the
+real data and options of quantization-aware training (`QatPlan`, methods qat and odm); and what is done
+with the calibrated model's layers (`LayerPlan`: the sensitivity report and the fallback to float, on
+held-out images `ValData`). `check_plan` and `check_layer_plan` hold the rules (which flags go with which
+method: FLAG_METHODS) and word them with the CLI's flags: the CLI calls them with the flags it was given,
+`quantize_checkpoint` with the flags its arguments stand for (`plan_flags`), so both refuse the same
+combinations with the same message.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...common.errors import QuantizationError
+from ..qat.config import QatConfig
 from ..zeroshot.config import SynthConfig, ZeroShotConfig
 
-METHODS = ("ptq", "intraq", "bnstats")
-"""ptq: calibrate on real images; intraq / bnstats: zero-shot (synthetic images, KD fine-tuning)."""
+METHODS = ("ptq", "intraq", "bnstats", "qat", "odm")
+"""ptq: calibrate on real images; intraq / bnstats: zero-shot (synthetic images, KD fine-tuning);
+qat / odm: quantization-aware training on real data (plain learnable-range QAT, or ODM)."""
+ZERO_SHOT = ("intraq", "bnstats")
+QAT = ("qat", "odm")
 
 PTQ_FLAGS = ("--calib-split", "--num-images")
 """Flags only PTQ reads, besides --calib."""
@@ -30,7 +35,21 @@ FINE_TUNE_FLAGS = {"epochs": "--epochs", "steps_per_epoch": "--steps-per-epoch",
 """ZeroShotConfig field -> the zero-shot-only `dctq quantize` flag that sets it (--batch-size, --seed and
 --device are shared with PTQ)."""
 ZERO_SHOT_FLAGS = ("--synthetic", "--calib-synthetic", *SYNTH_FLAGS.values(), *FINE_TUNE_FLAGS.values())
-"""Flags only the zero-shot methods read."""
+"""Flags only the zero-shot methods read (--epochs and --steps-per-epoch: QAT's too)."""
+QAT_FLAGS = ("--data", "--lr", "--range-lr", "--range-gradient", "--resume")
+ODM_FLAGS = (
+    "--odm-version", "--variance-weight", "--cooperative", "--offsets", "--offset-fraction",
+    "--mismatch-weight", "--weight-clip-correction",
+)  # fmt: skip
+FLAG_METHODS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(PTQ_FLAGS, ("ptq",)),
+    **dict.fromkeys(ZERO_SHOT_FLAGS, ZERO_SHOT),
+    "--epochs": ZERO_SHOT + QAT,
+    "--steps-per-epoch": ZERO_SHOT + QAT,
+    **dict.fromkeys(QAT_FLAGS, QAT),
+    **dict.fromkeys(ODM_FLAGS, ("odm",)),
+}
+"""Each method-specific flag of `dctq quantize` and the methods that read it (the others refuse it)."""
 
 
 @dataclass(frozen=True)
@@ -183,24 +202,68 @@ class ZeroShotPlan:
             )
 
 
-def _reject(method: str, flags: list[str], belongs_to: str) -> None:
-    if flags:
+@dataclass(frozen=True)
+class QatPlan:
+    """Quantization-aware training (methods qat and odm): the real data it trains on and its options.
+
+    data: "cifar10" or an ImageFolder of JPEGs (classifiers), "sr" or a folder of HR images (SR models);
+    the FP run's own training split of it is used (its validation images stay unseen).
+    config: QatConfig (its `method` must be the quantize method). resume: continue the run whose state
+    was saved beside the output (`qat_state_path(out)`).
+    """
+
+    data: str | Path
+    config: QatConfig = dataclasses.field(default_factory=QatConfig)
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, QatConfig):
+            raise QuantizationError(f"QatPlan.config takes a QatConfig, got {type(self.config).__name__}")
+
+
+def qat_state_path(out: Path | str) -> Path:
+    """Where a QAT run writing `out` (q.pt) keeps its resume state: q.qat-state.pt beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + ".qat-state.pt")
+
+
+def _reject_foreign(method: str, given: Collection[str]) -> None:
+    """Refuse the flags of `given` that `method` does not read, grouped by the methods that do."""
+    foreign = [f for f in FLAG_METHODS if f in given and method not in FLAG_METHODS[f]]
+    if foreign:
+        owners = FLAG_METHODS[foreign[0]]
+        flags = [f for f in foreign if FLAG_METHODS[f] == owners]
         verb = "applies" if len(flags) == 1 else "apply"
-        raise QuantizationError(f"{', '.join(flags)} {verb} to {belongs_to} only, not to --method {method}")
+        raise QuantizationError(
+            f"{', '.join(flags)} {verb} to --method {' / '.join(owners)} only, not to --method {method}"
+        )
 
 
-def check_plan(method: str, calib: object = None, given: Collection[str] = ()) -> None:
+def check_plan(method: str, calib: object = None, given: Collection[str] = (), data: object = None) -> None:
     """The option rules of `dctq quantize`: `method` is one of METHODS; ptq needs real images (`calib`,
-    None when not given) and takes no zero-shot flag; intraq and bnstats read no real image (no
-    `calib`, no PTQ-only flag). given: the other flags set, e.g. {"--epochs", "--seed"} (flags that
-    belong to every method are ignored).
+    None when not given); intraq and bnstats read no real image (no `calib`); qat and odm train on real
+    data (`data`, from --data) and take no --calib. given: the other flags set, e.g. {"--epochs", "--seed"};
+    each flag of FLAG_METHODS is refused by the methods that do not read it (flags that belong to every
+    method are ignored).
 
     Raises QuantizationError naming the method or the flags at fault, and the fix.
     """
     if method not in METHODS:
         raise QuantizationError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    given = set(given) | ({"--data"} if data is not None else set())
+    _reject_foreign(method, given)
+    if method in QAT:
+        if calib is not None:
+            raise QuantizationError(
+                f"--method {method} trains on the data of --data, not --calib; give --data {calib} instead"
+            )
+        if data is None:
+            raise QuantizationError(
+                f"--method {method} trains on real data: give --data (cifar10 or an ImageFolder of JPEGs for "
+                "classifiers; sr or a folder of HR images for SR models)"
+            )
+        return
     if method == "ptq":
-        _reject(method, [f for f in ZERO_SHOT_FLAGS if f in given], "--method intraq / bnstats")
         if calib is None:
             raise QuantizationError(
                 "--method ptq calibrates on real images: give --calib DIR (an ImageFolder of JPEGs) or "
@@ -212,7 +275,6 @@ def check_plan(method: str, calib: object = None, given: Collection[str] = ()) -
             f"--method {method} is zero-shot: it reads no real image, so --calib {calib} cannot be used; "
             "drop --calib, or use --method ptq to calibrate on those images"
         )
-    _reject(method, [f for f in PTQ_FLAGS if f in given], "--method ptq")
 
 
 def plan_flags(plan: ZeroShotPlan | None) -> set[str]:

@@ -1,6 +1,8 @@
-"""`dctq quantize` as a library call: a quantized checkpoint from an FP one, by PTQ on real images or
-zero-shot (IntraQ / BN-statistics synthetic images and KD fine-tuning). What the file holds and how it
-is rebuilt on load: calibration/quant/checkpoint.py; what may be asked: plan.py.
+"""`dctq quantize` as a library call: a quantized checkpoint from an FP one, by PTQ on real images,
+zero-shot (IntraQ / BN-statistics synthetic images and KD fine-tuning) or quantization-aware training on
+real data (plain QAT or ODM, calibration/qat). What the file holds and how it is rebuilt on load:
+calibration/quant/checkpoint.py; what may be asked: plan.py. SR models get the SR recipe rules (head,
+body_end and tail in full precision: quant.recipe.with_task_rules) whatever the method.
 
     result = quantize_checkpoint("best.pt", "q.pt", recipe=build_recipe(bits="w8a8"),
                                  calib=PtqData("cifar10", num_images=512))
@@ -9,6 +11,8 @@ is rebuilt on load: calibration/quant/checkpoint.py; what may be asked: plan.py.
     result = quantize_checkpoint("best.pt", "q.pt", recipe=get_recipe("w4a4"),
                                  calib=PtqData("cifar10", cache=Path("calib.pt")),       # --calib-cache
                                  layers=LayerPlan(sensitivity=True, max_drop=1.0))        # control.py
+    result = quantize_checkpoint("edsr.pt", "q.pt", method="odm", recipe=build_recipe(bits="w4a4"),
+                                 qat=QatPlan("sr", QatConfig(method="odm", **method_defaults("odm"))))
 """
 
 from __future__ import annotations
@@ -25,16 +29,30 @@ from ...common.devices import resolve_device
 from ...common.errors import DataError, QuantizationError
 from ...common.records import metrics_path, write_metrics
 from ...models.checkpoint import LoadedCheckpoint, load_checkpoint
+from ...models.registry import get_model_info
 from ..distributed import detect_env
 from ..ptq import ptq
+from ..qat.config import QatEvent
+from ..qat.data import qat_dataset
+from ..qat.loop import qat_quantize
 from ..quant.checkpoint import QUANT_RECIPE_KEY, save_quantized
 from ..quant.model import QuantizerSummary, quantization_summary, recipe_of
-from ..quant.recipe import QuantRecipe
+from ..quant.recipe import QuantRecipe, with_task_rules
 from ..zeroshot.config import SynthConfig, SynthEvent, ZeroShotEpochEnd, ZeroShotEvent
 from ..zeroshot.distill import distill_on_synthetic, zero_shot_quantize
 from .control import LayerProgress, apply_layer_plan, ptq_through_cache
 from .data import calibration_loader, check_same_options, reused_synthetic
-from .plan import LayerPlan, PtqData, ZeroShotPlan, check_layer_plan, check_plan, plan_flags
+from .plan import (
+    QAT,
+    LayerPlan,
+    PtqData,
+    QatPlan,
+    ZeroShotPlan,
+    check_layer_plan,
+    check_plan,
+    plan_flags,
+    qat_state_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +68,7 @@ class CalibProgress:
     batches: int
 
 
-QuantizeEvent = CalibProgress | SynthEvent | ZeroShotEvent | LayerProgress
+QuantizeEvent = CalibProgress | SynthEvent | ZeroShotEvent | QatEvent | LayerProgress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +116,7 @@ def quantize_checkpoint(
     recipe: QuantRecipe | None = None,
     calib: PtqData | None = None,
     zero_shot: ZeroShotPlan | None = None,
+    qat: QatPlan | None = None,
     device: str = "auto",
     layers: LayerPlan | None = None,
     progress: Callable[[QuantizeEvent], None] | None = None,
@@ -111,16 +130,18 @@ def quantize_checkpoint(
     method "intraq" / "bnstats": zero-shot, no real image is read; `zero_shot` (default ZeroShotPlan())
     says where the synthetic images come from and how the student is calibrated and fine-tuned (the
     devices and seeds of its configs apply).
+    method "qat" / "odm": quantization-aware training on the real data of `qat` (required), resumable
+    from the state beside `out` (plan.qat_state_path), under torchrun with DDP.
 
     Returns a QuantizeResult. Raises QuantizationError for a bad method/option combination (check_plan,
     worded with the CLI's flags), an `out` that is the checkpoint itself or an already quantized
     checkpoint; DataError for a missing --calib-synthetic file; and what load_checkpoint, the data
     sets, ptq and the zero-shot functions raise.
     """
-    _check_types(calib, zero_shot)
+    _check_types(calib, zero_shot, qat)
     # a calibration cache stands for the images it was collected on (PtqData checks it exists)
     images = None if calib is None else calib.source if calib.source is not None else calib.cache
-    check_plan(method, images, plan_flags(zero_shot))
+    check_plan(method, images, plan_flags(zero_shot), data=qat.data if qat is not None else None)
     check_layer_plan(method, layers, calib, {"--calib-cache"} if calib is not None and calib.cache else ())
     recipe = recipe or QuantRecipe()
     checkpoint = Path(checkpoint)
@@ -129,6 +150,18 @@ def quantize_checkpoint(
     loaded = load_checkpoint(checkpoint)
     if loaded.extra.get(QUANT_RECIPE_KEY):
         raise QuantizationError(f"{checkpoint} is already quantized; quantize the FP checkpoint it came from")
+    task = get_model_info(loaded.arch).task
+    if task == "autoencode" and method != "ptq":
+        raise QuantizationError(
+            f"--method {method} is not for autoencoders; {checkpoint} is "
+            f"a {task!r} model ({loaded.arch}): use --method ptq --calib DIR|cifar10"
+        )
+    if task == "sr" and method not in QAT:
+        raise QuantizationError(
+            f"{checkpoint} is a {task} model ({loaded.arch}); --method {method} is for classifiers: quantize it with "
+            "--method qat or odm and --data (e.g. --data sr)"
+        )
+    recipe = with_task_rules(recipe, task)
     source = {
         "checkpoint": str(checkpoint),
         "arch": loaded.arch,
@@ -139,6 +172,9 @@ def quantize_checkpoint(
     epochs: list[ZeroShotEpochEnd] = []
     if method == "ptq":
         qmodel, info["ptq"] = _ptq(loaded, recipe, calib, device, progress)  # type: ignore[arg-type]
+    elif method in QAT:
+        qmodel, info["qat"] = _qat(loaded, recipe, method, task, qat, out, progress)  # type: ignore[arg-type]
+        recipe = recipe_of(qmodel) or recipe  # with the offsets ODM chose
     else:
         plan = zero_shot or ZeroShotPlan()
         qmodel, zero_shot_info = _zero_shot(checkpoint, loaded, recipe, method, plan, progress, epochs)
@@ -164,7 +200,7 @@ def quantize_checkpoint(
     return QuantizeResult(written, method, recipe, summary, info, qmodel, metrics)
 
 
-def _check_types(calib: object, zero_shot: object) -> None:
+def _check_types(calib: object, zero_shot: object, qat: object = None) -> None:
     """Name the plan types when a caller passes the values quantize_checkpoint took before them."""
     if calib is not None and not isinstance(calib, PtqData):
         raise QuantizationError(
@@ -175,6 +211,10 @@ def _check_types(calib: object, zero_shot: object) -> None:
         raise QuantizationError(
             "quantize_checkpoint's zero_shot takes ZeroShotPlan(synthetic, synth, fine_tune, calib_synthetic), "
             f"got {type(zero_shot).__name__}"
+        )
+    if qat is not None and not isinstance(qat, QatPlan):
+        raise QuantizationError(
+            f"quantize_checkpoint's qat takes QatPlan(data, config, resume), got {type(qat).__name__}"
         )
 
 
@@ -200,6 +240,38 @@ def _ptq(
         workers=calib.workers,
     )
     return ptq(teacher, recipe, _counted(loader, progress)), drawn
+
+
+def _qat(
+    loaded: LoadedCheckpoint,
+    recipe: QuantRecipe,
+    method: str,
+    task: str,
+    plan: QatPlan,
+    out: Path | str | None,
+    progress: Callable[[QuantizeEvent], None] | None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(quantized model, info): QAT / ODM of the loaded FP model on `plan.data` (calibration/qat)."""
+    config = plan.config
+    if config.method != method:
+        raise QuantizationError(
+            f"QatPlan.config was made for method {config.method!r}, not {method!r}; use QatConfig(method={method!r}, ...)"
+        )
+    world = detect_env().world_size
+    dataset, description = qat_dataset(loaded, plan.data, config.steps_per_epoch * config.batch_size * world)
+    state = qat_state_path(out) if out is not None else None
+    qmodel, info = qat_quantize(
+        loaded.model,
+        recipe,
+        dataset,
+        config,
+        task=task,
+        state_path=state,
+        resume=plan.resume,
+        progress=progress,  # type: ignore[arg-type]
+    )
+    info["data"] = {"source": str(plan.data), "description": description}
+    return qmodel, info
 
 
 def _zero_shot(

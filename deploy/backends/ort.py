@@ -1,8 +1,9 @@
 """The ONNX Runtime backend ("ort"): .onnx artifacts on the CPUExecutionProvider.
 
 Q/DQ graphs are rewritten at load time (ort_rewrite.rewrite_for_ort): int8 activations to the
-identical uint8/128 grid, weights folded to int8 initializers, Relu moved into the integer domain
-so ORT's `DQ -> Conv -> Q` fusion builds QLinearConv, and the weights of layers ORT leaves in
+identical uint8/128 grid, weights folded to int8 initializers, the conv input of TensorRT-form
+residual Adds given a Q/DQ (on the Add's output grid), Relu moved into the integer domain so ORT's
+`DQ -> Conv -> Q` fusion builds QLinearConv and QLinearAdd, and the weights of layers ORT leaves in
 float pre-dequantized. `rewrite=False` runs the graph exactly as exported.
 """
 
@@ -47,6 +48,7 @@ class OrtRunner:
         artifact: Artifact,
         *,
         rewrite: bool = True,
+        add_scale: str | None = "output",
         threads: int | None = None,
         optimized_model_path: Path | str | None = None,
     ) -> None:
@@ -56,7 +58,7 @@ class OrtRunner:
         model = load_onnx(artifact.path)
         self.rewrite_stats = None
         if rewrite and is_qdq_model(model):
-            model, self.rewrite_stats = rewrite_for_ort(model)
+            model, self.rewrite_stats = rewrite_for_ort(model, add_scale=add_scale)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # ORT warns about every serialisation of NCHWc graphs
@@ -113,7 +115,8 @@ class OrtRunner:
 
 
 class OrtBackend:
-    """ONNX Runtime on the CPU. Options: rewrite (bool), threads (int), optimized_model_path."""
+    """ONNX Runtime on the CPU. Options: rewrite (bool), add_scale (rewrite_for_ort's; None keeps a
+    TensorRT-form graph's float residual Adds), threads (int), optimized_model_path."""
 
     name = "ort"
     accepts = ("onnx",)

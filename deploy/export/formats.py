@@ -23,6 +23,7 @@ from ..artifact import sidecar_path
 from ..backends.tensorrt.build import BuildConfig, build_engine, export_engine
 from ..onnx.lint import LintReport, lint_qdq
 from ..triton.repository import export_triton
+from .autoencoder import export_autoencoder_onnx
 from .onnx import export_onnx
 from .torchscript import export_program, export_torchscript
 
@@ -50,15 +51,18 @@ class ExportResult:
     format: str
     quantized: bool
     lint: LintReport | None = None
+    parts: tuple[Path, ...] = ()
+    """An autoencoder's files: (encoder, decoder); `artifact` is the encoder."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form `dctq export --json` prints."""
+        """The JSON form `dctq export --json` prints ("parts" only for an autoencoder's two files)."""
         return {
             "artifact": str(self.artifact),
             "sidecar": str(self.sidecar),
             "format": self.format,
             "quantized": self.quantized,
             "lint": self.lint.to_dict() if self.lint is not None else None,
+            **({"parts": [str(p) for p in self.parts]} if self.parts else {}),
         }
 
 
@@ -72,6 +76,7 @@ def export_artifact(
     max_batch: int = 256,
     timing_cache: Path | str | None = None,
     dynamo: bool | None = None,
+    low_bit: bool = False,
 ) -> ExportResult:
     """Export a dctq checkpoint (.pt, float or quantized) to `fmt`, with a JSON sidecar beside it.
 
@@ -86,6 +91,7 @@ def export_artifact(
             batch axis (onnx, program). max_batch: largest batch of the TensorRT optimization profile
             (min 1, opt min(32, max_batch)); triton: every model's max_batch_size. timing_cache: TensorRT timing-cache file, read and updated.
         dynamo: onnx exporter choice as export_onnx's (False: the deprecated TorchScript exporter).
+        low_bit: onnx: export a model below 8 bits on its trained grid (Clip + int8/uint8 Q/DQ; ORT).
 
     Raises:
         DctqError: an unknown format, or `out` is the checkpoint itself (messages name the CLI flags).
@@ -120,6 +126,21 @@ def export_artifact(
         check_output_file(target, "--out")
     loaded = load_checkpoint(checkpoint)
     lint = None
+    if getattr(loaded.model, "task", "classify") == "autoencode":
+        if fmt != "onnx" or static_batch is not None or dynamo is False:
+            raise DctqError(
+                f"{checkpoint} is an autoencoder: it exports to ONNX only (--format onnx, dynamic batch, dynamo "
+                "exporter), as an encoder and a decoder graph"
+            )
+        parts = export_autoencoder_onnx(loaded, target, opset=opset)
+        return ExportResult(
+            artifact=parts[0],
+            sidecar=sidecar_path(parts[0]),
+            format=fmt,
+            quantized=bool(loaded.extra.get("quant_recipe")),
+            lint=lint_qdq(parts[0]) if loaded.extra.get("quant_recipe") else None,
+            parts=parts,
+        )
     if fmt == "onnx":
         export_onnx(
             loaded,
@@ -128,6 +149,7 @@ def export_artifact(
             dynamic_batch=static_batch is None,
             example_batch=1 if static_batch is None else static_batch,
             dynamo=dynamo,
+            low_bit=low_bit,
         )
         lint = lint_qdq(target)
     elif fmt == "tensorrt":

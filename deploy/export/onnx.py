@@ -1,8 +1,8 @@
 """ONNX export of FP32 and fake-quant models: Q/DQ for TensorRT explicit quantization.
 
 `torch.onnx.export(..., dynamo=True, external_data=False, opset_version=18)` with inputs named
-y, cbcr, qt (DCT) or x [, qt] (RGB) and the output "logits"; the batch axis dynamic unless asked
-otherwise. The fake-quant ops become QuantizeLinear/DequantizeLinear with int8 zero points 0
+y, cbcr, qt (DCT) or x [, qt] (RGB) and the output "logits" ("image" for SR models); the batch axis
+dynamic unless asked otherwise, and for SR models (fully convolutional) height and width too. The fake-quant ops become QuantizeLinear/DequantizeLinear with int8 zero points 0
 (calibration/quant/quantizer.py registers the fake kernels the dynamo exporter needs for a dynamic
 batch). Should the dynamo exporter fail, the deprecated TorchScript exporter (dynamo=False) is
 tried and the sidecar records which one ran.
@@ -26,7 +26,7 @@ from ...common.errors import ExportError
 from ...common.files import atomic_path
 from ...models.checkpoint import LoadedCheckpoint
 from ...models.flops import example_inputs
-from ..artifact import describe_model, needs_qt, write_sidecar
+from ..artifact import ArtifactMeta, describe_model, needs_qt, write_sidecar
 from ..onnx.graph import import_onnx, opset_of
 
 logger = logging.getLogger(__name__)
@@ -73,11 +73,31 @@ def _example_args(model: nn.Module, batch: int) -> tuple[torch.Tensor, ...]:
     return tuple(a.float() for a in args)
 
 
-def _dynamo_export(model: nn.Module, args: tuple, names: list[str], opset: int, dynamic: bool) -> Any:
+def _dynamic_axes(meta: ArtifactMeta, dynamic_batch: bool) -> dict[str, dict[int, str]]:
+    """{tensor name: {axis: name}} of the axes that stay symbolic: the batch (when asked) and, for SR
+    models, every named axis of the sidecar's shapes (height and width)."""
+    axes: dict[str, dict[int, str]] = {}
+    for spec in (*meta.inputs, *meta.outputs):
+        named = {i: d for i, d in enumerate(spec.shape) if isinstance(d, str) and (i > 0 or dynamic_batch)}
+        if named:
+            axes[spec.name] = named
+    return axes
+
+
+def _dynamo_export(
+    model: nn.Module, args: tuple, names: list[str], output: str, opset: int, axes: dict[str, dict[int, str]]
+) -> Any:
+    dims: dict[str, Any] = {}
     dynamic_shapes = None
-    if dynamic:
-        batch = torch.export.Dim("batch")
-        dynamic_shapes = tuple({0: batch} for _ in names)
+    if axes:
+        # "2*height" is the output's name for an input axis; torch.export derives outputs itself
+        dynamic_shapes = tuple(
+            {
+                i: dims.setdefault(d, torch.export.Dim(d, min=2 if i else 1))
+                for i, d in axes.get(n, {}).items()
+            }
+            for n in names
+        )
     with _quiet_exporter():
         program = torch.onnx.export(
             model,
@@ -86,7 +106,7 @@ def _dynamo_export(model: nn.Module, args: tuple, names: list[str], opset: int, 
             external_data=False,
             opset_version=opset,
             input_names=names,
-            output_names=["logits"],
+            output_names=[output],
             dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
@@ -94,11 +114,16 @@ def _dynamo_export(model: nn.Module, args: tuple, names: list[str], opset: int, 
 
 
 def _legacy_export(
-    model: nn.Module, args: tuple, names: list[str], opset: int, dynamic: bool, tmp: Path
+    model: nn.Module,
+    args: tuple,
+    names: list[str],
+    output: str,
+    opset: int,
+    axes: dict[str, dict[int, str]],
+    tmp: Path,
 ) -> Any:
     import onnx
 
-    axes = {n: {0: "batch"} for n in [*names, "logits"]} if dynamic else None
     with _quiet_exporter():  # the TorchScript exporter is deprecated and says so
         torch.onnx.export(
             model,
@@ -107,8 +132,8 @@ def _legacy_export(
             dynamo=False,
             opset_version=opset,
             input_names=names,
-            output_names=["logits"],
-            dynamic_axes=axes,
+            output_names=[output],
+            dynamic_axes=axes or None,
         )
     return onnx.load(str(tmp))
 
@@ -121,6 +146,7 @@ def export_onnx(
     dynamic_batch: bool = True,
     example_batch: int = 1,
     dynamo: bool | None = None,
+    low_bit: bool = False,
 ) -> Path:
     """Export an FP32 or fake-quant dctq model to ONNX at `path` (atomically) plus `<path>.json`.
 
@@ -132,6 +158,7 @@ def export_onnx(
         example_batch: batch of the example inputs traced.
         dynamo: True = torch.export-based exporter only, False = TorchScript exporter only,
             None = dynamo, falling back to TorchScript if it fails.
+        low_bit: also export models below 8 bits, on their trained grid (calibration.quant.export).
 
     Returns the path written. Raises ExportError (opset outside MIN_OPSET..max_opset(), a graph the
     exporter wrote at another opset than asked, failed export or invalid graph), QuantizationError
@@ -151,13 +178,15 @@ def export_onnx(
         raise ExportError(f"example_batch must be >= 1, got {example_batch}")
     path = Path(path)
     meta = describe_model(model, batch="batch" if dynamic_batch else example_batch, opset=opset)
-    module = prepare_for_export(_module(model))
+    module = prepare_for_export(_module(model), low_bit=low_bit)
     args = _example_args(module, max(example_batch, 2) if dynamic_batch else example_batch)
     names = list(meta.input_names)
+    output = meta.outputs[0].name
+    axes = _dynamic_axes(meta, dynamic_batch)
     exporter, proto, first_error = None, None, None
     if dynamo is not False:
         try:
-            proto, exporter = _dynamo_export(module, args, names, opset, dynamic_batch), "dynamo"
+            proto, exporter = _dynamo_export(module, args, names, output, opset, axes), "dynamo"
         except Exception as exc:  # torch.export raises many kinds; the fallback below decides
             if dynamo:
                 raise ExportError(
@@ -175,7 +204,7 @@ def export_onnx(
         if proto is None:
             try:
                 proto, exporter = (
-                    _legacy_export(module, args, names, opset, dynamic_batch, tmp),
+                    _legacy_export(module, args, names, output, opset, axes, tmp),
                     "torchscript",
                 )
             except Exception as exc:

@@ -123,6 +123,8 @@ class ProfileReport:
     memory_source: str
     rows: tuple[BatchProfile, ...]
     simulated_int8: bool = False
+    input_shape: tuple[int, ...] | None = None
+    """Shape of one synthetic input image (without the batch), e.g. (3, 64, 64) for an SR model's LR input."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,22 +153,29 @@ class ProfileReport:
                 bool(data["end_to_end"]),
                 str(data.get("memory_source", "")),
                 rows,
+                simulated_int8=bool(data.get("simulated_int8", False)),
+                input_shape=tuple(map(int, data["input_shape"])) if data.get("input_shape") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{source} is not a dctq profile report ({type(exc).__name__}: {exc})") from None
 
 
 def synthetic_batch(
-    inputs: ArtifactMeta | Sequence[TensorSpec], batch: int, seed: int = 0
+    inputs: ArtifactMeta | Sequence[TensorSpec], batch: int, seed: int = 0, size: int | None = None
 ) -> dict[str, np.ndarray]:
     """Random float32 inputs of an artifact's (or input specs') shapes at `batch`, the profilers' one
     synthetic batch: coefficients y/cbcr as small integers (std 4 and 2), qt steps 1 + u + v (1..15),
-    RGB standard normal."""
+    RGB standard normal (SR models: uniform in [0, 1]). Dynamic spatial axes (SR models' height and width)
+    take `size`, default the artifact's input_size."""
     specs = inputs.inputs if isinstance(inputs, ArtifactMeta) else inputs
+    side = size or (inputs.input_size if isinstance(inputs, ArtifactMeta) else 64)
     rng = np.random.default_rng(seed)
     out = {}
     for spec in specs:
-        shape = (batch, *(int(d) for d in spec.shape[1:]))
+        shape = (batch, *(int(d) if isinstance(d, int) else side for d in spec.shape[1:]))
+        if isinstance(inputs, ArtifactMeta) and inputs.task == "sr":
+            out[spec.name] = rng.random(size=shape, dtype=np.float32)
+            continue
         if spec.name in ("y", "cbcr"):
             out[spec.name] = np.round(rng.normal(size=shape) * (4 if spec.name == "y" else 2)).astype(
                 np.float32
@@ -218,9 +227,16 @@ def _peak_rss_kb() -> int:
 class _Feeder:
     """One call of the profiled work: run a fixed synthetic batch, or read the next `batch` files and run."""
 
-    def __init__(self, runner: Runner, meta: ArtifactMeta, batch: int, files: list[Path] | None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        meta: ArtifactMeta,
+        batch: int,
+        files: list[Path] | None,
+        size: int | None = None,
+    ) -> None:
         self.runner, self.meta, self.batch, self.files = runner, meta, batch, files
-        self.inputs = synthetic_batch(meta, batch) if files is None else None
+        self.inputs = synthetic_batch(meta, batch, size=size) if files is None else None
         self.cursor = 0
 
     def __call__(self) -> None:
@@ -272,6 +288,7 @@ def profile(
     end_to_end_data: Path | str | None = None,
     device: str = "auto",
     runner: Runner | None = None,
+    input_size: int | None = None,
     trust_code: bool = False,
     **options: Any,
 ) -> ProfileReport:
@@ -283,6 +300,8 @@ def profile(
             (torch.set_num_threads, restored afterwards) on the torch backend. runner: an already loaded
             runner (then backend/device are its own).
         end_to_end_data: a folder of JPEGs; each call then also reads `batch` of them (cycling).
+        input_size: side of the synthetic images where the artifact's spatial axes are dynamic (SR models'
+            LR input); default the artifact's input_size.
         trust_code: load a path of a kind that holds code (.ts, .pt2, .engine: artifact.CODE_KINDS).
 
     Raises:
@@ -308,7 +327,7 @@ def profile(
     if threads is not None and name == "torch":
         torch.set_num_threads(threads)
     try:
-        return _profile(art, run, batches, warmup, iters, end_to_end_data)
+        return _profile(art, run, batches, warmup, iters, end_to_end_data, input_size)
     finally:
         torch.set_num_threads(torch_threads)
 
@@ -320,6 +339,7 @@ def _profile(
     warmup: int,
     iters: int,
     end_to_end_data: Path | str | None,
+    input_size: int | None = None,
 ) -> ProfileReport:
     fixed = art.meta.fixed_batch
     if fixed is not None and any(b != fixed for b in batches):
@@ -336,7 +356,7 @@ def _profile(
     timer = _Timer(run, events=files is None)
     rows = []
     for b in batches:
-        call = _Feeder(run, art.meta, b, files)
+        call = _Feeder(run, art.meta, b, files, input_size)
         for _ in range(warmup):
             call()
         if cuda:
@@ -365,6 +385,15 @@ def _profile(
             "not INT8 speed (export it to ONNX or TensorRT for that)",
             art.path,
         )
+    first = synthetic_batch(art.meta, 1, size=input_size)
+    shape = tuple(first[art.meta.inputs[0].name].shape[1:]) if files is None else None
     return ProfileReport(
-        str(art.path), run.backend, run.device, files is not None, memory_source, tuple(rows), simulated
+        str(art.path),
+        run.backend,
+        run.device,
+        files is not None,
+        memory_source,
+        tuple(rows),
+        simulated_int8=simulated,
+        input_shape=shape,
     )

@@ -17,6 +17,7 @@ PACKAGES = [
     "dctq.common",
     "dctq.jpeg",
     "dctq.models",
+    "dctq.models.dq",
     "dctq.calibration",
     "dctq.calibration.calibrators",
     "dctq.calibration.quant",

@@ -28,7 +28,9 @@ def test_models_command_json():
         "macs",
         "flops",
         "description",
+        "task",
     ]
+    assert rows["resnet50"]["task"] == "classify"
 
 
 def test_models_command_table():

@@ -42,7 +42,9 @@ from dctq.models import (
 )
 from dctq.models.resnet import Bottleneck
 
-ALL_MODELS = [info.name for info in list_models()]
+# The classifiers: what the tests below assume (logits [N, classes], an `fc`). The autoencoders (task
+# "autoencode") have their own tests in tests/models/dq/; SR models: test_sr_models.py.
+ALL_MODELS = [info.name for info in list_models(task="classify")]
 
 # name: (parameters, MACs) at num_classes=1000 (10 for CIFAR models), default input size; measured.
 REGRESSION = {

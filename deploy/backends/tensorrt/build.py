@@ -189,7 +189,15 @@ class BuildConfig:
             raise ExportError(f"optimization_level must be in 0..5, got {self.optimization_level}")
 
 
-def _image_size_from(specs: Sequence[TensorSpec]) -> Size:
+SR_SIZE_RANGE = (1 / 4, 1, 4)
+"""SR engines (dynamic height and width): the profile's (min, opt, max) LR sides as multiples of the
+model's stated input size (64: 16, 64, 256 px) unless BuildConfig.image_size says otherwise."""
+
+
+def _image_size_from(specs: Sequence[TensorSpec], meta: Any = None) -> Any:
+    if getattr(meta, "task", None) == "sr" and any(None in s.dims[2:] for s in specs):
+        side = int(meta.input_size)
+        return tuple(max(1, round(side * f)) for f in SR_SIZE_RANGE)
     for spec in specs:
         if spec.role in ("luma", "rgb") and None not in spec.dims[2:]:
             h, w = spec.dims[2], spec.dims[3]
@@ -230,7 +238,7 @@ def plan_build(
         report = rep.to_dict()
     data = model.SerializeToString() if config.fp16 else raw
     specs = tuple(onnx_input_specs(model))
-    image_size = config.image_size if config.image_size is not None else _image_size_from(specs)
+    image_size = config.image_size if config.image_size is not None else _image_size_from(specs, meta)
     dtypes = {s.name: s.dtype for s in specs}
     meta = dataclasses.replace(
         meta,

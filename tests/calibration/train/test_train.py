@@ -264,7 +264,8 @@ def test_cli_train_then_evaluate(jpeg_folder, tmp_path):
     assert report["best_epoch"] == 1 and len(report["history"]) == 1
     assert report["out_dir"] == str(out) and report["best_path"] == str(out / "best.pt")
     assert set(report) == {
-        "out_dir", "best_path", "last_path", "best_epoch", "best_top1", "start_epoch", "history",
+        "out_dir", "best_path", "last_path", "best_epoch", "best_top1", "best_psnr", "start_epoch", "history",
+        "task",
     }  # fmt: skip
     assert TrainConfig.from_dict(load_checkpoint(out / "best.pt").extra["train_config"]).train_qualities == (
         90,

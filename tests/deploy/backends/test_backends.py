@@ -23,7 +23,7 @@ pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
 from dctq.deploy.onnx.graph import quantize_linear  # noqa: E402
-from dctq.deploy.onnx.ort_rewrite import rewrite_for_ort  # noqa: E402
+from dctq.deploy.onnx.ort_rewrite import ADD_SCALES, rewrite_for_ort  # noqa: E402
 
 ARCH_KWARGS = {"num_classes": 2, "widths": [8, 16], "depths": [1, 1]}
 CLASSES = ["cat", "dog"]
@@ -108,7 +108,8 @@ def test_quantize_linear_matches_onnx_runtime_on_ties():
 
 def test_rewrite_keeps_the_function_and_fuses_integer_convs(artifacts, tmp_path):
     proto = onnx.load(str(artifacts["q.onnx"]))
-    rewritten, stats = rewrite_for_ort(proto)
+    rewritten, stats = rewrite_for_ort(proto, add_scale=None)  # the Adds as exported: exact
+    assert stats.add_inputs_quantized == 0
     assert stats.weights_folded == stats.activations_uint8 == stats.dequantize_uint8 >= 7
     assert stats.relu_to_integer >= 3 and stats.skipped == ()
     zero_types = {
@@ -132,6 +133,54 @@ def test_rewrite_keeps_the_function_and_fuses_integer_convs(artifacts, tmp_path)
     raw_options.optimized_model_filepath = str(tmp_path / "raw_opt.onnx")
     ort.InferenceSession(proto.SerializeToString(), raw_options, providers=["CPUExecutionProvider"])
     assert "QLinearConv" not in [n.op_type for n in onnx.load(str(tmp_path / "raw_opt.onnx")).graph.node]
+
+
+def _optimized_ops(proto, path) -> list[str]:
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_rewrite_quantizes_the_conv_input_of_residual_adds(artifacts, tmp_path):
+    """The TensorRT-form file (Q/DQ on the shortcut input of Adds only) becomes ORT's fully integer
+    graph: every conv a QLinearConv, every quantized-after Add a QLinearAdd, close to the exact rewrite."""
+    proto = onnx.load(str(artifacts["q.onnx"]))
+    adds = [n for n in proto.graph.node if n.op_type == "Add"]
+    exact, _ = rewrite_for_ort(proto, add_scale=None)
+    exact_ops = _optimized_ops(exact, tmp_path / "exact.onnx")
+    assert exact_ops.count("Conv") >= 1 and "QLinearAdd" not in exact_ops  # the convs before Adds stay float
+    feeds = {k: v.numpy() for k, v in _feeds(artifacts["model"], 200, seed=7).items()}
+    reference = _session(exact, ort.GraphOptimizationLevel.ORT_ENABLE_ALL).run(None, feeds)[0]
+    for scale in ADD_SCALES:
+        rewritten, stats = rewrite_for_ort(proto, add_scale=scale)
+        assert stats.add_inputs_quantized == len(adds) == 2 and stats.skipped == ()
+        ops = _optimized_ops(rewritten, tmp_path / f"{scale}.onnx")
+        assert ops.count("QLinearConv") == exact_ops.count("QLinearConv") + exact_ops.count("Conv"), ops
+        assert "Conv" not in ops and ops.count("QLinearAdd") >= 1, ops
+        out = _session(rewritten, ort.GraphOptimizationLevel.ORT_ENABLE_ALL).run(None, feeds)[0]
+        noise = np.sum((out - reference) ** 2) / np.sum(reference**2)
+        assert 0 < noise < 10 ** (-25 / 10), (scale, noise)  # one more rounding: not exact, > 25 dB
+        assert np.mean(out.argmax(1) == reference.argmax(1)) >= 0.9
+    # "output": the added Q reads the Add's output quantizer (the Q after its Relu) where there is one
+    rewritten, _ = rewrite_for_ort(proto, add_scale="output")
+    nodes = rewritten.graph.node
+    readers = {name: [n for n in nodes if name in n.input] for n in nodes for name in n.output}
+    added = [n for n in nodes if n.op_type == "QuantizeLinear" and n.output[0].endswith("_add_q")]
+    assert len(added) == 2
+    with_output_q = 0
+    for q in added:
+        (dq,) = readers[q.output[0]]
+        (add,) = readers[dq.output[0]]
+        after = [r for r in readers[add.output[0]] if r.op_type == "QuantizeLinear"]
+        residual = next(n for n in nodes if n.output[0] in add.input and n is not dq)
+        # the Add's output grid where it has one (the last block's Add feeds the float pooling)
+        expected = after[0].input[1] if after else residual.input[1]
+        assert add.op_type == "Add" and residual.op_type == "DequantizeLinear" and q.input[1] == expected
+        with_output_q += bool(after)
+    assert with_output_q == 1
+    with pytest.raises(ValueError, match="add_scale"):
+        rewrite_for_ort(proto, add_scale="both")
 
 
 def test_ort_backend_agrees_with_fake_quant_torch(artifacts):
@@ -205,3 +254,52 @@ def test_ort_runs_any_batch_size_on_a_fixed_batch_graph(artifacts, tmp_path):
     got = load_runner(fixed).predict(feeds)
     assert got.shape == (5, 2)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_rewrite_quantizes_before_maxpool_exactly(tmp_path):
+    """A ResNet stem, `Conv -> Relu -> MaxPool -> Q -> DQ -> Conv`: the Q moves before the pool (exact,
+    Q is monotonic), so the stem conv fuses into QLinearConv and the pool runs on integers."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(size=(4, 8, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.float32(0.05), "sx"),
+        numpy_helper.from_array(np.float32(0.02), "sw"),
+        numpy_helper.from_array(np.float32(0.1), "sa"),
+        numpy_helper.from_array(np.int8(0), "z"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sx", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "sx", "z"], ["xd"]),
+        helper.make_node("QuantizeLinear", ["w1", "sw", "z"], ["w1q"]),
+        helper.make_node("DequantizeLinear", ["w1q", "sw", "z"], ["w1d"]),
+        helper.make_node("Conv", ["xd", "w1d"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["p1", "sa", "z"], ["pq"]),
+        helper.make_node("DequantizeLinear", ["pq", "sa", "z"], ["pd"]),
+        helper.make_node("QuantizeLinear", ["w2", "sw", "z"], ["w2q"]),
+        helper.make_node("DequantizeLinear", ["w2q", "sw", "z"], ["w2d"]),
+        helper.make_node("Conv", ["pd", "w2d"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "stem",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rewritten, stats = rewrite_for_ort(proto)
+    assert stats.maxpools_to_integer == 1 and stats.relu_to_integer == 1
+    x = {"x": rng.normal(size=(4, 3, 16, 16)).astype(np.float32) * 2}
+    plain = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert np.array_equal(_session(proto, plain).run(None, x)[0], _session(rewritten, plain).run(None, x)[0])
+    ops = _optimized_ops(rewritten, tmp_path / "stem.onnx")
+    # the stem conv is integer now; the head conv (no Q after it) stays float
+    assert ops.count("QLinearConv") == 1 and ops.count("Conv") == 1, ops
+    assert "QLinearConv" not in _optimized_ops(
+        rewrite_for_ort(proto, output_qdq=False)[0], tmp_path / "off.onnx"
+    )
