@@ -27,10 +27,13 @@ _LAYERS = (QuantConv2d, QuantConvTranspose2d, QuantLinear)
 
 
 def activation_quantizers(qmodel: nn.Module) -> Iterator[tuple[str, TensorQuantizer]]:
-    """(layer name, the TensorQuantizer of its input) for every quantized layer, in module order."""
+    """(layer name, the TensorQuantizer of its input) for every quantized layer with a quantized input, in
+    module order."""
     for name, module in qmodel.named_modules():
         if isinstance(module, _LAYERS):
             q = module.input_quantizer
+            if q is None:  # a LayerRule left this layer's input float
+                continue
             yield name, (q.quantizer if isinstance(q, OffsetQuantizer) else q)
 
 

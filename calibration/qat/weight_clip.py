@@ -26,7 +26,10 @@ _LAYERS = (QuantConv2d, QuantConvTranspose2d, QuantLinear)
 
 
 def _weight_layers(qmodel: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in qmodel.named_modules() if isinstance(m, _LAYERS)]
+    """The quantized layers whose weight is quantized (a LayerRule may leave a layer's weight float)."""
+    return [
+        (n, m) for n, m in qmodel.named_modules() if isinstance(m, _LAYERS) and m.weight_quantizer is not None
+    ]
 
 
 def _output(layer: nn.Module, x: Tensor, w: Tensor) -> Tensor:
@@ -70,7 +73,7 @@ def search_weight_clip(
     for name, layer in layers:
 
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], name: str = name) -> None:
-            x = module.input_quantizer(inputs[0])
+            x = inputs[0] if module.input_quantizer is None else module.input_quantizer(inputs[0])
             w = module.weight
             reference = _output(module, x, w)
             q = module.weight_quantizer

@@ -16,7 +16,7 @@ from dctq.calibration.qat.regularizers import mismatch_loss, variance_loss
 from dctq.calibration.qat.weight_clip import search_weight_clip
 from dctq.calibration.quant.model import calibrate, quantize_model
 from dctq.calibration.quant.quantizer import TensorQuantizer
-from dctq.calibration.quant.recipe import build_recipe
+from dctq.calibration.quant.recipe import LayerRule, build_recipe
 from dctq.calibration.workflow.plan import QatPlan, check_plan, qat_state_path
 from dctq.calibration.workflow.quantize import quantize_checkpoint
 from dctq.common.errors import ConfigError, QuantizationError
@@ -179,3 +179,25 @@ def test_plain_qat_of_a_dct_classifier(tmp_path, jpeg_folder):
     loaded = load_checkpoint(tmp_path / "q.pt")
     assert loaded.extra["quantization"]["method"] == "qat"
     assert not any(isinstance(m, nn.BatchNorm2d) for m in loaded.model.modules())  # folded after training
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_odm_keeps_the_per_quantizer_overrides_of_layer_rules(sr_ckpt, tmp_path, version):
+    """debug-control's LayerRule overrides under ODM: a float input and an 8-bit weight inside W4A4 stay so
+    through offsets (v1), weight clipping and the mismatch loss (v2), into the written checkpoint."""
+    ckpt, folder = sr_ckpt
+    rules = (LayerRule("body.0.conv1", input="float"), LayerRule("body.1.conv1", weight=8))
+    options = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "calib_batches": 2, "log_every": 1}
+    extra = {"offset_fraction": 1.0} if version == 1 else {}
+    config = QatConfig(method="odm", **{**method_defaults("odm", version), **options, **extra})
+    result = quantize_checkpoint(
+        ckpt, tmp_path / "q.pt", method="odm", recipe=build_recipe(bits="w4a4", rules=rules),
+        qat=QatPlan(folder, config),
+    )  # fmt: skip
+    model = result.model
+    assert model.get_submodule("body.0.conv1").input_quantizer is None
+    assert model.get_submodule("body.0.conv1").weight_quantizer.bits == 4
+    assert model.get_submodule("body.1.conv1").weight_quantizer.bits == 8
+    loaded = load_checkpoint(tmp_path / "q.pt")
+    x = torch.rand(1, 3, 9, 11)
+    assert torch.equal(loaded.model(x), result.model(x))
