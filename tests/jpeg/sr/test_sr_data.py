@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import hr_folder, smooth_rgb
 
+import dctq.jpeg.cifar
 from dctq.common.errors import DataError
 from dctq.jpeg.sr.dataset import SrImages, SrPair, SrPatches, load_pairs, split_pairs
 from dctq.jpeg.sr.images import list_images, modcrop, read_image
@@ -118,6 +119,9 @@ def test_empty_folders_and_missing_sets(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="holds no image"):
         list_images(tmp_path / "empty")
     monkeypatch.setenv("DCTQ_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(
+        dctq.jpeg.cifar, "SHARED_DATA", tmp_path / "no-shared-data"
+    )  # ../shared/data may exist
     with pytest.raises(DataError, match="not found"):
         sr_archive("eval-set5-set14.tar", tmp_path / "nowhere")
     with pytest.raises(DataError, match="named sets"):
