@@ -8,6 +8,7 @@ the two-sided exact p-value. Much tighter than comparing two independent +-0.7-p
     .venv/bin/python bench/paired_accuracy.py intraq_w4a4.pt bnstats_w4a4.pt --data cifar10
     .venv/bin/python bench/paired_accuracy.py a.pt b.pt --quality 10 --json paired.json
     .venv/bin/python bench/paired_accuracy.py a.pt b.pt --qualities 10,20,30,40,50
+    .venv/bin/python bench/paired_accuracy.py a.pt b.pt --qualities 10,30,50,70,90 --mean-over 50,70,90
 
 With --qualities, one paired row per quality and a row for the mean over them: each image's
 difference is averaged over the qualities first (the qualities share images, so their rows are not
@@ -56,6 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int_list,
         default=None,
         help="several qualities, e.g. 10,20,30: a paired row each and one for their mean",
+    )
+    p.add_argument(
+        "--mean-over",
+        type=int_list,
+        default=None,
+        help="with --qualities: one more mean row over this subset of them, e.g. 50,60,70,80,90,95",
     )
     p.add_argument("--batch-size", type=int, default=250, help="evaluation batch (default 250)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -148,6 +155,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.qualities is not None and args.quality is not None:
         raise DataError("give --quality or --qualities, not both")
+    subset = list(args.mean_over or [])
+    if subset and not set(subset) <= set(args.qualities or []):
+        raise DataError(f"--mean-over {subset} must be a subset of --qualities {args.qualities}")
     split = split_data(args.data, saved_val_fraction(first.extra))
 
     def scored(quality: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,13 +172,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {**head, "quality": args.quality, **paired_summary(*scored(args.quality)), "machine": machine}
     pairs = [scored(q) for q in args.qualities]
     rows = [{"quality": q, **paired_summary(*pair)} for q, pair in zip(args.qualities, pairs, strict=True)]
-    return {
-        **head,
-        "qualities": args.qualities,
-        "rows": rows,
-        "mean": mean_summary(pairs),
-        "machine": machine,
-    }
+    result = {**head, "qualities": args.qualities, "rows": rows, "mean": mean_summary(pairs)}
+    if subset:
+        by_quality = dict(zip(args.qualities, pairs, strict=True))
+        result["mean_over"] = {**mean_summary([by_quality[q] for q in subset]), "over": subset}
+    return {**result, "machine": machine}
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -179,7 +187,11 @@ def markdown(r: dict[str, Any]) -> str:
             "| quality | A top-1 % | B top-1 % | A - B (95% interval) | only A / only B right | p |",
             "|---|---:|---:|---|---:|---:|",
         ]
-        for row in [*r["rows"], {**r["mean"], "quality": "mean"}]:
+        means = [{**r["mean"], "quality": "mean"}]
+        if "mean_over" in r:
+            subset = ",".join(map(str, r["mean_over"]["over"]))
+            means.append({**r["mean_over"], "quality": f"mean {subset}"})
+        for row in [*r["rows"], *means]:
             lo, hi = row["ci95"]
             counts = f"{row['only_a_right']} / {row['only_b_right']}" if "only_a_right" in row else "-"
             lines.append(

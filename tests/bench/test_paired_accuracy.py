@@ -70,6 +70,17 @@ def test_script_compares_two_checkpoints_on_the_same_images(jpeg_folder, tmp_pat
     assert [row["quality"] for row in rows["rows"]] == [30, 90]
     assert rows["rows"][0]["diff"] == r["diff"] and rows["rows"][0]["p_value"] == r["p_value"]
     assert rows["mean"]["diff"] == pytest.approx(sum(row["diff"] for row in rows["rows"]) / 2)
+    three = paired.main(
+        [str(one), str(other), "--data", str(jpeg_folder), "--qualities", "10,30,90", "--mean-over", "30,90"]
+    )
+    assert three["mean_over"]["over"] == [30, 90] and three["mean_over"]["diff"] == pytest.approx(
+        rows["mean"]["diff"]
+    )
+    assert "mean 30,90" in paired.markdown(three)
+    with pytest.raises(DataError, match="subset"):
+        paired.main(
+            [str(one), str(other), "--data", str(jpeg_folder), "--qualities", "30", "--mean-over", "50"]
+        )
     with pytest.raises(DataError, match="not both"):
         paired.main(
             [str(one), str(other), "--data", str(jpeg_folder), "--quality", "30", "--qualities", "30,90"]
