@@ -57,6 +57,21 @@ def spatially_dynamic(path: Path, tmp: Path) -> Path:
     return target
 
 
+def dynamic_pair(dct: Path, rgb: Path, tmp: Path) -> dict[str, Path]:
+    """{"dct", "rgb"}: spatially dynamic copies of the two files, each in a folder of its own (the two
+    often share a name, int8_residual.onnx, and one copy would overwrite the other).
+
+    Raises SystemExit when they are not a DCT and an RGB model."""
+    paths = {}
+    for key, source in (("dct", dct), ("rgb", rgb)):
+        (tmp / key).mkdir()
+        paths[key] = spatially_dynamic(source, tmp / key)
+    kinds = {k: load_artifact(v).meta.input_kind for k, v in paths.items()}
+    if kinds != {"dct": "dct", "rgb": "rgb"}:
+        raise SystemExit(f"--dct and --rgb must be a DCT and an RGB model, got {kinds}")
+    return paths
+
+
 def feeds_at(meta: Any, batch: int, size: int) -> dict[str, np.ndarray]:
     scaled = dataclasses.replace(
         meta,
@@ -129,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
-        paths = {k: spatially_dynamic(v, Path(tmp_name)) for k, v in (("dct", args.dct), ("rgb", args.rgb))}
+        paths = dynamic_pair(args.dct, args.rgb, Path(tmp_name))
         metas = {k: load_artifact(v).meta for k, v in paths.items()}
 
         def sessions(threads: int) -> dict[str, Any]:

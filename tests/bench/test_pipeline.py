@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from helpers import load_bench, saved_model
 
 pytest.importorskip("onnxruntime")
@@ -64,13 +65,49 @@ def test_profile_and_symbolic_sizes_on_a_tiny_export(tmp_path):
     from dctq.models.checkpoint import load_checkpoint
 
     _, ckpt = saved_model(
-        tmp_path / "fp.pt", "dct_cifar_upsampling", ["a", "b"], num_classes=2, widths=[8, 16], depths=[1, 1]
-    )
+        tmp_path / "fp.pt", "dct_cifar_upsampling", ["a", "b"], num_classes=2, widths=[16, 32], depths=[1, 1]
+    )  # widths of ORT's channel block (16): no padded MACs
     onnx_path = export_onnx(load_checkpoint(ckpt), tmp_path / "fp.onnx")
     result = load_bench("ort_profile").profile(onnx_path, 4, 1, 2, "output", tmp_path)
+    scaling = load_bench("scaling")
     assert result["run_ms_median"] > 0 and "Conv" in result["ops"]
     assert sum(v["share"] for v in result["ops"].values()) == pytest.approx(1.0)
-    scaling = load_bench("scaling")
+    # MACs from the shapes the profiler recorded = the model's own conv MACs at batch 4 (forward hooks)
+    model = load_checkpoint(ckpt).model.eval()
+    macs: list[int] = []
+    hooks = [
+        m.register_forward_hook(lambda m, _, out: macs.append(out.numel() * m.weight[0].numel()))
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
+    feeds = scaling.feeds_at(load_artifact(onnx_path).meta, 4, 32)
+    with torch.no_grad():
+        model(*(torch.from_numpy(feeds[n]) for n in ("y", "cbcr", "qt")))
+    for h in hooks:
+        h.remove()
+    convs = result["convs"]
+    assert convs["nodes"] == len(macs) and round(convs["gmac"] * 1e9) == sum(macs)
+    assert convs["ms"] <= sum(v["ms"] for v in result["ops"].values()) and convs["gmac_per_s"] > 0
+    # the INT8 graph's QLinearConvs (weights pre-packed, absent from the profile) count the same MACs
+    from dctq.calibration.ptq import ptq
+    from dctq.calibration.quant.recipe import QuantRecipe
+    from dctq.models import example_inputs
+
+    qmodel = ptq(model, QuantRecipe(calibrator="max"), [example_inputs(model, 8, seed=s) for s in range(2)])
+    int8 = export_onnx(load_checkpoint(ckpt).with_model(qmodel), tmp_path / "int8.onnx")
+    (tmp_path / "int8").mkdir()
+    q = load_bench("ort_profile").profile(int8, 4, 1, 2, "output", tmp_path / "int8")
+    assert "QLinearConv" in q["ops"] and round(q["convs"]["gmac"] * 1e9) == sum(macs)
+    # a DCT and an RGB file of the same name (as the benches write them): two copies, not one
+    (tmp_path / "rgb").mkdir()
+    _, rgb_ckpt = saved_model(tmp_path / "rgb.pt", "resnet20", ["a", "b"], num_classes=2)
+    rgb_onnx = export_onnx(load_checkpoint(rgb_ckpt), tmp_path / "rgb" / "fp.onnx")
+    (tmp_path / "pair").mkdir()
+    pair = scaling.dynamic_pair(onnx_path, rgb_onnx, tmp_path / "pair")
+    assert {k: load_artifact(v).meta.input_kind for k, v in pair.items()} == {"dct": "dct", "rgb": "rgb"}
+    with pytest.raises(SystemExit, match="DCT and an RGB"):
+        (tmp_path / "swapped").mkdir()
+        scaling.dynamic_pair(rgb_onnx, onnx_path, tmp_path / "swapped")
     (tmp_path / "dyn").mkdir()
     dynamic = scaling.spatially_dynamic(onnx_path, tmp_path / "dyn")
     meta = load_artifact(dynamic).meta
