@@ -18,7 +18,8 @@ do not change the function the graph defines; 0 adds one rounding (on by default
    (`clip(round(x/s), -128, 127) + 128 == clip(round(x/s) + 128, 0, 255)`); every activation
    QuantizeLinear and the DequantizeLinears reading it switch to uint8/128.
 3. Relu into the integer domain (`output_qdq`): `op -> Relu -> Q(s)` becomes `op -> Q(s) -> Max(q, zp)`,
-   after `MaxPool -> Q` became `Q -> MaxPool` (monotonic Q: exact), so a ResNet stem's conv fuses too.
+   after `MaxPool -> Q` became `Q -> MaxPool` (monotonic Q: exact), so a ResNet stem's conv fuses too,
+   and `Concat -> Q` became `Q -> Concat` per input (elementwise Q: exact), so do the Adds before a concat.
    `Q(relu(x)) == max(Q(x), zp)` exactly when real 0 sits on the zero point, and the op (Conv, Gemm,
    Add) gains the output Q that ORT's fusion needs.
 4. Float weights (`fold_float_weights`): a layer ORT will not fuse (no output Q) would dequantize its
@@ -68,6 +69,7 @@ class RewriteStats:
     skipped: tuple[str, ...]
     add_inputs_quantized: int = 0
     maxpools_to_integer: int = 0
+    concats_to_integer: int = 0
 
 
 def _int8_zero(g: GraphIndex, node: Any) -> bool:
@@ -237,6 +239,47 @@ def _quantize_before_maxpool(g: GraphIndex) -> int:
     return moved
 
 
+def _quantize_before_concat(g: GraphIndex) -> int:
+    """`Concat(x1..xn) -> Q(s, zp)` becomes `Q(x1, s, zp)..Q(xn, s, zp) -> Concat` (on integers).
+
+    Exact: a per-tensor Q is elementwise, so quantizing the parts is quantizing the whole. The DCT nets'
+    late concat (`Add -> Relu` of the Y and the chroma branch -> Concat -> Q) then has a Q right after
+    each Relu, so the Adds gain the output Q that ORT's QLinearAdd fusion needs (rewrite 3) instead of
+    running in float at full resolution.
+    """
+    moved = 0
+    drop: set[int] = set()
+    before: dict[int, list[Any]] = {}
+    for node in g.graph.node:
+        if node.op_type != "Concat" or len(node.output) != 1 or node.output[0] in g.outputs:
+            continue
+        quants = g.readers(node.output[0])
+        if not quants or any(q.op_type != "QuantizeLinear" or len(q.input) < 3 for q in quants):
+            continue
+        if len({tuple(q.input[1:3]) for q in quants}) != 1 or any(g.is_const(x) for x in node.input):
+            continue
+        scale = g.const(quants[0].input[1])
+        if scale is None or scale.size != 1 or g.const(quants[0].input[2]) is None:
+            continue
+        new = []
+        for i, x in enumerate(node.input):
+            q = copy.deepcopy(quants[0])
+            q.name = g.fresh(f"{g.label(node)}_q{i}")
+            q.input[0], q.output[0] = x, g.fresh(f"{x}_quantized")
+            node.input[i] = q.output[0]
+            new.append(q)
+        node.output[0] = quants[0].output[0]  # the Concat now writes what the Q wrote
+        for q in quants[1:]:  # further Qs of the same grid: their readers take the one output
+            for reader in g.readers(q.output[0]):
+                reader.input[:] = [node.output[0] if n == q.output[0] else n for n in reader.input]
+        before[id(node)] = new
+        drop.update(id(q) for q in quants)
+        moved += 1
+    if moved:
+        g.replace_nodes([m for n in g.graph.node if id(n) not in drop for m in [*before.get(id(n), []), n]])
+    return moved
+
+
 def _relu_to_integer(g: GraphIndex) -> int:
     """op -> Relu -> Q(s) [-> DQ ...] becomes op -> Q(s) -> Max(q, zero point) [-> DQ ...] (see module doc)."""
     from onnx import helper
@@ -360,6 +403,7 @@ def rewrite_for_ort(
     adds = _quantize_add_inputs(GraphIndex(out), add_scale) if add_scale is not None else 0
     n_q, n_dq = _to_uint8(GraphIndex(out), skipped)
     pools = _quantize_before_maxpool(GraphIndex(out)) if output_qdq else 0
+    concats = _quantize_before_concat(GraphIndex(out)) if output_qdq else 0
     relus = _relu_to_integer(GraphIndex(out)) if output_qdq else 0
     float_weights = _fold_float_weights(GraphIndex(out)) if fold_float_weights else 0
     drop_unused(out)
@@ -367,7 +411,7 @@ def rewrite_for_ort(
         onnx.checker.check_model(out)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the ONNX Runtime rewrite produced an invalid graph: {str(exc)[:300]}") from None
-    stats = RewriteStats(folded, n_q, n_dq, relus, float_weights, tuple(skipped), adds, pools)
+    stats = RewriteStats(folded, n_q, n_dq, relus, float_weights, tuple(skipped), adds, pools, concats)
     logger.info(
         "ORT rewrite: %d weights to int8, %d Add conv inputs quantized, %d activation Q (+%d DQ) to uint8, "
         "%d Relu to integer, %d float weights",

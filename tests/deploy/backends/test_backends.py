@@ -256,6 +256,61 @@ def test_ort_runs_any_batch_size_on_a_fixed_batch_graph(artifacts, tmp_path):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_rewrite_quantizes_before_concat_exactly(tmp_path):
+    """The DCT nets' late concat, `Conv -> Relu` twice -> Concat -> Q -> DQ -> Conv: the Q moves onto each
+    Concat input (exact: a per-tensor Q is elementwise), so both branch convs gain an output Q and fuse."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "wa"),
+        numpy_helper.from_array(rng.normal(size=(8, 3, 1, 1)).astype(np.float32), "wb"),
+        numpy_helper.from_array(rng.normal(size=(4, 16, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.float32(0.05), "sx"),
+        numpy_helper.from_array(np.float32(0.02), "sw"),
+        numpy_helper.from_array(np.float32(0.1), "sc"),
+        numpy_helper.from_array(np.int8(0), "z"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sx", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "sx", "z"], ["xd"]),
+        *[
+            node
+            for w in ("wa", "wb", "w2")
+            for node in (
+                helper.make_node("QuantizeLinear", [w, "sw", "z"], [f"{w}q"]),
+                helper.make_node("DequantizeLinear", [f"{w}q", "sw", "z"], [f"{w}d"]),
+            )
+        ],
+        helper.make_node("Conv", ["xd", "wad"], ["ca"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["ca"], ["ra"]),
+        helper.make_node("Conv", ["xd", "wbd"], ["cb"]),
+        helper.make_node("Relu", ["cb"], ["rb"]),
+        helper.make_node("Concat", ["ra", "rb"], ["cat"], axis=1),
+        helper.make_node("QuantizeLinear", ["cat", "sc", "z"], ["catq"]),
+        helper.make_node("DequantizeLinear", ["catq", "sc", "z"], ["catd"]),
+        helper.make_node("Conv", ["catd", "w2d"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "late_concat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rewritten, stats = rewrite_for_ort(proto)
+    assert stats.concats_to_integer == 1 and stats.relu_to_integer == 2
+    x = {"x": rng.normal(size=(4, 3, 8, 8)).astype(np.float32) * 2}
+    plain = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert np.array_equal(_session(proto, plain).run(None, x)[0], _session(rewritten, plain).run(None, x)[0])
+    ops = _optimized_ops(rewritten, tmp_path / "cat.onnx")
+    assert ops.count("QLinearConv") == 2 and ops.count("Conv") == 1, ops  # the head conv has no output Q
+    assert "QLinearConv" not in _optimized_ops(
+        rewrite_for_ort(proto, output_qdq=False)[0], tmp_path / "off.onnx"
+    )
+
+
 def test_rewrite_quantizes_before_maxpool_exactly(tmp_path):
     """A ResNet stem, `Conv -> Relu -> MaxPool -> Q -> DQ -> Conv`: the Q moves before the pool (exact,
     Q is monotonic), so the stem conv fuses into QLinearConv and the pool runs on integers."""
