@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from ...models.dq.autoencoder import HierarchicalAE
 from ...models.dq.rate import CodeSpec
 from ..artifact import ArtifactMeta, TensorSpec, describe_model, write_sidecar
 from ..onnx.graph import import_onnx
+from .onnx import MIN_OPSET, quiet_exporter
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ def _export(
     dynamic: tuple = tuple({0: batch} for _ in names)
     if isinstance(module, AutoencoderDecoder):
         dynamic = (dynamic,)  # forward(*codes): one variadic argument
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape.*")
+    with quiet_exporter():
         try:
             program = torch.onnx.export(
                 module,
@@ -121,8 +120,8 @@ def export_autoencoder_onnx(
     ExportError for a failed export, BackendUnavailable without onnx.
     """
     ae = autoencoder_of(model)
-    if opset < 17:
-        raise ExportError(f"opset {opset} is too old; use 17 or later")
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old; use {MIN_OPSET} or later")
     enc_path, dec_path = part_paths(path)
     meta = describe_model(model, opset=opset)
     module = prepare_for_export(ae).eval()

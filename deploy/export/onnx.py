@@ -39,7 +39,7 @@ _EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """Silence the exporter's own warnings and log lines for the duration; errors still raise."""
     loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
     levels = [lg.level for lg in loggers]
@@ -98,7 +98,7 @@ def _dynamo_export(
             }
             for n in names
         )
-    with _quiet_exporter():
+    with quiet_exporter():
         program = torch.onnx.export(
             model,
             args,
@@ -124,7 +124,7 @@ def _legacy_export(
 ) -> Any:
     import onnx
 
-    with _quiet_exporter():  # the TorchScript exporter is deprecated and says so
+    with quiet_exporter():  # the TorchScript exporter is deprecated and says so
         torch.onnx.export(
             model,
             args,
