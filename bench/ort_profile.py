@@ -55,8 +55,8 @@ def conv_macs(weight: list[int], out: list[int]) -> int:
     axis is 1 (NCHW, and ORT's NCHWc) or last (NHWC). NCHWc pads channels up to its block (16 on AVX-512)
     in its outputs and packed weights, so a conv narrower than that does more work than this counts."""
     cout = int(weight[0])
-    padded = int(out[-1]) != cout  # NCHW / NCHWc: the last axis is a width, not the channels
-    channels = int(out[1]) if int(out[1]) == cout or padded else cout
+    nhwc = int(out[-1]) == cout and int(out[1]) != cout
+    channels = cout if nhwc else int(out[1])  # NCHWc: out[1] may be cout padded up to the block
     macs = 1
     for d in out:
         macs *= int(d)

@@ -253,27 +253,25 @@ def _quantize_before_concat(g: GraphIndex) -> int:
     for node in g.graph.node:
         if node.op_type != "Concat" or len(node.output) != 1 or node.output[0] in g.outputs:
             continue
-        quants = g.readers(node.output[0])
-        if not quants or any(q.op_type != "QuantizeLinear" or len(q.input) < 3 for q in quants):
+        readers = g.readers(node.output[0])
+        if len(readers) != 1 or readers[0].op_type != "QuantizeLinear" or len(readers[0].input) < 3:
             continue
-        if len({tuple(q.input[1:3]) for q in quants}) != 1 or any(g.is_const(x) for x in node.input):
+        quant = readers[0]
+        scale = g.const(quant.input[1])
+        if scale is None or scale.size != 1 or g.const(quant.input[2]) is None:
             continue
-        scale = g.const(quants[0].input[1])
-        if scale is None or scale.size != 1 or g.const(quants[0].input[2]) is None:
+        if any(g.is_const(x) for x in node.input):
             continue
         new = []
         for i, x in enumerate(node.input):
-            q = copy.deepcopy(quants[0])
+            q = copy.deepcopy(quant)
             q.name = g.fresh(f"{g.label(node)}_q{i}")
             q.input[0], q.output[0] = x, g.fresh(f"{x}_quantized")
             node.input[i] = q.output[0]
             new.append(q)
-        node.output[0] = quants[0].output[0]  # the Concat now writes what the Q wrote
-        for q in quants[1:]:  # further Qs of the same grid: their readers take the one output
-            for reader in g.readers(q.output[0]):
-                reader.input[:] = [node.output[0] if n == q.output[0] else n for n in reader.input]
+        node.output[0] = quant.output[0]  # the Concat now writes what the Q wrote: its readers are unchanged
         before[id(node)] = new
-        drop.update(id(q) for q in quants)
+        drop.add(id(quant))
         moved += 1
     if moved:
         g.replace_nodes([m for n in g.graph.node if id(n) not in drop for m in [*before.get(id(n), []), n]])
