@@ -256,10 +256,34 @@ def test_ort_runs_any_batch_size_on_a_fixed_batch_graph(artifacts, tmp_path):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def _qdq(tensor: str, scale: str) -> list:
+    """`tensor -> Q -> DQ` on the int8 grid of `scale` (zero point "z"): outputs `<tensor>q`, `<tensor>d`."""
+    from onnx import helper
+
+    return [
+        helper.make_node("QuantizeLinear", [tensor, scale, "z"], [f"{tensor}q"]),
+        helper.make_node("DequantizeLinear", [f"{tensor}q", scale, "z"], [f"{tensor}d"]),
+    ]
+
+
+def _graph_model(nodes: list, name: str, inits: list, x_shape: list, y_shape: list):
+    """An opset-17 model of `nodes` from float input x to float output y."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def test_rewrite_quantizes_before_concat_exactly(tmp_path):
     """The DCT nets' late concat, `Conv -> Relu` twice -> Concat -> Q -> DQ -> Conv: the Q moves onto each
     Concat input (exact: a per-tensor Q is elementwise), so both branch convs gain an output Q and fuse."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(1)
     inits = [
@@ -272,33 +296,19 @@ def test_rewrite_quantizes_before_concat_exactly(tmp_path):
         numpy_helper.from_array(np.int8(0), "z"),
     ]
     nodes = [
-        helper.make_node("QuantizeLinear", ["x", "sx", "z"], ["xq"]),
-        helper.make_node("DequantizeLinear", ["xq", "sx", "z"], ["xd"]),
-        *[
-            node
-            for w in ("wa", "wb", "w2")
-            for node in (
-                helper.make_node("QuantizeLinear", [w, "sw", "z"], [f"{w}q"]),
-                helper.make_node("DequantizeLinear", [f"{w}q", "sw", "z"], [f"{w}d"]),
-            )
-        ],
+        *_qdq("x", "sx"),
+        *_qdq("wa", "sw"),
+        *_qdq("wb", "sw"),
+        *_qdq("w2", "sw"),
         helper.make_node("Conv", ["xd", "wad"], ["ca"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["ca"], ["ra"]),
         helper.make_node("Conv", ["xd", "wbd"], ["cb"]),
         helper.make_node("Relu", ["cb"], ["rb"]),
         helper.make_node("Concat", ["ra", "rb"], ["cat"], axis=1),
-        helper.make_node("QuantizeLinear", ["cat", "sc", "z"], ["catq"]),
-        helper.make_node("DequantizeLinear", ["catq", "sc", "z"], ["catd"]),
+        *_qdq("cat", "sc"),
         helper.make_node("Conv", ["catd", "w2d"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "late_concat",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
-        inits,
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto = _graph_model(nodes, "late_concat", inits, ["n", 3, 8, 8], ["n", 4, 8, 8])
     rewritten, stats = rewrite_for_ort(proto)
     assert stats.concats_to_integer == 1 and stats.relu_to_integer == 2
     x = {"x": rng.normal(size=(4, 3, 8, 8)).astype(np.float32) * 2}
@@ -314,7 +324,7 @@ def test_rewrite_quantizes_before_concat_exactly(tmp_path):
 def test_rewrite_quantizes_before_maxpool_exactly(tmp_path):
     """A ResNet stem, `Conv -> Relu -> MaxPool -> Q -> DQ -> Conv`: the Q moves before the pool (exact,
     Q is monotonic), so the stem conv fuses into QLinearConv and the pool runs on integers."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
     inits = [
@@ -326,27 +336,16 @@ def test_rewrite_quantizes_before_maxpool_exactly(tmp_path):
         numpy_helper.from_array(np.int8(0), "z"),
     ]
     nodes = [
-        helper.make_node("QuantizeLinear", ["x", "sx", "z"], ["xq"]),
-        helper.make_node("DequantizeLinear", ["xq", "sx", "z"], ["xd"]),
-        helper.make_node("QuantizeLinear", ["w1", "sw", "z"], ["w1q"]),
-        helper.make_node("DequantizeLinear", ["w1q", "sw", "z"], ["w1d"]),
+        *_qdq("x", "sx"),
+        *_qdq("w1", "sw"),
         helper.make_node("Conv", ["xd", "w1d"], ["c1"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
-        helper.make_node("QuantizeLinear", ["p1", "sa", "z"], ["pq"]),
-        helper.make_node("DequantizeLinear", ["pq", "sa", "z"], ["pd"]),
-        helper.make_node("QuantizeLinear", ["w2", "sw", "z"], ["w2q"]),
-        helper.make_node("DequantizeLinear", ["w2q", "sw", "z"], ["w2d"]),
-        helper.make_node("Conv", ["pd", "w2d"], ["y"]),
+        *_qdq("p1", "sa"),
+        *_qdq("w2", "sw"),
+        helper.make_node("Conv", ["p1d", "w2d"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "stem",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
-        inits,
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto = _graph_model(nodes, "stem", inits, ["n", 3, 16, 16], ["n", 4, 8, 8])
     rewritten, stats = rewrite_for_ort(proto)
     assert stats.maxpools_to_integer == 1 and stats.relu_to_integer == 1
     x = {"x": rng.normal(size=(4, 3, 16, 16)).astype(np.float32) * 2}
